@@ -1,0 +1,329 @@
+//! The per-session hash chain. docs/hash-chain.md is the normative description;
+//! this module and `scripts/verify_export.py` are two implementations of it.
+//!
+//! Each event's hash is SHA-256 over the RFC 8785 (JCS) serialisation of a small
+//! envelope built by the server. The envelope holds only strings, non-negative
+//! integers and nulls, with ASCII keys; for such values serde_json's compact
+//! output of a struct whose fields are declared in sorted order *is* JCS
+//! (a unit test holds this against an independent JCS implementation).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{Event, Micros};
+
+pub const ENVELOPE_VERSION: u32 = 1;
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The hashed envelope. Field order here is the JCS (sorted) order; keep it sorted.
+#[derive(Serialize)]
+struct EnvelopeV1<'a> {
+    agent_id: &'a str,
+    client_ts: Option<String>,
+    dialect: &'a str,
+    event_id: String,
+    kind: &'a str,
+    metadata_sha256: String,
+    payload_sha256: String,
+    prev_hash: Option<String>,
+    project: &'a str,
+    seq: u64,
+    server_ts: String,
+    session_id: &'a str,
+    severity: &'a str,
+    source_type: &'a str,
+    v: u32,
+}
+
+/// The fields an event hash covers. `payload_sha256` is passed in (not
+/// recomputed) so that a verifier can tell a changed payload from a changed hash.
+pub struct HashInput<'a> {
+    pub project: &'a str,
+    pub session_id: &'a str,
+    pub seq: u64,
+    pub event_id: &'a str,
+    pub agent_id: &'a str,
+    pub kind: &'a str,
+    pub source_type: &'a str,
+    pub dialect: &'a str,
+    pub severity: &'a str,
+    pub client_ts: Option<Micros>,
+    pub server_ts: Micros,
+    pub payload_sha256: &'a [u8; 32],
+    pub metadata: &'a [u8],
+    pub prev_hash: Option<&'a [u8; 32]>,
+}
+
+impl HashInput<'_> {
+    /// The canonical envelope bytes (exposed for docs and tests).
+    pub fn envelope_bytes(&self) -> Vec<u8> {
+        let env = EnvelopeV1 {
+            agent_id: self.agent_id,
+            client_ts: self.client_ts.map(Micros::to_rfc3339),
+            dialect: self.dialect,
+            event_id: self.event_id.to_owned(),
+            kind: self.kind,
+            metadata_sha256: hex::encode(sha256(self.metadata)),
+            payload_sha256: hex::encode(self.payload_sha256),
+            prev_hash: self.prev_hash.map(hex::encode),
+            project: self.project,
+            seq: self.seq,
+            server_ts: self.server_ts.to_rfc3339(),
+            session_id: self.session_id,
+            severity: self.severity,
+            source_type: self.source_type,
+            v: ENVELOPE_VERSION,
+        };
+        // Serialising a struct of strings and integers into a Vec cannot fail.
+        serde_json::to_vec(&env).unwrap_or_default()
+    }
+
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&self.envelope_bytes())
+    }
+}
+
+impl Event {
+    pub fn hash_input<'a>(&'a self, event_id: &'a str) -> HashInput<'a> {
+        HashInput {
+            project: &self.project,
+            session_id: &self.session_id,
+            seq: self.seq,
+            event_id,
+            agent_id: &self.agent_id,
+            kind: self.kind.as_str(),
+            source_type: &self.source_type,
+            dialect: self.dialect.as_str(),
+            severity: self.severity.as_str(),
+            client_ts: self.client_ts,
+            server_ts: self.server_ts,
+            payload_sha256: &self.payload_sha256,
+            metadata: self.metadata.get().as_bytes(),
+            prev_hash: self.prev_hash.as_ref(),
+        }
+    }
+
+    /// Recompute this event's hash from its stored fields.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        let id = self.id.to_string();
+        self.hash_input(&id).hash()
+    }
+}
+
+/// Result of verifying one session's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub valid: bool,
+    /// Events examined.
+    pub events: u64,
+    /// Hash of the last event that verified (hex), if any.
+    pub head_hash: Option<String>,
+    pub first_invalid_seq: Option<u64>,
+    pub reason: Option<String>,
+}
+
+/// Verifies a session's events fed in seq order, stopping at the first break.
+#[derive(Debug, Default)]
+pub struct ChainVerifier {
+    events: u64,
+    last_seq: u64,
+    prev: Option<[u8; 32]>,
+    failure: Option<(u64, String)>,
+}
+
+impl ChainVerifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    fn fail(&mut self, seq: u64, reason: String) -> bool {
+        self.failure = Some((seq, reason));
+        false
+    }
+
+    /// Check the next event. Returns false once the chain is broken; later
+    /// events are then ignored.
+    pub fn push(&mut self, ev: &Event) -> bool {
+        if self.failed() {
+            return false;
+        }
+        self.events += 1;
+        let expected = self.last_seq + 1;
+        if ev.seq > expected {
+            return self.fail(
+                expected,
+                format!("event seq {expected} is missing (next stored seq is {})", ev.seq),
+            );
+        }
+        if ev.seq < expected {
+            return self.fail(
+                ev.seq,
+                format!("seq {} is out of order or repeated after seq {}", ev.seq, self.last_seq),
+            );
+        }
+        if sha256(ev.payload.get().as_bytes()) != ev.payload_sha256 {
+            return self.fail(ev.seq, "payload bytes do not match payload_sha256".into());
+        }
+        if ev.prev_hash != self.prev {
+            return self.fail(
+                ev.seq,
+                "prev_hash does not match the hash of the previous event".into(),
+            );
+        }
+        if ev.compute_hash() != ev.hash {
+            return self.fail(
+                ev.seq,
+                "hash does not match the recomputed envelope hash".into(),
+            );
+        }
+        self.last_seq = ev.seq;
+        self.prev = Some(ev.hash);
+        true
+    }
+
+    /// Finish, optionally checking the head the ledger recorded for the session
+    /// (catches deletion of the last events).
+    pub fn finish(mut self, recorded_head: Option<(u64, Option<[u8; 32]>)>) -> VerifyReport {
+        if let (None, Some((head_seq, head_hash))) = (&self.failure, recorded_head) {
+            if head_seq != self.last_seq {
+                let seq = self.last_seq + 1;
+                self.failure = Some((
+                    seq,
+                    format!(
+                        "session head is seq {head_seq} but the chain ends at seq {}",
+                        self.last_seq
+                    ),
+                ));
+            } else if head_hash != self.prev {
+                self.failure = Some((
+                    self.last_seq,
+                    "session head hash does not match the last event".into(),
+                ));
+            }
+        }
+        VerifyReport {
+            valid: self.failure.is_none(),
+            events: self.events,
+            head_hash: self.prev.map(hex::encode),
+            first_invalid_seq: self.failure.as_ref().map(|f| f.0),
+            reason: self.failure.map(|f| f.1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::empty_object;
+    use crate::{Dialect, EventId, Kind, Severity};
+    use serde_json::value::RawValue;
+
+    fn chain(n: u64) -> Vec<Event> {
+        let mut out: Vec<Event> = Vec::new();
+        for seq in 1..=n {
+            let payload = RawValue::from_string(format!(r#"{{"n": {seq}, "s":"ünï\u0001"}}"#))
+                .unwrap();
+            let mut ev = Event {
+                id: EventId::generate(Micros(1_700_000_000_000_000)),
+                project: "default".into(),
+                session_id: "sess\"1".into(),
+                seq,
+                agent_id: "agent-é".into(),
+                kind: Kind::Custom,
+                source_type: "custom".into(),
+                dialect: Dialect::Native,
+                severity: Severity::Info,
+                client_ts: if seq % 2 == 0 { Some(Micros(seq as i64)) } else { None },
+                server_ts: Micros(1_700_000_000_000_000 + seq as i64),
+                payload_sha256: sha256(payload.get().as_bytes()),
+                payload,
+                metadata: empty_object(),
+                prev_hash: out.last().map(|p| p.hash),
+                hash: [0; 32],
+            };
+            ev.hash = ev.compute_hash();
+            out.push(ev);
+        }
+        out
+    }
+
+    fn verify(evs: &[Event], head: Option<(u64, Option<[u8; 32]>)>) -> VerifyReport {
+        let mut v = ChainVerifier::new();
+        for e in evs {
+            v.push(e);
+        }
+        v.finish(head)
+    }
+
+    #[test]
+    fn envelope_is_jcs() {
+        for ev in chain(3) {
+            let id = ev.id.to_string();
+            let ours = ev.hash_input(&id).envelope_bytes();
+            let value: serde_json::Value = serde_json::from_slice(&ours).unwrap();
+            let jcs = serde_json_canonicalizer::to_vec(&value).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(jcs).unwrap());
+        }
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let evs = chain(5);
+        let r = verify(&evs, Some((5, Some(evs[4].hash))));
+        assert!(r.valid, "{r:?}");
+        assert_eq!(r.events, 5);
+        assert_eq!(r.head_hash, Some(hex::encode(evs[4].hash)));
+    }
+
+    #[test]
+    fn edited_payload_fails_at_its_seq() {
+        let mut evs = chain(5);
+        evs[2].payload = RawValue::from_string(r#"{"n": 99}"#.into()).unwrap();
+        let r = verify(&evs, None);
+        assert_eq!((r.valid, r.first_invalid_seq), (false, Some(3)));
+        assert!(r.reason.unwrap().contains("payload"));
+    }
+
+    #[test]
+    fn edited_field_with_recomputed_payload_hash_still_fails() {
+        let mut evs = chain(4);
+        evs[1].agent_id = "someone-else".into();
+        let r = verify(&evs, None);
+        assert_eq!(r.first_invalid_seq, Some(2));
+        // Rehashing the edited event breaks the link to the next one instead.
+        evs[1].hash = evs[1].compute_hash();
+        let r = verify(&evs, None);
+        assert_eq!(r.first_invalid_seq, Some(3));
+    }
+
+    #[test]
+    fn deleted_middle_event_fails_at_missing_seq() {
+        let mut evs = chain(5);
+        evs.remove(2);
+        let r = verify(&evs, None);
+        assert_eq!(r.first_invalid_seq, Some(3));
+    }
+
+    #[test]
+    fn reordered_events_fail() {
+        let mut evs = chain(4);
+        evs.swap(1, 2);
+        let r = verify(&evs, None);
+        assert!(!r.valid);
+        assert_eq!(r.first_invalid_seq, Some(2));
+    }
+
+    #[test]
+    fn deleted_tail_is_caught_by_the_recorded_head() {
+        let evs = chain(5);
+        let r = verify(&evs[..4], Some((5, Some(evs[4].hash))));
+        assert_eq!((r.valid, r.first_invalid_seq), (false, Some(5)));
+    }
+}

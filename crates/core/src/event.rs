@@ -1,0 +1,142 @@
+//! Events and sessions as the ledger holds them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{AgentId, Dialect, EventId, Kind, Micros, SessionId, Severity};
+
+/// A validated event on its way into the ledger, in canonical form. Every
+/// dialect adapter produces these.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub session_id: SessionId,
+    pub agent_id: AgentId,
+    pub kind: Kind,
+    /// The type string the client used (e.g. `tool_call`, `model_output`).
+    pub source_type: String,
+    pub dialect: Dialect,
+    pub severity: Severity,
+    pub client_ts: Option<Micros>,
+    /// The payload object exactly as received.
+    pub payload: Box<RawValue>,
+    /// The metadata object exactly as received (`{}` when absent).
+    pub metadata: Box<RawValue>,
+}
+
+/// The JSON text `{}`: metadata of an event that carried none.
+pub fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))
+}
+
+/// An event as stored: everything needed to recompute its hash.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: EventId,
+    pub project: String,
+    pub session_id: String,
+    pub seq: u64,
+    pub agent_id: String,
+    pub kind: Kind,
+    pub source_type: String,
+    pub dialect: Dialect,
+    pub severity: Severity,
+    pub client_ts: Option<Micros>,
+    pub server_ts: Micros,
+    pub payload: Box<RawValue>,
+    pub metadata: Box<RawValue>,
+    pub payload_sha256: [u8; 32],
+    pub prev_hash: Option<[u8; 32]>,
+    pub hash: [u8; 32],
+}
+
+impl Event {
+    /// The time the event happened: the client's timestamp when it sent one,
+    /// otherwise the time the server received it. Time filters use this.
+    pub fn time(&self) -> Micros {
+        self.client_ts.unwrap_or(self.server_ts)
+    }
+
+    pub fn to_export_line(&self) -> ExportLine {
+        ExportLine {
+            v: crate::chain::ENVELOPE_VERSION,
+            project: self.project.clone(),
+            session_id: self.session_id.clone(),
+            seq: self.seq,
+            id: self.id.to_string(),
+            agent_id: self.agent_id.clone(),
+            kind: self.kind,
+            source_type: self.source_type.clone(),
+            dialect: self.dialect,
+            severity: self.severity,
+            client_ts: self.client_ts.map(Micros::to_rfc3339),
+            server_ts: self.server_ts.to_rfc3339(),
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            payload_sha256: hex::encode(self.payload_sha256),
+            prev_hash: self.prev_hash.map(hex::encode),
+            hash: hex::encode(self.hash),
+        }
+    }
+}
+
+/// One line of a JSON Lines export. `payload` and `metadata` are written
+/// verbatim: their bytes in the line are the bytes that were hashed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportLine {
+    pub v: u32,
+    pub project: String,
+    pub session_id: String,
+    pub seq: u64,
+    pub id: String,
+    pub agent_id: String,
+    pub kind: Kind,
+    pub source_type: String,
+    pub dialect: Dialect,
+    pub severity: Severity,
+    pub client_ts: Option<String>,
+    pub server_ts: String,
+    pub payload: Box<RawValue>,
+    pub metadata: Box<RawValue>,
+    pub payload_sha256: String,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Active,
+    Ended,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Active => "active",
+            SessionStatus::Ended => "ended",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(SessionStatus::Active),
+            "ended" => Some(SessionStatus::Ended),
+            _ => None,
+        }
+    }
+}
+
+/// A session with its chain head and summary figures.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub project: String,
+    pub agent_id: String,
+    pub system_prompt: Option<String>,
+    pub metadata: Box<RawValue>,
+    pub created_at: Micros,
+    pub status: SessionStatus,
+    pub head_seq: u64,
+    pub head_hash: Option<[u8; 32]>,
+    pub first_event_at: Option<Micros>,
+    pub last_event_at: Option<Micros>,
+}
