@@ -159,13 +159,19 @@ impl ChainVerifier {
         if ev.seq > expected {
             return self.fail(
                 expected,
-                format!("event seq {expected} is missing (next stored seq is {})", ev.seq),
+                format!(
+                    "event seq {expected} is missing (next stored seq is {})",
+                    ev.seq
+                ),
             );
         }
         if ev.seq < expected {
             return self.fail(
                 ev.seq,
-                format!("seq {} is out of order or repeated after seq {}", ev.seq, self.last_seq),
+                format!(
+                    "seq {} is out of order or repeated after seq {}",
+                    ev.seq, self.last_seq
+                ),
             );
         }
         if sha256(ev.payload.get().as_bytes()) != ev.payload_sha256 {
@@ -228,8 +234,8 @@ mod tests {
     fn chain(n: u64) -> Vec<Event> {
         let mut out: Vec<Event> = Vec::new();
         for seq in 1..=n {
-            let payload = RawValue::from_string(format!(r#"{{"n": {seq}, "s":"ünï\u0001"}}"#))
-                .unwrap();
+            let payload =
+                RawValue::from_string(format!(r#"{{"n": {seq}, "s":"ünï\u0001"}}"#)).unwrap();
             let mut ev = Event {
                 id: EventId::generate(Micros(1_700_000_000_000_000)),
                 project: "default".into(),
@@ -240,7 +246,11 @@ mod tests {
                 source_type: "custom".into(),
                 dialect: Dialect::Native,
                 severity: Severity::Info,
-                client_ts: if seq % 2 == 0 { Some(Micros(seq as i64)) } else { None },
+                client_ts: if seq % 2 == 0 {
+                    Some(Micros(seq as i64))
+                } else {
+                    None
+                },
                 server_ts: Micros(1_700_000_000_000_000 + seq as i64),
                 payload_sha256: sha256(payload.get().as_bytes()),
                 payload,
@@ -269,7 +279,10 @@ mod tests {
             let ours = ev.hash_input(&id).envelope_bytes();
             let value: serde_json::Value = serde_json::from_slice(&ours).unwrap();
             let jcs = serde_json_canonicalizer::to_vec(&value).unwrap();
-            assert_eq!(String::from_utf8(ours).unwrap(), String::from_utf8(jcs).unwrap());
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                String::from_utf8(jcs).unwrap()
+            );
         }
     }
 

@@ -157,7 +157,10 @@ mod tests {
         assert!(AgentId::parse("my-agent").is_ok());
         assert_eq!(AgentId::parse(""), Err(IdError::Empty));
         assert_eq!(AgentId::parse("a".repeat(129)), Err(IdError::TooLong(128)));
-        assert!(AgentId::parse("é".repeat(128)).is_ok(), "limit counts characters");
+        assert!(
+            AgentId::parse("é".repeat(128)).is_ok(),
+            "limit counts characters"
+        );
         assert_eq!(AgentId::parse("a\nb"), Err(IdError::ControlCharacter));
     }
 

@@ -257,7 +257,10 @@ mod tests {
         let p = raw(r#"{"toolName":"search","arguments":{}}"#);
         let e = validate(Kind::ToolCall, &p).unwrap_err();
         assert_eq!(e.field(), Some("callId"));
-        assert_eq!(e.to_string(), "payload.callId is required for kind tool_call");
+        assert_eq!(
+            e.to_string(),
+            "payload.callId is required for kind tool_call"
+        );
     }
 
     #[test]

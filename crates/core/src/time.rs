@@ -85,7 +85,10 @@ mod tests {
         let offset = Micros::parse_rfc3339("2026-02-08T12:00:00.123456+02:00").unwrap();
         assert_eq!(offset.to_rfc3339(), "2026-02-08T10:00:00.123456Z");
         assert!(Micros::parse_rfc3339("2026-02-08 10:00").is_err());
-        assert!(Micros::parse_rfc3339("2026-02-08T10:00:00").is_err(), "zone required");
+        assert!(
+            Micros::parse_rfc3339("2026-02-08T10:00:00").is_err(),
+            "zone required"
+        );
     }
 
     #[test]

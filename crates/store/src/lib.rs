@@ -1,14 +1,139 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Storage for the ledger: the backend-neutral [`EventStore`] trait and its
+//! SQLite implementation. A PostgreSQL backend implements the same trait;
+//! nothing here leaks SQLite types to callers.
+
+pub mod conformance;
+pub mod query;
+pub mod sqlite;
+pub mod verify;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+use agentledger_core::{AgentId, Event, EventId, Micros, NewEvent, ProjectId, Session, SessionId};
+
+pub use query::{Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery};
+
+/// A project as seen by callers: its internal id and its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectRef {
+    pub id: ProjectId,
+    pub name: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What an API key resolves to.
+#[derive(Debug, Clone)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub project: ProjectRef,
+    pub name: String,
+    /// The first characters of the key, for recognising it in listings.
+    pub prefix: String,
+    pub admin: bool,
+    pub created_at: Micros,
+    pub revoked_at: Option<Micros>,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
+/// The ledger's answer for one appended event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedEvent {
+    pub id: EventId,
+    pub session_id: String,
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub server_ts: Micros,
+}
+
+/// A session to create explicitly (sessions are otherwise created by their first event).
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub agent_id: AgentId,
+    pub system_prompt: Option<String>,
+    pub metadata: Box<RawValue>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session {0:?} already exists")]
+    SessionExists(String),
+    #[error("project {0:?} does not exist")]
+    NoSuchProject(String),
+    /// Back-pressure: too much is already waiting for the writer.
+    #[error("the writer queue is full")]
+    Overloaded,
+    #[error("the store is shutting down")]
+    ShuttingDown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Observes the writer, for metrics. Implemented by the server.
+pub trait WriterObserver: Send + Sync {
+    /// One transaction committed `events` events from `requests` requests.
+    fn committed(&self, events: usize, requests: usize, seconds: f64);
+}
+
+/// The ledger's storage. Every method that touches events or sessions takes the
+/// caller's project: nothing is reachable across projects.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Append a batch atomically: all events get seqs and hashes and are
+    /// committed durably before this returns, or none is stored.
+    async fn append(
+        &self,
+        project: &ProjectRef,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<AppendedEvent>>;
+
+    async fn create_session(
+        &self,
+        project: &ProjectRef,
+        session: NewSession,
+    ) -> StoreResult<Session>;
+    async fn get_session(&self, project: &ProjectRef, id: &str) -> StoreResult<Option<Session>>;
+    async fn list_sessions(
+        &self,
+        project: &ProjectRef,
+        q: SessionQuery,
+    ) -> StoreResult<SessionPage>;
+
+    async fn query_events(&self, project: &ProjectRef, q: EventQuery) -> StoreResult<EventPage>;
+    async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>>;
+    /// Events of one session with seq > `after_seq`, in seq order.
+    async fn session_events(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>>;
+
+    /// Resolve the SHA-256 of a presented key. Revoked keys resolve to `None`.
+    async fn authenticate(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKeyInfo>>;
+    /// Create a key (and its project if new).
+    async fn create_key(
+        &self,
+        project: &str,
+        name: &str,
+        key_hash: [u8; 32],
+        prefix: &str,
+        admin: bool,
+    ) -> StoreResult<ApiKeyInfo>;
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKeyInfo>>;
+    /// Returns false when no active key has that id.
+    async fn revoke_key(&self, id: &str) -> StoreResult<bool>;
+    async fn count_keys(&self) -> StoreResult<u64>;
+
+    async fn list_projects(&self) -> StoreResult<Vec<ProjectRef>>;
+    async fn project_by_name(&self, name: &str) -> StoreResult<Option<ProjectRef>>;
+
+    /// Requests waiting for the writer (for metrics and back-pressure).
+    fn queue_depth(&self) -> usize;
+    /// Finish what is queued, commit it, and stop the writer.
+    async fn close(&self);
 }

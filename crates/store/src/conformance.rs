@@ -1,0 +1,349 @@
+//! The conformance suite every backend must pass. Each check takes a fresh,
+//! empty store; a backend's tests call every function here.
+
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
+
+use agentledger_core::event::empty_object;
+use agentledger_core::{AgentId, Dialect, Kind, Micros, NewEvent, SessionId, Severity};
+
+use crate::verify::verify_session;
+use crate::{Cursor, EventQuery, EventStore, NewSession, Order, ProjectRef, SessionQuery};
+
+pub fn event(session: &str, kind: Kind, payload: &str) -> NewEvent {
+    NewEvent {
+        session_id: SessionId::parse(session).expect("valid session id"),
+        agent_id: AgentId::parse("agent-1").expect("valid agent id"),
+        kind,
+        source_type: kind.as_str().to_owned(),
+        dialect: Dialect::Native,
+        severity: Severity::Info,
+        client_ts: None,
+        payload: RawValue::from_string(payload.to_owned()).expect("valid JSON"),
+        metadata: empty_object(),
+    }
+}
+
+async fn project(store: &dyn EventStore, name: &str) -> ProjectRef {
+    let key = agentledger_core::keys::generate_key();
+    let info = store
+        .create_key(
+            name,
+            "test",
+            agentledger_core::keys::hash_key(&key),
+            "al_",
+            true,
+        )
+        .await
+        .expect("create key");
+    info.project
+}
+
+/// Seqs start at 1 per session, hashes link, and the chain verifies.
+pub async fn append_assigns_seqs_and_chains(store: &dyn EventStore) {
+    let p = project(store, "p").await;
+    let batch = vec![
+        event("s1", Kind::UserInput, r#"{"text":"hi"}"#),
+        event("s2", Kind::UserInput, r#"{"text":"other"}"#),
+        event("s1", Kind::Custom, r#"{"type":"x", "data": 1}"#),
+    ];
+    let out = store.append(&p, batch).await.expect("append");
+    assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 1, 2]);
+    let evs = store.session_events(&p, "s1", 0, 10).await.expect("read");
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[0].prev_hash, None);
+    assert_eq!(evs[1].prev_hash, Some(evs[0].hash));
+    assert_eq!(
+        evs[1].payload.get(),
+        r#"{"type":"x", "data": 1}"#,
+        "bytes kept as received"
+    );
+    let report = verify_session(store, &p, "s1")
+        .await
+        .expect("verify")
+        .expect("exists");
+    assert!(report.valid, "{report:?}");
+    assert_eq!(report.events, 2);
+    let s = store
+        .get_session(&p, "s1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(s.head_seq, 2);
+    assert_eq!(s.head_hash, Some(evs[1].hash));
+}
+
+/// Many concurrent appenders to one session never fork the chain.
+pub async fn concurrent_appends_do_not_fork(store: Arc<dyn EventStore>) {
+    let p = project(store.as_ref(), "p").await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (store, p) = (store.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let payload = format!(r#"{{"task":{t},"i":{i}}}"#);
+                store
+                    .append(&p, vec![event("shared", Kind::Memory, &payload)])
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let evs = store
+        .session_events(&p, "shared", 0, 1000)
+        .await
+        .expect("read");
+    assert_eq!(
+        evs.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=160).collect::<Vec<_>>()
+    );
+    let report = verify_session(store.as_ref(), &p, "shared")
+        .await
+        .expect("verify")
+        .expect("exists");
+    assert!(report.valid, "{report:?}");
+}
+
+/// Nothing of one project is visible from another.
+pub async fn projects_are_isolated(store: &dyn EventStore) {
+    let a = project(store, "a").await;
+    let b = project(store, "b").await;
+    let out = store
+        .append(&a, vec![event("s", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    assert!(store.get_event(&b, out[0].id).await.expect("get").is_none());
+    assert!(store.get_session(&b, "s").await.expect("get").is_none());
+    let page = store
+        .query_events(
+            &b,
+            EventQuery {
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query");
+    assert_eq!((page.events.len(), page.total), (0, Some(0)));
+    // The same session id in another project is another session.
+    let out_b = store
+        .append(&b, vec![event("s", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    assert_eq!(out_b[0].seq, 1);
+}
+
+/// Filters, full text, ordering and keyset paging.
+pub async fn queries_filter_and_page(store: &dyn EventStore) {
+    let p = project(store, "p").await;
+    let mut batch = Vec::new();
+    for i in 0..25 {
+        let mut e = event(
+            if i % 2 == 0 { "even" } else { "odd" },
+            if i % 5 == 0 {
+                Kind::ToolError
+            } else {
+                Kind::Memory
+            },
+            &format!(
+                r#"{{"n":{i},"word":"{}"}}"#,
+                if i == 7 { "needle" } else { "hay" }
+            ),
+        );
+        e.client_ts = Some(Micros(1_000_000 * (i + 1)));
+        e.severity = if i % 5 == 0 {
+            Severity::Error
+        } else {
+            Severity::Info
+        };
+        batch.push(e);
+    }
+    store.append(&p, batch).await.expect("append");
+
+    let q = |f: fn(&mut EventQuery)| {
+        let mut q = EventQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let page = store
+        .query_events(&p, q(|q| q.kinds = vec![Kind::ToolError]))
+        .await
+        .expect("q");
+    assert_eq!(page.total, Some(5));
+    assert!(page.events.iter().all(|e| e.kind == Kind::ToolError));
+    let page = store
+        .query_events(&p, q(|q| q.text = Some("needle".into())))
+        .await
+        .expect("q");
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].payload.get(), r#"{"n":7,"word":"needle"}"#);
+    let page = store
+        .query_events(&p, q(|q| q.text = Some("\"unbalanced AND (".into())))
+        .await
+        .expect("q");
+    assert_eq!(page.events.len(), 0, "user text is never FTS syntax");
+    let page = store
+        .query_events(
+            &p,
+            q(|q| {
+                q.from = Some(Micros(3_000_000));
+                q.to = Some(Micros(5_000_000));
+                q.order = Order::Asc;
+            }),
+        )
+        .await
+        .expect("q");
+    let times: Vec<i64> = page.events.iter().map(|e| e.time().0).collect();
+    assert_eq!(times, vec![3_000_000, 4_000_000, 5_000_000]);
+
+    // Keyset paging over everything, newest first, while new events arrive.
+    let mut seen = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let page = store
+            .query_events(
+                &p,
+                EventQuery {
+                    limit: 7,
+                    cursor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("page");
+        seen.extend(page.events.iter().map(|e| e.id));
+        if seen.len() == 7 {
+            let mut late = event("even", Kind::Memory, r#"{"late":true}"#);
+            late.client_ts = Some(Micros(99_000_000));
+            store.append(&p, vec![late]).await.expect("append late");
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25, "no duplicates or gaps while events arrive");
+
+    // One session is read in chain order.
+    let page = store
+        .query_events(
+            &p,
+            EventQuery {
+                session_id: Some("odd".into()),
+                limit: 5,
+                order: Order::Asc,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("session page");
+    assert_eq!(
+        page.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert!(page.next_cursor.is_some());
+}
+
+/// Explicit sessions, listing, and duplicates.
+pub async fn sessions_are_listed(store: &dyn EventStore) {
+    let p = project(store, "p").await;
+    let s = store
+        .create_session(
+            &p,
+            NewSession {
+                id: SessionId::parse("explicit").expect("id"),
+                agent_id: AgentId::parse("planner").expect("id"),
+                system_prompt: Some("be careful".into()),
+                metadata: RawValue::from_string(r#"{"team":"red"}"#.into()).expect("json"),
+            },
+        )
+        .await
+        .expect("create");
+    assert_eq!((s.head_seq, s.agent_id.as_str()), (0, "planner"));
+    let again = store
+        .create_session(
+            &p,
+            NewSession {
+                id: SessionId::parse("explicit").expect("id"),
+                agent_id: AgentId::parse("planner").expect("id"),
+                system_prompt: None,
+                metadata: empty_object(),
+            },
+        )
+        .await;
+    assert!(matches!(again, Err(crate::StoreError::SessionExists(_))));
+    store
+        .append(
+            &p,
+            vec![event(
+                "explicit",
+                Kind::SessionEnded,
+                r#"{"reason":"completed"}"#,
+            )],
+        )
+        .await
+        .expect("append");
+    store
+        .append(&p, vec![event("implicit", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    let page = store
+        .list_sessions(
+            &p,
+            SessionQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(page.total, 2);
+    let ended = store
+        .list_sessions(
+            &p,
+            SessionQuery {
+                limit: 10,
+                status: Some(agentledger_core::SessionStatus::Ended),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(ended.sessions.len(), 1);
+    assert_eq!(ended.sessions[0].id, "explicit");
+    assert_eq!(
+        ended.sessions[0].system_prompt.as_deref(),
+        Some("be careful")
+    );
+}
+
+/// Keys resolve by hash; revoked keys do not.
+pub async fn keys_authenticate_and_revoke(store: &dyn EventStore) {
+    let key = agentledger_core::keys::generate_key();
+    let hash = agentledger_core::keys::hash_key(&key);
+    let info = store
+        .create_key("proj", "ci", hash, "al_abcd", false)
+        .await
+        .expect("create");
+    let found = store
+        .authenticate(hash)
+        .await
+        .expect("auth")
+        .expect("found");
+    assert_eq!(
+        (found.id.as_str(), found.project.name.as_str()),
+        (info.id.as_str(), "proj")
+    );
+    assert!(store.authenticate([0; 32]).await.expect("auth").is_none());
+    assert!(store.revoke_key(&info.id).await.expect("revoke"));
+    assert!(!store.revoke_key(&info.id).await.expect("revoke again"));
+    assert!(store.authenticate(hash).await.expect("auth").is_none());
+    assert_eq!(store.count_keys().await.expect("count"), 1);
+}

@@ -1,0 +1,613 @@
+//! The embedded SQLite backend: WAL, `synchronous=FULL`, one group-commit
+//! writer thread, a pool of read-only connections that never block it.
+
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use agentledger_core::{Event, EventId, Micros, NewEvent, ProjectId, Session};
+
+use crate::query::{Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery};
+use crate::{
+    ApiKeyInfo, AppendedEvent, EventStore, NewSession, ProjectRef, StoreError, StoreResult,
+    WriterObserver,
+};
+use rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
+use writer::{Cmd, Writer};
+
+pub use schema::SCHEMA_VERSION;
+
+/// How to open a SQLite ledger.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    /// Read-only connections in the pool.
+    pub read_connections: u32,
+    /// Events that may wait for the writer before appends are refused (503).
+    pub max_pending_events: usize,
+    /// Requests that may wait for the writer before appends are refused (503).
+    pub max_pending_requests: usize,
+    pub observer: Option<Arc<dyn WriterObserver>>,
+}
+
+impl SqliteOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteOptions {
+            path: path.into(),
+            read_connections: 4,
+            max_pending_events: 100_000,
+            max_pending_requests: 8_192,
+            observer: None,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    tx: mpsc::Sender<Cmd>,
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    permits: Arc<Semaphore>,
+    depth: Arc<AtomicUsize>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+fn storage(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+/// Pragmas of the write connection: durability first (DESIGN: an
+/// acknowledgement is a promise).
+fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA cache_size = -32768;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "could not switch the database to WAL mode (it is {mode})"
+        )));
+    }
+    schema::migrate(&mut conn)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) and migrate the database, start the writer.
+    pub fn open(opts: SqliteOptions) -> StoreResult<Self> {
+        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(storage)?;
+        }
+        let conn = open_writer(&opts.path).map_err(storage)?;
+        let manager = SqliteConnectionManager::file(&opts.path)
+            .with_flags(
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .with_init(|c| {
+                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;")?;
+                c.set_prepared_statement_cache_capacity(64);
+                Ok(())
+            });
+        let pool = r2d2::Pool::builder()
+            .max_size(opts.read_connections.max(1))
+            .min_idle(Some(1))
+            .build(manager)
+            .map_err(storage)?;
+        let (tx, rx) = mpsc::channel(opts.max_pending_requests.max(16));
+        let depth = Arc::new(AtomicUsize::new(0));
+        let writer = Writer::new(conn, opts.observer.clone(), depth.clone());
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(storage)?;
+        Ok(SqliteStore {
+            tx,
+            pool,
+            permits: Arc::new(Semaphore::new(
+                opts.max_pending_events
+                    .max(agentledger_core::limits::MAX_BATCH_EVENTS),
+            )),
+            depth,
+            writer: Mutex::new(Some(handle)),
+            path: opts.path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get().map_err(storage)?;
+            f(&conn).map_err(|e| match e {
+                rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Corrupt(e.to_string()),
+                other => storage(other),
+            })
+        })
+        .await
+        .map_err(storage)?
+    }
+
+    /// Queue an administrative command and wait for its answer.
+    async fn admin<T>(&self, make: impl FnOnce(writer::Reply<T>) -> Cmd) -> StoreResult<T> {
+        let (reply, rx) = oneshot::channel();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(make(reply)).await.is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(StoreError::ShuttingDown);
+        }
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+}
+
+/// Quote every whitespace-separated term as an FTS5 phrase, so user text can
+/// never be read as FTS5 query syntax. All terms must match.
+fn fts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split_whitespace()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+/// WHERE clause and parameters shared by an event listing and its count.
+fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
+    let mut sql = String::from("e.project_id = ?");
+    let mut p: Vec<Value> = vec![Value::Integer(project.0)];
+    fn list(sql: &mut String, p: &mut Vec<Value>, col: &str, vals: Vec<Value>) {
+        if vals.is_empty() {
+            return;
+        }
+        let marks = vec!["?"; vals.len()].join(",");
+        sql.push_str(&format!(" AND {col} IN ({marks})"));
+        p.extend(vals);
+    }
+    if let Some(s) = &q.session_id {
+        sql.push_str(
+            " AND e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ? AND id = ?)",
+        );
+        p.push(Value::Integer(project.0));
+        p.push(Value::Text(s.clone()));
+    }
+    if let Some(a) = &q.agent_id {
+        sql.push_str(" AND e.agent_id = ?");
+        p.push(Value::Text(a.clone()));
+    }
+    list(
+        &mut sql,
+        &mut p,
+        "e.kind",
+        q.kinds
+            .iter()
+            .map(|k| Value::Integer(k.code() as i64))
+            .collect(),
+    );
+    list(
+        &mut sql,
+        &mut p,
+        "e.severity",
+        q.severities
+            .iter()
+            .map(|s| Value::Integer(s.code() as i64))
+            .collect(),
+    );
+    list(
+        &mut sql,
+        &mut p,
+        "e.source_type",
+        q.source_types
+            .iter()
+            .map(|s| Value::Text(s.clone()))
+            .collect(),
+    );
+    if let Some(d) = q.dialect {
+        sql.push_str(" AND e.dialect = ?");
+        p.push(Value::Integer(d.code() as i64));
+    }
+    if let Some(f) = q.from {
+        sql.push_str(" AND e.ts >= ?");
+        p.push(Value::Integer(f.0));
+    }
+    if let Some(t) = q.to {
+        sql.push_str(" AND e.ts <= ?");
+        p.push(Value::Integer(t.0));
+    }
+    if let Some(m) = q.text.as_deref().and_then(fts_query) {
+        sql.push_str(" AND e.rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)");
+        p.push(Value::Text(m));
+    }
+    (sql, p)
+}
+
+fn query_events_sync(
+    conn: &Connection,
+    project: &ProjectRef,
+    q: &EventQuery,
+) -> rusqlite::Result<EventPage> {
+    let (filters, params) = event_filters(project.id, q);
+    let total = if q.skip_total {
+        None
+    } else {
+        let sql = format!("SELECT count(*) FROM events e WHERE {filters}");
+        Some(conn.query_row(&sql, params_from_iter(params.iter()), |r| {
+            r.get::<_, i64>(0)
+        })? as u64)
+    };
+    // One session reads in chain order (seq); everything else in time order.
+    let by_seq = q.session_id.is_some();
+    let (dir, cmp) = match q.order {
+        Order::Asc => ("ASC", ">"),
+        Order::Desc => ("DESC", "<"),
+    };
+    let mut sql = format!("SELECT {EVENT_COLS} FROM {EVENT_FROM} WHERE {filters}");
+    let mut params = params;
+    if let Some(c) = q.cursor {
+        if by_seq {
+            sql.push_str(&format!(" AND e.seq {cmp} ?"));
+            params.push(Value::Integer(c.key));
+        } else {
+            sql.push_str(&format!(" AND (e.ts, e.rowid) {cmp} (?, ?)"));
+            params.push(Value::Integer(c.key));
+            params.push(Value::Integer(c.pos));
+        }
+    }
+    if by_seq {
+        sql.push_str(&format!(" ORDER BY e.seq {dir}"));
+    } else {
+        sql.push_str(&format!(" ORDER BY e.ts {dir}, e.rowid {dir}"));
+    }
+    let limit = q.limit.max(1) as i64;
+    sql.push_str(" LIMIT ? OFFSET ?");
+    params.push(Value::Integer(limit + 1));
+    params.push(Value::Integer(if q.cursor.is_some() {
+        0
+    } else {
+        q.offset.min(i64::MAX as u64) as i64
+    }));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(params.iter()))?;
+    let mut events = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        if events.len() as i64 == limit {
+            more = true;
+            break;
+        }
+        let (ev, rowid, ts) = event_from_row(r, &project.name)?;
+        last = Some(if by_seq {
+            Cursor {
+                key: ev.seq as i64,
+                pos: rowid,
+            }
+        } else {
+            Cursor {
+                key: ts,
+                pos: rowid,
+            }
+        });
+        events.push(ev);
+    }
+    Ok(EventPage {
+        events,
+        total,
+        next_cursor: if more { last } else { None },
+    })
+}
+
+fn list_sessions_sync(
+    conn: &Connection,
+    project: &ProjectRef,
+    q: &SessionQuery,
+) -> rusqlite::Result<SessionPage> {
+    let mut filters = String::from("s.project_id = ?");
+    let mut params: Vec<Value> = vec![Value::Integer(project.id.0)];
+    if let Some(a) = &q.agent_id {
+        filters.push_str(" AND s.agent_id = ?");
+        params.push(Value::Text(a.clone()));
+    }
+    if let Some(st) = q.status {
+        filters.push_str(" AND s.status = ?");
+        params.push(Value::Integer(
+            matches!(st, agentledger_core::SessionStatus::Ended) as i64,
+        ));
+    }
+    if let Some(f) = q.from {
+        filters.push_str(" AND s.created_at >= ?");
+        params.push(Value::Integer(f.0));
+    }
+    if let Some(t) = q.to {
+        filters.push_str(" AND s.created_at <= ?");
+        params.push(Value::Integer(t.0));
+    }
+    let total: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM sessions s WHERE {filters}"),
+        params_from_iter(params.iter()),
+        |r| r.get(0),
+    )?;
+    let mut sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE {filters}");
+    if let Some(c) = q.cursor {
+        sql.push_str(" AND (s.created_at, s.rowid) < (?, ?)");
+        params.push(Value::Integer(c.key));
+        params.push(Value::Integer(c.pos));
+    }
+    let limit = q.limit.max(1) as i64;
+    sql.push_str(" ORDER BY s.created_at DESC, s.rowid DESC LIMIT ?");
+    params.push(Value::Integer(limit + 1));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(params.iter()))?;
+    let mut sessions = Vec::new();
+    let mut last = None;
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        if sessions.len() as i64 == limit {
+            more = true;
+            break;
+        }
+        let s = session_from_row(r, &project.name)?;
+        last = Some(Cursor {
+            key: s.created_at.0,
+            pos: r.get(10)?,
+        });
+        sessions.push(s);
+    }
+    Ok(SessionPage {
+        sessions,
+        total: total as u64,
+        next_cursor: if more { last } else { None },
+    })
+}
+
+fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+    Ok(ApiKeyInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        prefix: r.get(2)?,
+        admin: r.get::<_, i64>(3)? != 0,
+        created_at: Micros(r.get(4)?),
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(Micros),
+        project: ProjectRef {
+            id: ProjectId(r.get(6)?),
+            name: r.get(7)?,
+        },
+    })
+}
+
+const KEY_SELECT: &str = "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, k.revoked_at, \
+    p.id, p.name FROM api_keys k JOIN projects p ON p.id = k.project_id";
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        project: &ProjectRef,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<AppendedEvent>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = u32::try_from(events.len()).map_err(|_| StoreError::Overloaded)?;
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(n)
+            .map_err(|_| StoreError::Overloaded)?;
+        let (reply, rx) = oneshot::channel();
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        let cmd = Cmd::Append {
+            project: project.clone(),
+            events,
+            reply,
+            _permit: permit,
+        };
+        if let Err(e) = self.tx.try_send(cmd) {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
+            });
+        }
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    async fn create_session(
+        &self,
+        project: &ProjectRef,
+        session: NewSession,
+    ) -> StoreResult<Session> {
+        let project = project.clone();
+        self.admin(|reply| Cmd::CreateSession {
+            project,
+            session,
+            reply,
+        })
+        .await
+    }
+
+    async fn get_session(&self, project: &ProjectRef, id: &str) -> StoreResult<Option<Session>> {
+        let (project, id) = (project.clone(), id.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions s WHERE s.project_id = ?1 AND s.id = ?2"
+            ))?
+            .query_row(rusqlite::params![project.id.0, id], |r| {
+                session_from_row(r, &project.name)
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn list_sessions(
+        &self,
+        project: &ProjectRef,
+        q: SessionQuery,
+    ) -> StoreResult<SessionPage> {
+        let project = project.clone();
+        self.read(move |c| list_sessions_sync(c, &project, &q))
+            .await
+    }
+
+    async fn query_events(&self, project: &ProjectRef, q: EventQuery) -> StoreResult<EventPage> {
+        let project = project.clone();
+        self.read(move |c| query_events_sync(c, &project, &q)).await
+    }
+
+    async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>> {
+        let project = project.clone();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM {EVENT_FROM} WHERE e.id = ?1 AND e.project_id = ?2"
+            ))?
+            .query_row(rusqlite::params![&id.to_bytes()[..], project.id.0], |r| {
+                event_from_row(r, &project.name).map(|t| t.0)
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn session_events(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let (project, session_id) = (project.clone(), session_id.to_owned());
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM {EVENT_FROM}
+                 WHERE e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2)
+                   AND e.seq > ?3 ORDER BY e.seq LIMIT ?4"
+            ))?;
+            let rows = st.query_map(
+                rusqlite::params![project.id.0, session_id, after_seq as i64, limit as i64],
+                |r| event_from_row(r, &project.name).map(|t| t.0),
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn authenticate(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKeyInfo>> {
+        self.read(move |c| {
+            c.prepare_cached(&format!("{KEY_SELECT} WHERE k.key_hash = ?1"))?
+                .query_row([&key_hash[..]], key_from_row)
+                .optional()
+        })
+        .await
+        .map(|k| k.filter(|k| k.revoked_at.is_none()))
+    }
+
+    async fn create_key(
+        &self,
+        project: &str,
+        name: &str,
+        key_hash: [u8; 32],
+        prefix: &str,
+        admin: bool,
+    ) -> StoreResult<ApiKeyInfo> {
+        let (project, name, prefix) = (project.to_owned(), name.to_owned(), prefix.to_owned());
+        let id = agentledger_core::keys::generate_key_id();
+        self.admin(|reply| Cmd::CreateKey {
+            id,
+            project,
+            name,
+            key_hash,
+            prefix,
+            admin,
+            reply,
+        })
+        .await
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<ApiKeyInfo>> {
+        self.read(|c| {
+            let mut st = c.prepare(&format!("{KEY_SELECT} ORDER BY k.created_at"))?;
+            let rows = st.query_map([], key_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.admin(|reply| Cmd::RevokeKey { id, reply }).await
+    }
+
+    async fn count_keys(&self) -> StoreResult<u64> {
+        self.read(|c| c.query_row("SELECT count(*) FROM api_keys", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|n| n as u64)
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<ProjectRef>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id, name FROM projects ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                Ok(ProjectRef {
+                    id: ProjectId(r.get(0)?),
+                    name: r.get(1)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn project_by_name(&self, name: &str) -> StoreResult<Option<ProjectRef>> {
+        let name = name.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, name FROM projects WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(ProjectRef {
+                        id: ProjectId(r.get(0)?),
+                        name: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    fn queue_depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    async fn close(&self) {
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        let Some(handle) = handle else { return };
+        let _ = self.tx.send(Cmd::Shutdown).await;
+        let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,91 @@
+//! Row <-> model mapping for the SQLite backend.
+
+use rusqlite::Row;
+use rusqlite::types::Type;
+use serde_json::value::RawValue;
+
+use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
+
+/// Columns of an event row; the query must alias events as `e` and sessions as `s`.
+pub const EVENT_COLS: &str = "e.rowid, e.id, s.id, e.seq, e.agent_id, e.kind, e.source_type, \
+    e.dialect, e.severity, e.client_ts, e.server_ts, e.payload, e.metadata, e.payload_sha256, \
+    e.prev_hash, e.hash, e.ts";
+pub const EVENT_FROM: &str = "events e JOIN sessions s ON s.rowid = e.session_ref";
+
+pub const SESSION_COLS: &str = "s.id, s.agent_id, s.system_prompt, s.metadata, s.created_at, \
+    s.status, s.head_seq, s.head_hash, s.first_event_at, s.last_event_at, s.rowid";
+
+fn bad(idx: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Blob, what.to_owned().into())
+}
+
+fn hash32(r: &Row<'_>, idx: usize) -> rusqlite::Result<[u8; 32]> {
+    let v: Vec<u8> = r.get(idx)?;
+    v.try_into().map_err(|_| bad(idx, "hash is not 32 bytes"))
+}
+
+fn opt_hash32(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<[u8; 32]>> {
+    match r.get::<_, Option<Vec<u8>>>(idx)? {
+        None => Ok(None),
+        Some(v) => v
+            .try_into()
+            .map(Some)
+            .map_err(|_| bad(idx, "hash is not 32 bytes")),
+    }
+}
+
+fn json(r: &Row<'_>, idx: usize) -> rusqlite::Result<Box<RawValue>> {
+    let s: String = r.get(idx)?;
+    RawValue::from_string(s).map_err(|_| bad(idx, "stored JSON does not parse"))
+}
+
+/// Map an event row (columns as [`EVENT_COLS`]); also returns (rowid, ts) for cursors.
+pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i64, i64)> {
+    let id: Vec<u8> = r.get(1)?;
+    let id: [u8; 16] = id
+        .try_into()
+        .map_err(|_| bad(1, "event id is not 16 bytes"))?;
+    let kind = Kind::from_code(r.get(5)?).ok_or_else(|| bad(5, "unknown kind code"))?;
+    let dialect = Dialect::from_code(r.get(7)?).ok_or_else(|| bad(7, "unknown dialect code"))?;
+    let severity = Severity::from_code(r.get(8)?).ok_or_else(|| bad(8, "unknown severity code"))?;
+    let ev = Event {
+        id: EventId::from_bytes(id),
+        project: project.to_owned(),
+        session_id: r.get(2)?,
+        seq: r.get::<_, i64>(3)? as u64,
+        agent_id: r.get(4)?,
+        kind,
+        source_type: r.get(6)?,
+        dialect,
+        severity,
+        client_ts: r.get::<_, Option<i64>>(9)?.map(Micros),
+        server_ts: Micros(r.get(10)?),
+        payload: json(r, 11)?,
+        metadata: json(r, 12)?,
+        payload_sha256: hash32(r, 13)?,
+        prev_hash: opt_hash32(r, 14)?,
+        hash: hash32(r, 15)?,
+    };
+    Ok((ev, r.get(0)?, r.get(16)?))
+}
+
+/// Map a session row (columns as [`SESSION_COLS`]).
+pub fn session_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: r.get(0)?,
+        project: project.to_owned(),
+        agent_id: r.get(1)?,
+        system_prompt: r.get(2)?,
+        metadata: json(r, 3)?,
+        created_at: Micros(r.get(4)?),
+        status: if r.get::<_, i64>(5)? == 1 {
+            SessionStatus::Ended
+        } else {
+            SessionStatus::Active
+        },
+        head_seq: r.get::<_, i64>(6)? as u64,
+        head_hash: opt_hash32(r, 7)?,
+        first_event_at: r.get::<_, Option<i64>>(8)?.map(Micros),
+        last_event_at: r.get::<_, Option<i64>>(9)?.map(Micros),
+    })
+}

@@ -1,0 +1,112 @@
+use std::sync::Arc;
+
+use super::{SqliteOptions, SqliteStore};
+use crate::EventStore;
+use crate::conformance as c;
+
+fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(SqliteOptions::new(dir.path().join("ledger.db"))).expect("open")
+}
+
+#[tokio::test]
+async fn conformance_append() {
+    let d = tempfile::tempdir().unwrap();
+    c::append_assigns_seqs_and_chains(&open(&d)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_concurrency() {
+    let d = tempfile::tempdir().unwrap();
+    c::concurrent_appends_do_not_fork(Arc::new(open(&d))).await;
+}
+
+#[tokio::test]
+async fn conformance_isolation() {
+    let d = tempfile::tempdir().unwrap();
+    c::projects_are_isolated(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn conformance_queries() {
+    let d = tempfile::tempdir().unwrap();
+    c::queries_filter_and_page(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn conformance_sessions() {
+    let d = tempfile::tempdir().unwrap();
+    c::sessions_are_listed(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn conformance_keys() {
+    let d = tempfile::tempdir().unwrap();
+    c::keys_authenticate_and_revoke(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn reopen_continues_the_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let store = open(&d);
+    let key = agentledger_core::keys::generate_key();
+    let p = store
+        .create_key(
+            "p",
+            "k",
+            agentledger_core::keys::hash_key(&key),
+            "al_",
+            true,
+        )
+        .await
+        .unwrap()
+        .project;
+    store
+        .append(
+            &p,
+            vec![c::event("s", agentledger_core::Kind::Memory, "{}")],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    drop(store);
+    let store = open(&d);
+    let out = store
+        .append(
+            &p,
+            vec![c::event("s", agentledger_core::Kind::Memory, "{}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out[0].seq, 2);
+    let r = crate::verify::verify_session(&store, &p, "s")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.valid && r.events == 2, "{r:?}");
+}
+
+#[tokio::test]
+async fn appends_after_close_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let store = open(&d);
+    let key = agentledger_core::keys::generate_key();
+    let p = store
+        .create_key(
+            "p",
+            "k",
+            agentledger_core::keys::hash_key(&key),
+            "al_",
+            true,
+        )
+        .await
+        .unwrap()
+        .project;
+    store.close().await;
+    let r = store
+        .append(
+            &p,
+            vec![c::event("s", agentledger_core::Kind::Memory, "{}")],
+        )
+        .await;
+    assert!(matches!(r, Err(crate::StoreError::ShuttingDown)), "{r:?}");
+}

@@ -1,0 +1,576 @@
+//! The single writer. One OS thread owns the only write connection; requests
+//! arrive on a bounded queue, and every pass drains all that is waiting into a
+//! single transaction (group commit). Each request is answered only after
+//! COMMIT returned, with `synchronous=FULL`, so an acknowledgement is durable.
+//!
+//! Because one thread assigns every seq, appends to a session are serialised
+//! and a chain cannot fork. Chain heads live in an LRU cache that is updated
+//! only after a successful COMMIT, so a failed transaction never moves a head.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use lru::LruCache;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use agentledger_core::chain::{HashInput, sha256};
+use agentledger_core::{EventId, Kind, Micros, NewEvent, Session};
+
+use super::rows::{SESSION_COLS, session_from_row};
+use crate::{
+    ApiKeyInfo, AppendedEvent, NewSession, ProjectRef, StoreError, StoreResult, WriterObserver,
+};
+
+/// Upper bound of events in one group-commit transaction.
+const MAX_EVENTS_PER_TXN: usize = 20_000;
+/// Chain heads kept in memory.
+const HEAD_CACHE: usize = 100_000;
+
+pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+pub(crate) enum Cmd {
+    Append {
+        project: ProjectRef,
+        events: Vec<NewEvent>,
+        reply: Reply<Vec<AppendedEvent>>,
+        /// Released when the command is dropped, after the reply is sent.
+        _permit: OwnedSemaphorePermit,
+    },
+    CreateSession {
+        project: ProjectRef,
+        session: NewSession,
+        reply: Reply<Session>,
+    },
+    CreateKey {
+        id: String,
+        project: String,
+        name: String,
+        key_hash: [u8; 32],
+        prefix: String,
+        admin: bool,
+        reply: Reply<ApiKeyInfo>,
+    },
+    RevokeKey {
+        id: String,
+        reply: Reply<bool>,
+    },
+    Shutdown,
+}
+
+impl Cmd {
+    fn event_count(&self) -> usize {
+        match self {
+            Cmd::Append { events, .. } => events.len(),
+            _ => 1,
+        }
+    }
+}
+
+type HeadKey = (i64, String);
+
+#[derive(Debug, Clone)]
+struct Head {
+    session_rowid: i64,
+    seq: u64,
+    hash: Option<[u8; 32]>,
+    ended: bool,
+    first_at: Option<i64>,
+    last_at: Option<i64>,
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    heads: LruCache<HeadKey, Head>,
+    observer: Option<Arc<dyn WriterObserver>>,
+    depth: Arc<AtomicUsize>,
+}
+
+fn storage(e: rusqlite::Error) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        observer: Option<Arc<dyn WriterObserver>>,
+        depth: Arc<AtomicUsize>,
+    ) -> Self {
+        let cap = NonZeroUsize::new(HEAD_CACHE).unwrap_or(NonZeroUsize::MIN);
+        Writer {
+            conn,
+            heads: LruCache::new(cap),
+            observer,
+            depth,
+        }
+    }
+
+    /// Run until the queue closes or a Shutdown command arrives; everything
+    /// queued before it is committed and answered first.
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            let mut n = batch[0].event_count();
+            while n < MAX_EVENTS_PER_TXN {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        n += cmd.event_count();
+                        batch.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.depth.fetch_sub(batch.len(), Ordering::Relaxed);
+            if !self.process(batch) {
+                break;
+            }
+        }
+        // Best effort: fold the WAL back so the database file is complete on its own.
+        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+
+    /// Returns false when a Shutdown command was seen.
+    fn process(&mut self, batch: Vec<Cmd>) -> bool {
+        let mut appends = Vec::new();
+        let mut keep_running = true;
+        for cmd in batch {
+            match cmd {
+                Cmd::Append { .. } => appends.push(cmd),
+                Cmd::Shutdown => {
+                    keep_running = false;
+                }
+                other => {
+                    // Keep order: what was queued before this command commits first.
+                    self.commit_appends(std::mem::take(&mut appends));
+                    self.run_admin(other);
+                }
+            }
+        }
+        self.commit_appends(appends);
+        keep_running
+    }
+
+    fn commit_appends(&mut self, cmds: Vec<Cmd>) {
+        if cmds.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for cmd in cmds {
+                if let Cmd::Append { reply, .. } = cmd {
+                    let _ = reply.send(Err(StoreError::Storage(msg.clone())));
+                }
+            }
+            return;
+        }
+        let mut txn_heads: HashMap<HeadKey, Head> = HashMap::new();
+        let mut results = Vec::with_capacity(cmds.len());
+        let mut events_in_txn = 0;
+        for cmd in cmds {
+            let Cmd::Append {
+                project,
+                events,
+                reply,
+                _permit,
+            } = cmd
+            else {
+                continue;
+            };
+            let outcome = self.append_one(&mut txn_heads, &project, &events);
+            if let Ok(ok) = &outcome {
+                events_in_txn += ok.len();
+            }
+            results.push((reply, outcome, _permit));
+        }
+        let requests = results.len();
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                for (key, head) in txn_heads {
+                    self.heads.put(key, head);
+                }
+                for (reply, outcome, _permit) in results {
+                    let _ = reply.send(outcome);
+                }
+                if let Some(obs) = &self.observer {
+                    obs.committed(events_in_txn, requests, started.elapsed().as_secs_f64());
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                let msg = e.to_string();
+                tracing::error!(error = %msg, "commit failed; no event of this group was stored");
+                for (reply, _, _permit) in results {
+                    let _ = reply.send(Err(StoreError::Storage(msg.clone())));
+                }
+            }
+        }
+    }
+
+    /// Append one request's events inside a savepoint, so a failure leaves the
+    /// rest of the group intact and stores nothing of this request.
+    fn append_one(
+        &mut self,
+        txn_heads: &mut HashMap<HeadKey, Head>,
+        project: &ProjectRef,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<AppendedEvent>> {
+        self.conn.execute_batch("SAVEPOINT req").map_err(storage)?;
+        let mut local: HashMap<HeadKey, Head> = HashMap::new();
+        let result = self.insert_events(txn_heads, &mut local, project, events);
+        let end = match &result {
+            Ok(_) => "RELEASE req",
+            Err(_) => "ROLLBACK TO req; RELEASE req",
+        };
+        self.conn.execute_batch(end).map_err(storage)?;
+        if result.is_ok() {
+            txn_heads.extend(local);
+        }
+        result
+    }
+
+    fn head(
+        &mut self,
+        txn_heads: &HashMap<HeadKey, Head>,
+        local: &HashMap<HeadKey, Head>,
+        key: &HeadKey,
+    ) -> StoreResult<Option<Head>> {
+        if let Some(h) = local.get(key).or_else(|| txn_heads.get(key)) {
+            return Ok(Some(h.clone()));
+        }
+        if let Some(h) = self.heads.get(key) {
+            return Ok(Some(h.clone()));
+        }
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT rowid, head_seq, head_hash, status, first_event_at, last_event_at
+                 FROM sessions WHERE project_id = ?1 AND id = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![key.0, key.1], |r| {
+                    Ok(Head {
+                        session_rowid: r.get(0)?,
+                        seq: r.get::<_, i64>(1)? as u64,
+                        hash: r
+                            .get::<_, Option<Vec<u8>>>(2)?
+                            .and_then(|v| v.try_into().ok()),
+                        ended: r.get::<_, i64>(3)? == 1,
+                        first_at: r.get(4)?,
+                        last_at: r.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(storage)?;
+        Ok(row)
+    }
+
+    fn insert_events(
+        &mut self,
+        txn_heads: &HashMap<HeadKey, Head>,
+        local: &mut HashMap<HeadKey, Head>,
+        project: &ProjectRef,
+        events: &[NewEvent],
+    ) -> StoreResult<Vec<AppendedEvent>> {
+        let now = Micros::now();
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            let key: HeadKey = (project.id.0, ev.session_id.as_str().to_owned());
+            let mut head = match self.head(txn_heads, local, &key)? {
+                Some(h) => h,
+                None => self.insert_session_row(
+                    project,
+                    &ev.session_id.to_string(),
+                    ev.agent_id.as_str(),
+                    None,
+                    "{}",
+                    now,
+                )?,
+            };
+            let seq = head.seq + 1;
+            let id = EventId::generate(now);
+            let id_text = id.to_string();
+            let payload = ev.payload.get();
+            let metadata = ev.metadata.get();
+            let payload_sha256 = sha256(payload.as_bytes());
+            let hash = HashInput {
+                project: &project.name,
+                session_id: ev.session_id.as_str(),
+                seq,
+                event_id: &id_text,
+                agent_id: ev.agent_id.as_str(),
+                kind: ev.kind.as_str(),
+                source_type: &ev.source_type,
+                dialect: ev.dialect.as_str(),
+                severity: ev.severity.as_str(),
+                client_ts: ev.client_ts,
+                server_ts: now,
+                payload_sha256: &payload_sha256,
+                metadata: metadata.as_bytes(),
+                prev_hash: head.hash.as_ref(),
+            }
+            .hash();
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO events (id, project_id, session_ref, seq, agent_id, kind,
+                        source_type, dialect, severity, client_ts, server_ts, payload, metadata,
+                        payload_sha256, prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        &id.to_bytes()[..],
+                        project.id.0,
+                        head.session_rowid,
+                        seq as i64,
+                        ev.agent_id.as_str(),
+                        ev.kind.code(),
+                        &ev.source_type,
+                        ev.dialect.code(),
+                        ev.severity.code(),
+                        ev.client_ts.map(|t| t.0),
+                        now.0,
+                        payload,
+                        metadata,
+                        &payload_sha256[..],
+                        head.hash.as_ref().map(|h| &h[..]),
+                        &hash[..],
+                    ])
+                })
+                .map_err(storage)?;
+            let rowid = self.conn.last_insert_rowid();
+            self.conn
+                .prepare_cached("INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![rowid, payload]))
+                .map_err(storage)?;
+
+            let t = ev.client_ts.unwrap_or(now).0;
+            head.seq = seq;
+            head.hash = Some(hash);
+            head.first_at = Some(head.first_at.map_or(t, |f| f.min(t)));
+            head.last_at = Some(head.last_at.map_or(t, |l| l.max(t)));
+            if ev.kind == Kind::SessionEnded {
+                head.ended = true;
+            }
+            local.insert(key, head);
+            out.push(AppendedEvent {
+                id,
+                session_id: ev.session_id.as_str().to_owned(),
+                seq,
+                hash,
+                server_ts: now,
+            });
+        }
+        for head in local.values() {
+            self.conn
+                .prepare_cached(
+                    "UPDATE sessions SET head_seq = ?1, head_hash = ?2, status = ?3,
+                        first_event_at = ?4, last_event_at = ?5 WHERE rowid = ?6",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        head.seq as i64,
+                        head.hash.as_ref().map(|h| &h[..]),
+                        head.ended as i64,
+                        head.first_at,
+                        head.last_at,
+                        head.session_rowid
+                    ])
+                })
+                .map_err(storage)?;
+        }
+        Ok(out)
+    }
+
+    fn insert_session_row(
+        &mut self,
+        project: &ProjectRef,
+        id: &str,
+        agent_id: &str,
+        system_prompt: Option<&str>,
+        metadata: &str,
+        now: Micros,
+    ) -> StoreResult<Head> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sessions (id, project_id, agent_id, system_prompt, metadata,
+                    created_at, status, head_seq, head_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, NULL)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    id,
+                    project.id.0,
+                    agent_id,
+                    system_prompt,
+                    metadata,
+                    now.0
+                ])
+            })
+            .map_err(storage)?;
+        Ok(Head {
+            session_rowid: self.conn.last_insert_rowid(),
+            seq: 0,
+            hash: None,
+            ended: false,
+            first_at: None,
+            last_at: None,
+        })
+    }
+
+    /// Administrative writes: each in its own transaction, answered after COMMIT.
+    fn run_admin(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::CreateSession {
+                project,
+                session,
+                reply,
+            } => {
+                let r = self.in_txn(|w| w.create_session(&project, &session));
+                if let Ok((_, head)) = &r {
+                    self.heads
+                        .put((project.id.0, session.id.to_string()), head.clone());
+                }
+                let _ = reply.send(r.map(|(s, _)| s));
+            }
+            Cmd::CreateKey {
+                id,
+                project,
+                name,
+                key_hash,
+                prefix,
+                admin,
+                reply,
+            } => {
+                let r =
+                    self.in_txn(|w| w.create_key(&id, &project, &name, &key_hash, &prefix, admin));
+                let _ = reply.send(r);
+            }
+            Cmd::RevokeKey { id, reply } => {
+                let r = self.in_txn(|w| {
+                    w.conn
+                        .execute(
+                            "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+                            params![Micros::now().0, id],
+                        )
+                        .map(|n| n > 0)
+                        .map_err(storage)
+                });
+                let _ = reply.send(r);
+            }
+            Cmd::Append { .. } | Cmd::Shutdown => {}
+        }
+    }
+
+    fn in_txn<T>(&mut self, f: impl FnOnce(&mut Self) -> StoreResult<T>) -> StoreResult<T> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(storage)?;
+        match f(self) {
+            Ok(v) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(storage(e))
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn create_session(
+        &mut self,
+        project: &ProjectRef,
+        s: &NewSession,
+    ) -> StoreResult<(Session, Head)> {
+        let exists: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2",
+                params![project.id.0, s.id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(storage)?;
+        if exists.is_some() {
+            return Err(StoreError::SessionExists(s.id.to_string()));
+        }
+        let head = self.insert_session_row(
+            project,
+            s.id.as_str(),
+            s.agent_id.as_str(),
+            s.system_prompt.as_deref(),
+            s.metadata.get(),
+            Micros::now(),
+        )?;
+        let session = self
+            .conn
+            .query_row(
+                &format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.rowid = ?1"),
+                params![head.session_rowid],
+                |r| session_from_row(r, &project.name),
+            )
+            .map_err(storage)?;
+        Ok((session, head))
+    }
+
+    fn create_key(
+        &mut self,
+        id: &str,
+        project: &str,
+        name: &str,
+        key_hash: &[u8; 32],
+        prefix: &str,
+        admin: bool,
+    ) -> StoreResult<ApiKeyInfo> {
+        let now = Micros::now();
+        self.conn
+            .execute(
+                "INSERT INTO projects (name, created_at) VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING",
+                params![project, now.0],
+            )
+            .map_err(storage)?;
+        let project_id: i64 = self
+            .conn
+            .query_row(
+                "SELECT id FROM projects WHERE name = ?1",
+                params![project],
+                |r| r.get(0),
+            )
+            .map_err(storage)?;
+        self.conn
+            .execute(
+                "INSERT INTO api_keys (id, project_id, name, key_hash, prefix, admin, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id,
+                    project_id,
+                    name,
+                    &key_hash[..],
+                    prefix,
+                    admin as i64,
+                    now.0
+                ],
+            )
+            .map_err(storage)?;
+        Ok(ApiKeyInfo {
+            id: id.to_owned(),
+            project: ProjectRef {
+                id: agentledger_core::ProjectId(project_id),
+                name: project.to_owned(),
+            },
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            admin,
+            created_at: now,
+            revoked_at: None,
+        })
+    }
+}
