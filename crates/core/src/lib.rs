@@ -7,6 +7,7 @@ pub mod ids;
 pub mod keys;
 pub mod kind;
 pub mod payload;
+pub mod query;
 pub mod time;
 
 pub use chain::{ChainVerifier, VerifyReport};

@@ -1,14 +1,8 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Dialects: each turns a vendor's (or our own) wire format into canonical
+//! [`agentledger_core::NewEvent`]s and renders results back. Pure functions,
+//! no I/O; the server owns HTTP.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod error;
+pub mod native;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::InputError;

@@ -3,7 +3,6 @@
 //! nothing here leaks SQLite types to callers.
 
 pub mod conformance;
-pub mod query;
 pub mod sqlite;
 pub mod verify;
 
@@ -12,7 +11,9 @@ use serde_json::value::RawValue;
 
 use agentledger_core::{AgentId, Event, EventId, Micros, NewEvent, ProjectId, Session, SessionId};
 
-pub use query::{Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery};
+pub use agentledger_core::query::{
+    Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery,
+};
 
 /// A project as seen by callers: its internal id and its name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,11 +17,11 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use agentledger_core::{Event, EventId, Micros, NewEvent, ProjectId, Session};
 
-use crate::query::{Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery};
 use crate::{
     ApiKeyInfo, AppendedEvent, EventStore, NewSession, ProjectRef, StoreError, StoreResult,
     WriterObserver,
 };
+use crate::{Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery};
 use rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
 use writer::{Cmd, Writer};
 

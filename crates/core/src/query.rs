@@ -1,6 +1,6 @@
 //! Canonical query types shared by every dialect's query API.
 
-use agentledger_core::{Event, Kind, Micros, Session, SessionStatus, Severity};
+use crate::{Event, Kind, Micros, Session, SessionStatus, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
@@ -47,7 +47,7 @@ pub struct EventQuery {
     pub text: Option<String>,
     /// Restrict to these source types (the dialect's own type names).
     pub source_types: Vec<String>,
-    pub dialect: Option<agentledger_core::Dialect>,
+    pub dialect: Option<crate::Dialect>,
     pub order: Order,
     pub limit: u32,
     pub cursor: Option<Cursor>,

@@ -1,0 +1,492 @@
+//! The native agentledger API (`/api/v1`): request parsing into canonical
+//! events and rendering of events, sessions and reports.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use agentledger_core::event::empty_object;
+use agentledger_core::limits::{
+    MAX_BATCH_EVENTS, MAX_PAYLOAD_BYTES, MAX_SOURCE_TYPE_CHARS, MAX_SYSTEM_PROMPT_BYTES,
+};
+use agentledger_core::query::{Cursor, EventQuery, Order, SessionQuery};
+use agentledger_core::{
+    AgentId, Dialect, Event, Kind, Micros, NewEvent, Session, SessionId, SessionStatus, Severity,
+    VerifyReport, payload,
+};
+
+use crate::InputError;
+use crate::error::parse_json;
+
+#[cfg(test)]
+mod tests;
+
+// ---------- requests ----------
+
+/// `POST /api/v1/events`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestRequest<'a> {
+    /// 1 to 1000 events, stored all-or-nothing.
+    #[serde(borrow)]
+    pub events: Vec<EventIn<'a>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn<'a> {
+    /// Session (run) id; a session named for the first time is created.
+    pub session_id: String,
+    pub agent_id: String,
+    /// One of the canonical kinds (tool_call, llm_call, ...).
+    pub kind: String,
+    /// debug / info / warn / error / critical (default info).
+    pub severity: Option<String>,
+    /// Event payload (a JSON object), stored byte for byte as sent.
+    #[serde(borrow)]
+    #[schema(value_type = Object)]
+    pub payload: &'a RawValue,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<&'a RawValue>,
+    /// RFC 3339 time the event happened (default: receive time).
+    pub timestamp: Option<String>,
+}
+
+/// `POST /api/v1/sessions`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSessionRequest<'a> {
+    pub agent_id: String,
+    pub system_prompt: Option<String>,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<&'a RawValue>,
+    /// Optional client-chosen id; a UUID is generated otherwise.
+    pub session_id: Option<String>,
+}
+
+/// A session to create, validated.
+pub struct SessionSpec {
+    pub id: SessionId,
+    pub agent_id: AgentId,
+    pub system_prompt: Option<String>,
+    pub metadata: Box<RawValue>,
+}
+
+fn object(path: &str, raw: &RawValue) -> Result<Box<RawValue>, InputError> {
+    if raw.get().len() > MAX_PAYLOAD_BYTES {
+        return Err(InputError::too_large(path, "object", MAX_PAYLOAD_BYTES));
+    }
+    if !raw.get().starts_with('{') {
+        return Err(InputError::invalid(
+            path,
+            format!("{path}: must be a JSON object"),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn field<T, E: std::fmt::Display>(path: String, r: Result<T, E>) -> Result<T, InputError> {
+    r.map_err(|e| InputError::invalid(path.clone(), format!("{path}: {e}")))
+}
+
+/// Parse and validate a native ingest body.
+pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, InputError> {
+    let req: IngestRequest<'_> = parse_json(body)?;
+    if req.events.is_empty() {
+        return Err(InputError::invalid(
+            "events",
+            "events: must hold at least one event",
+        ));
+    }
+    if req.events.len() > MAX_BATCH_EVENTS {
+        return Err(InputError::TooLarge {
+            path: "events".into(),
+            message: format!(
+                "events: a batch holds at most {MAX_BATCH_EVENTS} events, got {}",
+                req.events.len()
+            ),
+            limit: MAX_BATCH_EVENTS,
+        });
+    }
+    req.events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| event(i, e))
+        .collect()
+}
+
+fn event(i: usize, e: &EventIn<'_>) -> Result<NewEvent, InputError> {
+    let at = |f: &str| format!("events[{i}].{f}");
+    let kind: Kind = field(at("kind"), e.kind.parse())?;
+    let source_type = e.kind.clone();
+    debug_assert!(source_type.len() <= MAX_SOURCE_TYPE_CHARS);
+    let severity = match &e.severity {
+        None => Severity::Info,
+        Some(s) => field(at("severity"), s.parse())?,
+    };
+    let payload = object(&at("payload"), e.payload)?;
+    payload::validate(kind, &payload).map_err(|err| {
+        let path = match err.field() {
+            Some(f) => at(&format!("payload.{f}")),
+            None => at("payload"),
+        };
+        InputError::invalid(path, format!("events[{i}].{err}"))
+    })?;
+    let metadata = match e.metadata {
+        Some(m) if m.get() != "null" => object(&at("metadata"), m)?,
+        _ => empty_object(),
+    };
+    Ok(NewEvent {
+        session_id: field(at("session_id"), SessionId::parse(e.session_id.clone()))?,
+        agent_id: field(at("agent_id"), AgentId::parse(e.agent_id.clone()))?,
+        kind,
+        source_type,
+        dialect: Dialect::Native,
+        severity,
+        client_ts: match &e.timestamp {
+            None => None,
+            Some(t) => Some(field(at("timestamp"), Micros::parse_rfc3339(t))?),
+        },
+        payload,
+        metadata,
+    })
+}
+
+/// Parse and validate a create-session body.
+pub fn parse_create_session(body: &[u8]) -> Result<SessionSpec, InputError> {
+    let req: CreateSessionRequest<'_> = parse_json(body)?;
+    if let Some(p) = &req.system_prompt {
+        if p.len() > MAX_SYSTEM_PROMPT_BYTES {
+            return Err(InputError::too_large(
+                "system_prompt",
+                "system prompt",
+                MAX_SYSTEM_PROMPT_BYTES,
+            ));
+        }
+    }
+    Ok(SessionSpec {
+        id: match req.session_id {
+            Some(s) => field("session_id".into(), SessionId::parse(s))?,
+            None => SessionId::generate(),
+        },
+        agent_id: field("agent_id".into(), AgentId::parse(req.agent_id))?,
+        system_prompt: req.system_prompt,
+        metadata: match req.metadata {
+            Some(m) if m.get() != "null" => object("metadata", m)?,
+            _ => empty_object(),
+        },
+    })
+}
+
+// ---------- query parameters ----------
+
+/// Filters of `GET /api/v1/events`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    pub session_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// Comma-separated kinds.
+    pub kind: Option<String>,
+    /// Comma-separated severities.
+    pub severity: Option<String>,
+    /// RFC 3339 lower bound (inclusive) on the event time.
+    pub from: Option<String>,
+    /// RFC 3339 upper bound (inclusive) on the event time.
+    pub to: Option<String>,
+    /// Full-text search over payloads; every word must occur.
+    pub q: Option<String>,
+    /// asc or desc (default desc; within one session: seq order).
+    pub order: Option<String>,
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Filters of `GET /api/v1/sessions`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionsParams {
+    pub agent_id: Option<String>,
+    /// active or ended
+    pub status: Option<String>,
+    /// RFC 3339 lower bound (inclusive) on creation time.
+    pub from: Option<String>,
+    /// RFC 3339 upper bound (inclusive) on creation time.
+    pub to: Option<String>,
+    /// Page size, 1..=500 (default 50).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+/// Longest full-text query accepted.
+pub const MAX_QUERY_CHARS: usize = 1024;
+
+/// Parse a comma list of enum names, naming the parameter on error.
+pub fn comma_list<T: std::str::FromStr>(
+    param: &str,
+    v: &Option<String>,
+) -> Result<Vec<T>, InputError>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(v) = v else { return Ok(Vec::new()) };
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<T>()
+                .map_err(|e| InputError::invalid(param, format!("{param}: {s:?} {e}")))
+        })
+        .collect()
+}
+
+pub fn time_param(param: &str, v: &Option<String>) -> Result<Option<Micros>, InputError> {
+    v.as_deref()
+        .map(|t| field(param.into(), Micros::parse_rfc3339(t)))
+        .transpose()
+}
+
+pub fn limit_param(v: Option<u32>) -> Result<u32, InputError> {
+    match v.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(InputError::invalid("limit", "limit: must be at least 1")),
+        n if n > MAX_LIMIT => Err(InputError::invalid(
+            "limit",
+            format!("limit: must be at most {MAX_LIMIT}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+pub fn order_param(v: &Option<String>) -> Result<Order, InputError> {
+    match v.as_deref() {
+        None | Some("desc") => Ok(Order::Desc),
+        Some("asc") => Ok(Order::Asc),
+        Some(o) => Err(InputError::invalid(
+            "order",
+            format!("order: {o:?} must be asc or desc"),
+        )),
+    }
+}
+
+pub fn text_param(v: &Option<String>) -> Result<Option<String>, InputError> {
+    match v {
+        Some(q) if q.chars().count() > MAX_QUERY_CHARS => Err(InputError::invalid(
+            "q",
+            format!("q: at most {MAX_QUERY_CHARS} characters"),
+        )),
+        Some(q) if q.trim().is_empty() => Ok(None),
+        other => Ok(other.clone()),
+    }
+}
+
+pub fn status_param(v: &Option<String>) -> Result<Option<SessionStatus>, InputError> {
+    v.as_deref()
+        .map(|s| {
+            SessionStatus::parse(s)
+                .ok_or_else(|| InputError::invalid("status", "status: must be active or ended"))
+        })
+        .transpose()
+}
+
+// ---------- responses ----------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResponse {
+    pub ingested: usize,
+    pub events: Vec<IngestedEvent>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestedEvent {
+    pub id: String,
+    pub session_id: String,
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// An event with everything needed to check its place in the chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: String,
+    pub session_id: String,
+    pub seq: u64,
+    pub agent_id: String,
+    pub kind: String,
+    /// The type name the client used.
+    pub source_type: String,
+    /// The API the event arrived through.
+    pub dialect: String,
+    pub severity: String,
+    /// When it happened: the client's timestamp, else the receive time.
+    pub timestamp: String,
+    pub client_timestamp: Option<String>,
+    pub received_at: String,
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+    #[schema(value_type = Object)]
+    pub metadata: Box<RawValue>,
+    pub payload_sha256: String,
+    pub prev_hash: Option<String>,
+    pub hash: String,
+}
+
+impl From<Event> for EventOut {
+    fn from(e: Event) -> Self {
+        EventOut {
+            id: e.id.to_string(),
+            timestamp: e.time().to_rfc3339(),
+            session_id: e.session_id,
+            seq: e.seq,
+            agent_id: e.agent_id,
+            kind: e.kind.as_str().into(),
+            source_type: e.source_type,
+            dialect: e.dialect.as_str().into(),
+            severity: e.severity.as_str().into(),
+            client_timestamp: e.client_ts.map(Micros::to_rfc3339),
+            received_at: e.server_ts.to_rfc3339(),
+            payload: e.payload,
+            metadata: e.metadata,
+            payload_sha256: hex::encode(e.payload_sha256),
+            prev_hash: e.prev_hash.map(hex::encode),
+            hash: hex::encode(e.hash),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventOut>,
+    /// Events matching the filters (all pages).
+    pub total: u64,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionOut {
+    pub id: String,
+    pub agent_id: String,
+    pub system_prompt: Option<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Box<RawValue>,
+    /// active or ended
+    pub status: String,
+    pub created_at: String,
+    pub event_count: u64,
+    pub head_seq: u64,
+    pub head_hash: Option<String>,
+    pub first_event_at: Option<String>,
+    pub last_event_at: Option<String>,
+}
+
+impl From<Session> for SessionOut {
+    fn from(s: Session) -> Self {
+        SessionOut {
+            id: s.id,
+            agent_id: s.agent_id,
+            system_prompt: s.system_prompt,
+            metadata: s.metadata,
+            status: s.status.as_str().into(),
+            created_at: s.created_at.to_rfc3339(),
+            event_count: s.head_seq,
+            head_seq: s.head_seq,
+            head_hash: s.head_hash.map(hex::encode),
+            first_event_at: s.first_event_at.map(Micros::to_rfc3339),
+            last_event_at: s.last_event_at.map(Micros::to_rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionOut>,
+    pub total: u64,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyOut {
+    pub valid: bool,
+    pub events: u64,
+    pub head_hash: Option<String>,
+    pub first_invalid_seq: Option<u64>,
+    pub reason: Option<String>,
+}
+
+impl From<VerifyReport> for VerifyOut {
+    fn from(r: VerifyReport) -> Self {
+        VerifyOut {
+            valid: r.valid,
+            events: r.events,
+            head_hash: r.head_hash,
+            first_invalid_seq: r.first_invalid_seq,
+            reason: r.reason,
+        }
+    }
+}
+
+/// The error envelope of the native API.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// validation_error, authentication_error, not_found, conflict,
+    /// payload_too_large, unsupported_media_type, overloaded, internal_error
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: String,
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
+fn cursor_param(v: &Option<String>) -> Result<Option<Cursor>, InputError> {
+    v.as_deref()
+        .map(|c| {
+            Cursor::decode(c).ok_or_else(|| {
+                InputError::invalid("cursor", "cursor: not a cursor this API returned")
+            })
+        })
+        .transpose()
+}
+
+impl EventsParams {
+    /// The canonical query these parameters ask for.
+    pub fn to_query(&self) -> Result<EventQuery, InputError> {
+        Ok(EventQuery {
+            session_id: self.session_id.clone(),
+            agent_id: self.agent_id.clone(),
+            kinds: comma_list("kind", &self.kind)?,
+            severities: comma_list("severity", &self.severity)?,
+            from: time_param("from", &self.from)?,
+            to: time_param("to", &self.to)?,
+            text: text_param(&self.q)?,
+            order: order_param(&self.order)?,
+            limit: limit_param(self.limit)?,
+            cursor: cursor_param(&self.cursor)?,
+            ..Default::default()
+        })
+    }
+}
+
+impl SessionsParams {
+    pub fn to_query(&self) -> Result<SessionQuery, InputError> {
+        Ok(SessionQuery {
+            agent_id: self.agent_id.clone(),
+            status: status_param(&self.status)?,
+            from: time_param("from", &self.from)?,
+            to: time_param("to", &self.to)?,
+            limit: limit_param(self.limit)?,
+            cursor: cursor_param(&self.cursor)?,
+        })
+    }
+}
