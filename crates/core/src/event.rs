@@ -140,3 +140,48 @@ pub struct Session {
     pub first_event_at: Option<Micros>,
     pub last_event_at: Option<Micros>,
 }
+
+impl ExportLine {
+    /// Rebuild the stored event from an export line, for offline verification.
+    pub fn into_event(self) -> Result<Event, String> {
+        fn h32(what: &str, s: &str) -> Result<[u8; 32], String> {
+            let v = hex::decode(s).map_err(|_| format!("{what} is not hex"))?;
+            v.try_into().map_err(|_| format!("{what} is not 32 bytes"))
+        }
+        let ts = |what: &str, s: &str| {
+            Micros::parse_rfc3339(s).map_err(|_| format!("{what} is not a timestamp"))
+        };
+        if self.v != crate::chain::ENVELOPE_VERSION {
+            return Err(format!("unsupported envelope version {}", self.v));
+        }
+        Ok(Event {
+            id: self
+                .id
+                .parse()
+                .map_err(|_| "id is not a ULID".to_string())?,
+            project: self.project,
+            session_id: self.session_id,
+            seq: self.seq,
+            agent_id: self.agent_id,
+            kind: self.kind,
+            source_type: self.source_type,
+            dialect: self.dialect,
+            severity: self.severity,
+            client_ts: self
+                .client_ts
+                .as_deref()
+                .map(|s| ts("client_ts", s))
+                .transpose()?,
+            server_ts: ts("server_ts", &self.server_ts)?,
+            payload: self.payload,
+            metadata: self.metadata,
+            payload_sha256: h32("payload_sha256", &self.payload_sha256)?,
+            prev_hash: self
+                .prev_hash
+                .as_deref()
+                .map(|s| h32("prev_hash", s))
+                .transpose()?,
+            hash: h32("hash", &self.hash)?,
+        })
+    }
+}

@@ -1,0 +1,436 @@
+//! The `agentledger` command line. Every flag can also be set through its
+//! `AGENTLEDGER_*` environment variable (docs/configuration.md lists them).
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use agentledger_core::{ChainVerifier, ExportLine, keys};
+use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
+use agentledger_store::verify::verify_session;
+use agentledger_store::{EventStore, ProjectRef, SessionQuery};
+
+use crate::startup::{Application, ServeConfig, shutdown_signal};
+
+#[derive(Parser)]
+#[command(
+    name = "agentledger",
+    version,
+    about = "Tamper-evident audit trail and policy checkpoint for AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Verify hash chains in the database, or an export file offline.
+    Verify(VerifyArgs),
+    /// Write events as JSON Lines to stdout.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct DbArg {
+    /// SQLite database file.
+    #[arg(long, env = "AGENTLEDGER_DB", default_value = "./agentledger.db")]
+    db: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "AGENTLEDGER_LISTEN", default_value = "127.0.0.1:3400")]
+    listen: String,
+    #[command(flatten)]
+    db: DbArg,
+    /// Admin key of project "default", used only when the database has no key yet.
+    #[arg(long, env = "AGENTLEDGER_BOOTSTRAP_KEY", hide_env_values = true)]
+    bootstrap_key: Option<String>,
+    /// Read-only database connections.
+    #[arg(long, env = "AGENTLEDGER_READ_CONNECTIONS", default_value_t = 4)]
+    read_connections: u32,
+    /// Events that may wait for the writer before ingest answers 503.
+    #[arg(
+        long,
+        env = "AGENTLEDGER_MAX_PENDING_EVENTS",
+        default_value_t = 100_000
+    )]
+    max_pending_events: usize,
+    /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
+    #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; prints only the key on stdout.
+    Create {
+        #[command(flatten)]
+        db: DbArg,
+        /// Project the key belongs to (created if new).
+        #[arg(long, env = "AGENTLEDGER_PROJECT", default_value = "default")]
+        project: String,
+        /// Label shown in listings.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Allow administrative routes (metrics, policy management).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[command(flatten)]
+        db: DbArg,
+        id: String,
+    },
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Only this project (default: all).
+    #[arg(long, env = "AGENTLEDGER_PROJECT")]
+    project: Option<String>,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+    /// Verify an export file instead of the database ("-" for stdin).
+    #[arg(long, conflicts_with_all = ["project", "session"])]
+    file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// Only this project (default: all).
+    #[arg(long, env = "AGENTLEDGER_PROJECT")]
+    project: Option<String>,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log = match &cli.command {
+        Command::Serve(a) => a.log.clone(),
+        _ => "warn".into(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agentledger: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("agentledger: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(db: &DbArg) -> Result<SqliteStore, String> {
+    let mut opts = SqliteOptions::new(&db.db);
+    opts.read_connections = 2;
+    SqliteStore::open(opts).map_err(|e| format!("cannot open {}: {e}", db.db.display()))
+}
+
+async fn run(cmd: Command) -> Result<ExitCode, String> {
+    match cmd {
+        Command::Serve(a) => {
+            let cfg = ServeConfig {
+                listen: a.listen,
+                db: a.db.db,
+                bootstrap_key: a.bootstrap_key,
+                read_connections: a.read_connections,
+                max_pending_events: a.max_pending_events,
+            };
+            let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
+            app.run_until_stopped(shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command } => keys_cmd(command).await,
+        Command::Verify(a) => match &a.file {
+            Some(f) => verify_file(f),
+            None => verify_db(&a).await,
+        },
+        Command::Export(a) => export(&a).await,
+    }
+}
+
+async fn keys_cmd(cmd: KeysCommand) -> Result<ExitCode, String> {
+    match cmd {
+        KeysCommand::Create {
+            db,
+            project,
+            name,
+            admin,
+        } => {
+            let store = open(&db)?;
+            let key = keys::generate_key();
+            store
+                .create_key(
+                    &project,
+                    &name,
+                    keys::hash_key(&key),
+                    &keys::display_prefix(&key),
+                    admin,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close().await;
+            println!("{key}");
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List { db } => {
+            let store = open(&db)?;
+            let list = store.list_keys().await.map_err(|e| e.to_string())?;
+            println!(
+                "{:<21} {:<16} {:<12} {:<8} {:<5} {:<28} revoked",
+                "id", "project", "name", "prefix", "admin", "created"
+            );
+            for k in list {
+                println!(
+                    "{:<21} {:<16} {:<12} {:<8} {:<5} {:<28} {}",
+                    k.id,
+                    k.project.name,
+                    k.name,
+                    k.prefix,
+                    k.admin,
+                    k.created_at,
+                    k.revoked_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            store.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke { db, id } => {
+            let store = open(&db)?;
+            let done = store.revoke_key(&id).await.map_err(|e| e.to_string())?;
+            store.close().await;
+            if done {
+                println!("revoked {id}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("agentledger: no active key with id {id}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+/// The projects a command covers.
+async fn projects(store: &SqliteStore, only: Option<&str>) -> Result<Vec<ProjectRef>, String> {
+    match only {
+        Some(name) => match store
+            .project_by_name(name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(p) => Ok(vec![p]),
+            None => Err(format!("no project named {name:?}")),
+        },
+        None => store.list_projects().await.map_err(|e| e.to_string()),
+    }
+}
+
+/// Every session id of a project, oldest first.
+async fn session_ids(store: &SqliteStore, p: &ProjectRef) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_sessions(
+                p,
+                SessionQuery {
+                    limit: 500,
+                    cursor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        ids.extend(page.sessions.into_iter().map(|s| s.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    ids.reverse();
+    Ok(ids)
+}
+
+async fn verify_db(a: &VerifyArgs) -> Result<ExitCode, String> {
+    let store = open(&a.db)?;
+    let mut failures = 0;
+    let mut checked = 0;
+    let mut events = 0;
+    for p in projects(&store, a.project.as_deref()).await? {
+        let ids = match &a.session {
+            Some(s) => vec![s.clone()],
+            None => session_ids(&store, &p).await?,
+        };
+        for id in ids {
+            let report = verify_session(&store, &p, &id)
+                .await
+                .map_err(|e| e.to_string())?;
+            match report {
+                None => {
+                    failures += 1;
+                    println!("FAIL {}/{id}: no such session", p.name);
+                }
+                Some(r) if r.valid => {
+                    checked += 1;
+                    events += r.events;
+                }
+                Some(r) => {
+                    failures += 1;
+                    println!(
+                        "FAIL {}/{id}: broken at seq {}: {}",
+                        p.name,
+                        r.first_invalid_seq.unwrap_or(0),
+                        r.reason.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    store.close().await;
+    println!("{checked} sessions verified ({events} events), {failures} failed");
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Verify a JSON Lines export without the database. Each session's lines must
+/// start at seq 1 and appear in seq order (as `export` writes them).
+fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ))
+    };
+    let mut chains: Vec<((String, String), ChainVerifier)> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    let mut bad_lines = 0;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| format!("cannot read line {}: {e}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev = serde_json::from_str::<ExportLine>(&line)
+            .map_err(|e| e.to_string())
+            .and_then(ExportLine::into_event);
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                bad_lines += 1;
+                println!("FAIL line {}: {e}", n + 1);
+                continue;
+            }
+        };
+        let key = (ev.project.clone(), ev.session_id.clone());
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            chains.push((key, ChainVerifier::new()));
+            chains.len() - 1
+        });
+        chains[i].1.push(&ev);
+    }
+    let mut failures = bad_lines;
+    let mut events = 0;
+    let total = chains.len();
+    for ((project, session), v) in chains {
+        let r = v.finish(None);
+        events += r.events;
+        if !r.valid {
+            failures += 1;
+            println!(
+                "FAIL {project}/{session}: broken at seq {}: {}",
+                r.first_invalid_seq.unwrap_or(0),
+                r.reason.unwrap_or_default()
+            );
+        }
+    }
+    println!(
+        "{} sessions verified ({events} events), {failures} failed",
+        total.saturating_sub(failures.min(total))
+    );
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn export(a: &ExportArgs) -> Result<ExitCode, String> {
+    let store = open(&a.db)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for p in projects(&store, a.project.as_deref()).await? {
+        let ids = match &a.session {
+            Some(s) => vec![s.clone()],
+            None => session_ids(&store, &p).await?,
+        };
+        for id in ids {
+            let mut after = 0;
+            loop {
+                let evs = store
+                    .session_events(&p, &id, after, 5_000)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = evs.last() else { break };
+                after = last.seq;
+                out.write_all(&crate::routes::native::export_lines(&evs))
+                    .map_err(|e| e.to_string())?;
+                if evs.len() < 5_000 {
+                    break;
+                }
+            }
+        }
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    drop(out);
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}

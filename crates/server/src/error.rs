@@ -1,0 +1,135 @@
+//! The native API's one error type: every failure becomes the envelope
+//! `{"error": {message, type, code, details}}` with its status. Internal
+//! causes are logged and never sent to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use agentledger_dialects::InputError;
+use agentledger_dialects::native::{ErrorBody, ErrorDetail};
+use agentledger_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("the ledger is busy; retry shortly")]
+    Overloaded,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::SessionExists(id) => {
+                ApiError::Conflict(format!("session {id:?} already exists"))
+            }
+            StoreError::NoSuchProject(_) => ApiError::NotFound("project not found"),
+            StoreError::Overloaded => ApiError::Overloaded,
+            StoreError::ShuttingDown => ApiError::ShuttingDown,
+            StoreError::Storage(m) | StoreError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Input(InputError::Invalid { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::Input(InputError::TooLarge { .. }) | ApiError::BodyTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Short reason used as a metrics label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::Input(i) => i.reason(),
+            ApiError::Unauthorized(_) => "UNAUTHORIZED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::BodyTooLarge(_) => "TOO_LARGE",
+            ApiError::Overloaded => "OVERLOADED",
+            ApiError::ShuttingDown => "SHUTTING_DOWN",
+            ApiError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Input(InputError::Invalid { .. }) => "validation_error",
+            ApiError::Input(InputError::TooLarge { .. }) | ApiError::BodyTooLarge(_) => {
+                "payload_too_large"
+            }
+            ApiError::Unauthorized(_) => "authentication_error",
+            ApiError::Forbidden(_) => "permission_error",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Overloaded | ApiError::ShuttingDown => "overloaded",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let details = match self {
+            ApiError::Input(InputError::Invalid { path, .. }) if !path.is_empty() => {
+                Some(json!({ "path": path }))
+            }
+            ApiError::Input(InputError::TooLarge { path, limit, .. }) => {
+                Some(json!({ "path": path, "limit": limit }))
+            }
+            ApiError::BodyTooLarge(limit) => Some(json!({ "limit": limit })),
+            _ => None,
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind: self.kind().into(),
+                code: self.reason().into(),
+                details,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let status = self.status();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

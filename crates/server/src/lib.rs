@@ -1,0 +1,13 @@
+//! The agentledger server: HTTP routes for every dialect over one port, the
+//! CLI, startup and shutdown.
+
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+pub use startup::{Application, ServeConfig};

@@ -1,0 +1,152 @@
+//! Prometheus metrics. One struct owns every metric; handlers call its methods.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use agentledger_store::WriterObserver;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DialectLabel {
+    dialect: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabel {
+    dialect: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~13 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    ingested: Family<DialectLabel, Counter>,
+    rejected: Family<RejectLabel, Counter>,
+    latency: HistogramFamily<RouteLabel>,
+    queue_depth: Gauge,
+    commit_events: Histogram,
+    commit_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("agentledger");
+        let ingested = Family::<DialectLabel, Counter>::default();
+        let rejected = Family::<RejectLabel, Counter>::default();
+        let latency: HistogramFamily<RouteLabel> = Family::new_with_constructor(latency_histogram);
+        let queue_depth = Gauge::default();
+        let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        let commit_seconds = latency_histogram();
+        registry.register(
+            "events_ingested",
+            "Events committed to the ledger",
+            ingested.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Ingest requests refused, by dialect and reason (a batch counts once)",
+            rejected.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "writer_queue_depth",
+            "Requests waiting for the ledger writer",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "commit_batch_events",
+            "Events per group-commit transaction",
+            commit_events.clone(),
+        );
+        registry.register(
+            "commit_duration_seconds",
+            "Time to write and commit one group",
+            commit_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            ingested,
+            rejected,
+            latency,
+            queue_depth,
+            commit_events,
+            commit_seconds,
+        }
+    }
+
+    pub fn ingested(&self, dialect: &str, n: usize) {
+        self.ingested
+            .get_or_create(&DialectLabel {
+                dialect: dialect.into(),
+            })
+            .inc_by(n as u64);
+    }
+
+    pub fn rejected(&self, dialect: &str, reason: &str) {
+        self.rejected
+            .get_or_create(&RejectLabel {
+                dialect: dialect.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.latency
+            .get_or_create(&RouteLabel {
+                method: method.into(),
+                route: route.into(),
+                status,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Prometheus text exposition, with the queue depth sampled now.
+    pub fn render(&self, queue_depth: usize) -> String {
+        self.queue_depth.set(queue_depth as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Feeds the writer's commits into the metrics.
+pub struct CommitObserver(pub Arc<Metrics>);
+
+impl WriterObserver for CommitObserver {
+    fn committed(&self, events: usize, _requests: usize, seconds: f64) {
+        self.0.commit_events.observe(events as f64);
+        self.0.commit_seconds.observe(seconds);
+    }
+}

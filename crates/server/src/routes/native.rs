@@ -1,0 +1,259 @@
+//! The native API under `/api/v1`.
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use agentledger_core::EventId;
+use agentledger_dialects::native::{
+    self, ErrorBody, EventList, EventOut, EventsParams, IngestResponse, IngestedEvent, SessionList,
+    SessionOut, SessionsParams, VerifyOut,
+};
+use agentledger_store::{NewSession, verify::verify_session};
+
+use crate::auth::Caller;
+use crate::body::JsonBytes;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sessions", get(list_sessions).post(create_session))
+        .route("/api/v1/sessions/{id}", get(get_session))
+        .route("/api/v1/sessions/{id}/verify", get(verify))
+        .route("/api/v1/sessions/{id}/export", get(export))
+        .route("/api/v1/events", get(list_events).post(ingest))
+        .route("/api/v1/events/{id}", get(get_event))
+}
+
+/// Record a batch of events
+///
+/// All-or-nothing: either every event is validated, chained and committed
+/// durably before the 201, or nothing is stored.
+#[utoipa::path(post, path = "/api/v1/events", tag = "native",
+    request_body = native::IngestRequest,
+    responses(
+        (status = 201, body = IngestResponse),
+        (status = 400, body = ErrorBody, description = "Invalid JSON or a field failed validation; details.path names it"),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Back-pressure; retry after Retry-After seconds"),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn ingest(
+    State(st): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    let result = async {
+        let events = native::parse_ingest(&body)?;
+        let n = events.len();
+        let out = st.store.append(&caller.project, events).await?;
+        st.metrics.ingested("native", n);
+        Ok::<_, ApiError>(out)
+    }
+    .await;
+    let out = result.inspect_err(|e| st.metrics.rejected("native", e.reason()))?;
+    let resp = IngestResponse {
+        ingested: out.len(),
+        events: out
+            .into_iter()
+            .map(|e| IngestedEvent {
+                id: e.id.to_string(),
+                session_id: e.session_id,
+                seq: e.seq,
+                hash: hex::encode(e.hash),
+            })
+            .collect(),
+    };
+    Ok((StatusCode::CREATED, Json(resp)).into_response())
+}
+
+/// Query events
+///
+/// Newest first by default. Filtered to one session, events come in chain (seq) order.
+#[utoipa::path(get, path = "/api/v1/events", tag = "native", params(EventsParams),
+    responses((status = 200, body = EventList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_events(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(p): Query<EventsParams>,
+) -> Result<Json<EventList>, ApiError> {
+    let page = st
+        .store
+        .query_events(&caller.project, p.to_query()?)
+        .await?;
+    Ok(Json(EventList {
+        events: page.events.into_iter().map(EventOut::from).collect(),
+        total: page.total.unwrap_or(0),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+/// Get one event
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "native",
+    params(("id" = String, Path, description = "Event id (ULID)")),
+    responses((status = 200, body = EventOut), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_event(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EventOut>, ApiError> {
+    let id: EventId = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("event not found"))?;
+    let ev = st
+        .store
+        .get_event(&caller.project, id)
+        .await?
+        .ok_or(ApiError::NotFound("event not found"))?;
+    Ok(Json(ev.into()))
+}
+
+/// Create a session
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "native",
+    request_body = native::CreateSessionRequest,
+    responses((status = 201, body = SessionOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "A session with that id exists"), (status = 415, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn create_session(
+    State(st): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
+    let spec = native::parse_create_session(&body)?;
+    let s = st
+        .store
+        .create_session(
+            &caller.project,
+            NewSession {
+                id: spec.id,
+                agent_id: spec.agent_id,
+                system_prompt: spec.system_prompt,
+                metadata: spec.metadata,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(SessionOut::from(s))).into_response())
+}
+
+/// List sessions
+///
+/// Newest first.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "native", params(SessionsParams),
+    responses((status = 200, body = SessionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn list_sessions(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(p): Query<SessionsParams>,
+) -> Result<Json<SessionList>, ApiError> {
+    let page = st
+        .store
+        .list_sessions(&caller.project, p.to_query()?)
+        .await?;
+    Ok(Json(SessionList {
+        sessions: page.sessions.into_iter().map(SessionOut::from).collect(),
+        total: page.total,
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+/// Get a session with its head and event count
+#[utoipa::path(get, path = "/api/v1/sessions/{id}", tag = "native",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = SessionOut), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get_session(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SessionOut>, ApiError> {
+    let s = st
+        .store
+        .get_session(&caller.project, &id)
+        .await?
+        .ok_or(ApiError::NotFound("session not found"))?;
+    Ok(Json(s.into()))
+}
+
+/// Verify a session's hash chain
+///
+/// Recomputes every payload digest and envelope hash from the stored bytes and
+/// checks the links and the recorded head. `valid: false` names the first
+/// broken seq and why.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/verify", tag = "native",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, body = VerifyOut), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn verify(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<VerifyOut>, ApiError> {
+    let report = verify_session(st.store.as_ref(), &caller.project, &id)
+        .await?
+        .ok_or(ApiError::NotFound("session not found"))?;
+    Ok(Json(report.into()))
+}
+
+/// Export a session as JSON Lines
+///
+/// One event per line in seq order, with everything needed to re-verify the
+/// chain offline (see docs/hash-chain.md). `payload` and `metadata` appear
+/// byte for byte as they were hashed.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/export", tag = "native",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, content_type = "application/x-ndjson", body = String, description = "JSON Lines"),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn export(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if st.store.get_session(&caller.project, &id).await?.is_none() {
+        return Err(ApiError::NotFound("session not found"));
+    }
+    const CHUNK: u32 = 2_000;
+    let stream = futures_util::stream::unfold(Some(0u64), move |after| {
+        let (store, project, id) = (st.store.clone(), caller.project.clone(), id.clone());
+        async move {
+            let after = after?;
+            match store.session_events(&project, &id, after, CHUNK).await {
+                Ok(evs) if evs.is_empty() => None,
+                Ok(evs) => {
+                    let next =
+                        (evs.len() == CHUNK as usize).then(|| evs.last().map_or(after, |e| e.seq));
+                    Some((Ok(export_lines(&evs)), next))
+                }
+                Err(e) => {
+                    tracing::error!(cause = %e, "export aborted");
+                    Some((Err(std::io::Error::other("export aborted")), None))
+                }
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Render events as JSON Lines.
+pub fn export_lines(evs: &[agentledger_core::Event]) -> Bytes {
+    let mut buf = Vec::with_capacity(evs.len() * 768);
+    for e in evs {
+        // Serialising plain data to a Vec cannot fail.
+        if serde_json::to_writer(&mut buf, &e.to_export_line()).is_ok() {
+            buf.push(b'\n');
+        }
+    }
+    Bytes::from(buf)
+}

@@ -1,0 +1,197 @@
+//! Building and running the server. Tests build an [`Application`] on port 0
+//! with a temporary database and talk HTTP to it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+
+use agentledger_core::keys;
+use agentledger_store::EventStore;
+use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
+
+use crate::error::ApiError;
+use crate::metrics::{CommitObserver, Metrics};
+use crate::routes;
+use crate::state::AppState;
+
+/// Everything `serve` needs (each field is a CLI flag and an AGENTLEDGER_* variable).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub db: PathBuf,
+    pub bootstrap_key: Option<String>,
+    pub read_connections: u32,
+    pub max_pending_events: usize,
+}
+
+impl ServeConfig {
+    /// Defaults for tests and embedding: port 0 on loopback.
+    pub fn for_tests(db: PathBuf) -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:0".into(),
+            db,
+            bootstrap_key: None,
+            read_connections: 4,
+            max_pending_events: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open the ledger database: {0}")]
+    Store(#[from] agentledger_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    store: Arc<dyn EventStore>,
+    addr: SocketAddr,
+}
+
+impl Application {
+    pub async fn build(cfg: ServeConfig) -> Result<Self, StartupError> {
+        let started = Instant::now();
+        let metrics = Arc::new(Metrics::new());
+        let mut opts = SqliteOptions::new(&cfg.db);
+        opts.read_connections = cfg.read_connections;
+        opts.max_pending_events = cfg.max_pending_events;
+        opts.observer = Some(Arc::new(CommitObserver(metrics.clone())));
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(opts)?);
+        bootstrap_key(store.as_ref(), cfg.bootstrap_key.as_deref()).await?;
+
+        let listener =
+            TcpListener::bind(&cfg.listen)
+                .await
+                .map_err(|source| StartupError::Listen {
+                    addr: cfg.listen.clone(),
+                    source,
+                })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Listen {
+                addr: cfg.listen.clone(),
+                source,
+            })?;
+        let state = AppState {
+            store: store.clone(),
+            metrics,
+        };
+        let router = routes::router()
+            .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+            .fallback(|| async { ApiError::NotFound("no such route").into_response() })
+            .with_state(state);
+        tracing::info!(%addr, db = %cfg.db.display(), ms = started.elapsed().as_millis() as u64, "agentledger ready");
+        Ok(Application {
+            listener,
+            router,
+            store,
+            addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serve until `shutdown` resolves; then stop accepting, let in-flight
+    /// requests finish, commit what the writer holds, and return.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.store.close().await;
+        tracing::info!("agentledger stopped");
+        result
+    }
+}
+
+/// On an empty database, create the admin key of project `default`: the
+/// configured value, or a generated one printed once on stderr.
+async fn bootstrap_key(
+    store: &dyn EventStore,
+    configured: Option<&str>,
+) -> Result<(), StartupError> {
+    if store.count_keys().await? > 0 {
+        return Ok(());
+    }
+    let key = match configured {
+        Some(k) if !k.trim().is_empty() => k.trim().to_owned(),
+        _ => {
+            let k = keys::generate_key();
+            // Deliberately not through tracing: this is the one time the secret is shown.
+            eprintln!(
+                "agentledger: created the admin key of project \"default\" (shown only once):\n\n    {k}\n"
+            );
+            k
+        }
+    };
+    store
+        .create_key(
+            "default",
+            "bootstrap",
+            keys::hash_key(&key),
+            &keys::display_prefix(&key),
+            true,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Latency histogram and an access log line per request (no headers, no query
+/// string: keys and search terms stay out of the logs).
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    st.metrics.request(method.as_str(), &route, status, elapsed);
+    tracing::debug!(%method, %route, status, us = elapsed.as_micros() as u64, "request");
+    resp
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
