@@ -226,13 +226,13 @@ pub fn validate(kind: Kind, payload: &RawValue) -> Result<(), PayloadError> {
             Some(_) => {}
         }
     }
-    if kind == Kind::SessionEnded {
-        if let Some(raw) = members.get("reason") {
-            let reason: Cow<'_, str> =
-                serde_json::from_str(raw.get()).map_err(|_| PayloadError::BadReason)?;
-            if !SESSION_END_REASONS.contains(&reason.as_ref()) {
-                return Err(PayloadError::BadReason);
-            }
+    if kind == Kind::SessionEnded
+        && let Some(raw) = members.get("reason")
+    {
+        let reason: Cow<'_, str> =
+            serde_json::from_str(raw.get()).map_err(|_| PayloadError::BadReason)?;
+        if !SESSION_END_REASONS.contains(&reason.as_ref()) {
+            return Err(PayloadError::BadReason);
         }
     }
     Ok(())

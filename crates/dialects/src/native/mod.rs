@@ -7,7 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use agentledger_core::event::empty_object;
 use agentledger_core::limits::{
-    MAX_BATCH_EVENTS, MAX_PAYLOAD_BYTES, MAX_SOURCE_TYPE_CHARS, MAX_SYSTEM_PROMPT_BYTES,
+    MAX_BATCH_EVENTS, MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, MAX_SOURCE_TYPE_CHARS,
+    MAX_SYSTEM_PROMPT_BYTES, json_depth,
 };
 use agentledger_core::query::{Cursor, EventQuery, Order, SessionQuery};
 use agentledger_core::{
@@ -84,6 +85,12 @@ fn object(path: &str, raw: &RawValue) -> Result<Box<RawValue>, InputError> {
             format!("{path}: must be a JSON object"),
         ));
     }
+    if json_depth(raw.get()) > MAX_JSON_DEPTH {
+        return Err(InputError::invalid(
+            path,
+            format!("{path}: nested deeper than {MAX_JSON_DEPTH} levels"),
+        ));
+    }
     Ok(raw.to_owned())
 }
 
@@ -157,14 +164,16 @@ fn event(i: usize, e: &EventIn<'_>) -> Result<NewEvent, InputError> {
 /// Parse and validate a create-session body.
 pub fn parse_create_session(body: &[u8]) -> Result<SessionSpec, InputError> {
     let req: CreateSessionRequest<'_> = parse_json(body)?;
-    if let Some(p) = &req.system_prompt {
-        if p.len() > MAX_SYSTEM_PROMPT_BYTES {
-            return Err(InputError::too_large(
-                "system_prompt",
-                "system prompt",
-                MAX_SYSTEM_PROMPT_BYTES,
-            ));
-        }
+    if req
+        .system_prompt
+        .as_ref()
+        .is_some_and(|p| p.len() > MAX_SYSTEM_PROMPT_BYTES)
+    {
+        return Err(InputError::too_large(
+            "system_prompt",
+            "system prompt",
+            MAX_SYSTEM_PROMPT_BYTES,
+        ));
     }
     Ok(SessionSpec {
         id: match req.session_id {

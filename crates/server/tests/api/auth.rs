@@ -1,0 +1,170 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+const PROTECTED: &[(&str, &str)] = &[
+    ("GET", "/api/v1/events"),
+    ("POST", "/api/v1/events"),
+    ("GET", "/api/v1/events/01HXYZ00000000000000000000"),
+    ("GET", "/api/v1/sessions"),
+    ("POST", "/api/v1/sessions"),
+    ("GET", "/api/v1/sessions/s"),
+    ("GET", "/api/v1/sessions/s/verify"),
+    ("GET", "/api/v1/sessions/s/export"),
+    ("GET", "/metrics"),
+];
+
+#[tokio::test]
+async fn every_route_but_health_needs_a_valid_key() {
+    let app = spawn_app().await;
+    for (method, path) in PROTECTED {
+        for key in [None, Some("wrong-key")] {
+            let mut req = app.client.request(method.parse().unwrap(), app.url(path));
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let r = req
+                .json(&json!({"events": [memory("s", 1)]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {key:?}"
+            );
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["type"], "authentication_error");
+        }
+    }
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(app.event_total().await, 0);
+}
+
+#[tokio::test]
+async fn both_key_headers_work() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .header("x-api-key", &app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .client
+        .get(app.url("/api/v1/events"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn another_projects_key_sees_nothing_and_cannot_write_into_it() {
+    let app = spawn_app().await;
+    let body = app.ingest(json!([tool_call("private", "c1")])).await;
+    let id = body["events"][0]["id"].as_str().unwrap().to_owned();
+    let other = app.new_key("other-team").await;
+
+    for path in [
+        format!("/api/v1/events/{id}"),
+        "/api/v1/sessions/private".into(),
+        "/api/v1/sessions/private/verify".into(),
+        "/api/v1/sessions/private/export".into(),
+    ] {
+        assert_eq!(
+            app.get_with(&path, &other).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let listed: serde_json::Value = app
+        .get_with("/api/v1/events", &other)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 0);
+    let listed: serde_json::Value = app
+        .get_with("/api/v1/events?q=search_database", &other)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 0);
+    let listed: serde_json::Value = app
+        .get_with("/api/v1/sessions", &other)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 0);
+
+    // Writing the same session id from the other project makes a separate session.
+    let r = app
+        .post_with(
+            "/api/v1/events",
+            &json!({"events": [memory("private", 1)]}),
+            &other,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mine = app.get_json("/api/v1/sessions/private").await;
+    assert_eq!(mine["event_count"], 1, "the owner's chain is untouched");
+    assert_eq!(
+        app.get_json("/api/v1/sessions/private/verify").await["valid"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_working() {
+    let app = spawn_app().await;
+    let key = app.new_key("default").await;
+    assert_eq!(
+        app.get_with("/api/v1/events", &key).await.status(),
+        StatusCode::OK
+    );
+    let list = String::from_utf8(app.cli(&["keys", "list"]).stdout).unwrap();
+    assert!(!list.contains(&key), "listing never shows a key");
+    let prefix: String = key.chars().take(7).collect();
+    let id = list
+        .lines()
+        .find(|l| l.contains(&prefix) && l.contains("cli"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("key listed")
+        .to_owned();
+    let out = app.cli(&["keys", "revoke", &id]);
+    assert!(out.status.success());
+    assert_eq!(
+        app.get_with("/api/v1/events", &key).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        !app.cli(&["keys", "revoke", &id]).status.success(),
+        "revoking twice fails"
+    );
+}
+
+#[tokio::test]
+async fn metrics_need_an_admin_key() {
+    let app = spawn_app().await;
+    let plain = app.new_key("default").await;
+    assert_eq!(
+        app.get_with("/metrics", &plain).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.get("/metrics").await.status(), StatusCode::OK);
+}

@@ -1,0 +1,185 @@
+//! Spawn the real server on port 0 with a temporary database; talk HTTP to it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use agentledger::{Application, ServeConfig};
+
+pub struct TestApp {
+    pub base: String,
+    pub key: String,
+    pub client: Client,
+    pub db: PathBuf,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = agentledger_core::keys::generate_key();
+    start(dir, key).await
+}
+
+async fn start(dir: tempfile::TempDir, key: String) -> TestApp {
+    let db = dir.path().join("ledger.db");
+    let mut cfg = ServeConfig::for_tests(db.clone());
+    cfg.bootstrap_key = Some(key.clone());
+    let app = Application::build(cfg).await.expect("server starts");
+    let base = format!("http://{}", app.local_addr());
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        key,
+        client: Client::new(),
+        db,
+        dir,
+        stop: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stop gracefully, then start a new server on the same database.
+    pub async fn restart(mut self) -> TestApp {
+        self.shutdown().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        start(dir, self.key.clone()).await
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.expect("server task").expect("server ran");
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.get_with(path, &self.key).await
+    }
+
+    pub async fn get_with(&self, path: &str, key: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.post_with(path, body, &self.key).await
+    }
+
+    pub async fn post_with(&self, path: &str, body: &Value, key: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("x-api-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_events(&self, events: Value) -> Response {
+        self.post("/api/v1/events", &json!({ "events": events }))
+            .await
+    }
+
+    /// Post and expect 201; returns the response body.
+    pub async fn ingest(&self, events: Value) -> Value {
+        let r = self.post_events(events).await;
+        let status = r.status();
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Total events stored in this key's project.
+    pub async fn event_total(&self) -> u64 {
+        self.get_json("/api/v1/events?limit=1").await["total"]
+            .as_u64()
+            .expect("total")
+    }
+
+    /// Run the CLI against this app's database.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        cli_on(&self.db, args)
+    }
+
+    pub async fn new_key(&self, project: &str) -> String {
+        let out = self.cli(&["keys", "create", "--project", project]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_agentledger")
+}
+
+pub fn cli_on(db: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("AGENTLEDGER_DB", db)
+        .env_remove("AGENTLEDGER_BOOTSTRAP_KEY");
+    cmd.output().expect("run cli")
+}
+
+/// A documented tool_call event (seed 002's example payload).
+pub fn tool_call(session: &str, call: &str) -> Value {
+    json!({
+        "session_id": session,
+        "agent_id": "my-agent",
+        "kind": "tool_call",
+        "payload": { "toolName": "search_database", "callId": call, "arguments": { "query": "user records" } }
+    })
+}
+
+pub fn memory(session: &str, n: usize) -> Value {
+    json!({ "session_id": session, "agent_id": "my-agent", "kind": "memory", "payload": { "n": n } })
+}
+
+/// Change stored rows directly, as an attacker with file access would.
+pub fn tamper(db: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(db).expect("open db");
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .expect("timeout");
+    let n = conn.execute(sql, []).expect("tamper");
+    assert!(n > 0, "tamper statement changed nothing: {sql}");
+}

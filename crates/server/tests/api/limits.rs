@@ -1,0 +1,186 @@
+//! Every refused request gets its documented status and error envelope, and
+//! stores nothing.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn expect_error(r: reqwest::Response, status: StatusCode, kind: &str) -> Value {
+    assert_eq!(r.status(), status);
+    let body: Value = r.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert!(body["error"]["code"].is_string());
+    body
+}
+
+#[tokio::test]
+async fn validation_failure_in_one_event_stores_none_of_the_batch() {
+    let app = spawn_app().await;
+    let bad = json!({"session_id": "s", "agent_id": "a", "kind": "tool_call", "payload": {"toolName": "x", "arguments": {}}});
+    let r = app.post_events(json!([tool_call("s", "c1"), bad])).await;
+    let body = expect_error(r, StatusCode::BAD_REQUEST, "validation_error").await;
+    assert_eq!(body["error"]["details"]["path"], "events[1].payload.callId");
+    assert_eq!(app.event_total().await, 0);
+    assert_eq!(
+        app.get("/api/v1/sessions/s").await.status(),
+        StatusCode::NOT_FOUND,
+        "no session either"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_400_and_store_nothing() {
+    let app = spawn_app().await;
+    let cases: Vec<(&str, String)> = vec![
+        ("invalid JSON", "{\"events\": [".into()),
+        ("empty batch", r#"{"events": []}"#.into()),
+        ("missing events", r#"{}"#.into()),
+        ("unknown kind", r#"{"events":[{"session_id":"s","agent_id":"a","kind":"toolcall","payload":{}}]}"#.into()),
+        ("bad severity", r#"{"events":[{"session_id":"s","agent_id":"a","kind":"memory","severity":"loud","payload":{}}]}"#.into()),
+        ("payload not object", r#"{"events":[{"session_id":"s","agent_id":"a","kind":"memory","payload":"x"}]}"#.into()),
+        ("bad timestamp", r#"{"events":[{"session_id":"s","agent_id":"a","kind":"memory","payload":{},"timestamp":"yesterday"}]}"#.into()),
+        ("agent id too long", format!(r#"{{"events":[{{"session_id":"s","agent_id":"{}","kind":"memory","payload":{{}}}}]}}"#, "a".repeat(129))),
+        ("control char in session", r#"{"events":[{"session_id":"s\u0000","agent_id":"a","kind":"memory","payload":{}}]}"#.into()),
+        ("deep nesting", format!(r#"{{"events":[{{"session_id":"s","agent_id":"a","kind":"memory","payload":{{"x":{}{}}}}}]}}"#, "[".repeat(5000), "]".repeat(5000))),
+    ];
+    for (name, body) in cases {
+        let r = app
+            .client
+            .post(app.url("/api/v1/events"))
+            .bearer_auth(&app.key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["type"], "validation_error", "{name}: {b}");
+    }
+    assert_eq!(app.event_total().await, 0);
+}
+
+#[tokio::test]
+async fn oversize_inputs_are_413_and_store_nothing() {
+    let app = spawn_app().await;
+    // Batch over 1000 events.
+    let events: Vec<Value> = (0..1001).map(|i| memory("s", i)).collect();
+    let body = expect_error(
+        app.post_events(Value::Array(events)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["path"], "events");
+    // One payload over 1 MiB.
+    let big = json!({"session_id": "s", "agent_id": "a", "kind": "memory", "payload": {"blob": "x".repeat(1024 * 1024)}});
+    let body = expect_error(
+        app.post_events(json!([memory("s", 1), big])).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["path"], "events[1].payload");
+    // Body over 10 MiB.
+    let chunk = "y".repeat(900 * 1024);
+    let events: Vec<Value> = (0..12).map(|i| json!({"session_id": "s", "agent_id": "a", "kind": "memory", "payload": {"i": i, "b": chunk}})).collect();
+    expect_error(
+        app.post_events(Value::Array(events)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
+    assert_eq!(app.event_total().await, 0);
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/events"))
+        .bearer_auth(&app.key)
+        .header("content-type", "text/plain")
+        .body(json!({"events": [memory("s", 1)]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    assert_eq!(app.event_total().await, 0);
+}
+
+#[tokio::test]
+async fn unknown_ids_and_routes_are_404() {
+    let app = spawn_app().await;
+    expect_error(
+        app.get("/api/v1/events/01HXYZ00000000000000000000").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.get("/api/v1/events/not-an-id").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.get("/api/v1/sessions/nope").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.get("/api/v1/sessions/nope/verify").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.get("/api/v1/sessions/nope/export").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+    expect_error(
+        app.get("/api/v1/nothing-here").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_400() {
+    let app = spawn_app().await;
+    for q in [
+        "limit=0",
+        "limit=501",
+        "kind=bogus",
+        "severity=loud",
+        "from=yesterday",
+        "order=sideways",
+        "cursor=zzz",
+    ] {
+        let r = app.get(&format!("/api/v1/events?{q}")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{q}");
+    }
+    for q in ["status=paused", "limit=1000", "to=never"] {
+        assert_eq!(
+            app.get(&format!("/api/v1/sessions?{q}")).await.status(),
+            StatusCode::BAD_REQUEST,
+            "{q}"
+        );
+    }
+}

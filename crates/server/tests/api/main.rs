@@ -1,0 +1,12 @@
+//! One integration-test binary: every test starts the real server on port 0
+//! with a temporary database and talks HTTP to it as a client would.
+
+mod auth;
+mod cli;
+mod helpers;
+mod ingest;
+mod limits;
+mod ops;
+mod query;
+mod sessions;
+mod verify;

@@ -1,0 +1,67 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn health_needs_no_key() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_ingest_rejections_and_commits() {
+    let app = spawn_app().await;
+    app.ingest(json!([memory("s", 1), memory("s", 2)])).await;
+    let _ = app
+        .post_events(json!([{"session_id": "s", "agent_id": "a", "kind": "nope", "payload": {}}]))
+        .await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(r#"agentledger_events_ingested_total{dialect="native"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"agentledger_events_rejected_total{dialect="native",reason="VALIDATION_ERROR"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("agentledger_writer_queue_depth"));
+    assert!(text.contains("agentledger_commit_batch_events_count"));
+    assert!(text.contains(r#"agentledger_http_request_duration_seconds_count{method="POST",route="/api/v1/events",status="201"} 1"#), "{text}");
+}
+
+#[tokio::test]
+async fn openapi_documents_every_native_route() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/v1/events", "post"),
+        ("/api/v1/events", "get"),
+        ("/api/v1/events/{id}", "get"),
+        ("/api/v1/sessions", "post"),
+        ("/api/v1/sessions", "get"),
+        ("/api/v1/sessions/{id}", "get"),
+        ("/api/v1/sessions/{id}/verify", "get"),
+        ("/api/v1/sessions/{id}/export", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let schemes = &doc["components"]["securitySchemes"];
+    assert!(schemes.get("bearer").is_some() && schemes.get("api_key").is_some());
+}
