@@ -272,6 +272,66 @@ mod tests {
         v.finish(head)
     }
 
+    /// The worked example of docs/hash-chain.md, byte for byte. The Python
+    /// verifier reproduces the same numbers; change all three together.
+    #[test]
+    fn worked_example_of_the_spec() {
+        let mk = |seq, id: &str, kind: Kind, payload: &str, client_ts, server_ts, prev| {
+            let payload = RawValue::from_string(payload.to_owned()).unwrap();
+            Event {
+                id: id.parse().unwrap(),
+                project: "default".into(),
+                session_id: "sess_01".into(),
+                seq,
+                agent_id: "my-agent".into(),
+                kind,
+                source_type: kind.as_str().into(),
+                dialect: Dialect::Native,
+                severity: Severity::Info,
+                client_ts,
+                server_ts,
+                payload_sha256: sha256(payload.get().as_bytes()),
+                payload,
+                metadata: empty_object(),
+                prev_hash: prev,
+                hash: [0; 32],
+            }
+        };
+        let t = |s: &str| Micros::parse_rfc3339(s).unwrap();
+        let mut first = mk(
+            1,
+            "01KAZ3V5Q8X9R2T4W6Y8A0C2E4",
+            Kind::ToolCall,
+            r#"{"toolName":"search","callId":"c1","arguments":{"query":"test"}}"#,
+            Some(t("2026-02-08T10:00:00Z")),
+            t("2026-02-08T10:00:00.25Z"),
+            None,
+        );
+        let id = first.id.to_string();
+        assert_eq!(
+            String::from_utf8(first.hash_input(&id).envelope_bytes()).unwrap(),
+            r#"{"agent_id":"my-agent","client_ts":"2026-02-08T10:00:00.000000Z","dialect":"native","event_id":"01KAZ3V5Q8X9R2T4W6Y8A0C2E4","kind":"tool_call","metadata_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","payload_sha256":"f29ce418b3ad89e0c4cd299ed190102683b4807c639c36ffc24243cdbeccab9c","prev_hash":null,"project":"default","seq":1,"server_ts":"2026-02-08T10:00:00.250000Z","session_id":"sess_01","severity":"info","source_type":"tool_call","v":1}"#
+        );
+        first.hash = first.compute_hash();
+        assert_eq!(
+            hex::encode(first.hash),
+            "c4c3194c15756abd10d8fac5a9cb51c4951d839c504c9d2fa77a7291fabe8635"
+        );
+        let second = mk(
+            2,
+            "01KAZ3V5Q9B7D5F3H1K9M7P5R3",
+            Kind::ToolResponse,
+            r#"{"callId":"c1","toolName":"search","result":["r1"],"durationMs":42}"#,
+            None,
+            t("2026-02-08T10:00:01Z"),
+            Some(first.hash),
+        );
+        assert_eq!(
+            hex::encode(second.compute_hash()),
+            "c56f8d0adcb34483e106b0dc5791e7dcc50cbe9f18c0fc73c3e6222cd7157483"
+        );
+    }
+
     #[test]
     fn envelope_is_jcs() {
         for ev in chain(3) {
