@@ -1,3 +1,130 @@
-fn main() {
-    println!("Hello, world!");
+//! agentledger benchmark harness: drives a real server process over HTTP from
+//! this (separate) process and sets every figure beside the machine's own
+//! ceiling measured in the same run. A release binary, not a test.
+//!
+//! `cargo run --release -p agentledger-bench -- [--scenario NAME|all] [--events N] [--json FILE]`
+
+mod ceiling;
+mod events;
+mod load;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use report::Row;
+
+#[derive(Parser)]
+#[command(
+    name = "agentledger-bench",
+    about = "Benchmark agentledger against the machine's ceiling"
+)]
+struct Cli {
+    #[command(subcommand)]
+    child: Option<Child>,
+    /// Scenario to run: ceiling, batch, single, or all.
+    #[arg(long, default_value = "all")]
+    scenario: String,
+    /// Events for the batched scenario (single-event scenario uses a quarter).
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Concurrent clients of the single-event scenario.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Write the results as JSON to this file too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Child {
+    /// (internal) run the server for the load generator.
+    #[command(hide = true)]
+    ServeChild {
+        #[arg(long)]
+        db: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Child::ServeChild { db }) = cli.child {
+        return load::serve_child(db);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<(), String> {
+    let all = cli.scenario == "all";
+    let known = ["all", "ceiling", "batch", "single"];
+    if !known.contains(&cli.scenario.as_str()) {
+        return Err(format!(
+            "unknown scenario {:?}; one of {}",
+            cli.scenario,
+            known.join(", ")
+        ));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut rows: Vec<Row> = Vec::new();
+    eprintln!(
+        "machine: {} cores; database in {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        dir.path().display()
+    );
+
+    let ceiling = if all
+        || cli.scenario == "ceiling"
+        || cli.scenario == "batch"
+        || cli.scenario == "single"
+    {
+        eprintln!(
+            "measuring the ceiling (raw inserts of the same rows, same schema, same durability)..."
+        );
+        let c = ceiling::measure(dir.path(), cli.events.min(200_000)).map_err(|e| e.to_string())?;
+        rows.extend(c.rows());
+        Some(c)
+    } else {
+        None
+    };
+    let batch_ceiling = ceiling.as_ref().map(|c| c.batch_rows_per_sec);
+
+    if all || cli.scenario == "batch" {
+        eprintln!("scenario batch: native batches of 1000 standard events...");
+        let r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
+        rows.push(r.with_ceiling(batch_ceiling));
+    }
+    if all || cli.scenario == "single" {
+        let n = (cli.events / 4).max(1000);
+        eprintln!(
+            "scenario single: {n} single-event requests from {} clients...",
+            cli.clients
+        );
+        let r = load::native_singles(dir.path(), n, cli.clients).await?;
+        rows.push(r.with_ceiling(batch_ceiling));
+    }
+    report::print(&rows);
+    if let Some(path) = &cli.json {
+        report::write_json(path, &rows)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }

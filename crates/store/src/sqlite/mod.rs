@@ -26,6 +26,7 @@ use rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_ro
 use writer::{Cmd, Writer};
 
 pub use schema::SCHEMA_VERSION;
+pub use writer::{INSERT_EVENT_SQL, INSERT_FTS_SQL};
 
 /// How to open a SQLite ledger.
 #[derive(Clone)]
@@ -65,9 +66,11 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
-/// Pragmas of the write connection: durability first (DESIGN: an
-/// acknowledgement is a promise).
-fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+/// Open a write connection exactly as the ledger's writer does: same pragmas
+/// (durability first: an acknowledgement is a promise), schema migrated.
+/// Public for tools that must measure or repair the same database (the
+/// benchmark's raw-insert ceiling); the server never uses a second writer.
+pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;

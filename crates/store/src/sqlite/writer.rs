@@ -30,6 +30,14 @@ const MAX_EVENTS_PER_TXN: usize = 20_000;
 /// Chain heads kept in memory.
 const HEAD_CACHE: usize = 100_000;
 
+/// The statement that stores one event (shared with the benchmark's ceiling).
+pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, project_id, session_ref, seq, \
+    agent_id, kind, source_type, dialect, severity, client_ts, server_ts, payload, metadata, \
+    payload_sha256, prev_hash, hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+/// The statement that indexes one event's payload for full-text search.
+pub const INSERT_FTS_SQL: &str = "INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)";
+
 pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 pub(crate) enum Cmd {
@@ -315,12 +323,7 @@ impl Writer {
             }
             .hash();
             self.conn
-                .prepare_cached(
-                    "INSERT INTO events (id, project_id, session_ref, seq, agent_id, kind,
-                        source_type, dialect, severity, client_ts, server_ts, payload, metadata,
-                        payload_sha256, prev_hash, hash)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )
+                .prepare_cached(INSERT_EVENT_SQL)
                 .and_then(|mut st| {
                     st.execute(params![
                         &id.to_bytes()[..],
@@ -344,7 +347,7 @@ impl Writer {
                 .map_err(storage)?;
             let rowid = self.conn.last_insert_rowid();
             self.conn
-                .prepare_cached("INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)")
+                .prepare_cached(INSERT_FTS_SQL)
                 .and_then(|mut st| st.execute(params![rowid, payload]))
                 .map_err(storage)?;
 

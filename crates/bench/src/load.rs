@@ -1,0 +1,234 @@
+//! HTTP load against a real server running as a separate process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::Client;
+
+use agentledger::{Application, ServeConfig};
+
+use crate::events::{batch_body, standard_event};
+use crate::report::Row;
+
+const SESSIONS: u64 = 100;
+
+/// The server side: run in a child process of the harness.
+pub fn serve_child(db: PathBuf) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    rt.block_on(async move {
+        let mut cfg = ServeConfig::for_tests(db);
+        cfg.bootstrap_key = std::env::var("AGENTLEDGER_BOOTSTRAP_KEY").ok();
+        cfg.max_pending_events = 500_000;
+        let app = match Application::build(cfg).await {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("server failed to start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("LISTENING {}", app.local_addr());
+        match app
+            .run_until_stopped(agentledger::startup::shutdown_signal())
+            .await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        }
+    })
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub key: String,
+    db: PathBuf,
+    started: Duration,
+}
+
+pub struct Stopped {
+    pub peak_rss_mb: Option<f64>,
+    pub db_bytes: u64,
+}
+
+impl Server {
+    pub fn spawn(dir: &Path, name: &str) -> Result<Server, String> {
+        let db = dir.join(format!("{name}.db"));
+        let key = agentledger_core::keys::generate_key();
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let mut child = Command::new(exe)
+            .args(["serve-child", "--db"])
+            .arg(&db)
+            .env("AGENTLEDGER_BOOTSTRAP_KEY", &key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start server: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let addr = line
+            .trim()
+            .strip_prefix("LISTENING ")
+            .ok_or_else(|| format!("server said {line:?}"))?;
+        Ok(Server {
+            child,
+            base: format!("http://{addr}"),
+            key,
+            db,
+            started: t0.elapsed(),
+        })
+    }
+
+    /// Cold start: process spawn to listening, including opening the database.
+    pub fn start_time(&self) -> Duration {
+        self.started
+    }
+
+    /// SIGTERM, wait, and report peak RSS and the database's size.
+    pub fn stop(mut self) -> Result<Stopped, String> {
+        let peak_rss_mb = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map(|kb| kb / 1024.0);
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err(format!("server exited with {status}"));
+        }
+        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let mut wal = self.db.clone().into_os_string();
+        wal.push("-wal");
+        Ok(Stopped {
+            peak_rss_mb,
+            db_bytes: size(self.db.clone()) + size(PathBuf::from(wal)),
+        })
+    }
+}
+
+/// Post `bodies` round-robin from `clients` tasks until `requests` are done.
+/// Every response must be 201; anything else fails the scenario loudly.
+async fn drive(
+    server: &Server,
+    bodies: Arc<Vec<String>>,
+    requests: u64,
+    clients: usize,
+) -> Result<(Duration, Vec<Duration>), String> {
+    let client = Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let next = Arc::new(AtomicU64::new(0));
+    let url = format!("{}/api/v1/events", server.base);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, next, url, key, bodies) = (
+            client.clone(),
+            next.clone(),
+            url.clone(),
+            server.key.clone(),
+            bodies.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return Ok(lat);
+                }
+                let body = bodies[(i % bodies.len() as u64) as usize].clone();
+                let t = Instant::now();
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {key}"))
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = r.status();
+                let _ = r.bytes().await;
+                lat.push(t.elapsed());
+                if status.as_u16() != 201 {
+                    return Err(format!("request {i} answered {status}"));
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    Ok((started.elapsed(), all))
+}
+
+pub async fn native_batches(
+    dir: &Path,
+    events: u64,
+    batch: u64,
+    clients: usize,
+) -> Result<Row, String> {
+    let server = Server::spawn(dir, "batch")?;
+    let start_ms = server.start_time().as_secs_f64() * 1000.0;
+    let requests = events.div_ceil(batch);
+    let bodies: Vec<String> = (0..requests.min(16))
+        .map(|k| batch_body(k * batch, batch, SESSIONS))
+        .collect();
+    let bytes = bodies[0].len() as u64 * requests;
+    let (elapsed, lat) = drive(&server, Arc::new(bodies), requests, clients).await?;
+    let stopped = server.stop()?;
+    let n = requests * batch;
+    let mut row = Row::throughput(
+        &format!("native batches of {batch}, {clients} clients"),
+        n,
+        elapsed.as_secs_f64(),
+        Some(bytes),
+    )
+    .latencies(lat)
+    .note(&format!(
+        "latency is per 1000-event request; cold start {start_ms:.0} ms"
+    ));
+    row.peak_rss_mb = stopped.peak_rss_mb;
+    row.disk_bytes_per_event = Some(stopped.db_bytes as f64 / n as f64);
+    Ok(row)
+}
+
+pub async fn native_singles(dir: &Path, events: u64, clients: usize) -> Result<Row, String> {
+    let server = Server::spawn(dir, "single")?;
+    let bodies: Vec<String> = (0..1024)
+        .map(|i| format!(r#"{{"events":[{}]}}"#, standard_event(i, SESSIONS)))
+        .collect();
+    let bytes = bodies[0].len() as u64 * events;
+    let (elapsed, lat) = drive(&server, Arc::new(bodies), events, clients).await?;
+    let stopped = server.stop()?;
+    let mut row = Row::throughput(
+        &format!("native single events, {clients} clients"),
+        events,
+        elapsed.as_secs_f64(),
+        Some(bytes),
+    )
+    .latencies(lat)
+    .note("every ack durable (group commit)");
+    row.peak_rss_mb = stopped.peak_rss_mb;
+    Ok(row)
+}
