@@ -43,6 +43,7 @@ pub struct Metrics {
     rejected: Family<RejectLabel, Counter>,
     latency: HistogramFamily<RouteLabel>,
     queue_depth: Gauge,
+    pending_events: Gauge,
     commit_events: Histogram,
     commit_seconds: Histogram,
 }
@@ -60,6 +61,7 @@ impl Metrics {
         let rejected = Family::<RejectLabel, Counter>::default();
         let latency: HistogramFamily<RouteLabel> = Family::new_with_constructor(latency_histogram);
         let queue_depth = Gauge::default();
+        let pending_events = Gauge::default();
         let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 16));
         let commit_seconds = latency_histogram();
         registry.register(
@@ -83,6 +85,11 @@ impl Metrics {
             queue_depth.clone(),
         );
         registry.register(
+            "writer_pending_events",
+            "Events accepted for appending and not yet answered",
+            pending_events.clone(),
+        );
+        registry.register(
             "commit_batch_events",
             "Events per group-commit transaction",
             commit_events.clone(),
@@ -98,6 +105,7 @@ impl Metrics {
             rejected,
             latency,
             queue_depth,
+            pending_events,
             commit_events,
             commit_seconds,
         }
@@ -130,9 +138,10 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Prometheus text exposition, with the queue depth sampled now.
-    pub fn render(&self, queue_depth: usize) -> String {
+    /// Prometheus text exposition, with the writer's queue sampled now.
+    pub fn render(&self, queue_depth: usize, pending_events: usize) -> String {
         self.queue_depth.set(queue_depth as i64);
+        self.pending_events.set(pending_events as i64);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

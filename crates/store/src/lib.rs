@@ -135,6 +135,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Requests waiting for the writer (for metrics and back-pressure).
     fn queue_depth(&self) -> usize;
+    /// Events accepted for appending and not yet answered.
+    fn pending_events(&self) -> usize;
     /// Finish what is queued, commit it, and stop the writer.
     async fn close(&self);
 }

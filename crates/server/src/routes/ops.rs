@@ -43,7 +43,8 @@ pub async fn metrics(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        st.metrics.render(st.store.queue_depth()),
+        st.metrics
+            .render(st.store.queue_depth(), st.store.pending_events()),
     ))
 }
 

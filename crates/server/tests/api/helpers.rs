@@ -21,14 +21,28 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawn with adjusted settings (the database and key are set by the helper).
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = agentledger_core::keys::generate_key();
-    start(dir, key).await
+    start_with(dir, key, adjust).await
 }
 
 async fn start(dir: tempfile::TempDir, key: String) -> TestApp {
+    start_with(dir, key, |_| {}).await
+}
+
+async fn start_with(
+    dir: tempfile::TempDir,
+    key: String,
+    adjust: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
     let db = dir.path().join("ledger.db");
     let mut cfg = ServeConfig::for_tests(db.clone());
+    adjust(&mut cfg);
     cfg.bootstrap_key = Some(key.clone());
     let app = Application::build(cfg).await.expect("server starts");
     let base = format!("http://{}", app.local_addr());

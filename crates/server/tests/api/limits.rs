@@ -184,3 +184,65 @@ async fn bad_query_parameters_are_400() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_saturated_writer_answers_503_with_retry_after_and_stores_nothing_of_it() {
+    let app = spawn_app_with(|c| c.max_pending_events = 1000).await;
+    // Stall the writer: another process holds the database's write lock.
+    let blocker = rusqlite::Connection::open(&app.db).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let first = {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.url("/api/v1/events"),
+            app.key.clone(),
+        );
+        let events: Vec<Value> = (0..1000).map(|i| memory("s", i)).collect();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({ "events": events }))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // Wait until the first batch holds every pending-event permit.
+    let mut held = false;
+    for _ in 0..250 {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        if text
+            .lines()
+            .any(|l| l == "agentledger_writer_pending_events 1000")
+        {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(held, "the first batch never reached the writer");
+    let refused = Some(app.post_events(json!([memory("s", 9999)])).await);
+    let r = refused.expect("back-pressure answer");
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "overloaded");
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    let first = first.await.unwrap();
+    assert_eq!(
+        first.status(),
+        StatusCode::CREATED,
+        "the queued batch commits once the lock is gone"
+    );
+    assert_eq!(
+        app.event_total().await,
+        1000,
+        "nothing of the refused request was stored"
+    );
+}

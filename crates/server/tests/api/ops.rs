@@ -29,6 +29,10 @@ async fn metrics_count_ingest_rejections_and_commits() {
         "{text}"
     );
     assert!(text.contains("agentledger_writer_queue_depth"));
+    assert!(
+        text.contains("agentledger_writer_pending_events 0"),
+        "{text}"
+    );
     assert!(text.contains("agentledger_commit_batch_events_count"));
     assert!(text.contains(r#"agentledger_http_request_duration_seconds_count{method="POST",route="/api/v1/events",status="201"} 1"#), "{text}");
 }

@@ -57,6 +57,7 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Cmd>,
     pool: r2d2::Pool<SqliteConnectionManager>,
     permits: Arc<Semaphore>,
+    max_pending_events: usize,
     depth: Arc<AtomicUsize>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     path: PathBuf,
@@ -120,13 +121,14 @@ impl SqliteStore {
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(storage)?;
+        let max_pending_events = opts
+            .max_pending_events
+            .max(agentledger_core::limits::MAX_BATCH_EVENTS);
         Ok(SqliteStore {
             tx,
             pool,
-            permits: Arc::new(Semaphore::new(
-                opts.max_pending_events
-                    .max(agentledger_core::limits::MAX_BATCH_EVENTS),
-            )),
+            permits: Arc::new(Semaphore::new(max_pending_events)),
+            max_pending_events,
             depth,
             writer: Mutex::new(Some(handle)),
             path: opts.path,
@@ -602,6 +604,11 @@ impl EventStore for SqliteStore {
 
     fn queue_depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
+    }
+
+    fn pending_events(&self) -> usize {
+        self.max_pending_events
+            .saturating_sub(self.permits.available_permits())
     }
 
     async fn close(&self) {
