@@ -38,7 +38,7 @@ enum Command {
     /// Verify hash chains in the database, or an export file offline.
     Verify(VerifyArgs),
     /// Write events as JSON Lines to stdout.
-    Export(ExportArgs),
+    Export(Scope),
 }
 
 #[derive(Args)]
@@ -102,8 +102,9 @@ enum KeysCommand {
     },
 }
 
+/// Which sessions a command covers.
 #[derive(Args)]
-struct VerifyArgs {
+struct Scope {
     #[command(flatten)]
     db: DbArg,
     /// Only this project (default: all).
@@ -112,21 +113,15 @@ struct VerifyArgs {
     /// Only this session.
     #[arg(long)]
     session: Option<String>,
-    /// Verify an export file instead of the database ("-" for stdin).
-    #[arg(long, conflicts_with_all = ["project", "session"])]
-    file: Option<PathBuf>,
 }
 
 #[derive(Args)]
-struct ExportArgs {
+struct VerifyArgs {
     #[command(flatten)]
-    db: DbArg,
-    /// Only this project (default: all).
-    #[arg(long, env = "AGENTLEDGER_PROJECT")]
-    project: Option<String>,
-    /// Only this session.
-    #[arg(long)]
-    session: Option<String>,
+    scope: Scope,
+    /// Verify an export file instead of the database ("-" for stdin).
+    #[arg(long, conflicts_with_all = ["project", "session"])]
+    file: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -186,7 +181,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
         Command::Keys { command } => keys_cmd(command).await,
         Command::Verify(a) => match &a.file {
             Some(f) => verify_file(f),
-            None => verify_db(&a).await,
+            None => verify_db(&a.scope).await,
         },
         Command::Export(a) => export(&a).await,
     }
@@ -296,38 +291,48 @@ async fn session_ids(store: &SqliteStore, p: &ProjectRef) -> Result<Vec<String>,
     Ok(ids)
 }
 
-async fn verify_db(a: &VerifyArgs) -> Result<ExitCode, String> {
-    let store = open(&a.db)?;
+/// The (project, session) pairs a command covers, oldest sessions first.
+async fn scoped_sessions(
+    store: &SqliteStore,
+    scope: &Scope,
+) -> Result<Vec<(ProjectRef, String)>, String> {
+    let mut out = Vec::new();
+    for p in projects(store, scope.project.as_deref()).await? {
+        let ids = match &scope.session {
+            Some(s) => vec![s.clone()],
+            None => session_ids(store, &p).await?,
+        };
+        out.extend(ids.into_iter().map(|id| (p.clone(), id)));
+    }
+    Ok(out)
+}
+
+async fn verify_db(scope: &Scope) -> Result<ExitCode, String> {
+    let store = open(&scope.db)?;
     let mut failures = 0;
     let mut checked = 0;
     let mut events = 0;
-    for p in projects(&store, a.project.as_deref()).await? {
-        let ids = match &a.session {
-            Some(s) => vec![s.clone()],
-            None => session_ids(&store, &p).await?,
-        };
-        for id in ids {
-            let report = verify_session(&store, &p, &id)
-                .await
-                .map_err(|e| e.to_string())?;
-            match report {
-                None => {
-                    failures += 1;
-                    println!("FAIL {}/{id}: no such session", p.name);
-                }
-                Some(r) if r.valid => {
-                    checked += 1;
-                    events += r.events;
-                }
-                Some(r) => {
-                    failures += 1;
-                    println!(
-                        "FAIL {}/{id}: broken at seq {}: {}",
-                        p.name,
-                        r.first_invalid_seq.unwrap_or(0),
-                        r.reason.unwrap_or_default()
-                    );
-                }
+    for (p, id) in scoped_sessions(&store, scope).await? {
+        let report = verify_session(&store, &p, &id)
+            .await
+            .map_err(|e| e.to_string())?;
+        match report {
+            None => {
+                failures += 1;
+                println!("FAIL {}/{id}: no such session", p.name);
+            }
+            Some(r) if r.valid => {
+                checked += 1;
+                events += r.events;
+            }
+            Some(r) => {
+                failures += 1;
+                println!(
+                    "FAIL {}/{id}: broken at seq {}: {}",
+                    p.name,
+                    r.first_invalid_seq.unwrap_or(0),
+                    r.reason.unwrap_or_default()
+                );
             }
         }
     }
@@ -377,14 +382,15 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
         });
         chains[i].1.push(&ev);
     }
-    let mut failures = bad_lines;
-    let mut events = 0;
+    let mut broken = 0;
+    let mut verified_events = 0;
     let total = chains.len();
     for ((project, session), v) in chains {
         let r = v.finish(None);
-        events += r.events;
-        if !r.valid {
-            failures += 1;
+        if r.valid {
+            verified_events += r.events;
+        } else {
+            broken += 1;
             println!(
                 "FAIL {project}/{session}: broken at seq {}: {}",
                 r.first_invalid_seq.unwrap_or(0),
@@ -393,9 +399,10 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
         }
     }
     println!(
-        "{} sessions verified ({events} events), {failures} failed",
-        total.saturating_sub(failures.min(total))
+        "{} of {total} sessions verified ({verified_events} events), {broken} broken, {bad_lines} unreadable lines",
+        total - broken
     );
+    let failures = broken + bad_lines;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -403,29 +410,23 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
     })
 }
 
-async fn export(a: &ExportArgs) -> Result<ExitCode, String> {
-    let store = open(&a.db)?;
+async fn export(scope: &Scope) -> Result<ExitCode, String> {
+    let store = open(&scope.db)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for p in projects(&store, a.project.as_deref()).await? {
-        let ids = match &a.session {
-            Some(s) => vec![s.clone()],
-            None => session_ids(&store, &p).await?,
-        };
-        for id in ids {
-            let mut after = 0;
-            loop {
-                let evs = store
-                    .session_events(&p, &id, after, 5_000)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let Some(last) = evs.last() else { break };
-                after = last.seq;
-                out.write_all(&crate::routes::native::export_lines(&evs))
-                    .map_err(|e| e.to_string())?;
-                if evs.len() < 5_000 {
-                    break;
-                }
+    for (p, id) in scoped_sessions(&store, scope).await? {
+        let mut after = 0;
+        loop {
+            let evs = store
+                .session_events(&p, &id, after, 5_000)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = evs.last() else { break };
+            after = last.seq;
+            out.write_all(&crate::routes::native::export_lines(&evs))
+                .map_err(|e| e.to_string())?;
+            if evs.len() < 5_000 {
+                break;
             }
         }
     }

@@ -25,7 +25,8 @@ pub fn event(session: &str, kind: Kind, payload: &str) -> NewEvent {
     }
 }
 
-async fn project(store: &dyn EventStore, name: &str) -> ProjectRef {
+/// A new project with one admin key.
+pub async fn project(store: &dyn EventStore, name: &str) -> ProjectRef {
     let key = agentledger_core::keys::generate_key();
     let info = store
         .create_key(

@@ -90,27 +90,14 @@ async fn another_projects_key_sees_nothing_and_cannot_write_into_it() {
             "{path}"
         );
     }
-    let listed: serde_json::Value = app
-        .get_with("/api/v1/events", &other)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["total"], 0);
-    let listed: serde_json::Value = app
-        .get_with("/api/v1/events?q=search_database", &other)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["total"], 0);
-    let listed: serde_json::Value = app
-        .get_with("/api/v1/sessions", &other)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["total"], 0);
+    for listing in [
+        "/api/v1/events",
+        "/api/v1/events?q=search_database",
+        "/api/v1/sessions",
+    ] {
+        let listed: serde_json::Value = app.get_with(listing, &other).await.json().await.unwrap();
+        assert_eq!(listed["total"], 0, "{listing}");
+    }
 
     // Writing the same session id from the other project makes a separate session.
     let r = app

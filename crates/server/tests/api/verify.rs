@@ -13,6 +13,17 @@ async fn five_events(app: &TestApp) {
     app.ingest(Value::Array(events)).await;
 }
 
+/// The verify route reports the chain broken first at `seq`.
+async fn assert_broken_at(app: &TestApp, seq: u64) -> Value {
+    let v = app.get_json("/api/v1/sessions/s/verify").await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["first_invalid_seq"].as_u64()),
+        (Some(false), Some(seq)),
+        "{v}"
+    );
+    v
+}
+
 fn python_verify(file: &Path) -> (bool, String) {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -83,12 +94,7 @@ async fn edited_payload_fails_at_its_seq() {
         &app.db,
         r#"UPDATE events SET payload = '{"n":99}' WHERE seq = 3"#,
     );
-    let v = app.get_json("/api/v1/sessions/s/verify").await;
-    assert_eq!(
-        (v["valid"].as_bool(), v["first_invalid_seq"].as_u64()),
-        (Some(false), Some(3)),
-        "{v}"
-    );
+    assert_broken_at(&app, 3).await;
     let out = app.cli(&["verify", "--session", "s"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("seq 3"));
@@ -114,12 +120,7 @@ async fn deleted_middle_event_fails_at_the_missing_seq() {
     let app = spawn_app().await;
     five_events(&app).await;
     tamper(&app.db, "DELETE FROM events WHERE seq = 2");
-    let v = app.get_json("/api/v1/sessions/s/verify").await;
-    assert_eq!(
-        (v["valid"].as_bool(), v["first_invalid_seq"].as_u64()),
-        (Some(false), Some(2)),
-        "{v}"
-    );
+    assert_broken_at(&app, 2).await;
     let out = app.cli(&["verify"]);
     assert_eq!(out.status.code(), Some(1));
 }
@@ -129,34 +130,46 @@ async fn deleted_last_event_is_caught_by_the_session_head() {
     let app = spawn_app().await;
     five_events(&app).await;
     tamper(&app.db, "DELETE FROM events WHERE seq = 5");
-    let v = app.get_json("/api/v1/sessions/s/verify").await;
-    assert_eq!(
-        (v["valid"].as_bool(), v["first_invalid_seq"].as_u64()),
-        (Some(false), Some(5)),
-        "{v}"
-    );
+    assert_broken_at(&app, 5).await;
 }
 
 #[tokio::test]
-async fn rewritten_hash_breaks_the_next_link() {
+async fn a_recomputed_hash_still_breaks_the_next_link() {
     let app = spawn_app().await;
     five_events(&app).await;
-    // An attacker who edits a payload and fixes its digest and hash still
-    // breaks the link from the next event.
-    tamper(
-        &app.db,
-        r#"UPDATE events SET agent_id = 'mallory' WHERE seq = 4"#,
-    );
-    let v = app.get_json("/api/v1/sessions/s/verify").await;
-    assert_eq!(v["first_invalid_seq"], 4);
+    // The attacker edits event 4 and recomputes its hash with the public spec:
+    // event 4 then checks out on its own, but event 5's prev_hash no longer matches.
     let export = app
         .get("/api/v1/sessions/s/export")
         .await
         .text()
         .await
         .unwrap();
-    // Recompute event 4's hash through an export round trip is not possible
-    // without the chain after it: reorder lines instead and check both verifiers.
+    let line = export.lines().nth(3).unwrap();
+    let mut ev = serde_json::from_str::<agentledger_core::ExportLine>(line)
+        .unwrap()
+        .into_event()
+        .unwrap();
+    ev.agent_id = "mallory".into();
+    let forged = hex::encode(ev.compute_hash());
+    tamper(
+        &app.db,
+        &format!("UPDATE events SET agent_id = 'mallory', hash = x'{forged}' WHERE seq = 4"),
+    );
+    let v = assert_broken_at(&app, 5).await;
+    assert!(v["reason"].as_str().unwrap().contains("prev_hash"), "{v}");
+}
+
+#[tokio::test]
+async fn reordered_export_fails_both_offline_verifiers() {
+    let app = spawn_app().await;
+    five_events(&app).await;
+    let export = app
+        .get("/api/v1/sessions/s/export")
+        .await
+        .text()
+        .await
+        .unwrap();
     let mut lines: Vec<&str> = export.lines().collect();
     lines.swap(1, 2);
     let file = app.dir.path().join("r.jsonl");
@@ -165,4 +178,5 @@ async fn rewritten_hash_breaks_the_next_link() {
     assert!(!ok && out.contains("seq 2"), "{out}");
     let out = app.cli(&["verify", "--file", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("seq 2"));
 }

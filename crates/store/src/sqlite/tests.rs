@@ -48,18 +48,7 @@ async fn conformance_keys() {
 async fn reopen_continues_the_chain() {
     let d = tempfile::tempdir().unwrap();
     let store = open(&d);
-    let key = agentledger_core::keys::generate_key();
-    let p = store
-        .create_key(
-            "p",
-            "k",
-            agentledger_core::keys::hash_key(&key),
-            "al_",
-            true,
-        )
-        .await
-        .unwrap()
-        .project;
+    let p = c::project(&store, "p").await;
     store
         .append(
             &p,
@@ -89,18 +78,7 @@ async fn reopen_continues_the_chain() {
 async fn appends_after_close_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let store = open(&d);
-    let key = agentledger_core::keys::generate_key();
-    let p = store
-        .create_key(
-            "p",
-            "k",
-            agentledger_core::keys::hash_key(&key),
-            "al_",
-            true,
-        )
-        .await
-        .unwrap()
-        .project;
+    let p = c::project(&store, "p").await;
     store.close().await;
     let r = store
         .append(
