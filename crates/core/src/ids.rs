@@ -53,6 +53,49 @@ fn getrandom_fill(buf: &mut [u8]) {
     }
 }
 
+impl EventId {
+    /// The same 128 bits as a UUID string (the Fabraix rendering).
+    pub fn to_uuid_string(self) -> String {
+        let h = hex::encode(self.to_bytes());
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    }
+
+    /// `prefix` + the ULID in lower case (`evt_…` for Secureagentics, `event_…` for Realm).
+    pub fn to_prefixed(self, prefix: &str) -> String {
+        format!("{prefix}{}", self.0.to_string().to_ascii_lowercase())
+    }
+
+    /// Parse any rendering an API hands out: a ULID (either case), a UUID (with
+    /// or without dashes), optionally behind an `evt_` or `event_` prefix.
+    pub fn parse_any(s: &str) -> Result<Self, IdError> {
+        let bare = s
+            .strip_prefix("evt_")
+            .or_else(|| s.strip_prefix("event_"))
+            .unwrap_or(s);
+        if bare.len() == 26 {
+            return Ulid::from_string(&bare.to_ascii_uppercase())
+                .map(EventId)
+                .map_err(|_| IdError::BadEventId);
+        }
+        let hexits: String = bare.chars().filter(|c| *c != '-').collect();
+        let dashes_ok = bare.len() == 32
+            || (bare.len() == 36 && [8, 13, 18, 23].iter().all(|&i| bare.as_bytes()[i] == b'-'));
+        if hexits.len() == 32 && dashes_ok {
+            let mut b = [0u8; 16];
+            hex::decode_to_slice(&hexits, &mut b).map_err(|_| IdError::BadEventId)?;
+            return Ok(EventId::from_bytes(b));
+        }
+        Err(IdError::BadEventId)
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -173,6 +216,32 @@ mod tests {
         assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
         assert_eq!(EventId::from_bytes(a.to_bytes()), a);
         assert!("not-an-id".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn every_rendering_parses_back() {
+        let id = EventId::generate(crate::Micros::now());
+        for text in [
+            id.to_string(),
+            id.to_string().to_ascii_lowercase(),
+            id.to_uuid_string(),
+            id.to_uuid_string().replace('-', ""),
+            id.to_prefixed("evt_"),
+            id.to_prefixed("event_"),
+        ] {
+            assert_eq!(EventId::parse_any(&text), Ok(id), "{text}");
+        }
+        assert_eq!(id.to_uuid_string().len(), 36);
+        for bad in [
+            "",
+            "evt_",
+            "event_123",
+            "zz",
+            &"g".repeat(32),
+            "0123456789abcdef0123456789abcdef0",
+        ] {
+            assert!(EventId::parse_any(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

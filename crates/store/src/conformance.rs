@@ -255,7 +255,7 @@ pub async fn queries_filter_and_page(store: &dyn EventStore) {
 /// Explicit sessions, listing, and duplicates.
 pub async fn sessions_are_listed(store: &dyn EventStore) {
     let p = project(store, "p").await;
-    let s = store
+    let (s, opening) = store
         .create_session(
             &p,
             NewSession {
@@ -264,10 +264,17 @@ pub async fn sessions_are_listed(store: &dyn EventStore) {
                 system_prompt: Some("be careful".into()),
                 metadata: RawValue::from_string(r#"{"team":"red"}"#.into()).expect("json"),
             },
+            vec![event(
+                "explicit",
+                Kind::SessionStarted,
+                r#"{"agentName":"planner"}"#,
+            )],
         )
         .await
         .expect("create");
-    assert_eq!((s.head_seq, s.agent_id.as_str()), (0, "planner"));
+    assert_eq!((s.head_seq, s.agent_id.as_str()), (1, "planner"));
+    assert_eq!((opening.len(), opening[0].seq), (1, 1));
+    assert_eq!(s.head_hash, Some(opening[0].hash));
     let again = store
         .create_session(
             &p,
@@ -277,6 +284,7 @@ pub async fn sessions_are_listed(store: &dyn EventStore) {
                 system_prompt: None,
                 metadata: empty_object(),
             },
+            Vec::new(),
         )
         .await;
     assert!(matches!(again, Err(crate::StoreError::SessionExists(_))));

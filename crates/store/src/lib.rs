@@ -91,11 +91,14 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<NewEvent>,
     ) -> StoreResult<Vec<AppendedEvent>>;
 
+    /// Create a session (`SessionExists` if the id is taken) and append
+    /// `events` to it, all in one transaction. Every event must name this session.
     async fn create_session(
         &self,
         project: &ProjectRef,
         session: NewSession,
-    ) -> StoreResult<Session>;
+        events: Vec<NewEvent>,
+    ) -> StoreResult<(Session, Vec<AppendedEvent>)>;
     async fn get_session(&self, project: &ProjectRef, id: &str) -> StoreResult<Option<Session>>;
     async fn list_sessions(
         &self,

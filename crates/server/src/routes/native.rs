@@ -127,7 +127,7 @@ pub async fn create_session(
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let spec = native::parse_create_session(&body)?;
-    let s = st
+    let (s, _) = st
         .store
         .create_session(
             &caller.project,
@@ -137,6 +137,7 @@ pub async fn create_session(
                 system_prompt: spec.system_prompt,
                 metadata: spec.metadata,
             },
+            Vec::new(),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(SessionOut::from(s))).into_response())

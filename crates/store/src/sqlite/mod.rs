@@ -442,11 +442,18 @@ impl EventStore for SqliteStore {
         &self,
         project: &ProjectRef,
         session: NewSession,
-    ) -> StoreResult<Session> {
+        events: Vec<NewEvent>,
+    ) -> StoreResult<(Session, Vec<AppendedEvent>)> {
+        if events.iter().any(|e| e.session_id != session.id) {
+            return Err(StoreError::Storage(
+                "opening events must name the new session".into(),
+            ));
+        }
         let project = project.clone();
         self.admin(|reply| Cmd::CreateSession {
             project,
             session,
+            events,
             reply,
         })
         .await

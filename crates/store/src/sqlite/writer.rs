@@ -51,7 +51,8 @@ pub(crate) enum Cmd {
     CreateSession {
         project: ProjectRef,
         session: NewSession,
-        reply: Reply<Session>,
+        events: Vec<NewEvent>,
+        reply: Reply<(Session, Vec<AppendedEvent>)>,
     },
     CreateKey {
         id: String,
@@ -431,14 +432,15 @@ impl Writer {
             Cmd::CreateSession {
                 project,
                 session,
+                events,
                 reply,
             } => {
-                let r = self.in_txn(|w| w.create_session(&project, &session));
-                if let Ok((_, head)) = &r {
+                let r = self.in_txn(|w| w.create_session(&project, &session, &events));
+                if let Ok((_, _, head)) = &r {
                     self.heads
                         .put((project.id.0, session.id.to_string()), head.clone());
                 }
-                let _ = reply.send(r.map(|(s, _)| s));
+                let _ = reply.send(r.map(|(s, appended, _)| (s, appended)));
             }
             Cmd::CreateKey {
                 id,
@@ -488,11 +490,13 @@ impl Writer {
         }
     }
 
+    /// Create a session and append its opening events, in the caller's transaction.
     fn create_session(
         &mut self,
         project: &ProjectRef,
         s: &NewSession,
-    ) -> StoreResult<(Session, Head)> {
+        events: &[NewEvent],
+    ) -> StoreResult<(Session, Vec<AppendedEvent>, Head)> {
         let exists: Option<i64> = self
             .conn
             .query_row(
@@ -513,6 +517,17 @@ impl Writer {
             s.metadata.get(),
             Micros::now(),
         )?;
+        let key: HeadKey = (project.id.0, s.id.as_str().to_owned());
+        let mut local = HashMap::from([(key.clone(), head)]);
+        let appended = self.insert_events(&HashMap::new(), &mut local, project, events)?;
+        let head = local
+            .remove(&key)
+            .ok_or_else(|| StoreError::Storage("opening events named another session".into()))?;
+        if !local.is_empty() {
+            return Err(StoreError::Storage(
+                "opening events named another session".into(),
+            ));
+        }
         let session = self
             .conn
             .query_row(
@@ -521,7 +536,7 @@ impl Writer {
                 |r| session_from_row(r, &project.name),
             )
             .map_err(storage)?;
-        Ok((session, head))
+        Ok((session, appended, head))
     }
 
     fn create_key(
