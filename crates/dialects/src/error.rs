@@ -10,6 +10,8 @@ pub enum InputError {
         path: String,
         message: String,
         code: &'static str,
+        /// Further named details for the error envelope (e.g. `missing_field`).
+        extra: Vec<(&'static str, String)>,
     },
     /// Too large (413).
     #[error("{message}")]
@@ -26,7 +28,16 @@ impl InputError {
             path: path.into(),
             message: message.into(),
             code: "VALIDATION_ERROR",
+            extra: Vec::new(),
         }
+    }
+
+    /// Add a named detail to an `Invalid` error.
+    pub fn with_detail(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        if let InputError::Invalid { extra, .. } = &mut self {
+            extra.push((name, value.into()));
+        }
+        self
     }
 
     pub fn with_code(mut self, new_code: &'static str) -> Self {
@@ -82,6 +93,7 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, In
             path,
             message,
             code,
+            extra: Vec::new(),
         }
     })?;
     Ok(value)

@@ -2,6 +2,7 @@
 //! [`agentledger_core::NewEvent`]s and renders results back. Pure functions,
 //! no I/O; the server owns HTTP.
 
+pub mod common;
 pub mod error;
 pub mod native;
 

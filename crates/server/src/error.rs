@@ -99,8 +99,17 @@ impl ApiError {
 
     pub fn body(&self) -> ErrorBody {
         let details = match self {
-            ApiError::Input(InputError::Invalid { path, .. }) if !path.is_empty() => {
-                Some(json!({ "path": path }))
+            ApiError::Input(InputError::Invalid { path, extra, .. })
+                if !path.is_empty() || !extra.is_empty() =>
+            {
+                let mut d = serde_json::Map::new();
+                if !path.is_empty() {
+                    d.insert("path".into(), path.clone().into());
+                }
+                for (k, v) in extra {
+                    d.insert((*k).into(), v.clone().into());
+                }
+                Some(serde_json::Value::Object(d))
             }
             ApiError::Input(InputError::TooLarge { path, limit, .. }) => {
                 Some(json!({ "path": path, "limit": limit }))

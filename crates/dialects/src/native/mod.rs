@@ -5,18 +5,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use agentledger_core::event::empty_object;
-use agentledger_core::limits::{
-    MAX_BATCH_EVENTS, MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, MAX_SOURCE_TYPE_CHARS,
-    MAX_SYSTEM_PROMPT_BYTES, json_depth,
-};
+use agentledger_core::limits::{MAX_BATCH_EVENTS, MAX_SYSTEM_PROMPT_BYTES};
 use agentledger_core::query::{Cursor, EventQuery, Order, SessionQuery};
 use agentledger_core::{
-    AgentId, Dialect, Event, Kind, Micros, NewEvent, Session, SessionId, SessionStatus, Severity,
-    VerifyReport, payload,
+    AgentId, Dialect, Event, Micros, NewEvent, Session, SessionId, SessionStatus, VerifyReport,
 };
 
 use crate::InputError;
+use crate::common::{
+    FieldNames, Oversize, TypedEvent, batch_bounds, field, optional_object, typed_event,
+};
 use crate::error::parse_json;
 
 #[cfg(test)]
@@ -75,90 +73,36 @@ pub struct SessionSpec {
     pub metadata: Box<RawValue>,
 }
 
-fn object(path: &str, raw: &RawValue) -> Result<Box<RawValue>, InputError> {
-    if raw.get().len() > MAX_PAYLOAD_BYTES {
-        return Err(InputError::too_large(path, "object", MAX_PAYLOAD_BYTES));
-    }
-    if !raw.get().starts_with('{') {
-        return Err(InputError::invalid(
-            path,
-            format!("{path}: must be a JSON object"),
-        ));
-    }
-    if json_depth(raw.get()) > MAX_JSON_DEPTH {
-        return Err(InputError::invalid(
-            path,
-            format!("{path}: nested deeper than {MAX_JSON_DEPTH} levels"),
-        ));
-    }
-    Ok(raw.to_owned())
-}
-
-fn field<T, E: std::fmt::Display>(path: String, r: Result<T, E>) -> Result<T, InputError> {
-    r.map_err(|e| InputError::invalid(path.clone(), format!("{path}: {e}")))
-}
-
 /// Parse and validate a native ingest body.
 pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, InputError> {
     let req: IngestRequest<'_> = parse_json(body)?;
-    if req.events.is_empty() {
-        return Err(InputError::invalid(
-            "events",
-            "events: must hold at least one event",
-        ));
-    }
-    if req.events.len() > MAX_BATCH_EVENTS {
-        return Err(InputError::TooLarge {
-            path: "events".into(),
-            message: format!(
-                "events: a batch holds at most {MAX_BATCH_EVENTS} events, got {}",
-                req.events.len()
-            ),
-            limit: MAX_BATCH_EVENTS,
-        });
-    }
+    batch_bounds(
+        "events",
+        req.events.len(),
+        MAX_BATCH_EVENTS,
+        Oversize::TooLarge,
+    )?;
+    const NAMES: FieldNames = FieldNames {
+        session_id: "session_id",
+        agent_id: "agent_id",
+        kind: "kind",
+    };
     req.events
         .iter()
         .enumerate()
-        .map(|(i, e)| event(i, e))
+        .map(|(i, e)| {
+            let fields = TypedEvent {
+                session_id: &e.session_id,
+                agent_id: &e.agent_id,
+                kind: &e.kind,
+                severity: e.severity.as_deref(),
+                payload: e.payload,
+                metadata: e.metadata,
+                timestamp: e.timestamp.as_deref(),
+            };
+            typed_event(i, &fields, &NAMES, |_| true, Dialect::Native)
+        })
         .collect()
-}
-
-fn event(i: usize, e: &EventIn<'_>) -> Result<NewEvent, InputError> {
-    let at = |f: &str| format!("events[{i}].{f}");
-    let kind: Kind = field(at("kind"), e.kind.parse())?;
-    let source_type = e.kind.clone();
-    debug_assert!(source_type.len() <= MAX_SOURCE_TYPE_CHARS);
-    let severity = match &e.severity {
-        None => Severity::Info,
-        Some(s) => field(at("severity"), s.parse())?,
-    };
-    let payload = object(&at("payload"), e.payload)?;
-    payload::validate(kind, &payload).map_err(|err| {
-        let path = match err.field() {
-            Some(f) => at(&format!("payload.{f}")),
-            None => at("payload"),
-        };
-        InputError::invalid(path, format!("events[{i}].{err}"))
-    })?;
-    let metadata = match e.metadata {
-        Some(m) if m.get() != "null" => object(&at("metadata"), m)?,
-        _ => empty_object(),
-    };
-    Ok(NewEvent {
-        session_id: field(at("session_id"), SessionId::parse(e.session_id.clone()))?,
-        agent_id: field(at("agent_id"), AgentId::parse(e.agent_id.clone()))?,
-        kind,
-        source_type,
-        dialect: Dialect::Native,
-        severity,
-        client_ts: match &e.timestamp {
-            None => None,
-            Some(t) => Some(field(at("timestamp"), Micros::parse_rfc3339(t))?),
-        },
-        payload,
-        metadata,
-    })
 }
 
 /// Parse and validate a create-session body.
@@ -177,15 +121,12 @@ pub fn parse_create_session(body: &[u8]) -> Result<SessionSpec, InputError> {
     }
     Ok(SessionSpec {
         id: match req.session_id {
-            Some(s) => field("session_id".into(), SessionId::parse(s))?,
+            Some(s) => field("session_id", SessionId::parse(s))?,
             None => SessionId::generate(),
         },
-        agent_id: field("agent_id".into(), AgentId::parse(req.agent_id))?,
+        agent_id: field("agent_id", AgentId::parse(req.agent_id))?,
         system_prompt: req.system_prompt,
-        metadata: match req.metadata {
-            Some(m) if m.get() != "null" => object("metadata", m)?,
-            _ => empty_object(),
-        },
+        metadata: optional_object("metadata", req.metadata)?,
     })
 }
 
@@ -257,7 +198,7 @@ where
 
 pub fn time_param(param: &str, v: &Option<String>) -> Result<Option<Micros>, InputError> {
     v.as_deref()
-        .map(|t| field(param.into(), Micros::parse_rfc3339(t)))
+        .map(|t| field(param, Micros::parse_rfc3339(t)))
         .transpose()
 }
 

@@ -1,4 +1,6 @@
 use super::*;
+use agentledger_core::limits::MAX_PAYLOAD_BYTES;
+use agentledger_core::{Kind, Severity};
 
 #[test]
 fn parses_a_valid_batch_keeping_payload_bytes() {
