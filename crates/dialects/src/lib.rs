@@ -4,6 +4,7 @@
 
 pub mod common;
 pub mod error;
+pub mod fabraix;
 pub mod native;
 
 pub use error::InputError;

@@ -1,0 +1,217 @@
+//! Fabraix (seeds 000 and 001): `POST /v1/register-agent-run` starts a run and
+//! hands out its `trace_id`; `POST /v1/event` logs one event whose `content`
+//! (a string holding JSON) is validated against its `schema` (a string holding
+//! a JSON Schema).
+
+pub mod schema;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use agentledger_core::limits::MAX_SYSTEM_PROMPT_BYTES;
+use agentledger_core::{AgentId, Dialect, Kind, Micros, NewEvent, SessionId, Severity};
+
+use crate::InputError;
+use crate::common::{field, object};
+use crate::error::parse_json;
+pub use schema::SchemaCache;
+
+/// Largest `content` string (bytes), checked before it is parsed.
+pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
+/// Largest `schema` string (bytes), checked before it is parsed.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+
+/// Fabraix event types and the canonical kinds they map to.
+pub const EVENT_TYPES: &[(&str, Kind)] = &[
+    ("user", Kind::UserInput),
+    ("model_input", Kind::LlmCall),
+    ("model_output", Kind::LlmResponse),
+    ("tool", Kind::ToolCall),
+    ("environment", Kind::Environment),
+    ("memory", Kind::Memory),
+    ("system", Kind::System),
+    ("error", Kind::Error),
+];
+
+pub fn kind_of(event_type: &str) -> Option<Kind> {
+    EVENT_TYPES
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map(|(_, k)| *k)
+}
+
+/// `POST /v1/register-agent-run`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Your agent's stable identifier (1..=128 characters, no control characters).
+    pub agent_id: String,
+    /// When the run starts, ISO 8601 (e.g. 2024-01-15T14:30:45.123Z).
+    pub timestamp: String,
+    /// The system prompt given to the agent for this run.
+    pub system_prompt: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegisterResponse {
+    /// The run's id; every later event and action check carries it.
+    pub trace_id: String,
+    /// Server time of registration, ISO 8601 with milliseconds.
+    pub timestamp: String,
+}
+
+/// A validated registration: the new session and its opening event.
+#[derive(Debug)]
+pub struct Registration {
+    pub session_id: SessionId,
+    pub agent_id: AgentId,
+    pub system_prompt: String,
+    /// `session_started`, carrying the registration body as received, so the
+    /// system prompt a run was given is part of its chain.
+    pub opening: NewEvent,
+}
+
+pub fn parse_register(body: &[u8]) -> Result<Registration, InputError> {
+    let raw: &RawValue = parse_json(body)?;
+    let req: RegisterRequest = parse_json(raw.get().as_bytes())?;
+    let agent_id = AgentId::parse(req.agent_id).map_err(|e| {
+        InputError::invalid("agent_id", format!("Invalid agent_id format: agent_id {e}"))
+            .with_code("INVALID_AGENT_ID")
+    })?;
+    let started = field("timestamp", Micros::parse_rfc3339(&req.timestamp))?;
+    if req.system_prompt.len() > MAX_SYSTEM_PROMPT_BYTES {
+        return Err(InputError::too_large(
+            "system_prompt",
+            "system prompt",
+            MAX_SYSTEM_PROMPT_BYTES,
+        ));
+    }
+    let session_id = SessionId::generate();
+    let opening = NewEvent {
+        session_id: session_id.clone(),
+        agent_id: agent_id.clone(),
+        kind: Kind::SessionStarted,
+        source_type: "register-agent-run".into(),
+        dialect: Dialect::Fabraix,
+        severity: Severity::Info,
+        client_ts: Some(started),
+        payload: object("body", raw)?,
+        metadata: agentledger_core::event::empty_object(),
+    };
+    Ok(Registration {
+        session_id,
+        agent_id,
+        system_prompt: req.system_prompt,
+        opening,
+    })
+}
+
+/// `POST /v1/event`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventRequest {
+    /// user, model_input, model_output, tool, environment, memory, system or error.
+    pub event_type: String,
+    /// The run's id from register-agent-run.
+    pub trace_id: String,
+    /// When the event happened, Unix seconds.
+    pub timestamp: f64,
+    /// The event data: a string holding a JSON object (at most 1 MiB).
+    pub content: String,
+    /// A string holding the JSON Schema `content` must match (at most 64 KiB).
+    pub schema: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventResponse {
+    /// The event's id (UUID form of the ledger's 128-bit id).
+    pub event_id: String,
+    /// Server time the event was processed, Unix seconds.
+    pub timestamp: f64,
+}
+
+/// A validated event, waiting for its run to be looked up.
+#[derive(Debug)]
+pub struct FabraixEvent {
+    pub trace_id: String,
+    pub kind: Kind,
+    pub source_type: String,
+    pub client_ts: Micros,
+    /// The decoded `content`: its JSON text, byte for byte.
+    pub payload: Box<RawValue>,
+    /// `{"schema": <the schema text as received>}`.
+    pub metadata: Box<RawValue>,
+}
+
+impl FabraixEvent {
+    /// The canonical event, once the run (session) and its agent are known.
+    pub fn into_new_event(self, session_id: SessionId, agent_id: AgentId) -> NewEvent {
+        NewEvent {
+            session_id,
+            agent_id,
+            kind: self.kind,
+            source_type: self.source_type,
+            dialect: Dialect::Fabraix,
+            severity: if self.kind == Kind::Error {
+                Severity::Error
+            } else {
+                Severity::Info
+            },
+            client_ts: Some(self.client_ts),
+            payload: self.payload,
+            metadata: self.metadata,
+        }
+    }
+}
+
+/// Parse and validate an event: types, sizes (on byte length, before
+/// parsing), content JSON, schema JSON and validity, then content against schema.
+pub fn parse_event(body: &[u8], schemas: &SchemaCache) -> Result<FabraixEvent, InputError> {
+    let req: EventRequest = parse_json(body)?;
+    let kind = kind_of(&req.event_type).ok_or_else(|| {
+        let allowed: Vec<&str> = EVENT_TYPES.iter().map(|(t, _)| *t).collect();
+        InputError::invalid(
+            "event_type",
+            format!(
+                "event_type: {:?} must be one of: {}",
+                req.event_type,
+                allowed.join(", ")
+            ),
+        )
+        .with_code("INVALID_EVENT_TYPE")
+    })?;
+    let client_ts = Micros::from_unix_seconds_f64(req.timestamp)
+        .ok_or_else(|| InputError::invalid("timestamp", "timestamp: must be Unix seconds"))?;
+    if req.content.len() > MAX_CONTENT_BYTES {
+        return Err(InputError::too_large(
+            "content",
+            "content",
+            MAX_CONTENT_BYTES,
+        ));
+    }
+    if req.schema.len() > MAX_SCHEMA_BYTES {
+        return Err(InputError::too_large("schema", "schema", MAX_SCHEMA_BYTES));
+    }
+    let content: Box<RawValue> = serde_json::from_str(&req.content).map_err(|e| {
+        InputError::invalid("content", format!("content is not valid JSON: {e}"))
+            .with_code("INVALID_CONTENT")
+    })?;
+    let payload = object("content", &content).map_err(|e| e.with_code("INVALID_CONTENT"))?;
+    let validator = schemas.validator(&req.schema)?;
+    let value: serde_json::Value = serde_json::from_str(payload.get())
+        .map_err(|e| InputError::invalid("content", format!("content is not valid JSON: {e}")))?;
+    schema::check(&validator, &value)?;
+    let metadata = RawValue::from_string(format!("{{\"schema\":{}}}", req.schema.trim()))
+        .map_err(|e| InputError::invalid("schema", format!("schema is not valid JSON: {e}")))?;
+    Ok(FabraixEvent {
+        trace_id: req.trace_id,
+        kind,
+        source_type: req.event_type,
+        client_ts,
+        payload,
+        metadata,
+    })
+}
