@@ -17,7 +17,12 @@ use agentledger_core::keys;
 use agentledger_store::EventStore;
 use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
 
+use agentledger_dialects::fabraix::SchemaCache;
+
 use crate::error::ApiError;
+
+/// Compiled Fabraix schemas kept in memory.
+const SCHEMA_CACHE_ENTRIES: usize = 1024;
 use crate::metrics::{CommitObserver, Metrics};
 use crate::routes;
 use crate::state::AppState;
@@ -90,6 +95,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             metrics,
+            schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_ENTRIES)),
         };
         let router = routes::router()
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use agentledger_dialects::fabraix::SchemaCache;
 use agentledger_store::EventStore;
 
 use crate::metrics::Metrics;
@@ -10,4 +11,6 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub store: Arc<dyn EventStore>,
     pub metrics: Arc<Metrics>,
+    /// Compiled Fabraix JSON Schemas, by schema hash.
+    pub schemas: Arc<SchemaCache>,
 }

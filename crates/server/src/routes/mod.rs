@@ -1,8 +1,13 @@
 //! Every route, merged into one router; the OpenAPI document is generated from
 //! the handlers' annotations.
 
+pub mod agentlens;
+pub mod fabraix;
+pub mod ingest;
 pub mod native;
 pub mod ops;
+pub mod realm;
+pub mod secureagentics;
 
 use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -11,7 +16,13 @@ use utoipa::{Modify, OpenApi};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(native::router()).merge(ops::router())
+    Router::new()
+        .merge(native::router())
+        .merge(fabraix::router())
+        .merge(agentlens::router())
+        .merge(secureagentics::router())
+        .merge(realm::router())
+        .merge(ops::router())
 }
 
 #[derive(OpenApi)]
@@ -26,9 +37,17 @@ pub fn router() -> Router<AppState> {
         native::ingest, native::list_events, native::get_event,
         native::create_session, native::list_sessions, native::get_session,
         native::verify, native::export, ops::metrics,
+        fabraix::register, fabraix::event,
+        agentlens::ingest, agentlens::list, agentlens::get_one,
+        secureagentics::send, secureagentics::send_batch, secureagentics::list,
+        realm::create, realm::create_batch, realm::get_one,
     ),
     modifiers(&Security),
     tags((name = "native", description = "agentledger's own API"),
+         (name = "fabraix", description = "Fabraix-compatible API (base URL http://HOST:3400/v1)"),
+         (name = "agentlens", description = "AgentLens-compatible API (base URL http://HOST:3400)"),
+         (name = "secureagentics", description = "Secureagentics-compatible API (base URL http://HOST:3400/v1)"),
+         (name = "realm", description = "Realm-compatible API (base URL http://HOST:3400/v1)"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub struct ApiDoc;

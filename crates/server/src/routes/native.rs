@@ -8,13 +8,14 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use agentledger_core::EventId;
+use agentledger_core::Dialect;
 use agentledger_dialects::native::{
     self, ErrorBody, EventList, EventOut, EventsParams, IngestResponse, IngestedEvent, SessionList,
     SessionOut, SessionsParams, VerifyOut,
 };
 use agentledger_store::{NewSession, verify::verify_session};
 
+use super::ingest::{append, counted, event_id};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -48,15 +49,12 @@ pub async fn ingest(
     caller: Caller,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
-    let result = async {
+    let r = async {
         let events = native::parse_ingest(&body)?;
-        let n = events.len();
-        let out = st.store.append(&caller.project, events).await?;
-        st.metrics.ingested("native", n);
-        Ok::<_, ApiError>(out)
+        append(&st, &caller, Dialect::Native, events).await
     }
     .await;
-    let out = result.inspect_err(|e| st.metrics.rejected("native", e.reason()))?;
+    let out = counted(&st, Dialect::Native, r)?;
     let resp = IngestResponse {
         ingested: out.len(),
         events: out
@@ -104,9 +102,7 @@ pub async fn get_event(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EventOut>, ApiError> {
-    let id: EventId = id
-        .parse()
-        .map_err(|_| ApiError::NotFound("event not found"))?;
+    let id = event_id(&id)?;
     let ev = st
         .store
         .get_event(&caller.project, id)

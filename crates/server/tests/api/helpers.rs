@@ -24,6 +24,30 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Spawn with a chosen admin key (e.g. one shaped like a vendor's `als_…`).
+pub async fn spawn_app_with_key(key: &str) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    start(dir, key.to_owned()).await
+}
+
+/// A documented example from a dialect's fixtures.
+pub fn fixture(dialect: &str, name: &str) -> String {
+    let path = format!(
+        "{}/../dialects/src/{dialect}/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn fixture_json(dialect: &str, name: &str) -> Value {
+    serde_json::from_str(&fixture(dialect, name)).expect("fixture is JSON")
+}
+
+/// The set of keys of a JSON object.
+pub fn keys(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_object().expect("object").keys().cloned().collect()
+}
+
 /// Spawn with adjusted settings (the database and key are set by the helper).
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");

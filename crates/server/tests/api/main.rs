@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod dialects;
 mod helpers;
 mod ingest;
 mod limits;

@@ -1,0 +1,111 @@
+//! Fabraix: `/v1/register-agent-run` and `/v1/event`.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+
+use agentledger_core::{Dialect, SessionId};
+use agentledger_dialects::fabraix::{self, EventResponse, RegisterResponse};
+use agentledger_dialects::native::ErrorBody;
+use agentledger_store::NewSession;
+
+use super::ingest::{append, counted};
+use crate::auth::Caller;
+use crate::body::JsonBytes;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/register-agent-run", post(register))
+        .route("/v1/event", post(event))
+}
+
+/// Register an agent run
+///
+/// Creates the run's session and chains a `session_started` event holding
+/// the registration (agent, timestamp, system prompt) as received.
+#[utoipa::path(post, path = "/v1/register-agent-run", tag = "fabraix",
+    request_body = fabraix::RegisterRequest,
+    responses((status = 200, body = RegisterResponse),
+        (status = 400, body = ErrorBody, description = "INVALID_AGENT_ID, or a missing/invalid field"),
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn register(
+    State(st): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    let r = async {
+        let reg = fabraix::parse_register(&body)?;
+        let session = NewSession {
+            id: reg.session_id,
+            agent_id: reg.agent_id,
+            system_prompt: Some(reg.system_prompt),
+            metadata: agentledger_core::event::empty_object(),
+        };
+        let (s, appended) = st
+            .store
+            .create_session(&caller.project, session, vec![reg.opening])
+            .await?;
+        st.metrics
+            .ingested(Dialect::Fabraix.as_str(), appended.len());
+        Ok(RegisterResponse {
+            trace_id: s.id,
+            timestamp: s.created_at.to_rfc3339_millis(),
+        })
+    }
+    .await;
+    counted(&st, Dialect::Fabraix, r).map(Json)
+}
+
+/// Log an event of a run
+///
+/// `content` is validated against `schema` before anything is stored.
+#[utoipa::path(post, path = "/v1/event", tag = "fabraix",
+    request_body = fabraix::EventRequest,
+    responses((status = 200, body = EventResponse),
+        (status = 400, body = ErrorBody, description = "SCHEMA_MISMATCH (details.path, details.missing_field), INVALID_CONTENT, INVALID_SCHEMA, INVALID_EVENT_TYPE"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "Unknown trace_id"),
+        (status = 413, body = ErrorBody, description = "content over 1 MiB or schema over 64 KiB"),
+        (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn event(
+    State(st): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Result<Json<EventResponse>, ApiError> {
+    let r = async {
+        let ev = fabraix::parse_event(&body, &st.schemas)?;
+        let unknown = ApiError::NotFound("trace_id not found: register the run first");
+        let session_id = SessionId::parse(ev.trace_id.as_str()).map_err(|_| unknown)?;
+        let session = st
+            .store
+            .get_session(&caller.project, session_id.as_str())
+            .await?
+            .ok_or(ApiError::NotFound(
+                "trace_id not found: register the run first",
+            ))?;
+        let agent = agentledger_core::AgentId::parse(session.agent_id)
+            .map_err(|e| ApiError::Internal(format!("stored agent id is invalid: {e}")))?;
+        let out = append(
+            &st,
+            &caller,
+            Dialect::Fabraix,
+            vec![ev.into_new_event(session_id, agent)],
+        )
+        .await?;
+        let first = out
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("append returned nothing".into()))?;
+        Ok(EventResponse {
+            event_id: first.id.to_uuid_string(),
+            timestamp: first.server_ts.as_unix_seconds_f64(),
+        })
+    }
+    .await;
+    counted(&st, Dialect::Fabraix, r).map(Json)
+}

@@ -1,0 +1,35 @@
+//! What every dialect's write route shares: append, count, and count refusals.
+
+use agentledger_core::{Dialect, EventId, NewEvent};
+use agentledger_store::AppendedEvent;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Append a validated batch for the caller's project and count it.
+pub async fn append(
+    st: &AppState,
+    caller: &Caller,
+    dialect: Dialect,
+    events: Vec<NewEvent>,
+) -> Result<Vec<AppendedEvent>, ApiError> {
+    let n = events.len();
+    let out = st.store.append(&caller.project, events).await?;
+    st.metrics.ingested(dialect.as_str(), n);
+    Ok(out)
+}
+
+/// Count a refused write under its dialect and reason, passing the result on.
+pub fn counted<T>(st: &AppState, dialect: Dialect, r: Result<T, ApiError>) -> Result<T, ApiError> {
+    if let Err(e) = &r {
+        st.metrics.rejected(dialect.as_str(), e.reason());
+    }
+    r
+}
+
+/// Any rendering of an event id (ULID, UUID, `evt_…`, `event_…`); anything
+/// else cannot name an event, so it is a 404 like an unknown id.
+pub fn event_id(text: &str) -> Result<EventId, ApiError> {
+    EventId::parse_any(text).map_err(|_| ApiError::NotFound("event not found"))
+}
