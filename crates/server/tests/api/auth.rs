@@ -13,6 +13,17 @@ const PROTECTED: &[(&str, &str)] = &[
     ("GET", "/api/v1/sessions/s/verify"),
     ("GET", "/api/v1/sessions/s/export"),
     ("GET", "/metrics"),
+    ("POST", "/v1/register-agent-run"),
+    ("POST", "/v1/event"),
+    ("POST", "/api/events"),
+    ("GET", "/api/events"),
+    ("GET", "/api/events/01HXYZ00000000000000000000"),
+    ("POST", "/v1/agents/agt_x/events"),
+    ("POST", "/v1/agents/agt_x/events/batch"),
+    ("GET", "/v1/agents/agt_x/events"),
+    ("POST", "/v1/sessions/s/events"),
+    ("POST", "/v1/sessions/s/events/batch"),
+    ("GET", "/v1/events/event_01hxyz00000000000000000000"),
 ];
 
 #[tokio::test]
@@ -53,22 +64,38 @@ async fn every_route_but_health_needs_a_valid_key() {
 #[tokio::test]
 async fn both_key_headers_work() {
     let app = spawn_app().await;
+    for path in [
+        "/api/v1/events",
+        "/api/events",
+        "/v1/agents/agt_x/events",
+        "/api/v1/sessions",
+    ] {
+        let r = app
+            .client
+            .get(app.url(path))
+            .header("x-api-key", &app.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "x-api-key on {path}");
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&app.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "bearer on {path}");
+    }
     let r = app
         .client
-        .get(app.url("/api/v1/events"))
-        .header("x-api-key", &app.key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let r = app
-        .client
-        .get(app.url("/api/v1/events"))
+        .post(app.url("/v1/sessions/s/events"))
         .bearer_auth(&app.key)
+        .json(&json!({"type": "custom", "data": {}}))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.status(), StatusCode::CREATED, "bearer on a Realm write");
 }
 
 #[tokio::test]
@@ -80,6 +107,8 @@ async fn another_projects_key_sees_nothing_and_cannot_write_into_it() {
 
     for path in [
         format!("/api/v1/events/{id}"),
+        format!("/api/events/{id}"),
+        format!("/v1/events/{id}"),
         "/api/v1/sessions/private".into(),
         "/api/v1/sessions/private/verify".into(),
         "/api/v1/sessions/private/export".into(),
@@ -94,10 +123,31 @@ async fn another_projects_key_sees_nothing_and_cannot_write_into_it() {
         "/api/v1/events",
         "/api/v1/events?q=search_database",
         "/api/v1/sessions",
+        "/api/events",
+        "/api/events?search=search_database&agentId=my-agent",
     ] {
         let listed: serde_json::Value = app.get_with(listing, &other).await.json().await.unwrap();
         assert_eq!(listed["total"], 0, "{listing}");
     }
+    // Another project cannot log into this project's Fabraix run.
+    let run: serde_json::Value = app
+        .post(
+            "/v1/register-agent-run",
+            &fixture_json("fabraix", "register_request.json"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let trace = run["trace_id"].as_str().unwrap();
+    let ev: serde_json::Value =
+        serde_json::from_str(&fixture("fabraix", "event_user.json").replace("TRACE_ID", trace))
+            .unwrap();
+    assert_eq!(
+        app.post_with("/v1/event", &ev, &other).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(app.post("/v1/event", &ev).await.status(), StatusCode::OK);
 
     // Writing the same session id from the other project makes a separate session.
     let r = app

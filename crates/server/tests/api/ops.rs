@@ -60,6 +60,17 @@ async fn openapi_documents_every_native_route() {
         ("/api/v1/sessions/{id}/verify", "get"),
         ("/api/v1/sessions/{id}/export", "get"),
         ("/metrics", "get"),
+        ("/v1/register-agent-run", "post"),
+        ("/v1/event", "post"),
+        ("/api/events", "post"),
+        ("/api/events", "get"),
+        ("/api/events/{id}", "get"),
+        ("/v1/agents/{id}/events", "post"),
+        ("/v1/agents/{id}/events", "get"),
+        ("/v1/agents/{id}/events/batch", "post"),
+        ("/v1/sessions/{session_id}/events", "post"),
+        ("/v1/sessions/{session_id}/events/batch", "post"),
+        ("/v1/events/{id}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
