@@ -11,7 +11,7 @@ use reqwest::Client;
 
 use agentledger::{Application, ServeConfig};
 
-use crate::events::{batch_body, standard_event};
+use crate::events::{agentlens_batch_body, batch_body, fabraix_event_body, standard_event};
 use crate::report::Row;
 
 const SESSIONS: u64 = 100;
@@ -125,10 +125,31 @@ impl Server {
     }
 }
 
+/// Where a scenario posts and what a success looks like.
+struct Target {
+    path: &'static str,
+    ok: u16,
+}
+
+const NATIVE: Target = Target {
+    path: "/api/v1/events",
+    ok: 201,
+};
+const AGENTLENS: Target = Target {
+    path: "/api/events",
+    ok: 201,
+};
+const FABRAIX: Target = Target {
+    path: "/v1/event",
+    ok: 200,
+};
+
 /// Post `bodies` round-robin from `clients` tasks until `requests` are done.
-/// Every response must be 201; anything else fails the scenario loudly.
+/// Every response must be the target's success status; anything else fails
+/// the scenario loudly.
 async fn drive(
     server: &Server,
+    target: Target,
     bodies: Arc<Vec<String>>,
     requests: u64,
     clients: usize,
@@ -138,7 +159,8 @@ async fn drive(
         .build()
         .map_err(|e| e.to_string())?;
     let next = Arc::new(AtomicU64::new(0));
-    let url = format!("{}/api/v1/events", server.base);
+    let url = format!("{}{}", server.base, target.path);
+    let ok = target.ok;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
@@ -169,7 +191,7 @@ async fn drive(
                 let status = r.status();
                 let _ = r.bytes().await;
                 lat.push(t.elapsed());
-                if status.as_u16() != 201 {
+                if status.as_u16() != ok {
                     return Err(format!("request {i} answered {status}"));
                 }
             }
@@ -195,7 +217,7 @@ pub async fn native_batches(
         .map(|k| batch_body(k * batch, batch, SESSIONS))
         .collect();
     let bytes = bodies[0].len() as u64 * requests;
-    let (elapsed, lat) = drive(&server, Arc::new(bodies), requests, clients).await?;
+    let (elapsed, lat) = drive(&server, NATIVE, Arc::new(bodies), requests, clients).await?;
     let stopped = server.stop()?;
     let n = requests * batch;
     let mut row = Row::throughput(
@@ -219,7 +241,7 @@ pub async fn native_singles(dir: &Path, events: u64, clients: usize) -> Result<R
         .map(|i| format!(r#"{{"events":[{}]}}"#, standard_event(i, SESSIONS)))
         .collect();
     let bytes = bodies[0].len() as u64 * events;
-    let (elapsed, lat) = drive(&server, Arc::new(bodies), events, clients).await?;
+    let (elapsed, lat) = drive(&server, NATIVE, Arc::new(bodies), events, clients).await?;
     let stopped = server.stop()?;
     let mut row = Row::throughput(
         &format!("native single events, {clients} clients"),
@@ -231,4 +253,75 @@ pub async fn native_singles(dir: &Path, events: u64, clients: usize) -> Result<R
     .note("every ack durable (group commit)");
     row.peak_rss_mb = stopped.peak_rss_mb;
     Ok(row)
+}
+
+pub async fn agentlens_batches(
+    dir: &Path,
+    events: u64,
+    batch: u64,
+    clients: usize,
+) -> Result<Row, String> {
+    let server = Server::spawn(dir, "agentlens")?;
+    let requests = events.div_ceil(batch);
+    let bodies: Vec<String> = (0..requests.min(16))
+        .map(|k| agentlens_batch_body(k * batch, batch, SESSIONS))
+        .collect();
+    let bytes = bodies[0].len() as u64 * requests;
+    let (elapsed, lat) = drive(&server, AGENTLENS, Arc::new(bodies), requests, clients).await?;
+    server.stop()?;
+    Ok(Row::throughput(
+        &format!("AgentLens batches of {batch}, {clients} clients"),
+        requests * batch,
+        elapsed.as_secs_f64(),
+        Some(bytes),
+    )
+    .latencies(lat)
+    .note("typed-payload validation as native"))
+}
+
+/// Register `runs` Fabraix runs; their trace ids.
+async fn register_runs(server: &Server, runs: u64) -> Result<Vec<String>, String> {
+    let client = Client::new();
+    let mut traces = Vec::new();
+    for r in 0..runs {
+        let body = serde_json::json!({"agent_id": format!("bench-agent-{r}"), "timestamp": "2026-01-01T00:00:00.000Z",
+            "system_prompt": "You are a benchmark agent."});
+        let resp = client
+            .post(format!("{}/v1/register-agent-run", server.base))
+            .header("x-api-key", &server.key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+        traces.push(
+            v["trace_id"]
+                .as_str()
+                .ok_or_else(|| format!("register answered {v}"))?
+                .to_owned(),
+        );
+    }
+    Ok(traces)
+}
+
+pub async fn fabraix_singles(dir: &Path, events: u64, clients: usize) -> Result<Row, String> {
+    let server = Server::spawn(dir, "fabraix")?;
+    let traces = register_runs(&server, SESSIONS).await?;
+    let bodies: Vec<String> = (0..1024)
+        .map(|i| fabraix_event_body(i, &traces[(i % SESSIONS) as usize]))
+        .collect();
+    let bytes = bodies[0].len() as u64 * events;
+    let (elapsed, lat) = drive(&server, FABRAIX, Arc::new(bodies), events, clients).await?;
+    server.stop()?;
+    Ok(Row::throughput(
+        &format!("Fabraix single events, {clients} clients"),
+        events,
+        elapsed.as_secs_f64(),
+        Some(bytes),
+    )
+    .latencies(lat)
+    .note("JSON Schema validation per event (cached validator), run lookup per event"))
 }
