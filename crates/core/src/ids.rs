@@ -56,15 +56,7 @@ fn getrandom_fill(buf: &mut [u8]) {
 impl EventId {
     /// The same 128 bits as a UUID string (the Fabraix rendering).
     pub fn to_uuid_string(self) -> String {
-        let h = hex::encode(self.to_bytes());
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        uuid_text(self.to_bytes())
     }
 
     /// `prefix` + the ULID in lower case (`evt_…` for Secureagentics, `event_…` for Realm).
@@ -179,16 +171,21 @@ impl SessionId {
         getrandom_fill(&mut b);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        let h = hex::encode(b);
-        SessionId(format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        ))
+        SessionId(uuid_text(b))
     }
+}
+
+/// 16 bytes in the 8-4-4-4-12 hex form of a UUID.
+fn uuid_text(b: [u8; 16]) -> String {
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]

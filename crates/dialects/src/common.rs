@@ -48,6 +48,19 @@ pub fn field<T, E: std::fmt::Display>(
     })
 }
 
+/// A vendor's event type names and the canonical kinds they map to.
+pub type TypeTable = &'static [(&'static str, Kind)];
+
+/// The kind a vendor type name maps to.
+pub fn kind_in(table: TypeTable, name: &str) -> Option<Kind> {
+    table.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+}
+
+/// The table's names, for error messages.
+pub fn names_in(table: TypeTable) -> String {
+    table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
 /// How a dialect answers a batch over its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Oversize {

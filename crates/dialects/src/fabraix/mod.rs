@@ -15,7 +15,7 @@ use agentledger_core::limits::MAX_SYSTEM_PROMPT_BYTES;
 use agentledger_core::{AgentId, Dialect, Kind, Micros, NewEvent, SessionId, Severity};
 
 use crate::InputError;
-use crate::common::{field, object};
+use crate::common::{TypeTable, field, kind_in, names_in, object};
 use crate::error::parse_json;
 pub use schema::SchemaCache;
 
@@ -25,7 +25,7 @@ pub const MAX_CONTENT_BYTES: usize = 1024 * 1024;
 pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 
 /// Fabraix event types and the canonical kinds they map to.
-pub const EVENT_TYPES: &[(&str, Kind)] = &[
+pub const EVENT_TYPES: TypeTable = &[
     ("user", Kind::UserInput),
     ("model_input", Kind::LlmCall),
     ("model_output", Kind::LlmResponse),
@@ -37,10 +37,7 @@ pub const EVENT_TYPES: &[(&str, Kind)] = &[
 ];
 
 pub fn kind_of(event_type: &str) -> Option<Kind> {
-    EVENT_TYPES
-        .iter()
-        .find(|(t, _)| *t == event_type)
-        .map(|(_, k)| *k)
+    kind_in(EVENT_TYPES, event_type)
 }
 
 /// `POST /v1/register-agent-run`
@@ -172,13 +169,12 @@ impl FabraixEvent {
 pub fn parse_event(body: &[u8], schemas: &SchemaCache) -> Result<FabraixEvent, InputError> {
     let req: EventRequest = parse_json(body)?;
     let kind = kind_of(&req.event_type).ok_or_else(|| {
-        let allowed: Vec<&str> = EVENT_TYPES.iter().map(|(t, _)| *t).collect();
         InputError::invalid(
             "event_type",
             format!(
                 "event_type: {:?} must be one of: {}",
                 req.event_type,
-                allowed.join(", ")
+                names_in(EVENT_TYPES)
             ),
         )
         .with_code("INVALID_EVENT_TYPE")

@@ -15,7 +15,7 @@ use agentledger_core::{
 };
 
 use crate::InputError;
-use crate::common::{Oversize, batch_bounds, field, object};
+use crate::common::{Oversize, TypeTable, batch_bounds, field, kind_in, names_in, object};
 use crate::error::parse_json;
 
 pub const EVENT_PREFIX: &str = "event_";
@@ -23,7 +23,7 @@ pub const EVENT_PREFIX: &str = "event_";
 /// carry no agent id.
 pub const UNKNOWN_AGENT: &str = "unknown";
 
-pub const EVENT_TYPES: &[(&str, Kind)] = &[
+pub const EVENT_TYPES: TypeTable = &[
     ("tool_call", Kind::ToolCall),
     ("decision", Kind::Decision),
     ("llm_call", Kind::LlmCall),
@@ -32,7 +32,7 @@ pub const EVENT_TYPES: &[(&str, Kind)] = &[
 ];
 
 pub fn kind_of(t: &str) -> Option<Kind> {
-    EVENT_TYPES.iter().find(|(n, _)| *n == t).map(|(_, k)| *k)
+    kind_in(EVENT_TYPES, t)
 }
 
 /// The type an event shows here: its own if it came through Realm, else the
@@ -84,9 +84,10 @@ fn event(
         InputError::invalid(
             at("type"),
             format!(
-                "{}: {:?} must be one of: tool_call, decision, llm_call, error, custom",
+                "{}: {:?} must be one of: {}",
                 at("type"),
-                e.kind
+                e.kind,
+                names_in(EVENT_TYPES)
             ),
         )
     })?;

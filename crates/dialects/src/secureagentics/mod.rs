@@ -16,7 +16,7 @@ use agentledger_core::{
 };
 
 use crate::InputError;
-use crate::common::{Oversize, batch_bounds, field, object};
+use crate::common::{Oversize, TypeTable, batch_bounds, field, kind_in, names_in, object};
 use crate::error::parse_json;
 use crate::native::time_param;
 
@@ -25,7 +25,7 @@ pub const AGENT_PREFIX: &str = "agt_";
 pub const EVENT_PREFIX: &str = "evt_";
 
 /// Secureagentics event types and their canonical kinds.
-pub const EVENT_TYPES: &[(&str, Kind)] = &[
+pub const EVENT_TYPES: TypeTable = &[
     ("prompt", Kind::LlmCall),
     ("completion", Kind::LlmResponse),
     ("tool_call", Kind::ToolCall),
@@ -34,7 +34,7 @@ pub const EVENT_TYPES: &[(&str, Kind)] = &[
 ];
 
 pub fn kind_of(t: &str) -> Option<Kind> {
-    EVENT_TYPES.iter().find(|(n, _)| *n == t).map(|(_, k)| *k)
+    kind_in(EVENT_TYPES, t)
 }
 
 /// The type an event shows in this API: its own type if it came through
@@ -93,14 +93,13 @@ pub struct BatchRequest<'a> {
 fn event(prefix: &str, agent: &AgentId, e: &EventIn<'_>) -> Result<NewEvent, InputError> {
     let at = |f: &str| format!("{prefix}{f}");
     let kind = kind_of(&e.kind).ok_or_else(|| {
-        let allowed: Vec<&str> = EVENT_TYPES.iter().map(|(t, _)| *t).collect();
         InputError::invalid(
             at("type"),
             format!(
                 "{}: {:?} must be one of: {}",
                 at("type"),
                 e.kind,
-                allowed.join(", ")
+                names_in(EVENT_TYPES)
             ),
         )
     })?;
@@ -261,11 +260,23 @@ impl ListParams {
                 "custom" => Kind::ALL
                     .iter()
                     .copied()
-                    .filter(|k| !matches!(k, Kind::LlmCall | Kind::LlmResponse | Kind::ToolCall | Kind::Error | Kind::ToolError))
+                    .filter(|k| {
+                        !matches!(
+                            k,
+                            Kind::LlmCall
+                                | Kind::LlmResponse
+                                | Kind::ToolCall
+                                | Kind::Error
+                                | Kind::ToolError
+                        )
+                    })
                     .collect(),
                 "error" => vec![Kind::Error, Kind::ToolError],
                 other => vec![kind_of(other).ok_or_else(|| {
-                    InputError::invalid("type", format!("type: {other:?} must be one of: prompt, completion, tool_call, error, custom"))
+                    InputError::invalid(
+                        "type",
+                        format!("type: {other:?} must be one of: {}", names_in(EVENT_TYPES)),
+                    )
                 })?],
             },
         };

@@ -12,7 +12,7 @@ use agentledger_dialects::agentlens::{
 };
 use agentledger_dialects::native::ErrorBody;
 
-use super::ingest::{append, counted, event_id};
+use super::shared::{append, counted, fetch_event};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -91,10 +91,6 @@ pub async fn get_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EventOut>, ApiError> {
-    let ev = st
-        .store
-        .get_event(&caller.project, event_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound("event not found"))?;
+    let ev = fetch_event(&st, &caller, &id).await?;
     Ok(Json(ev.into()))
 }

@@ -10,7 +10,7 @@ use agentledger_dialects::fabraix::{self, EventResponse, RegisterResponse};
 use agentledger_dialects::native::ErrorBody;
 use agentledger_store::NewSession;
 
-use super::ingest::{append, counted};
+use super::shared::{append_one, counted};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -90,17 +90,13 @@ pub async fn event(
             ))?;
         let agent = agentledger_core::AgentId::parse(session.agent_id)
             .map_err(|e| ApiError::Internal(format!("stored agent id is invalid: {e}")))?;
-        let out = append(
+        let first = append_one(
             &st,
             &caller,
             Dialect::Fabraix,
-            vec![ev.into_new_event(session_id, agent)],
+            ev.into_new_event(session_id, agent),
         )
         .await?;
-        let first = out
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("append returned nothing".into()))?;
         Ok(EventResponse {
             event_id: first.id.to_uuid_string(),
             timestamp: first.server_ts.as_unix_seconds_f64(),

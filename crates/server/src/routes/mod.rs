@@ -3,11 +3,11 @@
 
 pub mod agentlens;
 pub mod fabraix;
-pub mod ingest;
 pub mod native;
 pub mod ops;
 pub mod realm;
 pub mod secureagentics;
+pub mod shared;
 
 use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};

@@ -15,7 +15,7 @@ use agentledger_dialects::native::{
 };
 use agentledger_store::{NewSession, verify::verify_session};
 
-use super::ingest::{append, counted, event_id};
+use super::shared::{append, counted, fetch_event};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -102,12 +102,7 @@ pub async fn get_event(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EventOut>, ApiError> {
-    let id = event_id(&id)?;
-    let ev = st
-        .store
-        .get_event(&caller.project, id)
-        .await?
-        .ok_or(ApiError::NotFound("event not found"))?;
+    let ev = fetch_event(&st, &caller, &id).await?;
     Ok(Json(ev.into()))
 }
 

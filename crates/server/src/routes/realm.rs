@@ -10,7 +10,7 @@ use agentledger_core::{AgentId, Dialect, SessionId};
 use agentledger_dialects::native::ErrorBody;
 use agentledger_dialects::realm::{self, BatchResponse, EventOut, UNKNOWN_AGENT};
 
-use super::ingest::{append, counted, event_id};
+use super::shared::{append, append_one, counted, fetch_event};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -56,11 +56,7 @@ pub async fn create(
         let session = realm::session_param(&session_id)?;
         let agent = agent_of(&st, &caller, &session).await?;
         let ev = realm::parse_event(&session, &agent, &body)?;
-        let out = append(&st, &caller, Dialect::Realm, vec![ev.clone()]).await?;
-        let first = out
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("append returned nothing".into()))?;
+        let first = append_one(&st, &caller, Dialect::Realm, ev.clone()).await?;
         Ok(EventOut::created(ev, first.id, first.server_ts))
     }
     .await;
@@ -109,10 +105,6 @@ pub async fn get_one(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EventOut>, ApiError> {
-    let ev = st
-        .store
-        .get_event(&caller.project, event_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound("event not found"))?;
+    let ev = fetch_event(&st, &caller, &id).await?;
     Ok(Json(EventOut::from_event(ev)))
 }

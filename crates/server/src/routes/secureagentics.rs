@@ -10,7 +10,7 @@ use agentledger_core::Dialect;
 use agentledger_dialects::native::ErrorBody;
 use agentledger_dialects::secureagentics::{self, BatchResponse, EventList, EventOut, ListParams};
 
-use super::ingest::{append, counted};
+use super::shared::{append, append_one, counted};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -43,11 +43,7 @@ pub async fn send(
     let r = async {
         let agent = secureagentics::agent_param(&id)?;
         let ev = secureagentics::parse_event(&agent, &body)?;
-        let out = append(&st, &caller, Dialect::Secureagentics, vec![ev.clone()]).await?;
-        let first = out
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("append returned nothing".into()))?;
+        let first = append_one(&st, &caller, Dialect::Secureagentics, ev.clone()).await?;
         Ok(EventOut::created(ev, first.id, first.server_ts))
     }
     .await;

@@ -1,6 +1,7 @@
-//! What every dialect's write route shares: append, count, and count refusals.
+//! What every dialect's routes share: append and count, count refusals, and
+//! find an event by any rendering of its id.
 
-use agentledger_core::{Dialect, EventId, NewEvent};
+use agentledger_core::{Dialect, Event, EventId, NewEvent};
 use agentledger_store::AppendedEvent;
 
 use crate::auth::Caller;
@@ -18,6 +19,28 @@ pub async fn append(
     let out = st.store.append(&caller.project, events).await?;
     st.metrics.ingested(dialect.as_str(), n);
     Ok(out)
+}
+
+/// Append one event; its place in the chain.
+pub async fn append_one(
+    st: &AppState,
+    caller: &Caller,
+    dialect: Dialect,
+    event: NewEvent,
+) -> Result<AppendedEvent, ApiError> {
+    append(st, caller, dialect, vec![event])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("append returned no event".into()))
+}
+
+/// The caller's event named by `id` in any rendering, or 404.
+pub async fn fetch_event(st: &AppState, caller: &Caller, id: &str) -> Result<Event, ApiError> {
+    st.store
+        .get_event(&caller.project, event_id(id)?)
+        .await?
+        .ok_or(ApiError::NotFound("event not found"))
 }
 
 /// Count a refused write under its dialect and reason, passing the result on.
