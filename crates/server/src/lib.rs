@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod error;
+pub mod extract;
 pub mod metrics;
 pub mod routes;
 pub mod startup;

@@ -100,6 +100,7 @@ impl Application {
         let router = routes::router()
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))
             .fallback(|| async { ApiError::NotFound("no such route").into_response() })
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
             .with_state(state);
         tracing::info!(%addr, db = %cfg.db.display(), ms = started.elapsed().as_millis() as u64, "agentledger ready");
         Ok(Application {

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
@@ -16,6 +16,7 @@ use super::shared::{append, counted, fetch_event};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
+use crate::extract::{PathParam, QueryParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -65,7 +66,7 @@ pub async fn ingest(
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
-    Query(p): Query<EventsParams>,
+    QueryParams(p): QueryParams<EventsParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let q = p.to_query()?;
     let offset = q.offset;
@@ -89,7 +90,7 @@ pub async fn list(
 pub async fn get_one(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<EventOut>, ApiError> {
     let ev = fetch_event(&st, &caller, &id).await?;
     Ok(Json(ev.into()))

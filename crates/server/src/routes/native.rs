@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,7 @@ use super::shared::{append, counted, fetch_event};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
+use crate::extract::{PathParam, QueryParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -79,7 +80,7 @@ pub async fn ingest(
 pub async fn list_events(
     State(st): State<AppState>,
     caller: Caller,
-    Query(p): Query<EventsParams>,
+    QueryParams(p): QueryParams<EventsParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let page = st
         .store
@@ -94,13 +95,13 @@ pub async fn list_events(
 
 /// Get one event
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "native",
-    params(("id" = String, Path, description = "Event id (ULID)")),
+    params(("id" = String, Path, description = "Event id in any form: ULID, UUID, evt_…, event_…")),
     responses((status = 200, body = EventOut), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn get_event(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<EventOut>, ApiError> {
     let ev = fetch_event(&st, &caller, &id).await?;
     Ok(Json(ev.into()))
@@ -143,7 +144,7 @@ pub async fn create_session(
 pub async fn list_sessions(
     State(st): State<AppState>,
     caller: Caller,
-    Query(p): Query<SessionsParams>,
+    QueryParams(p): QueryParams<SessionsParams>,
 ) -> Result<Json<SessionList>, ApiError> {
     let page = st
         .store
@@ -164,7 +165,7 @@ pub async fn list_sessions(
 pub async fn get_session(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<SessionOut>, ApiError> {
     let s = st
         .store
@@ -186,7 +187,7 @@ pub async fn get_session(
 pub async fn verify(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<VerifyOut>, ApiError> {
     let report = verify_session(st.store.as_ref(), &caller.project, &id)
         .await?
@@ -207,7 +208,7 @@ pub async fn verify(
 pub async fn export(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     if st.store.get_session(&caller.project, &id).await?.is_none() {
         return Err(ApiError::NotFound("session not found"));

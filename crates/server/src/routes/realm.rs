@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
@@ -14,6 +14,7 @@ use super::shared::{append, append_one, counted, fetch_event};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
+use crate::extract::PathParam;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -49,7 +50,7 @@ async fn agent_of(
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
-    Path(session_id): Path<String>,
+    PathParam(session_id): PathParam<String>,
     JsonBytes(body): JsonBytes,
 ) -> Result<(StatusCode, Json<EventOut>), ApiError> {
     let r = async {
@@ -73,7 +74,7 @@ pub async fn create(
 pub async fn create_batch(
     State(st): State<AppState>,
     caller: Caller,
-    Path(session_id): Path<String>,
+    PathParam(session_id): PathParam<String>,
     JsonBytes(body): JsonBytes,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let r = async {
@@ -103,7 +104,7 @@ pub async fn create_batch(
 pub async fn get_one(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Json<EventOut>, ApiError> {
     let ev = fetch_event(&st, &caller, &id).await?;
     Ok(Json(EventOut::from_event(ev)))

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
@@ -14,6 +14,7 @@ use super::shared::{append, append_one, counted};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
+use crate::extract::{PathParam, QueryParams};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -37,7 +38,7 @@ pub fn router() -> Router<AppState> {
 pub async fn send(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBytes(body): JsonBytes,
 ) -> Result<(StatusCode, Json<EventOut>), ApiError> {
     let r = async {
@@ -65,7 +66,7 @@ pub async fn send(
 pub async fn send_batch(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
     JsonBytes(body): JsonBytes,
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let r = async {
@@ -96,8 +97,8 @@ pub async fn send_batch(
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(p): Query<ListParams>,
+    PathParam(id): PathParam<String>,
+    QueryParams(p): QueryParams<ListParams>,
 ) -> Result<Json<EventList>, ApiError> {
     let agent = secureagentics::agent_param(&id)?;
     let page = st

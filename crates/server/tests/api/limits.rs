@@ -162,6 +162,35 @@ async fn unknown_ids_and_routes_are_404() {
 }
 
 #[tokio::test]
+async fn malformed_query_path_and_method_get_the_error_envelope() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/v1/events?limit=abc",
+        "/api/v1/sessions?limit=-1",
+        "/api/events?offset=-1",
+        "/v1/agents/agt_x/events?limit=99999999999",
+        "/api/v1/events/%FF%FE",
+        "/v1/events/%FF",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let b: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: not JSON: {e}"));
+        assert_eq!(b["error"]["type"], "validation_error", "{path}: {b}");
+    }
+    let r = app
+        .client
+        .delete(app.url("/api/v1/events"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+}
+
+#[tokio::test]
 async fn bad_query_parameters_are_400() {
     let app = spawn_app().await;
     for q in [
