@@ -88,6 +88,10 @@ impl Inserter {
                 &h[..],
                 &h[..],
                 &h[..],
+                Option::<&str>::None,
+                Option::<i64>::None,
+                Option::<i64>::None,
+                Option::<f64>::None,
             ])?;
         let rowid = self.conn.last_insert_rowid();
         self.conn

@@ -90,6 +90,8 @@ string_enum!(
         AlertTriggered => "alert_triggered",
         AlertResolved => "alert_resolved",
         Custom => "custom",
+        Agent => "agent",
+        Guardrail => "guardrail",
     }
 );
 
@@ -129,7 +131,7 @@ mod tests {
 
     #[test]
     fn names_roundtrip() {
-        assert_eq!(Kind::ALL.len(), 26);
+        assert_eq!(Kind::ALL.len(), 28);
         for k in Kind::ALL {
             assert_eq!(k.as_str().parse::<Kind>().unwrap(), *k);
             assert_eq!(Kind::from_code(k.code()), Some(*k));

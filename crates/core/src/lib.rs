@@ -9,6 +9,7 @@ pub mod kind;
 pub mod payload;
 pub mod query;
 pub mod time;
+pub mod usage;
 
 pub use chain::{ChainVerifier, VerifyReport};
 pub use event::{Event, ExportLine, NewEvent, Session, SessionStatus};

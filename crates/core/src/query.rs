@@ -48,6 +48,8 @@ pub struct EventQuery {
     /// Restrict to these source types (the dialect's own type names).
     pub source_types: Vec<String>,
     pub dialect: Option<crate::Dialect>,
+    /// Only events whose usage names this model (see [`crate::usage`]).
+    pub model: Option<String>,
     pub order: Order,
     pub limit: u32,
     pub cursor: Option<Cursor>,
@@ -55,6 +57,27 @@ pub struct EventQuery {
     pub offset: u64,
     /// Skip counting the total (cheaper); `total` is then `None`.
     pub skip_total: bool,
+}
+
+/// How usage sums are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Model,
+    Agent,
+    Session,
+    Kind,
+}
+
+/// Token and cost sums over the events that carry usage, for one group (or
+/// all, when `group` is `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub group: Option<String>,
+    /// Events that carried any usage figure.
+    pub events: u64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
 }
 
 #[derive(Debug, Clone)]

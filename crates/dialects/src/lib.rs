@@ -7,6 +7,7 @@ pub mod common;
 pub mod error;
 pub mod fabraix;
 pub mod native;
+pub mod otlp;
 pub mod realm;
 pub mod secureagentics;
 

@@ -9,7 +9,9 @@ use agentledger_core::event::empty_object;
 use agentledger_core::{AgentId, Dialect, Kind, Micros, NewEvent, SessionId, Severity};
 
 use crate::verify::verify_session;
-use crate::{Cursor, EventQuery, EventStore, NewSession, Order, ProjectRef, SessionQuery};
+use crate::{
+    Cursor, EventQuery, EventStore, NewSession, Order, ProjectRef, SessionQuery, UsageGroup,
+};
 
 pub fn event(session: &str, kind: Kind, payload: &str) -> NewEvent {
     NewEvent {
@@ -355,4 +357,79 @@ pub async fn keys_authenticate_and_revoke(store: &dyn EventStore) {
     assert!(!store.revoke_key(&info.id).await.expect("revoke again"));
     assert!(store.authenticate(hash).await.expect("auth").is_none());
     assert_eq!(store.count_keys().await.expect("count"), 1);
+}
+
+pub async fn usage_is_filtered_and_summed(store: &dyn EventStore) {
+    let p = project(store, "usage").await;
+    let other = project(store, "usage-other").await;
+    let resp = |model: &str, i: u32, o: u32, cost: f64| {
+        format!(
+            r#"{{"callId":"c","provider":"p","model":"{model}","completion":"x","finishReason":"stop",
+            "usage":{{"inputTokens":{i},"outputTokens":{o}}},"costUsd":{cost},"latencyMs":1}}"#
+        )
+    };
+    let events = vec![
+        event("u1", Kind::LlmResponse, &resp("gpt-4o", 100, 10, 0.5)),
+        event("u1", Kind::LlmResponse, &resp("gpt-4o", 50, 5, 0.25)),
+        event("u2", Kind::LlmResponse, &resp("claude", 7, 3, 1.0)),
+        event(
+            "u2",
+            Kind::ToolCall,
+            r#"{"model":"gpt-4o","input_tokens":999}"#,
+        ),
+    ];
+    store.append(&p, events).await.expect("append");
+    store
+        .append(
+            &other,
+            vec![event("u1", Kind::LlmResponse, &resp("gpt-4o", 1, 1, 9.0))],
+        )
+        .await
+        .expect("append other");
+
+    let all = store
+        .usage(&p, EventQuery::default(), None)
+        .await
+        .expect("usage");
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        (all[0].events, all[0].input_tokens, all[0].output_tokens),
+        (3, 157, 18)
+    );
+    assert!((all[0].cost_usd - 1.75).abs() < 1e-9);
+
+    let by_model = store
+        .usage(&p, EventQuery::default(), Some(UsageGroup::Model))
+        .await
+        .expect("usage by model");
+    assert_eq!(by_model[0].group.as_deref(), Some("claude"));
+    assert_eq!(by_model[1].group.as_deref(), Some("gpt-4o"));
+    assert_eq!(by_model[1].input_tokens, 150);
+
+    let by_session = store
+        .usage(
+            &p,
+            EventQuery {
+                model: Some("gpt-4o".into()),
+                ..Default::default()
+            },
+            Some(UsageGroup::Session),
+        )
+        .await
+        .expect("usage by session");
+    assert_eq!(by_session.len(), 1);
+    assert_eq!(by_session[0].group.as_deref(), Some("u1"));
+
+    let page = store
+        .query_events(
+            &p,
+            EventQuery {
+                model: Some("gpt-4o".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query by model");
+    assert_eq!(page.events.len(), 2, "tool_call payloads carry no usage");
 }

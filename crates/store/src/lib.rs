@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use agentledger_core::{AgentId, Event, EventId, Micros, NewEvent, ProjectId, Session, SessionId};
 
 pub use agentledger_core::query::{
-    Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery,
+    Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery, UsageGroup, UsageRow,
 };
 
 /// A project as seen by callers: its internal id and its name.
@@ -107,6 +107,14 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> StoreResult<SessionPage>;
 
     async fn query_events(&self, project: &ProjectRef, q: EventQuery) -> StoreResult<EventPage>;
+    /// Token and cost sums over the events matching `q` (its paging fields are
+    /// ignored), optionally grouped; at most 1,000 groups, largest cost first.
+    async fn usage(
+        &self,
+        project: &ProjectRef,
+        q: EventQuery,
+        group: Option<UsageGroup>,
+    ) -> StoreResult<Vec<UsageRow>>;
     async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>>;
     /// Events of one session with seq > `after_seq`, in seq order.
     async fn session_events(

@@ -15,13 +15,15 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use agentledger_core::{Event, EventId, Micros, NewEvent, ProjectId, Session};
+use agentledger_core::{Event, EventId, Kind, Micros, NewEvent, ProjectId, Session};
 
 use crate::{
     ApiKeyInfo, AppendedEvent, EventStore, NewSession, ProjectRef, StoreError, StoreResult,
     WriterObserver,
 };
-use crate::{Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery};
+use crate::{
+    Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery, UsageGroup, UsageRow,
+};
 use rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
 use writer::{Cmd, Writer};
 
@@ -232,6 +234,10 @@ fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND e.dialect = ?");
         p.push(Value::Integer(d.code() as i64));
     }
+    if let Some(m) = &q.model {
+        sql.push_str(" AND e.model = ?");
+        p.push(Value::Text(m.clone()));
+    }
     if let Some(f) = q.from {
         sql.push_str(" AND e.ts >= ?");
         p.push(Value::Integer(f.0));
@@ -245,6 +251,50 @@ fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
         p.push(Value::Text(m));
     }
     (sql, p)
+}
+
+/// Sums of tokens and cost over the events matching `q` that carry usage.
+fn usage_sync(
+    conn: &Connection,
+    project: &ProjectRef,
+    q: &EventQuery,
+    group: Option<UsageGroup>,
+) -> rusqlite::Result<Vec<UsageRow>> {
+    let (filters, params) = event_filters(project.id, q);
+    let key = match group {
+        None => "NULL",
+        Some(UsageGroup::Model) => "e.model",
+        Some(UsageGroup::Agent) => "e.agent_id",
+        Some(UsageGroup::Session) => "s.id",
+        Some(UsageGroup::Kind) => "e.kind",
+    };
+    let sql = format!(
+        "SELECT {key}, count(*), coalesce(sum(e.input_tokens), 0), \
+         coalesce(sum(e.output_tokens), 0), coalesce(sum(e.cost_usd), 0.0) \
+         FROM {EVENT_FROM} WHERE {filters} AND (e.model IS NOT NULL OR e.input_tokens IS NOT NULL \
+         OR e.output_tokens IS NOT NULL OR e.cost_usd IS NOT NULL) \
+         GROUP BY 1 ORDER BY 5 DESC, 3 DESC LIMIT 1000"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(params.iter()), |r| {
+        let group = match group {
+            Some(UsageGroup::Kind) => r
+                .get::<_, Option<i64>>(0)?
+                .and_then(|c| u8::try_from(c).ok())
+                .and_then(Kind::from_code)
+                .map(|k| k.as_str().to_owned()),
+            None => None,
+            Some(_) => r.get::<_, Option<String>>(0)?,
+        };
+        Ok(UsageRow {
+            group,
+            events: r.get::<_, i64>(1)? as u64,
+            input_tokens: r.get(2)?,
+            output_tokens: r.get(3)?,
+            cost_usd: r.get(4)?,
+        })
+    })?;
+    rows.collect()
 }
 
 fn query_events_sync(
@@ -486,6 +536,16 @@ impl EventStore for SqliteStore {
     async fn query_events(&self, project: &ProjectRef, q: EventQuery) -> StoreResult<EventPage> {
         let project = project.clone();
         self.read(move |c| query_events_sync(c, &project, &q)).await
+    }
+
+    async fn usage(
+        &self,
+        project: &ProjectRef,
+        q: EventQuery,
+        group: Option<UsageGroup>,
+    ) -> StoreResult<Vec<UsageRow>> {
+        let project = project.clone();
+        self.read(move |c| usage_sync(c, &project, &q, group)).await
     }
 
     async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>> {

@@ -65,6 +65,14 @@ const MIGRATIONS: &[&str] = &[
         payload, content='events', content_rowid='rowid', tokenize='unicode61'
     );
     "#,
+    // 2: model usage read out of payloads, for filtering and sums.
+    r#"
+    ALTER TABLE events ADD COLUMN model TEXT;
+    ALTER TABLE events ADD COLUMN input_tokens INTEGER;
+    ALTER TABLE events ADD COLUMN output_tokens INTEGER;
+    ALTER TABLE events ADD COLUMN cost_usd REAL;
+    CREATE INDEX events_project_model_ts ON events(project_id, model, ts) WHERE model IS NOT NULL;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

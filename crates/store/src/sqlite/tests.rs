@@ -45,6 +45,12 @@ async fn conformance_keys() {
 }
 
 #[tokio::test]
+async fn conformance_usage() {
+    let d = tempfile::tempdir().unwrap();
+    c::usage_is_filtered_and_summed(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn reopen_continues_the_chain() {
     let d = tempfile::tempdir().unwrap();
     let store = open(&d);

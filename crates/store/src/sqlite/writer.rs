@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use agentledger_core::chain::{HashInput, sha256};
+use agentledger_core::usage::Usage;
 use agentledger_core::{EventId, Kind, Micros, NewEvent, Session};
 
 use super::rows::{SESSION_COLS, session_from_row};
@@ -33,8 +34,9 @@ const HEAD_CACHE: usize = 100_000;
 /// The statement that stores one event (shared with the benchmark's ceiling).
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, project_id, session_ref, seq, \
     agent_id, kind, source_type, dialect, severity, client_ts, server_ts, payload, metadata, \
-    payload_sha256, prev_hash, hash) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+    payload_sha256, prev_hash, hash, model, input_tokens, output_tokens, cost_usd) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+    ?19, ?20)";
 /// The statement that indexes one event's payload for full-text search.
 pub const INSERT_FTS_SQL: &str = "INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)";
 
@@ -323,6 +325,7 @@ impl Writer {
                 prev_hash: head.hash.as_ref(),
             }
             .hash();
+            let usage = Usage::of(ev.kind, payload).unwrap_or_default();
             self.conn
                 .prepare_cached(INSERT_EVENT_SQL)
                 .and_then(|mut st| {
@@ -343,6 +346,10 @@ impl Writer {
                         &payload_sha256[..],
                         head.hash.as_ref().map(|h| &h[..]),
                         &hash[..],
+                        usage.model,
+                        usage.input_tokens,
+                        usage.output_tokens,
+                        usage.cost_usd,
                     ])
                 })
                 .map_err(storage)?;
