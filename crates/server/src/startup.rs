@@ -23,8 +23,11 @@ use crate::error::ApiError;
 
 /// Compiled Fabraix schemas kept in memory.
 const SCHEMA_CACHE_ENTRIES: usize = 1024;
+/// Trace ids whose session an OTLP span named, remembered for later requests.
+const TRACE_SESSION_ENTRIES: usize = 100_000;
 use crate::metrics::{CommitObserver, Metrics};
 use crate::routes;
+use crate::routes::otlp::TraceSessions;
 use crate::state::AppState;
 
 /// Everything `serve` needs (each field is a CLI flag and an AGENTLEDGER_* variable).
@@ -96,6 +99,7 @@ impl Application {
             store: store.clone(),
             metrics,
             schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_ENTRIES)),
+            traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
         };
         let router = routes::router()
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))

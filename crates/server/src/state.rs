@@ -6,6 +6,7 @@ use agentledger_dialects::fabraix::SchemaCache;
 use agentledger_store::EventStore;
 
 use crate::metrics::Metrics;
+use crate::routes::otlp::TraceSessions;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,4 +14,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Compiled Fabraix JSON Schemas, by schema hash.
     pub schemas: Arc<SchemaCache>,
+    /// OTLP: sessions learnt per trace id.
+    pub traces: Arc<TraceSessions>,
 }

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use agentledger_core::limits::{MAX_BATCH_EVENTS, MAX_SYSTEM_PROMPT_BYTES};
-use agentledger_core::query::{Cursor, EventQuery, Order, SessionQuery};
+use agentledger_core::query::{Cursor, EventQuery, Order, SessionQuery, UsageGroup, UsageRow};
 use agentledger_core::{
     AgentId, Dialect, Event, Micros, NewEvent, Session, SessionId, SessionStatus, VerifyReport,
 };
@@ -148,6 +148,11 @@ pub struct EventsParams {
     pub to: Option<String>,
     /// Full-text search over payloads; every word must occur.
     pub q: Option<String>,
+    /// Only events whose usage names this model (response model, else request model).
+    pub model: Option<String>,
+    /// Only events that arrived through this API: native, fabraix, agentlens,
+    /// secureagentics, realm or otlp.
+    pub dialect: Option<String>,
     /// asc or desc (default desc; within one session: seq order).
     pub order: Option<String>,
     /// Page size, 1..=500 (default 50).
@@ -420,12 +425,103 @@ impl EventsParams {
             from: time_param("from", &self.from)?,
             to: time_param("to", &self.to)?,
             text: text_param(&self.q)?,
+            model: self.model.clone(),
+            dialect: dialect_param(&self.dialect)?,
             order: order_param(&self.order)?,
             limit: limit_param(self.limit)?,
             cursor: cursor_param(&self.cursor)?,
             ..Default::default()
         })
     }
+}
+
+/// Filters and grouping of `GET /api/v1/usage`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    pub session_id: Option<String>,
+    pub agent_id: Option<String>,
+    /// Comma-separated kinds (e.g. llm_response to avoid counting cost_tracked twice).
+    pub kind: Option<String>,
+    pub model: Option<String>,
+    pub dialect: Option<String>,
+    /// RFC 3339 lower bound (inclusive) on the event time.
+    pub from: Option<String>,
+    /// RFC 3339 upper bound (inclusive) on the event time.
+    pub to: Option<String>,
+    /// model, agent, session or kind (default: one total).
+    pub group_by: Option<String>,
+}
+
+impl UsageParams {
+    pub fn to_query(&self) -> Result<(EventQuery, Option<UsageGroup>), InputError> {
+        let group = match self.group_by.as_deref() {
+            None | Some("") => None,
+            Some("model") => Some(UsageGroup::Model),
+            Some("agent") => Some(UsageGroup::Agent),
+            Some("session") => Some(UsageGroup::Session),
+            Some("kind") => Some(UsageGroup::Kind),
+            Some(_) => {
+                return Err(InputError::invalid(
+                    "group_by",
+                    "group_by: must be one of: model, agent, session, kind",
+                ));
+            }
+        };
+        let q = EventQuery {
+            session_id: self.session_id.clone(),
+            agent_id: self.agent_id.clone(),
+            kinds: comma_list("kind", &self.kind)?,
+            model: self.model.clone(),
+            dialect: dialect_param(&self.dialect)?,
+            from: time_param("from", &self.from)?,
+            to: time_param("to", &self.to)?,
+            skip_total: true,
+            ..Default::default()
+        };
+        Ok((q, group))
+    }
+}
+
+/// `GET /api/v1/usage`: token and cost sums.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    /// What the rows are grouped by, or null for one total.
+    pub group_by: Option<String>,
+    /// Largest cost first; at most 1,000.
+    pub rows: Vec<UsageRowOut>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageRowOut {
+    /// The model, agent, session or kind; null for the total (or events without a model).
+    pub group: Option<String>,
+    /// Events that carried usage.
+    pub events: u64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub total_tokens: i64,
+    pub cost_usd: f64,
+}
+
+impl From<UsageRow> for UsageRowOut {
+    fn from(r: UsageRow) -> Self {
+        UsageRowOut {
+            group: r.group,
+            events: r.events,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            total_tokens: r.input_tokens.saturating_add(r.output_tokens),
+            cost_usd: r.cost_usd,
+        }
+    }
+}
+
+pub fn dialect_param(v: &Option<String>) -> Result<Option<Dialect>, InputError> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| field("dialect", s.parse::<Dialect>()))
+        .transpose()
 }
 
 impl SessionsParams {

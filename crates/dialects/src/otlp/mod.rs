@@ -22,6 +22,9 @@ use agentledger_core::NewEvent;
 
 use crate::InputError;
 
+/// The generated OTLP types, for clients of this module.
+pub use opentelemetry_proto::tonic as proto;
+
 pub use logs::map_logs;
 pub use spans::map_traces;
 

@@ -5,6 +5,7 @@ pub mod agentlens;
 pub mod fabraix;
 pub mod native;
 pub mod ops;
+pub mod otlp;
 pub mod realm;
 pub mod secureagentics;
 pub mod shared;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .merge(agentlens::router())
         .merge(secureagentics::router())
         .merge(realm::router())
+        .merge(otlp::router())
         .merge(ops::router())
 }
 
@@ -36,11 +38,12 @@ pub fn router() -> Router<AppState> {
     paths(
         native::ingest, native::list_events, native::get_event,
         native::create_session, native::list_sessions, native::get_session,
-        native::verify, native::export, ops::metrics,
+        native::verify, native::export, native::usage, ops::metrics,
         fabraix::register, fabraix::event,
         agentlens::ingest, agentlens::list, agentlens::get_one,
         secureagentics::send, secureagentics::send_batch, secureagentics::list,
         realm::create, realm::create_batch, realm::get_one,
+        otlp::traces, otlp::logs,
     ),
     modifiers(&Security),
     tags((name = "native", description = "agentledger's own API"),
@@ -48,6 +51,7 @@ pub fn router() -> Router<AppState> {
          (name = "agentlens", description = "AgentLens-compatible API (base URL http://HOST:3400)"),
          (name = "secureagentics", description = "Secureagentics-compatible API (base URL http://HOST:3400/v1)"),
          (name = "realm", description = "Realm-compatible API (base URL http://HOST:3400/v1)"),
+         (name = "otlp", description = "OpenTelemetry OTLP/HTTP intake (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:3400)"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub struct ApiDoc;

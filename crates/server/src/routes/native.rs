@@ -11,7 +11,7 @@ use axum::routing::get;
 use agentledger_core::Dialect;
 use agentledger_dialects::native::{
     self, ErrorBody, EventList, EventOut, EventsParams, IngestResponse, IngestedEvent, SessionList,
-    SessionOut, SessionsParams, VerifyOut,
+    SessionOut, SessionsParams, UsageParams, UsageReport, UsageRowOut, VerifyOut,
 };
 use agentledger_store::{NewSession, verify::verify_session};
 
@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/verify", get(verify))
         .route("/api/v1/sessions/{id}/export", get(export))
         .route("/api/v1/events", get(list_events).post(ingest))
+        .route("/api/v1/usage", get(usage))
         .route("/api/v1/events/{id}", get(get_event))
 }
 
@@ -90,6 +91,27 @@ pub async fn list_events(
         events: page.events.into_iter().map(EventOut::from).collect(),
         total: page.total.unwrap_or(0),
         next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+/// Sum tokens and cost
+///
+/// Over the events that carry model usage (LLM calls and responses, cost
+/// records, embeddings, agent spans), with the same filters as event queries,
+/// optionally grouped by model, agent, session or kind.
+#[utoipa::path(get, path = "/api/v1/usage", tag = "native", params(UsageParams),
+    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn usage(
+    State(st): State<AppState>,
+    caller: Caller,
+    QueryParams(p): QueryParams<UsageParams>,
+) -> Result<Json<UsageReport>, ApiError> {
+    let (q, group) = p.to_query()?;
+    let rows = st.store.usage(&caller.project, q, group).await?;
+    Ok(Json(UsageReport {
+        group_by: p.group_by.filter(|g| !g.is_empty()),
+        rows: rows.into_iter().map(UsageRowOut::from).collect(),
     }))
 }
 

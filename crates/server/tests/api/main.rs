@@ -8,6 +8,8 @@ mod helpers;
 mod ingest;
 mod limits;
 mod ops;
+mod otel_sdk;
+mod otlp;
 mod query;
 mod sessions;
 mod verify;
