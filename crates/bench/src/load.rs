@@ -11,7 +11,11 @@ use reqwest::Client;
 
 use agentledger::{Application, ServeConfig};
 
-use crate::events::{agentlens_batch_body, batch_body, fabraix_event_body, standard_event};
+use bytes::Bytes;
+
+use crate::events::{
+    agentlens_batch_body, batch_body, fabraix_event_body, otlp_traces_body, standard_event,
+};
 use crate::report::Row;
 
 const SESSIONS: u64 = 100;
@@ -129,19 +133,28 @@ impl Server {
 struct Target {
     path: &'static str,
     ok: u16,
+    content_type: &'static str,
 }
 
 const NATIVE: Target = Target {
     path: "/api/v1/events",
     ok: 201,
+    content_type: "application/json",
 };
 const AGENTLENS: Target = Target {
     path: "/api/events",
     ok: 201,
+    content_type: "application/json",
+};
+const OTLP: Target = Target {
+    path: "/v1/traces",
+    ok: 200,
+    content_type: "application/x-protobuf",
 };
 const FABRAIX: Target = Target {
     path: "/v1/event",
     ok: 200,
+    content_type: "application/json",
 };
 
 /// Post `bodies` round-robin from `clients` tasks until `requests` are done.
@@ -150,10 +163,11 @@ const FABRAIX: Target = Target {
 async fn drive(
     server: &Server,
     target: Target,
-    bodies: Arc<Vec<String>>,
+    bodies: Arc<Vec<Bytes>>,
     requests: u64,
     clients: usize,
 ) -> Result<(Duration, Vec<Duration>), String> {
+    let content_type = target.content_type;
     let client = Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
@@ -182,7 +196,7 @@ async fn drive(
                 let t = Instant::now();
                 let r = client
                     .post(&url)
-                    .header("content-type", "application/json")
+                    .header("content-type", content_type)
                     .header("authorization", format!("Bearer {key}"))
                     .body(body)
                     .send()
@@ -217,7 +231,14 @@ pub async fn native_batches(
         .map(|k| batch_body(k * batch, batch, SESSIONS))
         .collect();
     let bytes = bodies[0].len() as u64 * requests;
-    let (elapsed, lat) = drive(&server, NATIVE, Arc::new(bodies), requests, clients).await?;
+    let (elapsed, lat) = drive(
+        &server,
+        NATIVE,
+        Arc::new(bodies.into_iter().map(Bytes::from).collect()),
+        requests,
+        clients,
+    )
+    .await?;
     let stopped = server.stop()?;
     let n = requests * batch;
     let mut row = Row::throughput(
@@ -241,7 +262,14 @@ pub async fn native_singles(dir: &Path, events: u64, clients: usize) -> Result<R
         .map(|i| format!(r#"{{"events":[{}]}}"#, standard_event(i, SESSIONS)))
         .collect();
     let bytes = bodies[0].len() as u64 * events;
-    let (elapsed, lat) = drive(&server, NATIVE, Arc::new(bodies), events, clients).await?;
+    let (elapsed, lat) = drive(
+        &server,
+        NATIVE,
+        Arc::new(bodies.into_iter().map(Bytes::from).collect()),
+        events,
+        clients,
+    )
+    .await?;
     let stopped = server.stop()?;
     let mut row = Row::throughput(
         &format!("native single events, {clients} clients"),
@@ -267,7 +295,14 @@ pub async fn agentlens_batches(
         .map(|k| agentlens_batch_body(k * batch, batch, SESSIONS))
         .collect();
     let bytes = bodies[0].len() as u64 * requests;
-    let (elapsed, lat) = drive(&server, AGENTLENS, Arc::new(bodies), requests, clients).await?;
+    let (elapsed, lat) = drive(
+        &server,
+        AGENTLENS,
+        Arc::new(bodies.into_iter().map(Bytes::from).collect()),
+        requests,
+        clients,
+    )
+    .await?;
     server.stop()?;
     Ok(Row::throughput(
         &format!("AgentLens batches of {batch}, {clients} clients"),
@@ -314,7 +349,14 @@ pub async fn fabraix_singles(dir: &Path, events: u64, clients: usize) -> Result<
         .map(|i| fabraix_event_body(i, &traces[(i % SESSIONS) as usize]))
         .collect();
     let bytes = bodies[0].len() as u64 * events;
-    let (elapsed, lat) = drive(&server, FABRAIX, Arc::new(bodies), events, clients).await?;
+    let (elapsed, lat) = drive(
+        &server,
+        FABRAIX,
+        Arc::new(bodies.into_iter().map(Bytes::from).collect()),
+        events,
+        clients,
+    )
+    .await?;
     server.stop()?;
     Ok(Row::throughput(
         &format!("Fabraix single events, {clients} clients"),
@@ -324,4 +366,37 @@ pub async fn fabraix_singles(dir: &Path, events: u64, clients: usize) -> Result<
     )
     .latencies(lat)
     .note("JSON Schema validation per event (cached validator), run lookup per event"))
+}
+
+pub async fn otlp_batches(
+    dir: &Path,
+    spans: u64,
+    batch: u64,
+    clients: usize,
+) -> Result<Row, String> {
+    let server = Server::spawn(dir, "otlp")?;
+    let requests = spans.div_ceil(batch);
+    let bodies: Vec<Vec<u8>> = (0..requests.min(16))
+        .map(|k| otlp_traces_body(k * batch, batch, SESSIONS))
+        .collect();
+    let bytes = bodies[0].len() as u64 * requests;
+    let (elapsed, lat) = drive(
+        &server,
+        OTLP,
+        Arc::new(bodies.into_iter().map(Bytes::from).collect()),
+        requests,
+        clients,
+    )
+    .await?;
+    let stopped = server.stop()?;
+    let mut row = Row::throughput(
+        &format!("OTLP protobuf, {batch} spans per request, {clients} clients"),
+        requests * batch,
+        elapsed.as_secs_f64(),
+        Some(bytes),
+    )
+    .latencies(lat)
+    .note("GenAI tool spans; rate is spans/s");
+    row.peak_rss_mb = stopped.peak_rss_mb;
+    Ok(row)
 }

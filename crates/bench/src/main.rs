@@ -24,7 +24,7 @@ use report::Row;
 struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
-    /// Scenario to run: ceiling, batch, single, agentlens, fabraix, or all.
+    /// Scenario to run: ceiling, batch, single, agentlens, fabraix, otlp, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Events for the batched scenario (single-event scenario uses a quarter).
@@ -75,7 +75,15 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> Result<(), String> {
     let all = cli.scenario == "all";
-    let known = ["all", "ceiling", "batch", "single", "agentlens", "fabraix"];
+    let known = [
+        "all",
+        "ceiling",
+        "batch",
+        "single",
+        "agentlens",
+        "fabraix",
+        "otlp",
+    ];
     if !known.contains(&cli.scenario.as_str()) {
         return Err(format!(
             "unknown scenario {:?}; one of {}",
@@ -126,6 +134,11 @@ async fn run(cli: &Cli) -> Result<(), String> {
             cli.clients
         );
         let r = load::fabraix_singles(dir.path(), n, cli.clients).await?;
+        rows.push(r.with_ceiling(batch_ceiling));
+    }
+    if all || cli.scenario == "otlp" {
+        eprintln!("scenario otlp: OTLP protobuf batches of 512 GenAI spans...");
+        let r = load::otlp_batches(dir.path(), cli.events, 512, 4).await?;
         rows.push(r.with_ceiling(batch_ceiling));
     }
     report::print(&rows);
