@@ -10,6 +10,7 @@ pub mod payload;
 pub mod query;
 pub mod time;
 pub mod usage;
+pub mod verdict;
 
 pub use chain::{ChainVerifier, VerifyReport};
 pub use event::{Event, ExportLine, NewEvent, Session, SessionStatus};

@@ -1,0 +1,5 @@
+//! The policy checkpoint: detectors find secrets, personal data and prompt
+//! injection; Cedar policies turn the event, the findings and the session's
+//! history into allow / flag / deny.
+
+pub mod detect;
