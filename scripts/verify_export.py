@@ -59,8 +59,8 @@ def jcs(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def envelope(ev, payload_sha256, metadata_bytes):
-    return {
+def envelope(ev, payload_sha256, metadata_bytes, verdict_text):
+    env = {
         "v": ev["v"],
         "project": ev["project"],
         "session_id": ev["session_id"],
@@ -77,6 +77,14 @@ def envelope(ev, payload_sha256, metadata_bytes):
         "metadata_sha256": sha256_hex(metadata_bytes),
         "prev_hash": ev["prev_hash"],
     }
+    if ev["v"] >= 2:
+        # Version 2: the verdict's stored bytes, and the originals of redacted bytes.
+        env["verdict_sha256"] = (
+            None if verdict_text is None else sha256_hex(verdict_text.encode("utf-8"))
+        )
+        env["original_payload_sha256"] = ev.get("original_payload_sha256")
+        env["original_metadata_sha256"] = ev.get("original_metadata_sha256")
+    return env
 
 
 def verify(lines, expected_heads=None):
@@ -97,7 +105,7 @@ def verify(lines, expected_heads=None):
             failures.append((key[0], key[1], seq, reason))
             state[key] = None
 
-        if ev["v"] != 1:
+        if ev["v"] not in (1, 2):
             fail(ev["seq"], "unsupported envelope version %r" % ev["v"])
             continue
         if ev["seq"] != last_seq + 1:
@@ -113,7 +121,12 @@ def verify(lines, expected_heads=None):
         if ev["prev_hash"] != last_hash:
             fail(ev["seq"], "prev_hash does not match the previous event")
             continue
-        digest = sha256_hex(jcs(envelope(ev, payload_sha256, raw["metadata"].encode("utf-8"))))
+        verdict_text = raw.get("verdict")
+        if verdict_text == "null":
+            verdict_text = None
+        digest = sha256_hex(
+            jcs(envelope(ev, payload_sha256, raw["metadata"].encode("utf-8"), verdict_text))
+        )
         if digest != ev["hash"]:
             fail(ev["seq"], "hash does not match the recomputed envelope hash")
             continue

@@ -92,6 +92,11 @@ impl Inserter {
                 Option::<i64>::None,
                 Option::<i64>::None,
                 Option::<f64>::None,
+                2i64,
+                Option::<&str>::None,
+                Option::<i64>::None,
+                Option::<&[u8]>::None,
+                Option::<&[u8]>::None,
             ])?;
         let rowid = self.conn.last_insert_rowid();
         self.conn

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{Event, Micros};
 
-pub const ENVELOPE_VERSION: u32 = 1;
+/// The version new events are hashed with. Version 1 (no verdict) still verifies.
+pub const ENVELOPE_VERSION: u32 = 2;
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -38,6 +39,29 @@ struct EnvelopeV1<'a> {
     v: u32,
 }
 
+/// Version 2 adds the verdict and the originals of redacted bytes. Sorted.
+#[derive(Serialize)]
+struct EnvelopeV2<'a> {
+    agent_id: &'a str,
+    client_ts: Option<String>,
+    dialect: &'a str,
+    event_id: String,
+    kind: &'a str,
+    metadata_sha256: String,
+    original_metadata_sha256: Option<String>,
+    original_payload_sha256: Option<String>,
+    payload_sha256: String,
+    prev_hash: Option<String>,
+    project: &'a str,
+    seq: u64,
+    server_ts: String,
+    session_id: &'a str,
+    severity: &'a str,
+    source_type: &'a str,
+    v: u32,
+    verdict_sha256: Option<String>,
+}
+
 /// The fields an event hash covers. `payload_sha256` is passed in (not
 /// recomputed) so that a verifier can tell a changed payload from a changed hash.
 pub struct HashInput<'a> {
@@ -55,11 +79,40 @@ pub struct HashInput<'a> {
     pub payload_sha256: &'a [u8; 32],
     pub metadata: &'a [u8],
     pub prev_hash: Option<&'a [u8; 32]>,
+    /// 1 or 2. Version 1 ignores the fields below.
+    pub version: u32,
+    /// The stored verdict text.
+    pub verdict: Option<&'a [u8]>,
+    pub original_payload_sha256: Option<&'a [u8; 32]>,
+    pub original_metadata_sha256: Option<&'a [u8; 32]>,
 }
 
 impl HashInput<'_> {
     /// The canonical envelope bytes (exposed for docs and tests).
     pub fn envelope_bytes(&self) -> Vec<u8> {
+        if self.version >= 2 {
+            let env = EnvelopeV2 {
+                agent_id: self.agent_id,
+                client_ts: self.client_ts.map(Micros::to_rfc3339),
+                dialect: self.dialect,
+                event_id: self.event_id.to_owned(),
+                kind: self.kind,
+                metadata_sha256: hex::encode(sha256(self.metadata)),
+                original_metadata_sha256: self.original_metadata_sha256.map(hex::encode),
+                original_payload_sha256: self.original_payload_sha256.map(hex::encode),
+                payload_sha256: hex::encode(self.payload_sha256),
+                prev_hash: self.prev_hash.map(hex::encode),
+                project: self.project,
+                seq: self.seq,
+                server_ts: self.server_ts.to_rfc3339(),
+                session_id: self.session_id,
+                severity: self.severity,
+                source_type: self.source_type,
+                v: 2,
+                verdict_sha256: self.verdict.map(|v| hex::encode(sha256(v))),
+            };
+            return serde_json::to_vec(&env).unwrap_or_default();
+        }
         let env = EnvelopeV1 {
             agent_id: self.agent_id,
             client_ts: self.client_ts.map(Micros::to_rfc3339),
@@ -75,7 +128,7 @@ impl HashInput<'_> {
             session_id: self.session_id,
             severity: self.severity,
             source_type: self.source_type,
-            v: ENVELOPE_VERSION,
+            v: 1,
         };
         // Serialising a struct of strings and integers into a Vec cannot fail.
         serde_json::to_vec(&env).unwrap_or_default()
@@ -103,6 +156,10 @@ impl Event {
             payload_sha256: &self.payload_sha256,
             metadata: self.metadata.get().as_bytes(),
             prev_hash: self.prev_hash.as_ref(),
+            version: self.envelope_version,
+            verdict: self.verdict.as_ref().map(|v| v.get().as_bytes()),
+            original_payload_sha256: self.original_payload_sha256.as_ref(),
+            original_metadata_sha256: self.original_metadata_sha256.as_ref(),
         }
     }
 
@@ -257,6 +314,12 @@ mod tests {
                 metadata: empty_object(),
                 prev_hash: out.last().map(|p| p.hash),
                 hash: [0; 32],
+                envelope_version: 2,
+                verdict: (seq % 2 == 1).then(|| {
+                    RawValue::from_string(r#"{"decision":"flag","policies":["p"]}"#.into()).unwrap()
+                }),
+                original_payload_sha256: (seq == 2).then_some([9; 32]),
+                original_metadata_sha256: None,
             };
             ev.hash = ev.compute_hash();
             out.push(ev);
@@ -295,6 +358,10 @@ mod tests {
                 metadata: empty_object(),
                 prev_hash: prev,
                 hash: [0; 32],
+                envelope_version: 1,
+                verdict: None,
+                original_payload_sha256: None,
+                original_metadata_sha256: None,
             }
         };
         let t = |s: &str| Micros::parse_rfc3339(s).unwrap();

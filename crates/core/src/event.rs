@@ -21,6 +21,8 @@ pub struct NewEvent {
     pub payload: Box<RawValue>,
     /// The metadata object exactly as received (`{}` when absent).
     pub metadata: Box<RawValue>,
+    /// The policy checkpoint's verdict, set before the event is stored.
+    pub judgement: Option<crate::verdict::Judgement>,
 }
 
 /// The JSON text `{}`: metadata of an event that carried none.
@@ -47,9 +49,26 @@ pub struct Event {
     pub payload_sha256: [u8; 32],
     pub prev_hash: Option<[u8; 32]>,
     pub hash: [u8; 32],
+    /// The envelope version the hash was computed with (1 or 2).
+    pub envelope_version: u32,
+    /// The policy verdict as stored (v2; `None` when no policy ran).
+    pub verdict: Option<Box<RawValue>>,
+    /// SHA-256 of the payload / metadata as received, when redaction changed them.
+    pub original_payload_sha256: Option<[u8; 32]>,
+    pub original_metadata_sha256: Option<[u8; 32]>,
 }
 
 impl Event {
+    /// The decision of the stored verdict, if any.
+    pub fn decision(&self) -> Option<crate::verdict::Decision> {
+        #[derive(Deserialize)]
+        struct D {
+            decision: crate::verdict::Decision,
+        }
+        let v = self.verdict.as_ref()?;
+        serde_json::from_str::<D>(v.get()).ok().map(|d| d.decision)
+    }
+
     /// The time the event happened: the client's timestamp when it sent one,
     /// otherwise the time the server received it. Time filters use this.
     pub fn time(&self) -> Micros {
@@ -58,7 +77,7 @@ impl Event {
 
     pub fn to_export_line(&self) -> ExportLine {
         ExportLine {
-            v: crate::chain::ENVELOPE_VERSION,
+            v: self.envelope_version,
             project: self.project.clone(),
             session_id: self.session_id.clone(),
             seq: self.seq,
@@ -75,6 +94,9 @@ impl Event {
             payload_sha256: hex::encode(self.payload_sha256),
             prev_hash: self.prev_hash.map(hex::encode),
             hash: hex::encode(self.hash),
+            verdict: self.verdict.clone(),
+            original_payload_sha256: self.original_payload_sha256.map(hex::encode),
+            original_metadata_sha256: self.original_metadata_sha256.map(hex::encode),
         }
     }
 }
@@ -100,6 +122,14 @@ pub struct ExportLine {
     pub payload_sha256: String,
     pub prev_hash: Option<String>,
     pub hash: String,
+    /// v2: the policy verdict, verbatim (its bytes are hashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Box<RawValue>>,
+    /// v2: SHA-256 of the payload / metadata as received, when redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_payload_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_metadata_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,7 +181,7 @@ impl ExportLine {
         let ts = |what: &str, s: &str| {
             Micros::parse_rfc3339(s).map_err(|_| format!("{what} is not a timestamp"))
         };
-        if self.v != crate::chain::ENVELOPE_VERSION {
+        if self.v == 0 || self.v > crate::chain::ENVELOPE_VERSION {
             return Err(format!("unsupported envelope version {}", self.v));
         }
         Ok(Event {
@@ -182,6 +212,18 @@ impl ExportLine {
                 .map(|s| h32("prev_hash", s))
                 .transpose()?,
             hash: h32("hash", &self.hash)?,
+            envelope_version: self.v,
+            verdict: self.verdict,
+            original_payload_sha256: self
+                .original_payload_sha256
+                .as_deref()
+                .map(|s| h32("original_payload_sha256", s))
+                .transpose()?,
+            original_metadata_sha256: self
+                .original_metadata_sha256
+                .as_deref()
+                .map(|s| h32("original_metadata_sha256", s))
+                .transpose()?,
         })
     }
 }

@@ -50,6 +50,8 @@ pub struct EventQuery {
     pub dialect: Option<crate::Dialect>,
     /// Only events whose usage names this model (see [`crate::usage`]).
     pub model: Option<String>,
+    /// Only events whose verdict is one of these.
+    pub decisions: Vec<crate::verdict::Decision>,
     pub order: Order,
     pub limit: u32,
     pub cursor: Option<Cursor>,

@@ -170,5 +170,6 @@ pub fn typed_event(
             .transpose()?,
         payload,
         metadata: optional_object(&at("metadata"), e.metadata)?,
+        judgement: None,
     })
 }

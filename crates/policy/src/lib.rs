@@ -3,3 +3,10 @@
 //! history into allow / flag / deny.
 
 pub mod detect;
+pub mod engine;
+pub mod state;
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Compiled, Engine, PolicyError, PolicyInfo, Redact, Source};
+pub use state::SessionState;

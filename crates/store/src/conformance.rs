@@ -24,6 +24,7 @@ pub fn event(session: &str, kind: Kind, payload: &str) -> NewEvent {
         client_ts: None,
         payload: RawValue::from_string(payload.to_owned()).expect("valid JSON"),
         metadata: empty_object(),
+        judgement: None,
     }
 }
 

@@ -53,6 +53,10 @@ fn rendered_events_have_exactly_the_documented_keys() {
         payload_sha256: [0; 32],
         prev_hash: None,
         hash: [1; 32],
+        envelope_version: 2,
+        verdict: None,
+        original_payload_sha256: None,
+        original_metadata_sha256: None,
     };
     let ours = serde_json::to_value(EventOut::from(stored)).unwrap();
     assert_eq!(keys(&ours), keys(&documented));

@@ -97,6 +97,7 @@ pub fn parse_register(body: &[u8]) -> Result<Registration, InputError> {
         client_ts: Some(started),
         payload: object("body", raw)?,
         metadata: agentledger_core::event::empty_object(),
+        judgement: None,
     };
     Ok(Registration {
         session_id,
@@ -160,6 +161,7 @@ impl FabraixEvent {
             client_ts: Some(self.client_ts),
             payload: self.payload,
             metadata: self.metadata,
+            judgement: None,
         }
     }
 }

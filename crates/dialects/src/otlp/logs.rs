@@ -53,6 +53,7 @@ pub(super) fn new_event(
         client_ts,
         payload: raw("payload", &payload)?,
         metadata: metadata.to_owned(),
+        judgement: None,
     })
 }
 

@@ -105,6 +105,7 @@ fn event(
         client_ts: None,
         payload: object(&at("data"), e.data)?,
         metadata: empty_object(),
+        judgement: None,
     })
 }
 

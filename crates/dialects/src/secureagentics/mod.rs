@@ -126,6 +126,7 @@ fn event(prefix: &str, agent: &AgentId, e: &EventIn<'_>) -> Result<NewEvent, Inp
             .transpose()?,
         payload: object(&at("payload"), e.payload)?,
         metadata: empty_object(),
+        judgement: None,
     })
 }
 

@@ -15,6 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use agentledger_core::verdict::Decision;
 use agentledger_core::{Event, EventId, Kind, Micros, NewEvent, ProjectId, Session};
 
 use crate::{
@@ -234,6 +235,19 @@ fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND e.dialect = ?");
         p.push(Value::Integer(d.code() as i64));
     }
+    if !q.decisions.is_empty() && !q.decisions.contains(&Decision::Allow) {
+        // Lets SQLite use the partial index over flagged and denied events.
+        sql.push_str(" AND e.decision > 0");
+    }
+    list(
+        &mut sql,
+        &mut p,
+        "e.decision",
+        q.decisions
+            .iter()
+            .map(|d| Value::Integer(d.code() as i64))
+            .collect(),
+    );
     if let Some(m) = &q.model {
         sql.push_str(" AND e.model = ?");
         p.push(Value::Text(m.clone()));

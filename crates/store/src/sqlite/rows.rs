@@ -9,7 +9,8 @@ use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionSt
 /// Columns of an event row; the query must alias events as `e` and sessions as `s`.
 pub const EVENT_COLS: &str = "e.rowid, e.id, s.id, e.seq, e.agent_id, e.kind, e.source_type, \
     e.dialect, e.severity, e.client_ts, e.server_ts, e.payload, e.metadata, e.payload_sha256, \
-    e.prev_hash, e.hash, e.ts";
+    e.prev_hash, e.hash, e.ts, e.envelope_version, e.verdict, e.original_payload_sha256, \
+    e.original_metadata_sha256";
 pub const EVENT_FROM: &str = "events e JOIN sessions s ON s.rowid = e.session_ref";
 
 pub const SESSION_COLS: &str = "s.id, s.agent_id, s.system_prompt, s.metadata, s.created_at, \
@@ -65,6 +66,13 @@ pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i6
         payload_sha256: hash32(r, 13)?,
         prev_hash: opt_hash32(r, 14)?,
         hash: hash32(r, 15)?,
+        envelope_version: r.get::<_, i64>(17)? as u32,
+        verdict: r
+            .get::<_, Option<String>>(18)?
+            .map(|s| RawValue::from_string(s).map_err(|_| bad(18, "stored verdict does not parse")))
+            .transpose()?,
+        original_payload_sha256: opt_hash32(r, 19)?,
+        original_metadata_sha256: opt_hash32(r, 20)?,
     };
     Ok((ev, r.get(0)?, r.get(16)?))
 }

@@ -73,6 +73,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE events ADD COLUMN cost_usd REAL;
     CREATE INDEX events_project_model_ts ON events(project_id, model, ts) WHERE model IS NOT NULL;
     "#,
+    // 3: policy verdicts (hash envelope v2) and saved policy sets.
+    r#"
+    ALTER TABLE events ADD COLUMN envelope_version INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE events ADD COLUMN verdict TEXT;
+    ALTER TABLE events ADD COLUMN decision INTEGER;
+    ALTER TABLE events ADD COLUMN original_payload_sha256 BLOB;
+    ALTER TABLE events ADD COLUMN original_metadata_sha256 BLOB;
+    CREATE INDEX events_project_decision_ts ON events(project_id, decision, ts) WHERE decision > 0;
+    CREATE TABLE policy_sets (
+        id          INTEGER PRIMARY KEY,
+        sources     TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -17,7 +17,7 @@ use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use agentledger_core::chain::{HashInput, sha256};
+use agentledger_core::chain::{ENVELOPE_VERSION, HashInput, sha256};
 use agentledger_core::usage::Usage;
 use agentledger_core::{EventId, Kind, Micros, NewEvent, Session};
 
@@ -34,9 +34,10 @@ const HEAD_CACHE: usize = 100_000;
 /// The statement that stores one event (shared with the benchmark's ceiling).
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, project_id, session_ref, seq, \
     agent_id, kind, source_type, dialect, severity, client_ts, server_ts, payload, metadata, \
-    payload_sha256, prev_hash, hash, model, input_tokens, output_tokens, cost_usd) \
+    payload_sha256, prev_hash, hash, model, input_tokens, output_tokens, cost_usd, \
+    envelope_version, verdict, decision, original_payload_sha256, original_metadata_sha256) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-    ?19, ?20)";
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
 /// The statement that indexes one event's payload for full-text search.
 pub const INSERT_FTS_SQL: &str = "INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)";
 
@@ -323,8 +324,19 @@ impl Writer {
                 payload_sha256: &payload_sha256,
                 metadata: metadata.as_bytes(),
                 prev_hash: head.hash.as_ref(),
+                version: ENVELOPE_VERSION,
+                verdict: ev.judgement.as_ref().map(|j| j.verdict.get().as_bytes()),
+                original_payload_sha256: ev
+                    .judgement
+                    .as_ref()
+                    .and_then(|j| j.original_payload_sha256.as_ref()),
+                original_metadata_sha256: ev
+                    .judgement
+                    .as_ref()
+                    .and_then(|j| j.original_metadata_sha256.as_ref()),
             }
             .hash();
+            let j = ev.judgement.as_ref();
             let usage = Usage::of(ev.kind, payload).unwrap_or_default();
             self.conn
                 .prepare_cached(INSERT_EVENT_SQL)
@@ -350,6 +362,11 @@ impl Writer {
                         usage.input_tokens,
                         usage.output_tokens,
                         usage.cost_usd,
+                        ENVELOPE_VERSION,
+                        j.map(|j| j.verdict.get()),
+                        j.map(|j| j.decision.code()),
+                        j.and_then(|j| j.original_payload_sha256.as_ref().map(|h| &h[..])),
+                        j.and_then(|j| j.original_metadata_sha256.as_ref().map(|h| &h[..])),
                     ])
                 })
                 .map_err(storage)?;

@@ -1,0 +1,674 @@
+//! Cedar policies over events. The event is the request; `forbid` denies,
+//! `permit` allows, and policies annotated `@effect("flag")` flag. The verdict
+//! names every policy that decided it and their `@reason`s.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Effect, Entities, EntityId, EntityTypeName,
+    EntityUid, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+};
+use lru::LruCache;
+use miette::Diagnostic;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+
+use agentledger_core::chain::sha256;
+use agentledger_core::usage::Usage;
+use agentledger_core::verdict::{Decision, Finding, Judgement, Verdict};
+use agentledger_core::{Kind, NewEvent};
+
+use crate::detect::{Detectors, Scan};
+use crate::state::SessionState;
+
+/// The Cedar schema every policy is validated against.
+pub const SCHEMA: &str = include_str!("../cedar/agentledger.cedarschema");
+/// The built-in policy set.
+pub const DEFAULT_POLICIES: &str = include_str!("../cedar/default.cedar");
+
+/// Reason recorded when detectors and policies ran out of time.
+pub const BUDGET_EXCEEDED: &str = "evaluation_budget_exceeded";
+/// Most argument tags on a resource, and the longest tag value kept.
+const MAX_TAGS: usize = 64;
+const MAX_TAG_BYTES: usize = 4096;
+const MAX_ARGUMENTS_BYTES: usize = 64 * 1024;
+/// Sessions whose state is kept in memory (others are rebuilt on use).
+const SESSION_CACHE: usize = 50_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// A policy that does not parse or validate: where, and why.
+    #[error("{file}:{line}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Io(String),
+}
+
+/// One policy as loaded, for listings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyInfo {
+    pub id: String,
+    /// `permit` or `forbid`.
+    pub effect: String,
+    /// What it decides: `allow`, `deny` or `flag`.
+    pub decides: Decision,
+    pub reason: Option<String>,
+    /// The file (or `api`, `default`) it came from.
+    pub source: String,
+    pub text: String,
+}
+
+/// A named policy text (a file, or a body sent through the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// A validated policy set, split by what its policies decide.
+pub struct Compiled {
+    main: PolicySet,
+    flag_permit: PolicySet,
+    flag_forbid: PolicySet,
+    pub info: Vec<PolicyInfo>,
+    pub sources: Vec<Source>,
+    reasons: std::collections::HashMap<String, String>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..text.floor_char_boundary(offset.min(text.len()))]
+        .matches('\n')
+        .count()
+        + 1
+}
+
+/// The line of the `nth` (0-based) occurrence of `needle` in `text`.
+fn nth_line(text: &str, needle: &str, nth: usize) -> usize {
+    text.match_indices(needle)
+        .nth(nth)
+        .map_or(1, |(i, _)| line_of(text, i))
+}
+
+/// The first labelled location of a diagnostic, as a line in `text`.
+fn diag_line(d: &dyn Diagnostic, text: &str) -> usize {
+    d.labels()
+        .and_then(|mut l| l.next())
+        .map_or(1, |l| line_of(text, l.offset()))
+}
+
+fn invalid(file: &str, line: usize, message: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        file: file.to_owned(),
+        line,
+        message: message.into(),
+    }
+}
+
+pub fn schema() -> Schema {
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(s, _)| s)
+        .unwrap_or_else(|e| panic!("the shipped Cedar schema is invalid: {e:?}"))
+}
+
+/// Parse and validate policy texts; the first problem refuses the whole set.
+pub fn compile(sources: Vec<Source>, schema: &Schema) -> Result<Compiled, PolicyError> {
+    let validator = Validator::new(schema.clone());
+    let mut c = Compiled {
+        main: PolicySet::new(),
+        flag_permit: PolicySet::new(),
+        flag_forbid: PolicySet::new(),
+        info: Vec::new(),
+        sources: Vec::new(),
+        reasons: Default::default(),
+    };
+    let mut ids = HashSet::new();
+    for src in &sources {
+        let parsed = PolicySet::from_str(&src.text).map_err(|e| {
+            let line = diag_line(&e, &src.text);
+            invalid(&src.name, line, e.to_string() + &detail(&e))
+        })?;
+        if parsed.templates().next().is_some() {
+            return Err(invalid(&src.name, 1, "policy templates are not supported"));
+        }
+        let mut file_set = PolicySet::new();
+        let mut policies: Vec<&Policy> = parsed.policies().collect();
+        // Keep the file's order (ids are policy0, policy1, … in order).
+        policies.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        for (n, p) in policies.into_iter().enumerate() {
+            let id = p
+                .annotation("id")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{}#{}", src.name, n + 1));
+            if !ids.insert(id.clone()) {
+                let line = nth_line(&src.text, &format!("\"{id}\""), 1);
+                return Err(invalid(
+                    &src.name,
+                    line,
+                    format!("duplicate policy id {id:?}"),
+                ));
+            }
+            let effect_ann = p.annotation("effect");
+            let flag = match effect_ann {
+                None => false,
+                Some("flag") => true,
+                Some(other) => {
+                    let line = nth_line(&src.text, &format!("\"{other}\""), 0);
+                    return Err(invalid(
+                        &src.name,
+                        line,
+                        format!("@effect({other:?}): the only effect annotation is \"flag\""),
+                    ));
+                }
+            };
+            let policy = p.new_id(PolicyId::new(&id));
+            let text = p.to_string();
+            let decides = match (flag, p.effect()) {
+                (true, _) => Decision::Flag,
+                (false, Effect::Forbid) => Decision::Deny,
+                (false, Effect::Permit) => Decision::Allow,
+            };
+            if let Some(r) = p.annotation("reason") {
+                c.reasons.insert(id.clone(), r.to_owned());
+            }
+            c.info.push(PolicyInfo {
+                id: id.clone(),
+                effect: match p.effect() {
+                    Effect::Permit => "permit".into(),
+                    Effect::Forbid => "forbid".into(),
+                },
+                decides,
+                reason: p.annotation("reason").map(str::to_owned),
+                source: src.name.clone(),
+                text,
+            });
+            let target = match (flag, p.effect()) {
+                (false, _) => &mut c.main,
+                (true, Effect::Permit) => &mut c.flag_permit,
+                (true, Effect::Forbid) => &mut c.flag_forbid,
+            };
+            target
+                .add(policy.clone())
+                .map_err(|e| invalid(&src.name, 1, e.to_string()))?;
+            file_set
+                .add(policy)
+                .map_err(|e| invalid(&src.name, 1, e.to_string()))?;
+        }
+        let result = validator.validate(&file_set, ValidationMode::Strict);
+        if let Some(e) = result.validation_errors().next() {
+            let line = diag_line(e, &src.text);
+            return Err(invalid(&src.name, line, e.to_string() + &detail(e)));
+        }
+    }
+    c.sources = sources;
+    Ok(c)
+}
+
+/// A diagnostic's help text, when it has one.
+fn detail(d: &dyn Diagnostic) -> String {
+    d.help().map(|h| format!(" ({h})")).unwrap_or_default()
+}
+
+/// Which detectors' matches are removed from stored payloads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Redact {
+    pub secrets: bool,
+    pub pii: bool,
+}
+
+impl FromStr for Redact {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut r = Redact::default();
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "off" | "" => {}
+                "secrets" => r.secrets = true,
+                "pii" => r.pii = true,
+                other => {
+                    return Err(format!(
+                        "unknown redaction {other:?}: use off, secrets or secrets,pii"
+                    ));
+                }
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The engine: detectors, the current policy set (swapped atomically) and the
+/// per-session state.
+pub struct Engine {
+    schema: Schema,
+    policies: RwLock<Arc<Compiled>>,
+    detectors: Detectors,
+    authorizer: Authorizer,
+    pub budget: Duration,
+    pub redact: Redact,
+    sessions: Mutex<LruCache<(i64, String), SessionHandle>>,
+}
+
+pub type SessionHandle = Arc<Mutex<SessionState>>;
+
+impl Engine {
+    pub fn new(policies: Compiled, schema: Schema, budget: Duration, redact: Redact) -> Engine {
+        Engine {
+            schema,
+            policies: RwLock::new(Arc::new(policies)),
+            detectors: Detectors::new(),
+            authorizer: Authorizer::new(),
+            budget,
+            redact,
+            sessions: Mutex::new(LruCache::new(
+                NonZeroUsize::new(SESSION_CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// The built-in set.
+    pub fn with_defaults(budget: Duration, redact: Redact) -> Result<Engine, PolicyError> {
+        let schema = schema();
+        let c = compile(
+            vec![Source {
+                name: "default".into(),
+                text: DEFAULT_POLICIES.into(),
+            }],
+            &schema,
+        )?;
+        Ok(Engine::new(c, schema, budget, redact))
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn current(&self) -> Arc<Compiled> {
+        self.policies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Validate `sources` and, only if all of them pass, make them the set in force.
+    pub fn replace(&self, sources: Vec<Source>) -> Result<Arc<Compiled>, PolicyError> {
+        let c = Arc::new(compile(sources, &self.schema)?);
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = c.clone();
+        Ok(c)
+    }
+
+    /// The cached state of a session, if loaded.
+    pub fn session(&self, project: i64, session: &str) -> Option<SessionHandle> {
+        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(project, session.to_owned())).cloned()
+    }
+
+    /// Install a session's state rebuilt from the ledger (unless another
+    /// request did first); the handle in force.
+    pub fn install(&self, project: i64, session: &str, state: SessionState) -> SessionHandle {
+        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        m.get_or_insert((project, session.to_owned()), || {
+            Arc::new(Mutex::new(state))
+        })
+        .clone()
+    }
+
+    /// Judge an event against the session so far: attach the verdict (and
+    /// redact, if configured), then fold the event into the session.
+    pub fn judge(&self, ev: &mut NewEvent, state: &mut SessionState, check: bool) -> Verdict {
+        let started = Instant::now();
+        let deadline = started + self.budget;
+        let payload: Value = serde_json::from_str(ev.payload.get()).unwrap_or(Value::Null);
+        let metadata: Value = serde_json::from_str(ev.metadata.get()).unwrap_or(Value::Null);
+        let mut scan = Scan::default();
+        self.detectors
+            .scan_value("/payload", &payload, deadline, &mut scan);
+        self.detectors
+            .scan_value("/metadata", &metadata, deadline, &mut scan);
+
+        let (tool, arguments) = tool_and_arguments(ev.kind, &payload);
+        let usage = Usage::of(ev.kind, ev.payload.get());
+        let compiled = self.current();
+        let mut verdict = self.decide(
+            &compiled,
+            ev,
+            &payload,
+            tool.as_deref(),
+            arguments.as_ref(),
+            usage.as_ref(),
+            &scan,
+            state,
+            check,
+        );
+        if scan.budget_exceeded || started.elapsed() > self.budget {
+            verdict.reasons.push(BUDGET_EXCEEDED.into());
+            verdict.decision = verdict.decision.max(Decision::Flag);
+        }
+        if scan.dropped > 0 {
+            verdict
+                .reasons
+                .push(format!("{} more findings not listed", scan.dropped));
+        }
+        let mut judgement = Judgement::new(&verdict);
+        self.redact_event(ev, payload, metadata, &verdict.findings, &mut judgement);
+        ev.judgement = Some(judgement);
+        state.apply(
+            ev.kind,
+            check,
+            tool.as_deref(),
+            usage.as_ref(),
+            Some(&verdict),
+        );
+        verdict
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        c: &Compiled,
+        ev: &NewEvent,
+        payload: &Value,
+        tool: Option<&str>,
+        arguments: Option<&Value>,
+        usage: Option<&Usage>,
+        scan: &Scan,
+        state: &SessionState,
+        check: bool,
+    ) -> Verdict {
+        let mut verdict = Verdict {
+            decision: Decision::Allow,
+            policies: Vec::new(),
+            reasons: Vec::new(),
+            findings: scan.findings.clone(),
+        };
+        let request = match self.request(ev, payload, tool, arguments, usage, scan, state, check) {
+            Ok(r) => r,
+            Err(e) => {
+                // Never silently allowed: an event the engine cannot express is flagged.
+                verdict.decision = Decision::Flag;
+                verdict.reasons.push(format!("policy_error: {e}"));
+                return verdict;
+            }
+        };
+        let (req, entities) = request;
+        let reason_of = |id: &str, verdict: &mut Verdict| {
+            verdict.policies.push(id.to_owned());
+            if let Some(r) = c.reasons.get(id) {
+                verdict.reasons.push(r.clone());
+            }
+        };
+        let main = self.authorizer.is_authorized(&req, &c.main, &entities);
+        let determining: Vec<String> = main.diagnostics().reason().map(|p| p.to_string()).collect();
+        let mut errors: Vec<String> = main.diagnostics().errors().map(|e| e.to_string()).collect();
+        let denied = main.decision() == CedarDecision::Deny && !determining.is_empty();
+        if denied {
+            verdict.decision = Decision::Deny;
+        }
+        let mut flags = Vec::new();
+        for set in [&c.flag_permit, &c.flag_forbid] {
+            if set.is_empty() {
+                continue;
+            }
+            let r = self.authorizer.is_authorized(&req, set, &entities);
+            flags.extend(r.diagnostics().reason().map(|p| p.to_string()));
+            errors.extend(r.diagnostics().errors().map(|e| e.to_string()));
+        }
+        if !flags.is_empty() && verdict.decision < Decision::Flag {
+            verdict.decision = Decision::Flag;
+        }
+        for id in determining.iter().chain(&flags) {
+            reason_of(id, &mut verdict);
+        }
+        if !errors.is_empty() {
+            verdict.decision = verdict.decision.max(Decision::Flag);
+            for e in errors {
+                verdict.reasons.push(format!("policy_error: {e}"));
+            }
+        }
+        verdict
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        ev: &NewEvent,
+        payload: &Value,
+        tool: Option<&str>,
+        arguments: Option<&Value>,
+        usage: Option<&Usage>,
+        scan: &Scan,
+        state: &SessionState,
+        check: bool,
+    ) -> Result<(Request, Entities), String> {
+        let principal = uid("Agent", ev.agent_id.as_str())?;
+        let action = uid("Action", ev.kind.as_str())?;
+        let model = usage
+            .and_then(|u| u.model.clone())
+            .or_else(|| {
+                payload
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        let (rtype, rid) = match ev.kind {
+            Kind::ToolCall | Kind::ToolResponse | Kind::ToolError => {
+                ("Tool", tool.unwrap_or("unknown").to_owned())
+            }
+            Kind::LlmCall | Kind::LlmResponse | Kind::Embedding | Kind::CostTracked => (
+                "Model",
+                if model.is_empty() {
+                    "unknown".into()
+                } else {
+                    model.clone()
+                },
+            ),
+            Kind::Memory => (
+                "Memory",
+                memory_key(payload).unwrap_or("unknown").to_owned(),
+            ),
+            k => ("Target", k.as_str().to_owned()),
+        };
+        let resource = uid(rtype, &rid)?;
+        let tags = match (rtype, arguments) {
+            ("Tool", Some(Value::Object(m))) => tags_of(m),
+            (_, _) => payload.as_object().map(tags_of).unwrap_or_default(),
+        };
+        let entities = Entities::from_json_value(
+            json!([
+                {"uid": {"type": "Agent", "id": ev.agent_id.as_str()}, "attrs": {}, "parents": []},
+                {"uid": {"type": rtype, "id": rid}, "attrs": {}, "parents": [], "tags": tags},
+            ]),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let detectors: Vec<&str> = {
+            let mut d: Vec<&str> = scan.findings.iter().map(|f| f.detector.as_str()).collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        };
+        let rules: Vec<&str> = scan.findings.iter().map(|f| f.rule.as_str()).collect();
+        let args_text = arguments
+            .map(|a| truncate(&a.to_string(), MAX_ARGUMENTS_BYTES))
+            .unwrap_or_default();
+        let this_tool = tool.map_or(0, |t| state.calls_of(t));
+        let context = json!({
+            "kind": ev.kind.as_str(),
+            "source_type": ev.source_type,
+            "dialect": ev.dialect.as_str(),
+            "severity": ev.severity.as_str(),
+            "tool": tool.unwrap_or(""),
+            "model": model,
+            "arguments": args_text,
+            "findings": rules,
+            "detectors": detectors,
+            "check": check,
+            "input_tokens": usage.and_then(|u| u.input_tokens).unwrap_or(0),
+            "output_tokens": usage.and_then(|u| u.output_tokens).unwrap_or(0),
+            "cost_usd": decimal(usage.and_then(|u| u.cost_usd).unwrap_or(0.0)),
+            "session": {
+                "events": state.events as i64,
+                "tool_calls": state.tool_calls as i64,
+                "this_tool_calls": this_tool as i64,
+                "tools": state.tools.keys().collect::<Vec<_>>(),
+                "findings": state.findings,
+                "detectors": state.detectors,
+                "secret_seen": state.secret_seen(),
+                "pii_seen": state.pii_seen(),
+                "untrusted_input_seen": state.untrusted_input_seen(),
+                "input_tokens": state.input_tokens,
+                "output_tokens": state.output_tokens,
+                "total_tokens": state.input_tokens.saturating_add(state.output_tokens),
+                "cost_usd": decimal(state.cost_usd),
+                "denied": state.denied as i64,
+                "flagged": state.flagged as i64,
+            },
+        });
+        let context = Context::from_json_value(context, Some((&self.schema, &action)))
+            .map_err(|e| e.to_string())?;
+        let req =
+            Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?;
+        Ok((req, entities))
+    }
+
+    /// Replace matched spans in the stored payload and metadata.
+    fn redact_event(
+        &self,
+        ev: &mut NewEvent,
+        mut payload: Value,
+        mut metadata: Value,
+        findings: &[Finding],
+        j: &mut Judgement,
+    ) {
+        let wanted = |f: &&Finding| {
+            (self.redact.secrets && f.detector == "secrets")
+                || (self.redact.pii && f.detector == "pii")
+        };
+        let chosen: Vec<&Finding> = findings.iter().filter(wanted).collect();
+        if chosen.is_empty() {
+            return;
+        }
+        let mut changed_payload = false;
+        let mut changed_metadata = false;
+        for (root, value, changed) in [
+            ("/payload", &mut payload, &mut changed_payload),
+            ("/metadata", &mut metadata, &mut changed_metadata),
+        ] {
+            let mut by_pointer: std::collections::BTreeMap<&str, Vec<&Finding>> =
+                Default::default();
+            for f in chosen.iter().filter(|f| f.json_pointer.starts_with(root)) {
+                by_pointer
+                    .entry(&f.json_pointer[root.len()..])
+                    .or_default()
+                    .push(f);
+            }
+            for (ptr, mut fs) in by_pointer {
+                let Some(Value::String(s)) = value.pointer_mut(ptr) else {
+                    continue;
+                };
+                fs.sort_by_key(|f| std::cmp::Reverse(f.start));
+                let mut last_start = usize::MAX;
+                for f in fs {
+                    if f.end > last_start
+                        || f.end > s.len()
+                        || !s.is_char_boundary(f.start)
+                        || !s.is_char_boundary(f.end)
+                    {
+                        continue;
+                    }
+                    s.replace_range(f.start..f.end, &format!("[REDACTED:{}]", f.rule));
+                    last_start = f.start;
+                    *changed = true;
+                }
+            }
+        }
+        if changed_payload
+            && let Ok(text) = serde_json::to_string(&payload)
+            && let Ok(raw) = RawValue::from_string(text)
+        {
+            j.original_payload_sha256 = Some(sha256(ev.payload.get().as_bytes()));
+            ev.payload = raw;
+        }
+        if changed_metadata
+            && let Ok(text) = serde_json::to_string(&metadata)
+            && let Ok(raw) = RawValue::from_string(text)
+        {
+            j.original_metadata_sha256 = Some(sha256(ev.metadata.get().as_bytes()));
+            ev.metadata = raw;
+        }
+    }
+}
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
+    let t = EntityTypeName::from_str(ty).map_err(|e| e.to_string())?;
+    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+}
+
+/// A Cedar decimal (4 fractional digits) in the JSON extension form.
+fn decimal(v: f64) -> Value {
+    let v = if v.is_finite() {
+        v.clamp(-9.0e14, 9.0e14)
+    } else {
+        0.0
+    };
+    json!({"__extn": {"fn": "decimal", "arg": format!("{v:.4}")}})
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s[..s.floor_char_boundary(max.min(s.len()))].to_owned()
+}
+
+/// Top-level keys as string tags (strings as themselves, anything else as JSON).
+fn tags_of(m: &Map<String, Value>) -> Map<String, Value> {
+    m.iter()
+        .take(MAX_TAGS)
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => truncate(s, MAX_TAG_BYTES),
+                other => truncate(&other.to_string(), MAX_TAG_BYTES),
+            };
+            (k.clone(), Value::String(s))
+        })
+        .collect()
+}
+
+fn memory_key(p: &Value) -> Option<&str> {
+    ["key", "memoryKey", "memory_key", "name"]
+        .iter()
+        .find_map(|k| p.get(*k).and_then(Value::as_str))
+}
+
+/// The tool an event names and its arguments, across the dialects' payload
+/// shapes: `toolName`/`arguments` (native, AgentLens), `tool.name`/`tool.arguments`
+/// (OTLP), `tool_name`/`tool`/`name` with `args`/`input`/`parameters`.
+pub fn tool_and_arguments(kind: Kind, p: &Value) -> (Option<String>, Option<Value>) {
+    let tool = ["toolName", "tool_name", "tool"]
+        .iter()
+        .find_map(|k| p.get(*k).and_then(Value::as_str))
+        .or_else(|| p.pointer("/tool/name").and_then(Value::as_str))
+        .or_else(|| {
+            matches!(kind, Kind::ToolCall | Kind::ToolResponse | Kind::ToolError)
+                .then(|| p.get("name").and_then(Value::as_str))
+                .flatten()
+        })
+        .map(str::to_owned);
+    let args = ["arguments", "args", "parameters", "input"]
+        .iter()
+        .find_map(|k| p.get(*k))
+        .or_else(|| p.pointer("/tool/arguments"))
+        .cloned();
+    (tool, args)
+}

@@ -1,0 +1,191 @@
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use agentledger_core::event::empty_object;
+use agentledger_core::verdict::Decision;
+use agentledger_core::{AgentId, Dialect, Kind, NewEvent, SessionId, Severity};
+
+use crate::engine::{Engine, PolicyError, Redact, Source};
+use crate::state::SessionState;
+
+fn event(kind: Kind, payload: &str) -> NewEvent {
+    NewEvent {
+        session_id: SessionId::parse("s1").unwrap(),
+        agent_id: AgentId::parse("agent-1").unwrap(),
+        kind,
+        source_type: kind.as_str().into(),
+        dialect: Dialect::Native,
+        severity: Severity::Info,
+        client_ts: None,
+        payload: RawValue::from_string(payload.into()).unwrap(),
+        metadata: empty_object(),
+        judgement: None,
+    }
+}
+
+fn engine(text: &str) -> Engine {
+    let e = Engine::with_defaults(Duration::from_secs(5), Redact::default()).unwrap();
+    e.replace(vec![Source {
+        name: "test.cedar".into(),
+        text: text.into(),
+    }])
+    .unwrap();
+    e
+}
+
+#[test]
+fn default_set_flags_secrets_and_denies_nothing() {
+    let e = Engine::with_defaults(Duration::from_secs(5), Redact::default()).unwrap();
+    let mut st = SessionState::default();
+    let mut ev = event(
+        Kind::ToolCall,
+        r#"{"toolName":"shell","callId":"c","arguments":{"cmd":"export K=AKIAZ7Q2MPLEXAB3CD4E"}}"#,
+    );
+    let v = e.judge(&mut ev, &mut st, false);
+    assert_eq!(v.decision, Decision::Flag, "{v:?}");
+    assert_eq!(v.policies, ["default-flag-secrets"]);
+    assert_eq!(v.findings[0].json_pointer, "/payload/arguments/cmd");
+    assert!(st.secret_seen());
+    assert_eq!(st.calls_of("shell"), 1);
+    let mut clean = event(
+        Kind::ToolCall,
+        r#"{"toolName":"ls","callId":"c","arguments":{}}"#,
+    );
+    assert_eq!(
+        e.judge(&mut clean, &mut st, false).decision,
+        Decision::Allow
+    );
+    assert!(clean.judgement.is_some());
+}
+
+#[test]
+fn forbid_uses_session_state_and_tags() {
+    let e = engine(
+        r#"
+        @id("no-email-after-secret")
+        @reason("a secret was seen in this session")
+        forbid (principal, action == Action::"tool_call", resource == Tool::"send_email")
+        when { context.session.secret_seen };
+
+        @id("no-rm-rf")
+        forbid (principal, action == Action::"tool_call", resource)
+        when { resource.hasTag("cmd") && resource.getTag("cmd") like "*rm -rf*" };
+        "#,
+    );
+    let mut st = SessionState::default();
+    let mut send = event(
+        Kind::ToolCall,
+        r#"{"toolName":"send_email","arguments":{"to":"a"}}"#,
+    );
+    assert_eq!(e.judge(&mut send, &mut st, false).decision, Decision::Allow);
+    let mut leak = event(
+        Kind::ToolResponse,
+        r#"{"toolName":"read_file","result":"ghp_abcdefghijklmnopqrstuvwxyz0123456789"}"#,
+    );
+    e.judge(&mut leak, &mut st, false);
+    let mut send = event(
+        Kind::ToolCall,
+        r#"{"toolName":"send_email","arguments":{"to":"a"}}"#,
+    );
+    let v = e.judge(&mut send, &mut st, false);
+    assert_eq!(v.decision, Decision::Deny, "{v:?}");
+    assert_eq!(v.policies, ["no-email-after-secret"]);
+    assert_eq!(v.reasons, ["a secret was seen in this session"]);
+    let mut rm = event(
+        Kind::ToolCall,
+        r#"{"toolName":"shell","arguments":{"cmd":"rm -rf /"}}"#,
+    );
+    assert_eq!(e.judge(&mut rm, &mut st, false).decision, Decision::Deny);
+    assert_eq!(st.denied, 2);
+}
+
+#[test]
+fn bad_policies_are_refused_with_line_and_the_old_set_stays() {
+    let e = Engine::with_defaults(Duration::from_secs(5), Redact::default()).unwrap();
+    let err = e
+        .replace(vec![Source {
+            name: "p.cedar".into(),
+            text: "permit (principal, action, resource);\n\nforbid (principal, action, resource) when { context.nope == 1 };\n".into(),
+        }])
+        .err()
+        .unwrap();
+    match &err {
+        PolicyError::Invalid {
+            file,
+            line,
+            message,
+        } => {
+            assert_eq!(file, "p.cedar");
+            assert_eq!(*line, 3, "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = e
+        .replace(vec![Source {
+            name: "q.cedar".into(),
+            text: "permit (principal, action, resource)\nwhen { true ".into(),
+        }])
+        .err()
+        .unwrap();
+    assert!(matches!(err, PolicyError::Invalid { line: 2, .. }), "{err}");
+    assert_eq!(
+        e.current().info.len(),
+        3,
+        "the default set is still in force"
+    );
+}
+
+#[test]
+fn budget_exceeded_is_flagged_never_allowed() {
+    let e = Engine::with_defaults(Duration::ZERO, Redact::default()).unwrap();
+    let mut ev = event(Kind::Custom, r#"{"a":"b"}"#);
+    let v = e.judge(&mut ev, &mut SessionState::default(), false);
+    assert_eq!(v.decision, Decision::Flag);
+    assert!(v.reasons.iter().any(|r| r == "evaluation_budget_exceeded"));
+}
+
+#[test]
+fn redaction_replaces_spans_and_records_the_original_hash() {
+    let e = Engine::with_defaults(
+        Duration::from_secs(5),
+        "secrets,pii".parse::<Redact>().unwrap(),
+    )
+    .unwrap();
+    let original = r#"{"note":"key AKIAZ7Q2MPLEXAB3CD4E mail bob@example.org ok"}"#;
+    let mut ev = event(Kind::Custom, original);
+    e.judge(&mut ev, &mut SessionState::default(), false);
+    assert_eq!(
+        ev.payload.get(),
+        r#"{"note":"key [REDACTED:aws_access_key_id] mail [REDACTED:email] ok"}"#
+    );
+    let j = ev.judgement.unwrap();
+    assert_eq!(
+        j.original_payload_sha256,
+        Some(agentledger_core::chain::sha256(original.as_bytes()))
+    );
+}
+
+#[test]
+fn hostile_shapes_do_not_crash() {
+    let e = Engine::with_defaults(
+        Duration::from_secs(5),
+        Redact {
+            secrets: true,
+            pii: true,
+        },
+    )
+    .unwrap();
+    let deep = format!("{}1{}", "[".repeat(120), "]".repeat(120));
+    let wide = format!(r#"{{"s":"{}"}}"#, "ü€😀\u{e0041}".repeat(50_000));
+    for p in [
+        deep.as_str(),
+        wide.as_str(),
+        r#"{"toolName":5,"arguments":[1,2]}"#,
+        "{}",
+    ] {
+        let p = format!(r#"{{"x":{p}}}"#);
+        let mut ev = event(Kind::ToolCall, &p);
+        let _ = e.judge(&mut ev, &mut SessionState::default(), false);
+    }
+}
