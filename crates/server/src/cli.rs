@@ -13,7 +13,7 @@ use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
 use agentledger_store::verify::verify_session;
 use agentledger_store::{EventStore, ProjectRef, SessionQuery};
 
-use crate::startup::{Application, ServeConfig, shutdown_signal};
+use crate::startup::{Application, PolicyConfig, ServeConfig, shutdown_signal};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +68,19 @@ struct ServeArgs {
         default_value_t = 100_000
     )]
     max_pending_events: usize,
+    /// Cedar policies: a .cedar file or a directory of them. Without it, the set
+    /// last saved through the API applies, else the built-in defaults.
+    #[arg(long, env = "AGENTLEDGER_POLICIES")]
+    policies: Option<PathBuf>,
+    /// Store events without running detectors or policies.
+    #[arg(long, env = "AGENTLEDGER_NO_POLICY")]
+    no_policy: bool,
+    /// Replace detector matches in stored payloads: off, secrets, or secrets,pii.
+    #[arg(long, env = "AGENTLEDGER_REDACT", default_value = "off")]
+    redact: String,
+    /// Detector and policy time budget per event, in milliseconds.
+    #[arg(long, env = "AGENTLEDGER_POLICY_BUDGET_MS", default_value_t = 50)]
+    policy_budget_ms: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
@@ -171,6 +184,12 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                 bootstrap_key: a.bootstrap_key,
                 read_connections: a.read_connections,
                 max_pending_events: a.max_pending_events,
+                policy: PolicyConfig {
+                    enabled: !a.no_policy,
+                    policies: a.policies,
+                    redact: a.redact.parse()?,
+                    budget: std::time::Duration::from_millis(a.policy_budget_ms),
+                },
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())

@@ -30,6 +30,17 @@ struct RouteLabel {
     status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    policy: String,
+    decision: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -46,6 +57,8 @@ pub struct Metrics {
     pending_events: Gauge,
     commit_events: Histogram,
     commit_seconds: Histogram,
+    decisions: Family<DecisionLabel, Counter>,
+    policy_verdicts: Family<PolicyLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,7 +112,21 @@ impl Metrics {
             "Time to write and commit one group",
             commit_seconds.clone(),
         );
+        let decisions = Family::<DecisionLabel, Counter>::default();
+        let policy_verdicts = Family::<PolicyLabel, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Events and action checks judged, by decision",
+            decisions.clone(),
+        );
+        registry.register(
+            "policy_verdicts",
+            "Verdicts each policy took part in, by policy and decision",
+            policy_verdicts.clone(),
+        );
         Metrics {
+            decisions,
+            policy_verdicts,
             registry,
             ingested,
             rejected,
@@ -108,6 +135,24 @@ impl Metrics {
             pending_events,
             commit_events,
             commit_seconds,
+        }
+    }
+
+    /// Count a verdict: once by decision, and once per policy that decided it.
+    pub fn verdict(&self, v: &agentledger_core::verdict::Verdict) {
+        let decision = v.decision.as_str().to_owned();
+        self.decisions
+            .get_or_create(&DecisionLabel {
+                decision: decision.clone(),
+            })
+            .inc();
+        for p in &v.policies {
+            self.policy_verdicts
+                .get_or_create(&PolicyLabel {
+                    policy: p.clone(),
+                    decision: decision.clone(),
+                })
+                .inc();
         }
     }
 

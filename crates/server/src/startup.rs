@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -27,6 +27,8 @@ const SCHEMA_CACHE_ENTRIES: usize = 1024;
 const TRACE_SESSION_ENTRIES: usize = 100_000;
 use crate::metrics::{CommitObserver, Metrics};
 use crate::routes;
+use agentledger_policy::{Engine, Redact, Source};
+
 use crate::routes::otlp::TraceSessions;
 use crate::state::AppState;
 
@@ -38,6 +40,30 @@ pub struct ServeConfig {
     pub bootstrap_key: Option<String>,
     pub read_connections: u32,
     pub max_pending_events: usize,
+    pub policy: PolicyConfig,
+}
+
+/// The policy checkpoint's settings.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Off: events are stored without verdicts.
+    pub enabled: bool,
+    /// A .cedar file or a directory of them; otherwise the saved set, else the defaults.
+    pub policies: Option<PathBuf>,
+    pub redact: Redact,
+    /// Detector and policy time per event.
+    pub budget: Duration,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            enabled: true,
+            policies: None,
+            redact: Redact::default(),
+            budget: Duration::from_millis(50),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -49,6 +75,7 @@ impl ServeConfig {
             bootstrap_key: None,
             read_connections: 4,
             max_pending_events: 100_000,
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -57,6 +84,8 @@ impl ServeConfig {
 pub enum StartupError {
     #[error("cannot open the ledger database: {0}")]
     Store(#[from] agentledger_store::StoreError),
+    #[error("policies: {0}")]
+    Policy(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -81,6 +110,7 @@ impl Application {
         opts.observer = Some(Arc::new(CommitObserver(metrics.clone())));
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(opts)?);
         bootstrap_key(store.as_ref(), cfg.bootstrap_key.as_deref()).await?;
+        let policy = policy_engine(store.as_ref(), &cfg.policy).await?;
 
         let listener =
             TcpListener::bind(&cfg.listen)
@@ -100,6 +130,7 @@ impl Application {
             metrics,
             schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_ENTRIES)),
             traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
+            policy,
         };
         let router = routes::router()
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -205,4 +236,71 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Read a policy file, or every `.cedar` file of a directory (sorted by name).
+fn read_policies(path: &std::path::Path) -> Result<Vec<Source>, StartupError> {
+    let io = |e: std::io::Error| StartupError::Policy(format!("{}: {e}", path.display()));
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(StartupError::Policy(format!(
+            "{}: no .cedar files",
+            path.display()
+        )));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            Ok(Source {
+                name: f.display().to_string(),
+                text: std::fs::read_to_string(&f)
+                    .map_err(|e| StartupError::Policy(format!("{}: {e}", f.display())))?,
+            })
+        })
+        .collect()
+}
+
+/// The policy engine: `--policies` files, else the set last saved through
+/// the API, else the built-in defaults. A set that does not validate stops
+/// the start with its file, line and reason.
+async fn policy_engine(
+    store: &dyn EventStore,
+    cfg: &PolicyConfig,
+) -> Result<Option<Arc<Engine>>, StartupError> {
+    if !cfg.enabled {
+        tracing::warn!("policy checkpoint off: events are stored without verdicts");
+        return Ok(None);
+    }
+    let engine = Engine::with_defaults(cfg.budget, cfg.redact)
+        .map_err(|e| StartupError::Policy(e.to_string()))?;
+    let sources = match &cfg.policies {
+        Some(p) => Some(read_policies(p)?),
+        None => store
+            .load_policy_set()
+            .await?
+            .as_deref()
+            .and_then(crate::routes::policy::deserialise),
+    };
+    if let Some(sources) = sources {
+        engine
+            .replace(sources)
+            .map_err(|e| StartupError::Policy(e.to_string()))?;
+    }
+    tracing::info!(
+        policies = engine.current().info.len(),
+        redact_secrets = cfg.redact.secrets,
+        redact_pii = cfg.redact.pii,
+        "policy checkpoint on"
+    );
+    Ok(Some(Arc::new(engine)))
 }

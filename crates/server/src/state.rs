@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use agentledger_dialects::fabraix::SchemaCache;
+use agentledger_policy::Engine;
 use agentledger_store::EventStore;
 
 use crate::metrics::Metrics;
@@ -16,4 +17,6 @@ pub struct AppState {
     pub schemas: Arc<SchemaCache>,
     /// OTLP: sessions learnt per trace id.
     pub traces: Arc<TraceSessions>,
+    /// The policy checkpoint; `None` with `--no-policy`.
+    pub policy: Option<Arc<Engine>>,
 }

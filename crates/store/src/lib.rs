@@ -140,6 +140,10 @@ pub trait EventStore: Send + Sync + 'static {
     /// Returns false when no active key has that id.
     async fn revoke_key(&self, id: &str) -> StoreResult<bool>;
     async fn count_keys(&self) -> StoreResult<u64>;
+    /// Keep a policy set (the server's serialised sources) as the latest.
+    async fn save_policy_set(&self, sources: String) -> StoreResult<()>;
+    /// The latest saved policy set, if any.
+    async fn load_policy_set(&self) -> StoreResult<Option<String>>;
 
     async fn list_projects(&self) -> StoreResult<Vec<ProjectRef>>;
     async fn project_by_name(&self, name: &str) -> StoreResult<Option<ProjectRef>>;

@@ -137,6 +137,8 @@ pub struct EventsParams {
     pub to: Option<String>,
     /// Full-text search in payloads.
     pub search: Option<String>,
+    /// Policy decisions, comma-separated: allow, flag, deny (an agentledger extension).
+    pub decision: Option<String>,
     /// asc or desc (default desc).
     pub order: Option<String>,
     /// Results per page (default 50; larger values are capped at 500).
@@ -163,6 +165,7 @@ impl EventsParams {
             from: time_param("from", &self.from)?,
             to: time_param("to", &self.to)?,
             text: text_param(&self.search)?,
+            decisions: comma_list("decision", &self.decision)?,
             order: order_param(&self.order)?,
             limit,
             offset: self.offset.unwrap_or(0),

@@ -150,6 +150,8 @@ pub struct EventsParams {
     pub q: Option<String>,
     /// Only events whose usage names this model (response model, else request model).
     pub model: Option<String>,
+    /// Comma-separated policy decisions: allow, flag, deny.
+    pub decision: Option<String>,
     /// Only events that arrived through this API: native, fabraix, agentlens,
     /// secureagentics, realm or otlp.
     pub dialect: Option<String>,
@@ -289,6 +291,13 @@ pub struct EventOut {
     pub payload_sha256: String,
     pub prev_hash: Option<String>,
     pub hash: String,
+    /// The policy verdict {decision, policies, reasons, findings}, covered by
+    /// the hash; null when the server ran without the policy checkpoint.
+    #[schema(value_type = Option<Object>)]
+    pub verdict: Option<Box<RawValue>>,
+    /// SHA-256 of the payload as received, when redaction changed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_payload_sha256: Option<String>,
 }
 
 impl From<Event> for EventOut {
@@ -310,6 +319,8 @@ impl From<Event> for EventOut {
             payload_sha256: hex::encode(e.payload_sha256),
             prev_hash: e.prev_hash.map(hex::encode),
             hash: hex::encode(e.hash),
+            verdict: e.verdict,
+            original_payload_sha256: e.original_payload_sha256.map(hex::encode),
         }
     }
 }
@@ -426,6 +437,7 @@ impl EventsParams {
             to: time_param("to", &self.to)?,
             text: text_param(&self.q)?,
             model: self.model.clone(),
+            decisions: comma_list("decision", &self.decision)?,
             dialect: dialect_param(&self.dialect)?,
             order: order_param(&self.order)?,
             limit: limit_param(self.limit)?,

@@ -7,6 +7,8 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+use agentledger_core::verdict::Verdict;
 use utoipa::{IntoParams, ToSchema};
 
 use agentledger_core::event::empty_object;
@@ -159,14 +161,27 @@ pub struct PolicyResult {
 }
 
 impl PolicyResult {
-    /// What this release reports: the event was recorded, no policy ran.
+    /// The stored (or just attached) verdict, as this API shows it.
+    pub fn of(verdict: Option<&RawValue>) -> Self {
+        let Some(v) = verdict.and_then(|v| serde_json::from_str::<Verdict>(v.get()).ok()) else {
+            return PolicyResult::not_evaluated();
+        };
+        PolicyResult {
+            evaluated: true,
+            decision: v.decision.as_str().into(),
+            policies: v.policies,
+            reasons: v.reasons,
+        }
+    }
+
+    /// The event was recorded without evaluation (the server runs with --no-policy).
     pub fn not_evaluated() -> Self {
         PolicyResult {
             evaluated: false,
             decision: "not_evaluated".into(),
             policies: Vec::new(),
             reasons: vec![
-                "no policy engine is configured; the event was recorded without evaluation".into(),
+                "the policy checkpoint is off; the event was recorded without evaluation".into(),
             ],
         }
     }
@@ -200,8 +215,8 @@ impl EventOut {
             timestamp: e.time().to_rfc3339_millis(),
             trace_id: trace_of(&e.session_id, &e.agent_id),
             agent_id: e.agent_id,
+            policy_result: PolicyResult::of(e.verdict.as_deref()),
             payload: e.payload,
-            policy_result: PolicyResult::not_evaluated(),
         }
     }
 
@@ -213,8 +228,8 @@ impl EventOut {
             timestamp: e.client_ts.unwrap_or(server_ts).to_rfc3339_millis(),
             trace_id: trace_of(e.session_id.as_str(), e.agent_id.as_str()),
             agent_id: e.agent_id.to_string(),
+            policy_result: PolicyResult::of(e.judgement.as_ref().map(|j| &*j.verdict)),
             payload: e.payload,
-            policy_result: PolicyResult::not_evaluated(),
         }
     }
 }

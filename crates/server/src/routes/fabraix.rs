@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/register-agent-run", post(register))
         .route("/v1/event", post(event))
+        .route("/v1/check-action", post(check_action))
 }
 
 /// Register an agent run
@@ -46,9 +47,11 @@ pub async fn register(
             system_prompt: Some(reg.system_prompt),
             metadata: agentledger_core::event::empty_object(),
         };
+        let mut opening = vec![reg.opening];
+        super::policy::judge(&st, &caller, &mut opening, false).await?;
         let (s, appended) = st
             .store
-            .create_session(&caller.project, session, vec![reg.opening])
+            .create_session(&caller.project, session, opening)
             .await?;
         st.metrics
             .ingested(Dialect::Fabraix.as_str(), appended.len());
@@ -100,6 +103,108 @@ pub async fn event(
         Ok(EventResponse {
             event_id: first.id.to_uuid_string(),
             timestamp: first.server_ts.as_unix_seconds_f64(),
+        })
+    }
+    .await;
+    counted(&st, Dialect::Fabraix, r).map(Json)
+}
+
+/// `POST /v1/check-action`: an action a registered run proposes.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckActionRequest {
+    /// The run, as `register-agent-run` returned it.
+    pub trace_id: String,
+    /// A Fabraix event type (default `tool`).
+    pub action_type: Option<String>,
+    /// The tool the action would call.
+    pub tool_name: Option<String>,
+    /// Its arguments.
+    #[schema(value_type = Option<Object>)]
+    pub arguments: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// The verdict on a proposed action.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct CheckActionResponse {
+    /// false only when the decision is deny: do not run the action.
+    pub allowed: bool,
+    /// allow, flag or deny
+    pub decision: String,
+    pub policies: Vec<String>,
+    pub reasons: Vec<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub findings: Vec<agentledger_core::verdict::Finding>,
+    /// The recorded check, as a UUID like every Fabraix event id.
+    pub event_id: String,
+    pub trace_id: String,
+}
+
+/// Check an action before running it
+///
+/// Judges the proposed action against the policies and the run so far,
+/// records the check in the run's chain, and answers in the same request.
+#[utoipa::path(post, path = "/v1/check-action", tag = "fabraix",
+    request_body = CheckActionRequest,
+    responses((status = 200, body = CheckActionResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "Unknown trace_id"),
+        (status = 409, body = ErrorBody, description = "Policy engine off"),
+        (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn check_action(
+    State(st): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Result<Json<CheckActionResponse>, ApiError> {
+    let r = async {
+        let req: CheckActionRequest = agentledger_dialects::error::parse_json(&body)?;
+        let kind = match req.action_type.as_deref() {
+            None => agentledger_core::Kind::ToolCall,
+            Some(t) => fabraix::kind_of(t).ok_or_else(|| {
+                agentledger_dialects::InputError::invalid(
+                    "action_type",
+                    format!("action_type: unknown event type {t:?}"),
+                )
+                .with_code("INVALID_EVENT_TYPE")
+            })?,
+        };
+        if let Some(a) = &req.arguments {
+            agentledger_dialects::common::optional_object("arguments", Some(a))?;
+        }
+        let unknown = || ApiError::NotFound("trace_id not found: register the run first");
+        let session_id = SessionId::parse(req.trace_id.as_str()).map_err(|_| unknown())?;
+        let session = st
+            .store
+            .get_session(&caller.project, session_id.as_str())
+            .await?
+            .ok_or_else(unknown)?;
+        let agent = agentledger_core::AgentId::parse(session.agent_id)
+            .map_err(|e| ApiError::Internal(format!("stored agent id is invalid: {e}")))?;
+        let c = super::policy::run_check(
+            &st,
+            &caller,
+            super::policy::Proposed {
+                session_id,
+                agent_id: agent,
+                kind,
+                tool: req.tool_name,
+                arguments: req.arguments,
+                extra: None,
+                dialect: Dialect::Fabraix,
+            },
+        )
+        .await?;
+        let id = agentledger_core::EventId::parse_any(&c.event_id)
+            .map_err(|_| ApiError::Internal("bad event id".into()))?;
+        Ok(CheckActionResponse {
+            allowed: c.allowed,
+            decision: c.decision,
+            policies: c.policies,
+            reasons: c.reasons,
+            findings: c.findings,
+            event_id: id.to_uuid_string(),
+            trace_id: req.trace_id,
         })
     }
     .await;

@@ -6,6 +6,7 @@ pub mod fabraix;
 pub mod native;
 pub mod ops;
 pub mod otlp;
+pub mod policy;
 pub mod realm;
 pub mod secureagentics;
 pub mod shared;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(secureagentics::router())
         .merge(realm::router())
         .merge(otlp::router())
+        .merge(policy::router())
         .merge(ops::router())
 }
 
@@ -44,6 +46,7 @@ pub fn router() -> Router<AppState> {
         secureagentics::send, secureagentics::send_batch, secureagentics::list,
         realm::create, realm::create_batch, realm::get_one,
         otlp::traces, otlp::logs,
+        policy::list, policy::replace, policy::check, fabraix::check_action,
     ),
     modifiers(&Security),
     tags((name = "native", description = "agentledger's own API"),
@@ -52,6 +55,7 @@ pub fn router() -> Router<AppState> {
          (name = "secureagentics", description = "Secureagentics-compatible API (base URL http://HOST:3400/v1)"),
          (name = "realm", description = "Realm-compatible API (base URL http://HOST:3400/v1)"),
          (name = "otlp", description = "OpenTelemetry OTLP/HTTP intake (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:3400)"),
+         (name = "policy", description = "The policy checkpoint: action checks and the policy set"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub struct ApiDoc;

@@ -10,7 +10,7 @@ use agentledger_core::{AgentId, Dialect, SessionId};
 use agentledger_dialects::native::ErrorBody;
 use agentledger_dialects::realm::{self, BatchResponse, EventOut, UNKNOWN_AGENT};
 
-use super::shared::{append, append_one, counted, fetch_event};
+use super::shared::{append, append_judged, counted, fetch_event};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -56,8 +56,12 @@ pub async fn create(
     let r = async {
         let session = realm::session_param(&session_id)?;
         let agent = agent_of(&st, &caller, &session).await?;
-        let ev = realm::parse_event(&session, &agent, &body)?;
-        let first = append_one(&st, &caller, Dialect::Realm, ev.clone()).await?;
+        let mut evs = vec![realm::parse_event(&session, &agent, &body)?];
+        super::policy::judge(&st, &caller, &mut evs, false).await?;
+        let out = append_judged(&st, &caller, Dialect::Realm, evs.clone()).await?;
+        let (Some(ev), Some(first)) = (evs.pop(), out.first()) else {
+            return Err(ApiError::Internal("append returned no event".into()));
+        };
         Ok(EventOut::created(ev, first.id, first.server_ts))
     }
     .await;

@@ -10,7 +10,7 @@ use agentledger_core::Dialect;
 use agentledger_dialects::native::ErrorBody;
 use agentledger_dialects::secureagentics::{self, BatchResponse, EventList, EventOut, ListParams};
 
-use super::shared::{append, append_one, counted};
+use super::shared::{append_judged, counted};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -43,8 +43,12 @@ pub async fn send(
 ) -> Result<(StatusCode, Json<EventOut>), ApiError> {
     let r = async {
         let agent = secureagentics::agent_param(&id)?;
-        let ev = secureagentics::parse_event(&agent, &body)?;
-        let first = append_one(&st, &caller, Dialect::Secureagentics, ev.clone()).await?;
+        let mut evs = vec![secureagentics::parse_event(&agent, &body)?];
+        super::policy::judge(&st, &caller, &mut evs, false).await?;
+        let out = append_judged(&st, &caller, Dialect::Secureagentics, evs.clone()).await?;
+        let (Some(ev), Some(first)) = (evs.pop(), out.first()) else {
+            return Err(ApiError::Internal("append returned no event".into()));
+        };
         Ok(EventOut::created(ev, first.id, first.server_ts))
     }
     .await;
@@ -71,8 +75,9 @@ pub async fn send_batch(
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let r = async {
         let agent = secureagentics::agent_param(&id)?;
-        let events = secureagentics::parse_batch(&agent, &body)?;
-        let out = append(&st, &caller, Dialect::Secureagentics, events.clone()).await?;
+        let mut events = secureagentics::parse_batch(&agent, &body)?;
+        super::policy::judge(&st, &caller, &mut events, false).await?;
+        let out = append_judged(&st, &caller, Dialect::Secureagentics, events.clone()).await?;
         let results: Vec<EventOut> = events
             .into_iter()
             .zip(out)

@@ -8,8 +8,20 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// Append a validated batch for the caller's project and count it.
+/// Judge a validated batch against the policies, then append it for the
+/// caller's project and count it. A denied event is still recorded.
 pub async fn append(
+    st: &AppState,
+    caller: &Caller,
+    dialect: Dialect,
+    mut events: Vec<NewEvent>,
+) -> Result<Vec<AppendedEvent>, ApiError> {
+    super::policy::judge(st, caller, &mut events, false).await?;
+    append_judged(st, caller, dialect, events).await
+}
+
+/// Append events that were already judged (or need no judging).
+pub async fn append_judged(
     st: &AppState,
     caller: &Caller,
     dialect: Dialect,

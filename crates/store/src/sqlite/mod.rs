@@ -645,6 +645,23 @@ impl EventStore for SqliteStore {
         self.admin(|reply| Cmd::RevokeKey { id, reply }).await
     }
 
+    async fn save_policy_set(&self, sources: String) -> StoreResult<()> {
+        self.admin(|reply| Cmd::SavePolicies { sources, reply })
+            .await
+    }
+
+    async fn load_policy_set(&self) -> StoreResult<Option<String>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT sources FROM policy_sets ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
     async fn count_keys(&self) -> StoreResult<u64> {
         self.read(|c| c.query_row("SELECT count(*) FROM api_keys", [], |r| r.get::<_, i64>(0)))
             .await

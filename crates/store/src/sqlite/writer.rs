@@ -70,6 +70,10 @@ pub(crate) enum Cmd {
         id: String,
         reply: Reply<bool>,
     },
+    SavePolicies {
+        sources: String,
+        reply: Reply<()>,
+    },
     Shutdown,
 }
 
@@ -487,6 +491,18 @@ impl Writer {
                             params![Micros::now().0, id],
                         )
                         .map(|n| n > 0)
+                        .map_err(storage)
+                });
+                let _ = reply.send(r);
+            }
+            Cmd::SavePolicies { sources, reply } => {
+                let r = self.in_txn(|w| {
+                    w.conn
+                        .execute(
+                            "INSERT INTO policy_sets (sources, created_at) VALUES (?1, ?2)",
+                            params![sources, Micros::now().0],
+                        )
+                        .map(|_| ())
                         .map_err(storage)
                 });
                 let _ = reply.send(r);
