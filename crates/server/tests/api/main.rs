@@ -10,6 +10,7 @@ mod limits;
 mod ops;
 mod otel_sdk;
 mod otlp;
+mod policy;
 mod query;
 mod sessions;
 mod verify;
