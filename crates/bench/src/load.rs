@@ -33,6 +33,7 @@ pub fn serve_child(db: PathBuf) -> ExitCode {
         let mut cfg = ServeConfig::for_tests(db);
         cfg.bootstrap_key = std::env::var("AGENTLEDGER_BOOTSTRAP_KEY").ok();
         cfg.max_pending_events = 500_000;
+        cfg.policy.enabled = std::env::var_os("AGENTLEDGER_NO_POLICY").is_none();
         let app = match Application::build(cfg).await {
             Ok(app) => app,
             Err(e) => {
@@ -66,14 +67,23 @@ pub struct Stopped {
 
 impl Server {
     pub fn spawn(dir: &Path, name: &str) -> Result<Server, String> {
+        Server::spawn_with(dir, name, true)
+    }
+
+    /// Spawn with the policy checkpoint on (the default set) or off.
+    pub fn spawn_with(dir: &Path, name: &str, policy: bool) -> Result<Server, String> {
         let db = dir.join(format!("{name}.db"));
         let key = agentledger_core::keys::generate_key();
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let t0 = Instant::now();
-        let mut child = Command::new(exe)
-            .args(["serve-child", "--db"])
+        let mut cmd = Command::new(exe);
+        cmd.args(["serve-child", "--db"])
             .arg(&db)
-            .env("AGENTLEDGER_BOOTSTRAP_KEY", &key)
+            .env("AGENTLEDGER_BOOTSTRAP_KEY", &key);
+        if !policy {
+            cmd.env("AGENTLEDGER_NO_POLICY", "1");
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -224,7 +234,19 @@ pub async fn native_batches(
     batch: u64,
     clients: usize,
 ) -> Result<Row, String> {
-    let server = Server::spawn(dir, "batch")?;
+    native_batches_with(dir, events, batch, clients, true).await
+}
+
+/// Native batches with the policy checkpoint on (default set) or off.
+pub async fn native_batches_with(
+    dir: &Path,
+    events: u64,
+    batch: u64,
+    clients: usize,
+    policy: bool,
+) -> Result<Row, String> {
+    let name = if policy { "batch" } else { "batch-nopolicy" };
+    let server = Server::spawn_with(dir, name, policy)?;
     let start_ms = server.start_time().as_secs_f64() * 1000.0;
     let requests = events.div_ceil(batch);
     let bodies: Vec<String> = (0..requests.min(16))
@@ -242,7 +264,11 @@ pub async fn native_batches(
     let stopped = server.stop()?;
     let n = requests * batch;
     let mut row = Row::throughput(
-        &format!("native batches of {batch}, {clients} clients"),
+        &if policy {
+            format!("native batches of {batch}, {clients} clients")
+        } else {
+            format!("native batches of {batch}, {clients} clients, policy off")
+        },
         n,
         elapsed.as_secs_f64(),
         Some(bytes),
@@ -399,4 +425,61 @@ pub async fn otlp_batches(
     .note("GenAI tool spans; rate is spans/s");
     row.peak_rss_mb = stopped.peak_rss_mb;
     Ok(row)
+}
+
+/// Action checks sent open-loop at `rate` per second (each on its own
+/// connection slot, not waiting for the previous one), over 100 sessions.
+pub async fn action_checks(dir: &Path, checks: u64, rate: u64) -> Result<Row, String> {
+    let server = Server::spawn(dir, "checks")?;
+    let client = Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("{}/api/v1/check", server.base);
+    let period = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(checks as usize);
+    for i in 0..checks {
+        tick.tick().await;
+        let body = format!(
+            r#"{{"session_id":"chk-{s}","agent_id":"bench-agent","tool":"send_email","arguments":{{"to":"ops@example.org","subject":"report {i}","body":"{b}"}}}}"#,
+            s = i % SESSIONS,
+            b = "quarterly numbers attached; see the dashboard for details",
+        );
+        let (client, url, key) = (client.clone(), url.clone(), server.key.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {key}"))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let _ = r.bytes().await;
+            if status.as_u16() != 200 {
+                return Err(format!("check {i} answered {status}"));
+            }
+            Ok::<Duration, String>(t.elapsed())
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        lat.push(t.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    server.stop()?;
+    Ok(Row::throughput(
+        &format!("action checks, open loop at {rate}/s"),
+        checks,
+        elapsed.as_secs_f64(),
+        None,
+    )
+    .unit("checks/s")
+    .latencies(lat)
+    .note("default policy set; each check judged and chained (durable) before the answer"))
 }

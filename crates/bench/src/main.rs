@@ -24,7 +24,7 @@ use report::Row;
 struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
-    /// Scenario to run: ceiling, batch, single, agentlens, fabraix, otlp, or all.
+    /// Scenario to run: ceiling, batch, single, agentlens, fabraix, otlp, policy, check, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Events for the batched scenario (single-event scenario uses a quarter).
@@ -83,6 +83,8 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "agentlens",
         "fabraix",
         "otlp",
+        "policy",
+        "check",
     ];
     if !known.contains(&cli.scenario.as_str()) {
         return Err(format!(
@@ -140,6 +142,21 @@ async fn run(cli: &Cli) -> Result<(), String> {
         eprintln!("scenario otlp: OTLP protobuf batches of 512 GenAI spans...");
         let r = load::otlp_batches(dir.path(), cli.events, 512, 4).await?;
         rows.push(r.with_ceiling(batch_ceiling));
+    }
+    if all || cli.scenario == "policy" {
+        eprintln!("scenario policy: native batches of 1000 with the policy checkpoint off...");
+        let r = load::native_batches_with(dir.path(), cli.events, 1000, 4, false).await?;
+        rows.push(r.with_ceiling(batch_ceiling));
+        if cli.scenario == "policy" {
+            eprintln!("scenario policy: ... and with the default policy set...");
+            let r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
+            rows.push(r.with_ceiling(batch_ceiling));
+        }
+    }
+    if all || cli.scenario == "check" {
+        let n = (cli.events / 20).clamp(1000, 20_000);
+        eprintln!("scenario check: {n} action checks at 1000/s...");
+        rows.push(load::action_checks(dir.path(), n, 1000).await?);
     }
     report::print(&rows);
     if let Some(path) = &cli.json {

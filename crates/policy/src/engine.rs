@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Effect, Entities, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+    Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use lru::LruCache;
 use miette::Diagnostic;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use agentledger_core::chain::sha256;
 use agentledger_core::usage::Usage;
@@ -81,6 +82,16 @@ pub struct Compiled {
     pub info: Vec<PolicyInfo>,
     pub sources: Vec<Source>,
     reasons: std::collections::HashMap<String, String>,
+    /// All policy text, to tell which request attributes a policy can name:
+    /// the request carries only those (Cedar has no computed attribute
+    /// names, so an attribute whose name no policy contains cannot be read).
+    text: String,
+}
+
+impl Compiled {
+    fn uses(&self, name: &str) -> bool {
+        self.text.contains(name)
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -128,6 +139,11 @@ pub fn compile(sources: Vec<Source>, schema: &Schema) -> Result<Compiled, Policy
         info: Vec::new(),
         sources: Vec::new(),
         reasons: Default::default(),
+        text: sources
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
     };
     let mut ids = HashSet::new();
     for src in &sources {
@@ -393,7 +409,8 @@ impl Engine {
             reasons: Vec::new(),
             findings: scan.findings.clone(),
         };
-        let request = match self.request(ev, payload, tool, arguments, usage, scan, state, check) {
+        let request = match self.request(c, ev, payload, tool, arguments, usage, scan, state, check)
+        {
             Ok(r) => r,
             Err(e) => {
                 // Never silently allowed: an event the engine cannot express is flagged.
@@ -409,10 +426,20 @@ impl Engine {
                 verdict.reasons.push(r.clone());
             }
         };
-        let main = self.authorizer.is_authorized(&req, &c.main, &entities);
-        let determining: Vec<String> = main.diagnostics().reason().map(|p| p.to_string()).collect();
-        let mut errors: Vec<String> = main.diagnostics().errors().map(|e| e.to_string()).collect();
-        let denied = main.decision() == CedarDecision::Deny && !determining.is_empty();
+        let main = if c.main.is_empty() {
+            None
+        } else {
+            Some(self.authorizer.is_authorized(&req, &c.main, &entities))
+        };
+        let main = main.as_ref();
+        let determining: Vec<String> = main
+            .map(|m| m.diagnostics().reason().map(|p| p.to_string()).collect())
+            .unwrap_or_default();
+        let mut errors: Vec<String> = main
+            .map(|m| m.diagnostics().errors().map(|e| e.to_string()).collect())
+            .unwrap_or_default();
+        let denied =
+            main.is_some_and(|m| m.decision() == CedarDecision::Deny) && !determining.is_empty();
         if denied {
             verdict.decision = Decision::Deny;
         }
@@ -443,6 +470,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
+        c: &Compiled,
         ev: &NewEvent,
         payload: &Value,
         tool: Option<&str>,
@@ -482,63 +510,109 @@ impl Engine {
             k => ("Target", k.as_str().to_owned()),
         };
         let resource = uid(rtype, &rid)?;
-        let tags = match (rtype, arguments) {
-            ("Tool", Some(Value::Object(m))) => tags_of(m),
-            (_, _) => payload.as_object().map(tags_of).unwrap_or_default(),
+        let entities = if c.uses("Tag") {
+            let tags = match (rtype, arguments) {
+                ("Tool", Some(Value::Object(m))) => tags_of(m),
+                (_, _) => payload.as_object().map(tags_of).unwrap_or_default(),
+            };
+            Entities::from_entities(
+                [
+                    Entity::new_no_attrs(principal.clone(), HashSet::new()),
+                    Entity::new_with_tags(resource.clone(), [], [], tags)
+                        .map_err(|e| e.to_string())?,
+                ],
+                None,
+            )
+            .map_err(|e| e.to_string())?
+        } else {
+            Entities::empty()
         };
-        let entities = Entities::from_json_value(
-            json!([
-                {"uid": {"type": "Agent", "id": ev.agent_id.as_str()}, "attrs": {}, "parents": []},
-                {"uid": {"type": rtype, "id": rid}, "attrs": {}, "parents": [], "tags": tags},
-            ]),
-            None,
-        )
-        .map_err(|e| e.to_string())?;
-        let detectors: Vec<&str> = {
+        let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+        let n = |v: i64| RestrictedExpression::new_long(v);
+        let set = |it: &mut dyn Iterator<Item = &str>| RestrictedExpression::new_set(it.map(s));
+        let b = RestrictedExpression::new_bool;
+        // Each attribute is built only when some policy names it.
+        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::new();
+        let mut add = |name: &str, f: &mut dyn FnMut() -> RestrictedExpression| {
+            if c.uses(name) {
+                pairs.push((name.to_owned(), f()));
+            }
+        };
+        add("kind", &mut || s(ev.kind.as_str()));
+        add("source_type", &mut || s(&ev.source_type));
+        add("dialect", &mut || s(ev.dialect.as_str()));
+        add("severity", &mut || s(ev.severity.as_str()));
+        add("tool", &mut || s(tool.unwrap_or("")));
+        add("model", &mut || s(&model));
+        add("arguments", &mut || {
+            RestrictedExpression::new_string(
+                arguments
+                    .map(|a| truncate(&a.to_string(), MAX_ARGUMENTS_BYTES))
+                    .unwrap_or_default(),
+            )
+        });
+        add("findings", &mut || {
+            let mut rules: Vec<&str> = scan.findings.iter().map(|f| f.rule.as_str()).collect();
+            rules.sort_unstable();
+            rules.dedup();
+            set(&mut rules.into_iter())
+        });
+        add("detectors", &mut || {
             let mut d: Vec<&str> = scan.findings.iter().map(|f| f.detector.as_str()).collect();
             d.sort_unstable();
             d.dedup();
-            d
-        };
-        let rules: Vec<&str> = scan.findings.iter().map(|f| f.rule.as_str()).collect();
-        let args_text = arguments
-            .map(|a| truncate(&a.to_string(), MAX_ARGUMENTS_BYTES))
-            .unwrap_or_default();
-        let this_tool = tool.map_or(0, |t| state.calls_of(t));
-        let context = json!({
-            "kind": ev.kind.as_str(),
-            "source_type": ev.source_type,
-            "dialect": ev.dialect.as_str(),
-            "severity": ev.severity.as_str(),
-            "tool": tool.unwrap_or(""),
-            "model": model,
-            "arguments": args_text,
-            "findings": rules,
-            "detectors": detectors,
-            "check": check,
-            "input_tokens": usage.and_then(|u| u.input_tokens).unwrap_or(0),
-            "output_tokens": usage.and_then(|u| u.output_tokens).unwrap_or(0),
-            "cost_usd": decimal(usage.and_then(|u| u.cost_usd).unwrap_or(0.0)),
-            "session": {
-                "events": state.events as i64,
-                "tool_calls": state.tool_calls as i64,
-                "this_tool_calls": this_tool as i64,
-                "tools": state.tools.keys().collect::<Vec<_>>(),
-                "findings": state.findings,
-                "detectors": state.detectors,
-                "secret_seen": state.secret_seen(),
-                "pii_seen": state.pii_seen(),
-                "untrusted_input_seen": state.untrusted_input_seen(),
-                "input_tokens": state.input_tokens,
-                "output_tokens": state.output_tokens,
-                "total_tokens": state.input_tokens.saturating_add(state.output_tokens),
-                "cost_usd": decimal(state.cost_usd),
-                "denied": state.denied as i64,
-                "flagged": state.flagged as i64,
-            },
+            set(&mut d.into_iter())
         });
-        let context = Context::from_json_value(context, Some((&self.schema, &action)))
-            .map_err(|e| e.to_string())?;
+        add("check", &mut || b(check));
+        add("input_tokens", &mut || {
+            n(usage.and_then(|u| u.input_tokens).unwrap_or(0))
+        });
+        add("output_tokens", &mut || {
+            n(usage.and_then(|u| u.output_tokens).unwrap_or(0))
+        });
+        add("cost_usd", &mut || {
+            decimal(usage.and_then(|u| u.cost_usd).unwrap_or(0.0))
+        });
+        let mut session = None;
+        if c.uses("session") {
+            let this_tool = tool.map_or(0, |t| state.calls_of(t));
+            let mut fields: Vec<(String, RestrictedExpression)> = Vec::new();
+            let mut put = |name: &str, f: &mut dyn FnMut() -> RestrictedExpression| {
+                if c.uses(name) {
+                    fields.push((name.to_owned(), f()));
+                }
+            };
+            put("events", &mut || n(state.events as i64));
+            put("tool_calls", &mut || n(state.tool_calls as i64));
+            put("this_tool_calls", &mut || n(this_tool as i64));
+            put("tools", &mut || {
+                set(&mut state.tools.keys().map(String::as_str))
+            });
+            put("findings", &mut || {
+                set(&mut state.findings.iter().map(String::as_str))
+            });
+            put("detectors", &mut || {
+                set(&mut state.detectors.iter().map(String::as_str))
+            });
+            put("secret_seen", &mut || b(state.secret_seen()));
+            put("pii_seen", &mut || b(state.pii_seen()));
+            put("untrusted_input_seen", &mut || {
+                b(state.untrusted_input_seen())
+            });
+            put("input_tokens", &mut || n(state.input_tokens));
+            put("output_tokens", &mut || n(state.output_tokens));
+            put("total_tokens", &mut || {
+                n(state.input_tokens.saturating_add(state.output_tokens))
+            });
+            put("cost_usd", &mut || decimal(state.cost_usd));
+            put("denied", &mut || n(state.denied as i64));
+            put("flagged", &mut || n(state.flagged as i64));
+            session = Some(RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?);
+        }
+        if let Some(sess) = session {
+            pairs.push(("session".to_owned(), sess));
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
         let req =
             Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?;
         Ok((req, entities))
@@ -612,19 +686,50 @@ impl Engine {
     }
 }
 
+/// The entity type names requests use, parsed once (parsing one runs the
+/// Cedar parser, which costs more than evaluating the default policy set).
+static TYPE_NAMES: std::sync::LazyLock<Vec<(&'static str, EntityTypeName)>> =
+    std::sync::LazyLock::new(|| {
+        ["Agent", "Action", "Tool", "Model", "Memory", "Target"]
+            .into_iter()
+            .filter_map(|t| EntityTypeName::from_str(t).ok().map(|n| (t, n)))
+            .collect()
+    });
+
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let t = EntityTypeName::from_str(ty).map_err(|e| e.to_string())?;
+    let t = TYPE_NAMES
+        .iter()
+        .find(|(n, _)| *n == ty)
+        .map(|(_, t)| t.clone())
+        .ok_or_else(|| format!("unknown entity type {ty}"))?;
     Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
 }
 
-/// A Cedar decimal (4 fractional digits) in the JSON extension form.
-fn decimal(v: f64) -> Value {
+/// Decimal values already built. Building one parses the extension's name
+/// with the Cedar parser, the largest cost of a request; session costs change
+/// only when an event adds cost, so most lookups hit.
+static DECIMALS: std::sync::LazyLock<Mutex<LruCache<i64, RestrictedExpression>>> =
+    std::sync::LazyLock::new(|| {
+        Mutex::new(LruCache::new(
+            NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
+        ))
+    });
+
+/// A Cedar decimal (4 fractional digits).
+fn decimal(v: f64) -> RestrictedExpression {
     let v = if v.is_finite() {
         v.clamp(-9.0e14, 9.0e14)
     } else {
         0.0
     };
-    json!({"__extn": {"fn": "decimal", "arg": format!("{v:.4}")}})
+    let key = (v * 10_000.0).round() as i64;
+    let mut cache = DECIMALS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(e) = cache.get(&key) {
+        return e.clone();
+    }
+    let e = RestrictedExpression::new_decimal(format!("{v:.4}"));
+    cache.put(key, e.clone());
+    e
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -632,7 +737,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Top-level keys as string tags (strings as themselves, anything else as JSON).
-fn tags_of(m: &Map<String, Value>) -> Map<String, Value> {
+fn tags_of(m: &Map<String, Value>) -> Vec<(String, RestrictedExpression)> {
     m.iter()
         .take(MAX_TAGS)
         .map(|(k, v)| {
@@ -640,7 +745,7 @@ fn tags_of(m: &Map<String, Value>) -> Map<String, Value> {
                 Value::String(s) => truncate(s, MAX_TAG_BYTES),
                 other => truncate(&other.to_string(), MAX_TAG_BYTES),
             };
-            (k.clone(), Value::String(s))
+            (k.clone(), RestrictedExpression::new_string(s))
         })
         .collect()
 }

@@ -189,3 +189,68 @@ fn hostile_shapes_do_not_crash() {
         let _ = e.judge(&mut ev, &mut SessionState::default(), false);
     }
 }
+
+/// Where the time per event goes (run by hand:
+/// `cargo test --release -p agentledger-policy timing -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn timing() {
+    use std::time::Instant;
+    let e = Engine::with_defaults(Duration::from_secs(5), Redact::default()).unwrap();
+    let payload = r#"{"toolName":"search_database","callId":"call_00000001","arguments":{"query":"quarterly revenue by region and product line for the enterprise segment, excluding refunds and internal test accounts, grouped by fiscal month with year-over-year deltas and the top ten accounts by growth in each region","limit":20,"filters":{"region":"eu-west-1","since":"2026-01-01"}}}"#;
+    let n = 20_000;
+    let d = crate::detect::Detectors::new();
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut s = crate::detect::Scan::default();
+        d.scan_value(
+            "/payload",
+            &v,
+            Instant::now() + Duration::from_secs(1),
+            &mut s,
+        );
+    }
+    println!(
+        "detectors: {:.1} µs/event",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    for det in ["secrets", "pii", "injection"] {
+        let t = Instant::now();
+        for _ in 0..n {
+            for s in [
+                "quarterly revenue by region and product line for the enterprise segment, excluding refunds and internal test accounts, grouped by fiscal month with year-over-year deltas and the top ten accounts by growth in each region",
+                "eu-west-1",
+                "2026-01-01",
+                "call_00000001",
+                "search_database",
+            ] {
+                d.scan_str(det, s);
+            }
+        }
+        println!(
+            "  {det}: {:.1} µs/event",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    let mut st = SessionState::default();
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut ev = event(Kind::ToolCall, payload);
+        e.judge(&mut ev, &mut st, false);
+    }
+    println!(
+        "judge: {:.1} µs/event",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    let empty = engine("");
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut ev = event(Kind::ToolCall, payload);
+        empty.judge(&mut ev, &mut st, false);
+    }
+    println!(
+        "judge, no policies: {:.1} µs/event",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+}
