@@ -59,16 +59,6 @@ pub struct Event {
 }
 
 impl Event {
-    /// The decision of the stored verdict, if any.
-    pub fn decision(&self) -> Option<crate::verdict::Decision> {
-        #[derive(Deserialize)]
-        struct D {
-            decision: crate::verdict::Decision,
-        }
-        let v = self.verdict.as_ref()?;
-        serde_json::from_str::<D>(v.get()).ok().map(|d| d.decision)
-    }
-
     /// The time the event happened: the client's timestamp when it sent one,
     /// otherwise the time the server received it. Time filters use this.
     pub fn time(&self) -> Micros {

@@ -82,15 +82,46 @@ pub struct Compiled {
     pub info: Vec<PolicyInfo>,
     pub sources: Vec<Source>,
     reasons: std::collections::HashMap<String, String>,
-    /// All policy text, to tell which request attributes a policy can name:
-    /// the request carries only those (Cedar has no computed attribute
-    /// names, so an attribute whose name no policy contains cannot be read).
-    text: String,
+    /// The request attributes some policy's text names: the request carries
+    /// only those (Cedar has no computed attribute names, so an attribute
+    /// whose name no policy contains cannot be read). Found once, at compile.
+    used: HashSet<&'static str>,
 }
+
+/// Every context and session attribute the engine can supply, plus `Tag`
+/// (resource tags) and `session` (the session record).
+const ATTRIBUTES: &[&str] = &[
+    "Tag",
+    "session",
+    "kind",
+    "source_type",
+    "dialect",
+    "severity",
+    "tool",
+    "model",
+    "arguments",
+    "findings",
+    "detectors",
+    "check",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "events",
+    "tool_calls",
+    "this_tool_calls",
+    "tools",
+    "secret_seen",
+    "pii_seen",
+    "untrusted_input_seen",
+    "total_tokens",
+    "denied",
+    "flagged",
+];
 
 impl Compiled {
     fn uses(&self, name: &str) -> bool {
-        self.text.contains(name)
+        debug_assert!(ATTRIBUTES.contains(&name), "{name} missing from ATTRIBUTES");
+        self.used.contains(name)
     }
 }
 
@@ -139,11 +170,11 @@ pub fn compile(sources: Vec<Source>, schema: &Schema) -> Result<Compiled, Policy
         info: Vec::new(),
         sources: Vec::new(),
         reasons: Default::default(),
-        text: sources
+        used: ATTRIBUTES
             .iter()
-            .map(|s| s.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
+            .copied()
+            .filter(|a| sources.iter().any(|s| s.text.contains(a)))
+            .collect(),
     };
     let mut ids = HashSet::new();
     for src in &sources {

@@ -2,6 +2,8 @@
 //! stored; action checks answer before the agent acts; admins list and
 //! replace the policy set.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -82,22 +84,27 @@ pub async fn judge(
     let Some(engine) = st.policy.clone() else {
         return Ok(Vec::new());
     };
+    // One state handle per distinct session of the batch, one per event.
+    let mut by_session: HashMap<&str, SessionHandle> = HashMap::new();
     let mut handles = Vec::with_capacity(events.len());
     for ev in events.iter() {
-        let h = match handles
-            .iter()
-            .find(|(s, _): &&(String, SessionHandle)| s == ev.session_id.as_str())
-        {
-            Some((_, h)) => h.clone(),
-            None => session_state(st, &caller.project, ev.session_id.as_str())
-                .await?
-                .ok_or_else(|| ApiError::Internal("policy engine vanished".into()))?,
+        let s = ev.session_id.as_str();
+        let h = match by_session.get(s) {
+            Some(h) => h.clone(),
+            None => {
+                let h = session_state(st, &caller.project, s)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal("policy engine vanished".into()))?;
+                by_session.insert(s, h.clone());
+                h
+            }
         };
-        handles.push((ev.session_id.as_str().to_owned(), h));
+        handles.push(h);
     }
+    drop(by_session);
     let run = move |mut evs: Vec<NewEvent>| {
         let mut verdicts = Vec::with_capacity(evs.len());
-        for (ev, (_, h)) in evs.iter_mut().zip(&handles) {
+        for (ev, h) in evs.iter_mut().zip(&handles) {
             let mut state = h.lock().unwrap_or_else(|p| p.into_inner());
             verdicts.push(engine.judge(ev, &mut state, check));
         }
