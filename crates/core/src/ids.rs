@@ -32,10 +32,7 @@ pub struct EventId(pub Ulid);
 impl EventId {
     /// A new id for an event received at `now`.
     pub fn generate(now: crate::Micros) -> Self {
-        let mut random = [0u8; 16];
-        // getrandom only fails when the OS has no entropy source at all; a
-        // time-and-counter fallback would make ids guessable, so we abort loudly.
-        getrandom_fill(&mut random);
+        let random = buffered_random16();
         let ms = (now.0.max(0) / 1000) as u64;
         EventId(Ulid::from_parts(ms, u128::from_le_bytes(random)))
     }
@@ -47,6 +44,33 @@ impl EventId {
     }
 }
 
+/// 16 bytes from the OS random source, read 4 KiB at a time per thread (one
+/// system call per 256 ids instead of one per id on the writer's hot path).
+/// The bytes are the kernel's CSPRNG output and each is handed out once.
+fn buffered_random16() -> [u8; 16] {
+    use std::cell::RefCell;
+    const BUF: usize = 4096;
+    thread_local! {
+        static POOL: RefCell<(Box<[u8; BUF]>, usize)> = RefCell::new((Box::new([0; BUF]), BUF));
+    }
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.1 + 16 > BUF {
+            getrandom_fill(&mut p.0[..]);
+            p.1 = 0;
+        }
+        let at = p.1;
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&p.0[at..at + 16]);
+        // Used bytes are cleared so they never linger in memory.
+        p.0[at..at + 16].fill(0);
+        p.1 += 16;
+        out
+    })
+}
+
+// getrandom only fails when the OS has no entropy source at all; a
+// time-and-counter fallback would make ids guessable, so we abort loudly.
 fn getrandom_fill(buf: &mut [u8]) {
     if let Err(e) = getrandom::fill(buf) {
         panic!("operating system random source unavailable: {e}");
@@ -191,6 +215,15 @@ fn uuid_text(b: [u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_stay_unique_across_random_buffer_refills() {
+        let now = crate::Micros::now();
+        let ids: std::collections::HashSet<_> = (0..2000)
+            .map(|_| EventId::generate(now).to_bytes())
+            .collect();
+        assert_eq!(ids.len(), 2000);
+    }
 
     #[test]
     fn agent_id_rules() {

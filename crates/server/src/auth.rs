@@ -2,12 +2,17 @@
 //! resolves to its project. Only the key's SHA-256 is stored and looked up, so
 //! comparison never touches the secret itself.
 
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use lru::LruCache;
 
 use agentledger_core::keys::hash_key;
-use agentledger_store::ProjectRef;
+use agentledger_store::{ApiKeyInfo, ProjectRef};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,6 +44,47 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
+/// How long a successful key lookup is reused: a key revoked with
+/// `agentledger keys revoke` (another process) stops working within this time.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
+const AUTH_CACHE_ENTRIES: usize = 10_000;
+
+/// Recently verified keys, by key hash (never the key itself), so a busy
+/// client does not cost a database read per request. Unknown keys are not
+/// cached: every wrong key is checked against the database.
+pub struct AuthCache {
+    entries: Mutex<LruCache<[u8; 32], (ApiKeyInfo, Instant)>>,
+}
+
+impl Default for AuthCache {
+    fn default() -> Self {
+        let cap = NonZeroUsize::new(AUTH_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        AuthCache {
+            entries: Mutex::new(LruCache::new(cap)),
+        }
+    }
+}
+
+impl AuthCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<ApiKeyInfo> {
+        let mut m = self.entries.lock().ok()?;
+        match m.get(hash) {
+            Some((info, at)) if at.elapsed() < AUTH_CACHE_TTL => Some(info.clone()),
+            Some(_) => {
+                m.pop(hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, hash: [u8; 32], info: ApiKeyInfo) {
+        if let Ok(mut m) = self.entries.lock() {
+            m.put(hash, (info, Instant::now()));
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -52,11 +98,19 @@ impl FromRequestParts<AppState> for Caller {
         if key.len() > 512 {
             return Err(ApiError::Unauthorized("invalid API key"));
         }
-        let info = state
-            .store
-            .authenticate(hash_key(key))
-            .await?
-            .ok_or(ApiError::Unauthorized("invalid API key"))?;
+        let hash = hash_key(key);
+        let info = match state.auth.get(&hash) {
+            Some(info) => info,
+            None => {
+                let info = state
+                    .store
+                    .authenticate(hash)
+                    .await?
+                    .ok_or(ApiError::Unauthorized("invalid API key"))?;
+                state.auth.put(hash, info.clone());
+                info
+            }
+        };
         Ok(Caller {
             project: info.project,
             key_id: info.id,

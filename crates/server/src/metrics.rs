@@ -55,6 +55,7 @@ pub struct Metrics {
     latency: HistogramFamily<RouteLabel>,
     queue_depth: Gauge,
     pending_events: Gauge,
+    search_backlog: Gauge,
     commit_events: Histogram,
     commit_seconds: Histogram,
     decisions: Family<DecisionLabel, Counter>,
@@ -75,6 +76,7 @@ impl Metrics {
         let latency: HistogramFamily<RouteLabel> = Family::new_with_constructor(latency_histogram);
         let queue_depth = Gauge::default();
         let pending_events = Gauge::default();
+        let search_backlog = Gauge::default();
         let commit_events = Histogram::new(exponential_buckets(1.0, 2.0, 16));
         let commit_seconds = latency_histogram();
         registry.register(
@@ -101,6 +103,11 @@ impl Metrics {
             "writer_pending_events",
             "Events accepted for appending and not yet answered",
             pending_events.clone(),
+        );
+        registry.register(
+            "search_backlog_events",
+            "Committed events not yet visible to full-text search",
+            search_backlog.clone(),
         );
         registry.register(
             "commit_batch_events",
@@ -133,6 +140,7 @@ impl Metrics {
             latency,
             queue_depth,
             pending_events,
+            search_backlog,
             commit_events,
             commit_seconds,
         }
@@ -183,10 +191,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Prometheus text exposition, with the writer's queue sampled now.
-    pub fn render(&self, queue_depth: usize, pending_events: usize) -> String {
+    /// Prometheus text exposition, with the writer's queue and the search
+    /// index's backlog sampled now.
+    pub fn render(&self, queue_depth: usize, pending_events: usize, search_backlog: u64) -> String {
         self.queue_depth.set(queue_depth as i64);
         self.pending_events.set(pending_events as i64);
+        self.search_backlog
+            .set(i64::try_from(search_backlog).unwrap_or(i64::MAX));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

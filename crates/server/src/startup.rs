@@ -131,6 +131,7 @@ impl Application {
             schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_ENTRIES)),
             traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
             policy,
+            auth: Arc::default(),
         };
         let router = routes::router()
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -19,4 +19,6 @@ pub struct AppState {
     pub traces: Arc<TraceSessions>,
     /// The policy checkpoint; `None` with `--no-policy`.
     pub policy: Option<Arc<Engine>>,
+    /// Recently verified API keys.
+    pub auth: Arc<crate::auth::AuthCache>,
 }

@@ -141,6 +141,20 @@ pub async fn projects_are_isolated(store: &dyn EventStore) {
     assert_eq!(out_b[0].seq, 1);
 }
 
+/// Full-text search may trail appends (a background indexer): wait, bounded.
+pub async fn wait_for_search(store: &dyn EventStore) {
+    for _ in 0..1000 {
+        if store.search_backlog() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "search index still {} events behind after 10 s",
+        store.search_backlog()
+    );
+}
+
 /// Filters, full text, ordering and keyset paging.
 pub async fn queries_filter_and_page(store: &dyn EventStore) {
     let p = project(store, "p").await;
@@ -182,6 +196,7 @@ pub async fn queries_filter_and_page(store: &dyn EventStore) {
         .expect("q");
     assert_eq!(page.total, Some(5));
     assert!(page.events.iter().all(|e| e.kind == Kind::ToolError));
+    wait_for_search(store).await;
     let page = store
         .query_events(&p, q(|q| q.text = Some("needle".into())))
         .await

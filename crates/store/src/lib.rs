@@ -152,6 +152,11 @@ pub trait EventStore: Send + Sync + 'static {
     fn queue_depth(&self) -> usize;
     /// Events accepted for appending and not yet answered.
     fn pending_events(&self) -> usize;
+    /// Committed events not yet visible to full-text search (0 for stores
+    /// that index inside the append).
+    fn search_backlog(&self) -> u64 {
+        0
+    }
     /// Finish what is queued, commit it, and stop the writer.
     async fn close(&self);
 }

@@ -43,8 +43,11 @@ pub async fn metrics(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        st.metrics
-            .render(st.store.queue_depth(), st.store.pending_events()),
+        st.metrics.render(
+            st.store.queue_depth(),
+            st.store.pending_events(),
+            st.store.search_backlog(),
+        ),
     ))
 }
 

@@ -104,6 +104,9 @@ async fn another_projects_key_sees_nothing_and_cannot_write_into_it() {
     let body = app.ingest(json!([tool_call("private", "c1")])).await;
     let id = body["events"][0]["id"].as_str().unwrap().to_owned();
     let other = app.new_key("other-team").await;
+    app.wait_for_search().await;
+    let own = app.get_json("/api/v1/events?q=search_database").await;
+    assert_eq!(own["total"], 1, "the owner finds it");
 
     for path in [
         format!("/api/v1/events/{id}"),
@@ -185,6 +188,20 @@ async fn revoked_keys_stop_working() {
         .to_owned();
     let out = app.cli(&["keys", "revoke", &id]);
     assert!(out.status.success());
+    // The running server reuses a verified key for at most AUTH_CACHE_TTL (1 s).
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let status = app.get_with("/api/v1/events", &key).await.status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(3),
+            "revoked key still accepted after 3 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(
         app.get_with("/api/v1/events", &key).await.status(),
         StatusCode::UNAUTHORIZED

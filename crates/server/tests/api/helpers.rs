@@ -119,6 +119,22 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Full-text search trails ingest by design (a background indexer):
+    /// wait until `/metrics` says nothing committed is unsearchable.
+    pub async fn wait_for_search(&self) {
+        for _ in 0..1000 {
+            let text = self.get("/metrics").await.text().await.expect("metrics");
+            if text
+                .lines()
+                .any(|l| l.trim() == "agentledger_search_backlog_events 0")
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("search index did not catch up in 10 s");
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         let r = self.get(path).await;
         assert_eq!(r.status(), StatusCode::OK, "GET {path}");

@@ -54,6 +54,7 @@ async fn filters_combine() {
 #[tokio::test]
 async fn full_text_search_over_payloads() {
     let app = seeded().await;
+    app.wait_for_search().await;
     let p = app.get_json("/api/v1/events?q=revenue").await;
     assert_eq!(p["total"], 2);
     let p = app.get_json("/api/v1/events?q=quarterly%20revenue").await;

@@ -1,8 +1,10 @@
 //! The embedded SQLite backend: WAL, `synchronous=FULL`, one group-commit
 //! writer thread, a pool of read-only connections that never block it.
 
+mod checkpoint;
 mod rows;
 mod schema;
+mod search;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +31,8 @@ use rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_ro
 use writer::{Cmd, Writer};
 
 pub use schema::SCHEMA_VERSION;
-pub use writer::{INSERT_EVENT_SQL, INSERT_FTS_SQL};
+pub use search::index_path;
+pub use writer::INSERT_EVENT_SQL;
 
 /// How to open a SQLite ledger.
 #[derive(Clone)]
@@ -63,6 +66,10 @@ pub struct SqliteStore {
     max_pending_events: usize,
     depth: Arc<AtomicUsize>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The full-text indexer and the WAL checkpointer.
+    background: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    search: Arc<search::Progress>,
+    checkpoints: Arc<checkpoint::Stop>,
     path: PathBuf,
 }
 
@@ -84,6 +91,8 @@ pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
          PRAGMA temp_store = MEMORY;",
     )?;
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    // The checkpointer thread owns checkpoints (see checkpoint.rs).
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(rusqlite::Error::InvalidParameterName(format!(
             "could not switch the database to WAL mode (it is {mode})"
@@ -101,14 +110,24 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(storage)?;
         }
         let conn = open_writer(&opts.path).map_err(storage)?;
+        let progress = Arc::new(search::Progress::default());
+        let indexer = search::Indexer::open(&opts.path, progress.clone()).map_err(storage)?;
+        let checkpoints = Arc::new(checkpoint::Stop::default());
+        let checkpointer =
+            checkpoint::Checkpointer::open(&opts.path, checkpoints.clone()).map_err(storage)?;
+        let index_file = search::index_path(&opts.path);
         let manager = SqliteConnectionManager::file(&opts.path)
             .with_flags(
                 OpenFlags::SQLITE_OPEN_READ_ONLY
                     | OpenFlags::SQLITE_OPEN_NO_MUTEX
                     | OpenFlags::SQLITE_OPEN_URI,
             )
-            .with_init(|c| {
+            .with_init(move |c| {
                 c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;")?;
+                c.execute(
+                    "ATTACH DATABASE ?1 AS search",
+                    [index_file.to_string_lossy().as_ref()],
+                )?;
                 c.set_prepared_statement_cache_capacity(64);
                 Ok(())
             });
@@ -119,11 +138,21 @@ impl SqliteStore {
             .map_err(storage)?;
         let (tx, rx) = mpsc::channel(opts.max_pending_requests.max(16));
         let depth = Arc::new(AtomicUsize::new(0));
-        let writer = Writer::new(conn, opts.observer.clone(), depth.clone());
+        let writer = Writer::new(conn, opts.observer.clone(), depth.clone(), progress.clone());
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(storage)?;
+        let background = vec![
+            std::thread::Builder::new()
+                .name("ledger-indexer".into())
+                .spawn(move || indexer.run())
+                .map_err(storage)?,
+            std::thread::Builder::new()
+                .name("ledger-checkpoint".into())
+                .spawn(move || checkpointer.run())
+                .map_err(storage)?,
+        ];
         let max_pending_events = opts
             .max_pending_events
             .max(agentledger_core::limits::MAX_BATCH_EVENTS);
@@ -134,6 +163,9 @@ impl SqliteStore {
             max_pending_events,
             depth,
             writer: Mutex::new(Some(handle)),
+            background: Mutex::new(background),
+            search: progress,
+            checkpoints,
             path: opts.path,
         })
     }
@@ -261,7 +293,9 @@ fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
         p.push(Value::Integer(t.0));
     }
     if let Some(m) = q.text.as_deref().and_then(fts_query) {
-        sql.push_str(" AND e.rowid IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)");
+        sql.push_str(
+            " AND e.rowid IN (SELECT rowid FROM search.events_fts WHERE events_fts MATCH ?)",
+        );
         p.push(Value::Text(m));
     }
     (sql, p)
@@ -709,11 +743,44 @@ impl EventStore for SqliteStore {
             .saturating_sub(self.permits.available_permits())
     }
 
+    fn search_backlog(&self) -> u64 {
+        self.search.backlog()
+    }
+
     async fn close(&self) {
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         let Some(handle) = handle else { return };
         let _ = self.tx.send(Cmd::Shutdown).await;
         let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        // The writer has stopped. The index catches up on the next start if
+        // this one stops before it does; the checkpointer stops last and
+        // folds the WAL back into the database.
+        self.search.stop();
+        let threads = self
+            .background
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default();
+        let checkpoints = self.checkpoints.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut threads = threads.into_iter();
+            if let Some(indexer) = threads.next() {
+                let _ = indexer.join();
+            }
+            checkpoints.stop();
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Without close(): let the background threads end on their own.
+        self.search.stop();
+        self.checkpoints.stop();
     }
 }
 

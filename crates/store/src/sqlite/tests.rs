@@ -94,3 +94,57 @@ async fn appends_after_close_are_refused() {
         .await;
     assert!(matches!(r, Err(crate::StoreError::ShuttingDown)), "{r:?}");
 }
+
+#[tokio::test]
+async fn search_index_is_rebuilt_when_missing_and_resumes_after_restart() {
+    use agentledger_core::Kind;
+    let d = tempfile::tempdir().unwrap();
+    async fn search(store: &SqliteStore, p: &crate::ProjectRef, text: &str) -> usize {
+        let q = crate::EventQuery {
+            limit: 100,
+            text: Some(text.into()),
+            ..Default::default()
+        };
+        c::wait_for_search(store).await;
+        store.query_events(p, q).await.unwrap().events.len()
+    }
+    let store = open(&d);
+    let p = c::project(&store, "p").await;
+    let batch = (0..50)
+        .map(|i| c::event("s", Kind::Memory, &format!(r#"{{"w":"alpha{}"}}"#, i % 2)))
+        .collect();
+    store.append(&p, batch).await.unwrap();
+    assert_eq!(search(&store, &p, "alpha0").await, 25);
+    store.close().await;
+    drop(store);
+
+    // Events appended while the index is gone are found once it is rebuilt.
+    let index = super::index_path(&d.path().join("ledger.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let mut f = index.clone().into_os_string();
+        f.push(suffix);
+        let _ = std::fs::remove_file(f);
+    }
+    let store = open(&d);
+    store
+        .append(&p, vec![c::event("s", Kind::Memory, r#"{"w":"beta"}"#)])
+        .await
+        .unwrap();
+    assert_eq!(search(&store, &p, "alpha1").await, 25);
+    assert_eq!(search(&store, &p, "beta").await, 1);
+    store.close().await;
+    drop(store);
+
+    // A restart resumes from the watermark without duplicating anything.
+    let store = open(&d);
+    store
+        .append(
+            &p,
+            vec![c::event("s", Kind::Memory, r#"{"w":"gamma alpha0"}"#)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(search(&store, &p, "alpha0").await, 26);
+    assert_eq!(search(&store, &p, "gamma").await, 1);
+    assert_eq!(store.search_backlog(), 0);
+}

@@ -22,6 +22,7 @@ use agentledger_core::usage::Usage;
 use agentledger_core::{EventId, Kind, Micros, NewEvent, Session};
 
 use super::rows::{SESSION_COLS, session_from_row};
+use super::search::Progress;
 use crate::{
     ApiKeyInfo, AppendedEvent, NewSession, ProjectRef, StoreError, StoreResult, WriterObserver,
 };
@@ -38,8 +39,6 @@ pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, project_id, session_
     envelope_version, verdict, decision, original_payload_sha256, original_metadata_sha256) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
     ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
-/// The statement that indexes one event's payload for full-text search.
-pub const INSERT_FTS_SQL: &str = "INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)";
 
 pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -48,7 +47,7 @@ pub(crate) enum Cmd {
         project: ProjectRef,
         events: Vec<NewEvent>,
         reply: Reply<Vec<AppendedEvent>>,
-        /// Released when the command is dropped, after the reply is sent.
+        /// Released just before the reply is sent.
         _permit: OwnedSemaphorePermit,
     },
     CreateSession {
@@ -103,6 +102,10 @@ pub(crate) struct Writer {
     heads: LruCache<HeadKey, Head>,
     observer: Option<Arc<dyn WriterObserver>>,
     depth: Arc<AtomicUsize>,
+    /// Tells the full-text indexer what was committed.
+    search: Arc<Progress>,
+    /// Highest event rowid inserted by the open transaction.
+    txn_rowid: i64,
 }
 
 fn storage(e: rusqlite::Error) -> StoreError {
@@ -114,6 +117,7 @@ impl Writer {
         conn: Connection,
         observer: Option<Arc<dyn WriterObserver>>,
         depth: Arc<AtomicUsize>,
+        search: Arc<Progress>,
     ) -> Self {
         let cap = NonZeroUsize::new(HEAD_CACHE).unwrap_or(NonZeroUsize::MIN);
         Writer {
@@ -121,6 +125,8 @@ impl Writer {
             heads: LruCache::new(cap),
             observer,
             depth,
+            search,
+            txn_rowid: 0,
         }
     }
 
@@ -144,8 +150,6 @@ impl Writer {
                 break;
             }
         }
-        // Best effort: fold the WAL back so the database file is complete on its own.
-        let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
     }
 
     /// Returns false when a Shutdown command was seen.
@@ -205,10 +209,14 @@ impl Writer {
         let requests = results.len();
         match self.conn.execute_batch("COMMIT") {
             Ok(()) => {
+                self.search.committed(std::mem::take(&mut self.txn_rowid));
                 for (key, head) in txn_heads {
                     self.heads.put(key, head);
                 }
-                for (reply, outcome, _permit) in results {
+                for (reply, outcome, permit) in results {
+                    // Released before the answer, so a client that reads the
+                    // writer's gauges after its ack sees its events settled.
+                    drop(permit);
                     let _ = reply.send(outcome);
                 }
                 if let Some(obs) = &self.observer {
@@ -217,9 +225,11 @@ impl Writer {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
+                self.txn_rowid = 0;
                 let msg = e.to_string();
                 tracing::error!(error = %msg, "commit failed; no event of this group was stored");
-                for (reply, _, _permit) in results {
+                for (reply, _, permit) in results {
+                    drop(permit);
                     let _ = reply.send(Err(StoreError::Storage(msg.clone())));
                 }
             }
@@ -236,7 +246,11 @@ impl Writer {
     ) -> StoreResult<Vec<AppendedEvent>> {
         self.conn.execute_batch("SAVEPOINT req").map_err(storage)?;
         let mut local: HashMap<HeadKey, Head> = HashMap::new();
+        let rowid_before = self.txn_rowid;
         let result = self.insert_events(txn_heads, &mut local, project, events);
+        if result.is_err() {
+            self.txn_rowid = rowid_before;
+        }
         let end = match &result {
             Ok(_) => "RELEASE req",
             Err(_) => "ROLLBACK TO req; RELEASE req",
@@ -374,11 +388,7 @@ impl Writer {
                     ])
                 })
                 .map_err(storage)?;
-            let rowid = self.conn.last_insert_rowid();
-            self.conn
-                .prepare_cached(INSERT_FTS_SQL)
-                .and_then(|mut st| st.execute(params![rowid, payload]))
-                .map_err(storage)?;
+            self.txn_rowid = self.txn_rowid.max(self.conn.last_insert_rowid());
 
             let t = ev.client_ts.unwrap_or(now).0;
             head.seq = seq;
@@ -515,9 +525,12 @@ impl Writer {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(storage)?;
-        match f(self) {
+        let r = match f(self) {
             Ok(v) => match self.conn.execute_batch("COMMIT") {
-                Ok(()) => Ok(v),
+                Ok(()) => {
+                    self.search.committed(self.txn_rowid);
+                    Ok(v)
+                }
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
                     Err(storage(e))
@@ -527,7 +540,9 @@ impl Writer {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(e)
             }
-        }
+        };
+        self.txn_rowid = 0;
+        r
     }
 
     /// Create a session and append its opening events, in the caller's transaction.

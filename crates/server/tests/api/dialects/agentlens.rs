@@ -77,6 +77,7 @@ async fn every_documented_filter_and_paging() {
         .get_json("/api/events?agentId=my-agent&to=2026-02-08T10:30:00Z")
         .await;
     assert_eq!(p["total"], 2);
+    app.wait_for_search().await;
     let p = app.get_json("/api/events?search=replica").await;
     assert_eq!(p["total"], 3);
     let p = app.get_json("/api/events?order=asc&limit=1").await;
