@@ -167,3 +167,241 @@ mod tests {
         assert_eq!(m.events[5].session_id.as_str(), "bench-1");
     }
 }
+
+/// A small deterministic generator (SplitMix64): the same mix every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in lo..=hi.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "customer",
+    "invoice",
+    "refund",
+    "account",
+    "region",
+    "report",
+    "quarterly",
+    "revenue",
+    "deploy",
+    "service",
+    "cluster",
+    "latency",
+    "error",
+    "timeout",
+    "retry",
+    "database",
+    "query",
+    "index",
+    "migration",
+    "ticket",
+    "priority",
+    "escalate",
+    "summary",
+    "document",
+    "contract",
+    "policy",
+    "approval",
+    "budget",
+    "forecast",
+    "pipeline",
+    "release",
+    "feature",
+    "incident",
+    "postmortem",
+    "dashboard",
+    "metric",
+    "alert",
+    "threshold",
+    "owner",
+    "team",
+    "schedule",
+    "meeting",
+    "notes",
+    "action",
+    "item",
+    "follow",
+    "up",
+    "with",
+    "and",
+    "for",
+    "from",
+    "into",
+    "about",
+    "after",
+    "before",
+    "during",
+    "between",
+    "shipping",
+    "warehouse",
+    "supplier",
+    "order",
+    "payment",
+    "card",
+    "transfer",
+    "balance",
+    "ledger",
+    "audit",
+    "compliance",
+    "review",
+    "draft",
+];
+
+/// `bytes` (about) of prose from the vocabulary, JSON-safe.
+pub fn prose(rng: &mut Rng, bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes + 16);
+    while s.len() < bytes {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(WORDS[(rng.next() % WORDS.len() as u64) as usize]);
+    }
+    s
+}
+
+/// Which sizes a mixed event may take.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// 5% of events are tool results of 20-100 KB (the ingest mix).
+    Large,
+    /// No large tail (the query dataset, so 1M events stay around 1 GB).
+    None,
+}
+
+/// Mixed event `i` of the realistic mix: kinds in the proportions an agent
+/// produces them (LLM calls and responses, tool calls and results, inputs,
+/// retrievals, memory, errors), prose payloads with a median around 1 KB, and
+/// with `Tail::Large` 5% of tool results between 20 and 100 KB. Each event
+/// carries a unique order number (`ord-<i>`) for selective searches.
+pub fn mixed_event(i: u64, sessions: u64, tail: Tail) -> String {
+    let mut rng = Rng::new(i.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x5eed);
+    let session = format!("mix-{}", rng.next() % sessions);
+    let agent = format!("agent-{}", rng.next() % 20);
+    let call = format!("call_{i:010}");
+    let roll = rng.next() % 100;
+    let (kind, payload) = if tail == Tail::Large && roll < 5 {
+        let n = rng.range(20_000, 100_000) as usize;
+        (
+            "tool_response",
+            serde_json::json!({"callId": call, "toolName": "read_file", "durationMs": rng.range(5, 900),
+                "result": {"path": format!("/srv/docs/ord-{i}.md"), "content": prose(&mut rng, n)}}),
+        )
+    } else {
+        match roll {
+            0..=7 => (
+                "user_input",
+                serde_json::json!({"text": format!("ord-{i} {}", prose_between(&mut rng, 200, 900))}),
+            ),
+            8..=25 => (
+                "llm_call",
+                serde_json::json!({"callId": call, "provider": "openai", "model": "gpt-4o-mini",
+                    "messages": [
+                        {"role": "system", "content": prose(&mut rng, 500)},
+                        {"role": "user", "content": format!("ord-{i} {}", prose_between(&mut rng, 200, 1200))}
+                    ],
+                    "parameters": {"temperature": 0.2, "max_tokens": 1024}}),
+            ),
+            26..=43 => {
+                let (input, output) = (rng.range(200, 4000), rng.range(20, 800));
+                (
+                    "llm_response",
+                    serde_json::json!({"callId": call, "provider": "openai", "model": "gpt-4o-mini",
+                        "completion": format!("ord-{i} {}", prose_between(&mut rng, 300, 1600)),
+                        "finishReason": "stop",
+                        "usage": {"inputTokens": input, "outputTokens": output},
+                        "costUsd": (input as f64 * 0.15 + output as f64 * 0.6) / 1e6,
+                        "latencyMs": rng.range(200, 4000)}),
+                )
+            }
+            44..=65 => (
+                "tool_call",
+                serde_json::json!({"toolName": "search_database", "callId": call,
+                    "arguments": {"query": format!("ord-{i} {}", prose_between(&mut rng, 80, 600)), "limit": 20}}),
+            ),
+            66..=87 => (
+                "tool_response",
+                serde_json::json!({"callId": call, "toolName": "search_database", "durationMs": rng.range(5, 900),
+                    "result": {"rows": rng.range(0, 50), "text": format!("ord-{i} {}", prose_between(&mut rng, 300, 2500))}}),
+            ),
+            88..=92 => (
+                "retrieval",
+                serde_json::json!({"query": format!("ord-{i}"), "documents": (0..4).map(|_| prose(&mut rng, 300)).collect::<Vec<_>>()}),
+            ),
+            93..=97 => (
+                "memory",
+                serde_json::json!({"key": format!("ord-{i}"), "value": prose_between(&mut rng, 100, 600)}),
+            ),
+            _ => (
+                "error",
+                serde_json::json!({"message": format!("ord-{i} upstream timeout"), "stack": prose(&mut rng, 900)}),
+            ),
+        }
+    };
+    format!(
+        r#"{{"session_id":"{session}","agent_id":"{agent}","kind":"{kind}","payload":{payload},"metadata":{{"host":"bench-01"}}}}"#
+    )
+}
+
+/// Prose of a length drawn uniformly from lo..=hi bytes.
+fn prose_between(rng: &mut Rng, lo: usize, hi: usize) -> String {
+    let n = rng.range(lo as u64, hi as u64) as usize;
+    prose(rng, n)
+}
+
+/// A native ingest body of mixed events `start..start+n`.
+pub fn mixed_batch_body(start: u64, n: u64, sessions: u64, tail: Tail) -> String {
+    let mut body = String::from(r#"{"events":["#);
+    for i in start..start + n {
+        if i > start {
+            body.push(',');
+        }
+        body.push_str(&mixed_event(i, sessions, tail));
+    }
+    body.push_str("]}");
+    body
+}
+
+#[cfg(test)]
+mod mix_tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_has_a_1kb_median_a_large_tail_and_valid_kinds() {
+        let mut sizes: Vec<usize> = (0..4000)
+            .map(|i| mixed_event(i, 100, Tail::Large).len())
+            .collect();
+        sizes.sort_unstable();
+        let median = sizes[sizes.len() / 2];
+        assert!((700..=1500).contains(&median), "median {median}");
+        let large = sizes.iter().filter(|&&s| s >= 20_000).count();
+        assert!((120..=280).contains(&large), "large {large}");
+        assert!(*sizes.last().unwrap() <= 110_000);
+        for i in 0..200 {
+            let v: serde_json::Value =
+                serde_json::from_str(&mixed_event(i, 10, Tail::None)).unwrap();
+            let kind: agentledger_core::Kind = v["kind"].as_str().unwrap().parse().unwrap();
+            let payload = serde_json::value::to_raw_value(&v["payload"]).unwrap();
+            agentledger_core::payload::validate(kind, &payload).unwrap();
+            assert!(v["payload"].to_string().contains(&format!("ord-{i}")));
+        }
+        assert_eq!(
+            mixed_event(7, 10, Tail::Large),
+            mixed_event(7, 10, Tail::Large)
+        );
+    }
+}

@@ -53,11 +53,21 @@ pub fn serve_child(db: PathBuf) -> ExitCode {
 }
 
 pub struct Server {
-    child: Child,
+    /// None when the harness targets a server it did not start (`--url`).
+    child: Option<Child>,
     pub base: String,
     pub key: String,
     db: PathBuf,
     started: Duration,
+    policy: bool,
+}
+
+/// A server given with `--url`/`--key`: every scenario runs against it
+/// instead of a fresh one (no cold start, RSS or disk figures then).
+static EXTERNAL: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+pub fn use_external(url: String, key: String) {
+    let _ = EXTERNAL.set((url.trim_end_matches('/').to_owned(), key));
 }
 
 pub struct Stopped {
@@ -72,8 +82,35 @@ impl Server {
 
     /// Spawn with the policy checkpoint on (the default set) or off.
     pub fn spawn_with(dir: &Path, name: &str, policy: bool) -> Result<Server, String> {
-        let db = dir.join(format!("{name}.db"));
-        let key = agentledger_core::keys::generate_key();
+        Server::start(
+            dir.join(format!("{name}.db")),
+            agentledger_core::keys::generate_key(),
+            policy,
+        )
+    }
+
+    /// Stop and start again on the same database (cold start on a full ledger).
+    pub fn restart(self) -> Result<(Server, Stopped), String> {
+        let (db, key, policy) = (self.db.clone(), self.key.clone(), self.policy);
+        let external = self.child.is_none();
+        let stopped = self.stop()?;
+        if external {
+            return Err("cannot restart a server given with --url".into());
+        }
+        Ok((Server::start(db, key, policy)?, stopped))
+    }
+
+    fn start(db: PathBuf, key: String, policy: bool) -> Result<Server, String> {
+        if let Some((url, key)) = EXTERNAL.get() {
+            return Ok(Server {
+                child: None,
+                base: url.clone(),
+                key: key.clone(),
+                db,
+                started: Duration::ZERO,
+                policy,
+            });
+        }
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let t0 = Instant::now();
         let mut cmd = Command::new(exe);
@@ -98,11 +135,12 @@ impl Server {
             .strip_prefix("LISTENING ")
             .ok_or_else(|| format!("server said {line:?}"))?;
         Ok(Server {
-            child,
+            child: Some(child),
             base: format!("http://{addr}"),
             key,
             db,
             started: t0.elapsed(),
+            policy,
         })
     }
 
@@ -112,8 +150,14 @@ impl Server {
     }
 
     /// SIGTERM, wait, and report peak RSS and the database's size.
-    pub fn stop(mut self) -> Result<Stopped, String> {
-        let peak_rss_mb = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+    pub fn stop(self) -> Result<Stopped, String> {
+        let Some(mut child) = self.child else {
+            return Ok(Stopped {
+                peak_rss_mb: None,
+                db_bytes: 0,
+            });
+        };
+        let peak_rss_mb = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
             .ok()
             .and_then(|s| {
                 s.lines()
@@ -123,30 +167,39 @@ impl Server {
             })
             .map(|kb| kb / 1024.0);
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status();
-        let status = self.child.wait().map_err(|e| e.to_string())?;
+        let status = child.wait().map_err(|e| e.to_string())?;
         if !status.success() {
             return Err(format!("server exited with {status}"));
         }
-        let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        let mut wal = self.db.clone().into_os_string();
-        wal.push("-wal");
+        // Everything the ledger keeps: the database, its WAL and the
+        // full-text index file with its WAL.
+        let size = |suffix: &str| {
+            let mut p = self.db.clone().into_os_string();
+            p.push(suffix);
+            std::fs::metadata(PathBuf::from(p))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
         Ok(Stopped {
             peak_rss_mb,
-            db_bytes: size(self.db.clone()) + size(PathBuf::from(wal)),
+            db_bytes: ["", "-wal", "-fts", "-fts-wal"]
+                .iter()
+                .map(|s| size(s))
+                .sum(),
         })
     }
 }
 
 /// Where a scenario posts and what a success looks like.
-struct Target {
-    path: &'static str,
-    ok: u16,
-    content_type: &'static str,
+pub struct Target {
+    pub path: &'static str,
+    pub ok: u16,
+    pub content_type: &'static str,
 }
 
-const NATIVE: Target = Target {
+pub const NATIVE: Target = Target {
     path: "/api/v1/events",
     ok: 201,
     content_type: "application/json",
@@ -170,7 +223,7 @@ const FABRAIX: Target = Target {
 /// Post `bodies` round-robin from `clients` tasks until `requests` are done.
 /// Every response must be the target's success status; anything else fails
 /// the scenario loudly.
-async fn drive(
+pub async fn drive(
     server: &Server,
     target: Target,
     bodies: Arc<Vec<Bytes>>,
@@ -233,7 +286,7 @@ pub async fn native_batches(
     events: u64,
     batch: u64,
     clients: usize,
-) -> Result<Row, String> {
+) -> Result<Vec<Row>, String> {
     native_batches_with(dir, events, batch, clients, true).await
 }
 
@@ -244,7 +297,7 @@ pub async fn native_batches_with(
     batch: u64,
     clients: usize,
     policy: bool,
-) -> Result<Row, String> {
+) -> Result<Vec<Row>, String> {
     let name = if policy { "batch" } else { "batch-nopolicy" };
     let server = Server::spawn_with(dir, name, policy)?;
     let start_ms = server.start_time().as_secs_f64() * 1000.0;
@@ -253,16 +306,42 @@ pub async fn native_batches_with(
         .map(|k| batch_body(k * batch, batch, SESSIONS))
         .collect();
     let bytes = bodies[0].len() as u64 * requests;
-    let (elapsed, lat) = drive(
+    // Search freshness is probed under this load (the index trails commits).
+    let stop_probe = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = tokio::spawn(crate::scenarios::probe_freshness(
+        server.base.clone(),
+        server.key.clone(),
+        stop_probe.clone(),
+    ));
+    let driven = drive(
         &server,
         NATIVE,
         Arc::new(bodies.into_iter().map(Bytes::from).collect()),
         requests,
         clients,
     )
-    .await?;
+    .await;
+    stop_probe.store(true, Ordering::Relaxed);
+    let lags = probe.await.map_err(|e| e.to_string())??;
+    let (elapsed, lat) = driven?;
     let stopped = server.stop()?;
     let n = requests * batch;
+    let freshness = Row::throughput(
+        &format!(
+            "search freshness under {}",
+            if policy {
+                "batch load"
+            } else {
+                "batch load, policy off"
+            }
+        ),
+        lags.len() as u64,
+        elapsed.as_secs_f64(),
+        None,
+    )
+    .unit("probes/s")
+    .latencies(lags)
+    .note("ack of an event -> first search that finds it (background indexer); target <= 1 s");
     let mut row = Row::throughput(
         &if policy {
             format!("native batches of {batch}, {clients} clients")
@@ -279,7 +358,7 @@ pub async fn native_batches_with(
     ));
     row.peak_rss_mb = stopped.peak_rss_mb;
     row.disk_bytes_per_event = Some(stopped.db_bytes as f64 / n as f64);
-    Ok(row)
+    Ok(vec![row, freshness])
 }
 
 pub async fn native_singles(dir: &Path, events: u64, clients: usize) -> Result<Row, String> {

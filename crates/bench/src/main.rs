@@ -5,9 +5,12 @@
 //! `cargo run --release -p agentledger-bench -- [--scenario NAME|all] [--events N] [--json FILE]`
 
 mod ceiling;
+mod chart;
 mod events;
 mod load;
+mod queries;
 mod report;
+mod scenarios;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,10 +27,12 @@ use report::Row;
 struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
-    /// Scenario to run: ceiling, batch, single, agentlens, fabraix, otlp, policy, check, or all.
+    /// Scenario to run: ceiling, batch, single, sweep, agentlens, fabraix, otlp,
+    /// mix, policy, check, queries, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
-    /// Events for the batched scenario (single-event scenario uses a quarter).
+    /// Events for the batched scenarios (single-event scenarios use a quarter;
+    /// the query dataset holds at least 1M, or this many if more).
     #[arg(long, default_value_t = 200_000)]
     events: u64,
     /// Concurrent clients of the single-event scenario.
@@ -36,6 +41,16 @@ struct Cli {
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the chart of the concurrency sweep (SVG) to this file.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Drive this running server instead of starting one per scenario
+    /// (needs --key; no cold start, RSS or disk figures then).
+    #[arg(long, requires = "key")]
+    url: Option<String>,
+    /// An admin API key of the server given with --url.
+    #[arg(long, env = "AGENTLEDGER_BENCH_KEY", hide_env_values = true)]
+    key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -80,12 +95,19 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "ceiling",
         "batch",
         "single",
+        "sweep",
         "agentlens",
         "fabraix",
         "otlp",
+        "mix",
         "policy",
         "check",
+        "queries",
     ];
+    if let (Some(url), Some(key)) = (&cli.url, &cli.key) {
+        load::use_external(url.clone(), key.clone());
+    }
+    let started = std::time::Instant::now();
     if !known.contains(&cli.scenario.as_str()) {
         return Err(format!(
             "unknown scenario {:?}; one of {}",
@@ -112,8 +134,9 @@ async fn run(cli: &Cli) -> Result<(), String> {
 
     if all || cli.scenario == "batch" {
         eprintln!("scenario batch: native batches of 1000 standard events...");
-        let r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
-        rows.push(r.with_ceiling(batch_ceiling));
+        let mut r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
+        r[0] = r[0].clone().with_ceiling(batch_ceiling);
+        rows.extend(r);
     }
     if all || cli.scenario == "single" {
         let n = (cli.events / 4).max(1000);
@@ -123,6 +146,37 @@ async fn run(cli: &Cli) -> Result<(), String> {
         );
         let r = load::native_singles(dir.path(), n, cli.clients).await?;
         rows.push(r.with_ceiling(batch_ceiling));
+    }
+    if all || cli.scenario == "sweep" {
+        eprintln!("scenario sweep: single events at 1..256 clients...");
+        let (r, points) = scenarios::singles_sweep(dir.path(), &[1, 4, 16, 64, 256]).await?;
+        rows.extend(r);
+        if let Some(path) = &cli.chart {
+            let refs = [
+                chart::Reference {
+                    label: "raw insert, 1000-row txns",
+                    per_sec: ceiling.batch_rows_per_sec,
+                    color: "#cf222e",
+                },
+                chart::Reference {
+                    label: "raw insert, 1 row per txn",
+                    per_sec: ceiling.single_commits_per_sec,
+                    color: "#9a6700",
+                },
+                chart::Reference {
+                    label: "disk fdatasync",
+                    per_sec: ceiling.fsync_per_sec,
+                    color: "#6e7781",
+                },
+            ];
+            let svg = chart::svg(
+                &points,
+                &refs,
+                "Single durable events vs concurrency, with the machine's ceilings",
+            );
+            std::fs::write(path, svg)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
     }
     if all || cli.scenario == "agentlens" {
         eprintln!("scenario agentlens: AgentLens batches of 1000 standard events...");
@@ -143,14 +197,19 @@ async fn run(cli: &Cli) -> Result<(), String> {
         let r = load::otlp_batches(dir.path(), cli.events, 512, 4).await?;
         rows.push(r.with_ceiling(batch_ceiling));
     }
+    if all || cli.scenario == "mix" {
+        eprintln!("scenario mix: the realistic mix in native batches of 100...");
+        let r = scenarios::mixed_batches(dir.path(), cli.events, 100, 8).await?;
+        rows.push(r.with_ceiling(batch_ceiling));
+    }
     if all || cli.scenario == "policy" {
         eprintln!("scenario policy: native batches of 1000 with the policy checkpoint off...");
-        let r = load::native_batches_with(dir.path(), cli.events, 1000, 4, false).await?;
-        rows.push(r.with_ceiling(batch_ceiling));
+        let mut r = load::native_batches_with(dir.path(), cli.events, 1000, 4, false).await?;
+        rows.push(r.remove(0).with_ceiling(batch_ceiling));
         if cli.scenario == "policy" {
             eprintln!("scenario policy: ... and with the default policy set...");
-            let r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
-            rows.push(r.with_ceiling(batch_ceiling));
+            let mut r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
+            rows.push(r.remove(0).with_ceiling(batch_ceiling));
         }
     }
     if all || cli.scenario == "check" {
@@ -158,7 +217,13 @@ async fn run(cli: &Cli) -> Result<(), String> {
         eprintln!("scenario check: {n} action checks at 1000/s...");
         rows.push(load::action_checks(dir.path(), n, 1000).await?);
     }
+    if all || cli.scenario == "queries" {
+        let n = cli.events.max(1_000_000);
+        eprintln!("scenario queries: a ledger of {n} events...");
+        rows.extend(queries::queries(dir.path(), n).await?);
+    }
     report::print(&rows);
+    eprintln!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
     if let Some(path) = &cli.json {
         report::write_json(path, &rows)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;

@@ -14,6 +14,7 @@ pub struct Row {
     pub unit: String,
     pub mb_per_sec: Option<f64>,
     pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
     /// Throughput as a fraction of the raw-insert ceiling.
@@ -33,6 +34,7 @@ impl Row {
             unit: "events/s".into(),
             mb_per_sec: bytes.map(|b| b as f64 / 1e6 / seconds.max(1e-9)),
             p50_ms: None,
+            p95_ms: None,
             p99_ms: None,
             p999_ms: None,
             of_ceiling: None,
@@ -63,6 +65,7 @@ impl Row {
             l[i].as_secs_f64() * 1000.0
         };
         self.p50_ms = Some(at(0.50));
+        self.p95_ms = Some(at(0.95));
         self.p99_ms = Some(at(0.99));
         self.p999_ms = Some(at(0.999));
         self
@@ -81,12 +84,13 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 
 pub fn print(rows: &[Row]) {
     println!(
-        "\n| {:<40} | {:>9} | {:>12} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} |",
+        "\n| {:<52} | {:>9} | {:>14} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>7} | {:>6} | {:>9} |",
         "scenario",
         "count",
         "rate",
         "MB/s",
         "p50 ms",
+        "p95 ms",
         "p99 ms",
         "p999 ms",
         "ceiling",
@@ -94,18 +98,19 @@ pub fn print(rows: &[Row]) {
         "disk B/ev"
     );
     println!(
-        "|{:-<42}|{:-<11}|{:-<14}|{:-<10}|{:-<10}|{:-<10}|{:-<10}|{:-<10}|{:-<10}|{:-<11}|",
-        "", "", "", "", "", "", "", "", "", ""
+        "|{:-<54}|{:-<11}|{:-<16}|{:-<8}|{:-<10}|{:-<10}|{:-<10}|{:-<10}|{:-<9}|{:-<8}|{:-<11}|",
+        "", "", "", "", "", "", "", "", "", "", ""
     );
     for r in rows {
         println!(
-            "| {:<40} | {:>9} | {:>12} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>8} | {:>9} |",
+            "| {:<52} | {:>9} | {:>14} | {:>6} | {:>8} | {:>8} | {:>8} | {:>8} | {:>7} | {:>6} | {:>9} |",
             r.scenario,
             r.count,
             format!("{:.0} {}", r.per_sec, r.unit.trim_end_matches("/s")).replace("events", "ev")
                 + "/s",
             opt(r.mb_per_sec, 1),
             opt(r.p50_ms, 2),
+            opt(r.p95_ms, 2),
             opt(r.p99_ms, 2),
             opt(r.p999_ms, 2),
             r.of_ceiling

@@ -85,10 +85,20 @@ pub struct UsageRow {
 #[derive(Debug, Clone)]
 pub struct EventPage {
     pub events: Vec<Event>,
+    /// Matching events, counted up to [`COUNT_LIMIT`] ([`TEXT_COUNT_LIMIT`]
+    /// with a full-text term); `total_capped` says the count stopped there.
     pub total: Option<u64>,
+    pub total_capped: bool,
     /// Present when more events match after this page.
     pub next_cursor: Option<Cursor>,
 }
+
+/// Matches counted for a listing's `total`, at most: every listing does
+/// bounded work however many events match.
+pub const COUNT_LIMIT: u64 = 10_000;
+/// The same for listings with a full-text term (each counted match is an
+/// index probe, not an index entry).
+pub const TEXT_COUNT_LIMIT: u64 = 1_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionQuery {

@@ -328,8 +328,11 @@ impl From<Event> for EventOut {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<EventOut>,
-    /// Events matching the filters (all pages).
+    /// Events matching the filters (all pages), counted up to 10,000 (up to
+    /// 1,000 when a full-text term is common).
     pub total: u64,
+    /// True when more events match than `total` counted.
+    pub total_capped: bool,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }

@@ -90,6 +90,7 @@ pub async fn list_events(
     Ok(Json(EventList {
         events: page.events.into_iter().map(EventOut::from).collect(),
         total: page.total.unwrap_or(0),
+        total_capped: page.total_capped,
         next_cursor: page.next_cursor.map(|c| c.encode()),
     }))
 }

@@ -213,9 +213,35 @@ fn fts_query(text: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
+/// How a full-text term joins the other filters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TextPlan {
+    /// `rowid IN (matches)`, leaving the plan to SQLite.
+    In,
+    /// Few matches: look each one up by rowid and sort them (the project's
+    /// indexes are kept out of the plan so SQLite cannot prefer scanning them).
+    Lookup,
+    /// Many matches: walk the listing's index in order and probe the
+    /// full-text index for each candidate row, stopping at the page's end.
+    Probe,
+    /// Leave the term out (the caller joins the full-text index itself).
+    Omit,
+}
+
+/// Full-text matches above which `TextPlan::Probe` is used.
+const LOOKUP_MATCHES: i64 = 5_000;
+
 /// WHERE clause and parameters shared by an event listing and its count.
 fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
-    let mut sql = String::from("e.project_id = ?");
+    event_filters_with(project, q, TextPlan::In)
+}
+
+fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (String, Vec<Value>) {
+    let mut sql = String::from(if matches!(plan, TextPlan::Lookup | TextPlan::Omit) {
+        "+e.project_id = ?"
+    } else {
+        "e.project_id = ?"
+    });
     let mut p: Vec<Value> = vec![Value::Integer(project.0)];
     fn list(sql: &mut String, p: &mut Vec<Value>, col: &str, vals: Vec<Value>) {
         if vals.is_empty() {
@@ -292,13 +318,42 @@ fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
         sql.push_str(" AND e.ts <= ?");
         p.push(Value::Integer(t.0));
     }
-    if let Some(m) = q.text.as_deref().and_then(fts_query) {
-        sql.push_str(
-            " AND e.rowid IN (SELECT rowid FROM search.events_fts WHERE events_fts MATCH ?)",
-        );
+    if let Some(m) = q
+        .text
+        .as_deref()
+        .and_then(fts_query)
+        .filter(|_| plan != TextPlan::Omit)
+    {
+        sql.push_str(match plan {
+            TextPlan::In | TextPlan::Lookup | TextPlan::Omit => {
+                " AND e.rowid IN (SELECT rowid FROM search.events_fts WHERE events_fts MATCH ?)"
+            }
+            TextPlan::Probe => {
+                " AND EXISTS (SELECT 1 FROM search.events_fts \
+                 WHERE events_fts MATCH ? AND rowid = e.rowid)"
+            }
+        });
         p.push(Value::Text(m));
     }
     (sql, p)
+}
+
+/// Choose the plan for a full-text term by counting its matches (in every
+/// project: only the choice depends on it), up to `LOOKUP_MATCHES`.
+fn text_plan(conn: &Connection, q: &EventQuery) -> rusqlite::Result<TextPlan> {
+    let Some(m) = q.text.as_deref().and_then(fts_query) else {
+        return Ok(TextPlan::In);
+    };
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM (SELECT 1 FROM search.events_fts WHERE events_fts MATCH ?1 LIMIT ?2)",
+        rusqlite::params![m, LOOKUP_MATCHES + 1],
+        |r| r.get(0),
+    )?;
+    Ok(if n > LOOKUP_MATCHES {
+        TextPlan::Probe
+    } else {
+        TextPlan::Lookup
+    })
 }
 
 /// Sums of tokens and cost over the events matching `q` that carry usage.
@@ -350,14 +405,37 @@ fn query_events_sync(
     project: &ProjectRef,
     q: &EventQuery,
 ) -> rusqlite::Result<EventPage> {
-    let (filters, params) = event_filters(project.id, q);
-    let total = if q.skip_total {
-        None
+    let plan = text_plan(conn, q)?;
+    let (filters, params) = event_filters_with(project.id, q, plan);
+    let (total, total_capped) = if q.skip_total {
+        (None, false)
     } else {
-        let sql = format!("SELECT count(*) FROM events e WHERE {filters}");
-        Some(conn.query_row(&sql, params_from_iter(params.iter()), |r| {
-            r.get::<_, i64>(0)
-        })? as u64)
+        let cap = if plan == TextPlan::Probe {
+            agentledger_core::query::TEXT_COUNT_LIMIT
+        } else {
+            agentledger_core::query::COUNT_LIMIT
+        };
+        let n = if plan == TextPlan::Probe {
+            // Counted from the full-text side: its matches in index order,
+            // each looked up and filtered, until the cap.
+            let (rest, mut p) = event_filters_with(project.id, q, TextPlan::Omit);
+            let m = q.text.as_deref().and_then(fts_query).unwrap_or_default();
+            p.insert(0, Value::Text(m));
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT 1 FROM search.events_fts f \
+                 CROSS JOIN events e ON e.rowid = f.rowid \
+                 WHERE f.events_fts MATCH ? AND {rest} LIMIT {cap} + 1)"
+            );
+            conn.query_row(&sql, params_from_iter(p.iter()), |r| r.get::<_, i64>(0))?
+        } else {
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT 1 FROM events e WHERE {filters} LIMIT {cap} + 1)"
+            );
+            conn.query_row(&sql, params_from_iter(params.iter()), |r| {
+                r.get::<_, i64>(0)
+            })?
+        } as u64;
+        (Some(n.min(cap)), n > cap)
     };
     // One session reads in chain order (seq); everything else in time order.
     let by_seq = q.session_id.is_some();
@@ -417,6 +495,7 @@ fn query_events_sync(
     Ok(EventPage {
         events,
         total,
+        total_capped,
         next_cursor: if more { last } else { None },
     })
 }

@@ -148,3 +148,67 @@ async fn search_index_is_rebuilt_when_missing_and_resumes_after_restart() {
     assert_eq!(search(&store, &p, "gamma").await, 1);
     assert_eq!(store.search_backlog(), 0);
 }
+
+#[tokio::test]
+async fn common_and_rare_terms_page_count_and_stay_in_their_project() {
+    use agentledger_core::Kind;
+    let d = tempfile::tempdir().unwrap();
+    let store = open(&d);
+    let a = c::project(&store, "a").await;
+    let b = c::project(&store, "b").await;
+    for chunk in 0..6 {
+        let batch = (0..1000)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                let word = if n % 2000 == 7 { "common rare" } else { "common" };
+                c::event("s", Kind::Memory, &format!(r#"{{"n":{n},"w":"{word}"}}"#))
+            })
+            .collect();
+        store.append(&a, batch).await.unwrap();
+    }
+    let batch = (0..100)
+        .map(|n| c::event("s", Kind::Memory, &format!(r#"{{"n":{n},"w":"common rare"}}"#)))
+        .collect();
+    store.append(&b, batch).await.unwrap();
+    c::wait_for_search(&store).await;
+    let q = |text: &str| crate::EventQuery {
+        limit: 50,
+        text: Some(text.into()),
+        ..Default::default()
+    };
+
+    // A common term (more than 5,000 matches): probed in time order, counted to 1,000.
+    let page = store.query_events(&a, q("common")).await.unwrap();
+    assert_eq!((page.total, page.total_capped), (Some(1000), true));
+    assert_eq!(page.events.len(), 50);
+    assert!(page.events.windows(2).all(|w| w[0].seq > w[1].seq));
+    assert!(page.events[0].payload.get().contains(r#""n":5999"#));
+    let mut next = q("common");
+    next.cursor = page.next_cursor;
+    let page2 = store.query_events(&a, next).await.unwrap();
+    assert!(page2.events[0].payload.get().contains(r#""n":5949"#));
+    let page = store.query_events(&b, q("common")).await.unwrap();
+    assert_eq!((page.total, page.total_capped), (Some(100), false));
+
+    // A rare term: looked up by rowid and sorted, counted exactly.
+    let page = store.query_events(&a, q("rare")).await.unwrap();
+    assert_eq!((page.total, page.total_capped), (Some(3), false));
+    assert!(page.events.windows(2).all(|w| w[0].seq > w[1].seq));
+    let page = store.query_events(&b, q("rare")).await.unwrap();
+    assert_eq!(page.total, Some(100));
+    let page = store.query_events(&b, q("common rare")).await.unwrap();
+    assert_eq!(page.events.len(), 50);
+
+    // Without a term: exact below the 10,000 cap.
+    let page = store
+        .query_events(
+            &a,
+            crate::EventQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((page.total, page.total_capped), (Some(6000), false));
+}
