@@ -237,11 +237,16 @@ fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
 }
 
 fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (String, Vec<Value>) {
-    let mut sql = String::from(if matches!(plan, TextPlan::Lookup | TextPlan::Omit) {
-        "+e.project_id = ?"
-    } else {
-        "e.project_id = ?"
-    });
+    // `+` keeps the project's indexes out of the plan where a better one
+    // exists: a session's own (session_ref, seq) index (the session lookup is
+    // scoped by project already) or the full-text matches.
+    let mut sql = String::from(
+        if q.session_id.is_some() || matches!(plan, TextPlan::Lookup | TextPlan::Omit) {
+            "+e.project_id = ?"
+        } else {
+            "e.project_id = ?"
+        },
+    );
     let mut p: Vec<Value> = vec![Value::Integer(project.0)];
     fn list(sql: &mut String, p: &mut Vec<Value>, col: &str, vals: Vec<Value>) {
         if vals.is_empty() {

@@ -160,14 +160,24 @@ async fn common_and_rare_terms_page_count_and_stay_in_their_project() {
         let batch = (0..1000)
             .map(|i| {
                 let n = chunk * 1000 + i;
-                let word = if n % 2000 == 7 { "common rare" } else { "common" };
+                let word = if n % 2000 == 7 {
+                    "common rare"
+                } else {
+                    "common"
+                };
                 c::event("s", Kind::Memory, &format!(r#"{{"n":{n},"w":"{word}"}}"#))
             })
             .collect();
         store.append(&a, batch).await.unwrap();
     }
     let batch = (0..100)
-        .map(|n| c::event("s", Kind::Memory, &format!(r#"{{"n":{n},"w":"common rare"}}"#)))
+        .map(|n| {
+            c::event(
+                "s",
+                Kind::Memory,
+                &format!(r#"{{"n":{n},"w":"common rare"}}"#),
+            )
+        })
         .collect();
     store.append(&b, batch).await.unwrap();
     c::wait_for_search(&store).await;
