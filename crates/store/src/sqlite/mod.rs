@@ -237,17 +237,22 @@ fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
 }
 
 fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (String, Vec<Value>) {
-    // `+` keeps the project's indexes out of the plan where a better one
-    // exists: a session's own (session_ref, seq) index (the session lookup is
-    // scoped by project already) or the full-text matches.
-    let mut sql = String::from(
-        if q.session_id.is_some() || matches!(plan, TextPlan::Lookup | TextPlan::Omit) {
-            "+e.project_id = ?"
-        } else {
-            "e.project_id = ?"
-        },
-    );
+    // With a session, the project scope is the session lookup itself (a
+    // session row belongs to one project), so the (session_ref, seq) index
+    // answers alone, counts included, without reading event rows. Otherwise
+    // `+` keeps the project's indexes out of the plan when the full-text
+    // matches are the better way in.
+    let mut sql = String::from(match (&q.session_id, plan) {
+        (Some(_), _) => {
+            "e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ? AND id = ?)"
+        }
+        (None, TextPlan::Lookup | TextPlan::Omit) => "+e.project_id = ?",
+        (None, _) => "e.project_id = ?",
+    });
     let mut p: Vec<Value> = vec![Value::Integer(project.0)];
+    if let Some(s) = &q.session_id {
+        p.push(Value::Text(s.clone()));
+    }
     fn list(sql: &mut String, p: &mut Vec<Value>, col: &str, vals: Vec<Value>) {
         if vals.is_empty() {
             return;
@@ -255,13 +260,6 @@ fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (St
         let marks = vec!["?"; vals.len()].join(",");
         sql.push_str(&format!(" AND {col} IN ({marks})"));
         p.extend(vals);
-    }
-    if let Some(s) = &q.session_id {
-        sql.push_str(
-            " AND e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ? AND id = ?)",
-        );
-        p.push(Value::Integer(project.0));
-        p.push(Value::Text(s.clone()));
     }
     if let Some(a) = &q.agent_id {
         sql.push_str(" AND e.agent_id = ?");
