@@ -239,7 +239,7 @@ pub async fn drive(
     let url = format!("{}{}", server.base, target.path);
     let ok = target.ok;
     let started = Instant::now();
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, String>>> = Vec::new();
     for _ in 0..clients {
         let (client, next, url, key, bodies) = (
             client.clone(),
@@ -257,20 +257,9 @@ pub async fn drive(
                 }
                 let body = bodies[(i % bodies.len() as u64) as usize].clone();
                 let t = Instant::now();
-                let r = client
-                    .post(&url)
-                    .header("content-type", content_type)
-                    .header("authorization", format!("Bearer {key}"))
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = r.status();
-                let _ = r.bytes().await;
+                let what = format!("request {i}");
+                post(&client, &url, &key, content_type, body, ok, &what).await?;
                 lat.push(t.elapsed());
-                if status.as_u16() != ok {
-                    return Err(format!("request {i} answered {status}"));
-                }
             }
         }));
     }
@@ -279,6 +268,45 @@ pub async fn drive(
         all.extend(t.await.map_err(|e| e.to_string())??);
     }
     Ok((started.elapsed(), all))
+}
+
+/// POST a JSON body with the key; any status but `ok` is an error naming `what`.
+pub async fn post_json(
+    client: &Client,
+    url: &str,
+    key: &str,
+    body: impl Into<reqwest::Body>,
+    ok: u16,
+    what: &str,
+) -> Result<(), String> {
+    post(client, url, key, "application/json", body, ok, what).await
+}
+
+/// POST `body` as `content_type` with the key, read the answer; any status
+/// but `ok` is an error naming `what`.
+pub async fn post(
+    client: &Client,
+    url: &str,
+    key: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+    ok: u16,
+    what: &str,
+) -> Result<(), String> {
+    let r = client
+        .post(url)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = r.status();
+    let _ = r.bytes().await;
+    if status.as_u16() != ok {
+        return Err(format!("{what} answered {status}"));
+    }
+    Ok(())
 }
 
 pub async fn native_batches(
@@ -550,19 +578,7 @@ pub async fn action_checks(dir: &Path, checks: u64, rate: u64) -> Result<Row, St
         let (client, url, key) = (client.clone(), url.clone(), server.key.clone());
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let r = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {key}"))
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = r.status();
-            let _ = r.bytes().await;
-            if status.as_u16() != 200 {
-                return Err(format!("check {i} answered {status}"));
-            }
+            post_json(&client, &url, &key, body, 200, &format!("check {i}")).await?;
             Ok::<Duration, String>(t.elapsed())
         }));
     }

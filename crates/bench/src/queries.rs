@@ -100,7 +100,7 @@ async fn fill(server: &Server, events: u64) -> Result<(Duration, Micros, Micros)
     let client = Client::new();
     let from = Micros::now();
     let t = Instant::now();
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
     for _ in 0..4 {
         let (rx, client, url, key) = (
             rx.clone(),
@@ -112,18 +112,7 @@ async fn fill(server: &Server, events: u64) -> Result<(Duration, Micros, Micros)
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some(body) = next else { return Ok(()) };
-                let r = client
-                    .post(&url)
-                    .header("authorization", format!("Bearer {key}"))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if r.status().as_u16() != 201 {
-                    return Err(format!("fill answered {}", r.status()));
-                }
-                let _ = r.bytes().await;
+                crate::load::post_json(&client, &url, &key, body, 201, "fill").await?;
             }
         }));
     }

@@ -110,17 +110,15 @@ pub async fn probe_freshness(
         let body = format!(
             r#"{{"events":[{{"session_id":"probe","agent_id":"probe","kind":"memory","payload":{{"key":"{token}"}}}}]}}"#
         );
-        let r = client
-            .post(format!("{base}/api/v1/events"))
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status().as_u16() != 201 {
-            return Err(format!("probe append answered {}", r.status()));
-        }
+        crate::load::post_json(
+            &client,
+            &format!("{base}/api/v1/events"),
+            &key,
+            body,
+            201,
+            "probe append",
+        )
+        .await?;
         let acked = Instant::now();
         loop {
             let r = client
