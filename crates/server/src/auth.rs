@@ -111,6 +111,11 @@ impl FromRequestParts<AppState> for Caller {
                 info
             }
         };
+        if let Some(limiter) = &state.limiter
+            && let Err(secs) = limiter.check(&info.id, Instant::now())
+        {
+            return Err(ApiError::RateLimited(secs));
+        }
         Ok(Caller {
             project: info.project,
             key_id: info.id,

@@ -81,6 +81,14 @@ struct ServeArgs {
     /// Detector and policy time budget per event, in milliseconds.
     #[arg(long, env = "AGENTLEDGER_POLICY_BUDGET_MS", default_value_t = 50)]
     policy_budget_ms: u64,
+    /// Requests per second allowed per API key (0: no limit); beyond it, 429
+    /// with Retry-After.
+    #[arg(long, env = "AGENTLEDGER_RATE_LIMIT", default_value_t = 0.0)]
+    rate_limit: f64,
+    /// Requests a key may send at once on top of the rate (default: one
+    /// second's worth, at least 1).
+    #[arg(long, env = "AGENTLEDGER_RATE_BURST")]
+    rate_burst: Option<f64>,
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
@@ -175,6 +183,25 @@ fn open(db: &DbArg) -> Result<SqliteStore, String> {
     SqliteStore::open(opts).map_err(|e| format!("cannot open {}: {e}", db.db.display()))
 }
 
+fn rate_limit(
+    per_second: f64,
+    burst: Option<f64>,
+) -> Result<Option<crate::ratelimit::RateLimit>, String> {
+    if !per_second.is_finite() || per_second < 0.0 {
+        return Err(format!(
+            "--rate-limit must be 0 or a positive number, not {per_second}"
+        ));
+    }
+    if per_second == 0.0 {
+        return Ok(None);
+    }
+    let burst = burst.unwrap_or(per_second).max(1.0);
+    if !burst.is_finite() {
+        return Err("--rate-burst must be a number".into());
+    }
+    Ok(Some(crate::ratelimit::RateLimit { per_second, burst }))
+}
+
 async fn run(cmd: Command) -> Result<ExitCode, String> {
     match cmd {
         Command::Serve(a) => {
@@ -190,6 +217,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     redact: a.redact.parse()?,
                     budget: std::time::Duration::from_millis(a.policy_budget_ms),
                 },
+                rate_limit: rate_limit(a.rate_limit, a.rate_burst)?,
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())

@@ -30,6 +30,8 @@ pub enum ApiError {
     BodyTooLarge(usize),
     #[error("the ledger is busy; retry shortly")]
     Overloaded,
+    #[error("too many requests for this API key; retry after {0} s")]
+    RateLimited(u64),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("internal error")]
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::BodyTooLarge(_) => "TOO_LARGE",
             ApiError::Overloaded => "OVERLOADED",
+            ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::ShuttingDown => "SHUTTING_DOWN",
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Overloaded | ApiError::ShuttingDown => "overloaded",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -120,6 +125,7 @@ impl ApiError {
                 Some(json!({ "path": path, "limit": limit }))
             }
             ApiError::BodyTooLarge(limit) => Some(json!({ "limit": limit })),
+            ApiError::RateLimited(secs) => Some(json!({ "retry_after_seconds": secs })),
             _ => None,
         };
         ErrorBody {
@@ -139,10 +145,18 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let status = self.status();
+        let retry = match &self {
+            ApiError::RateLimited(secs) => Some(HeaderValue::from(*secs)),
+            _ if status == StatusCode::SERVICE_UNAVAILABLE
+                || status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Some(HeaderValue::from_static("1"))
+            }
+            _ => None,
+        };
         let mut resp = (status, axum::Json(self.body())).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        if let Some(v) = retry {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod state;

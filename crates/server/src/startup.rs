@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub read_connections: u32,
     pub max_pending_events: usize,
     pub policy: PolicyConfig,
+    /// Requests per second per API key; `None` for no limit.
+    pub rate_limit: Option<crate::ratelimit::RateLimit>,
 }
 
 /// The policy checkpoint's settings.
@@ -76,6 +78,7 @@ impl ServeConfig {
             read_connections: 4,
             max_pending_events: 100_000,
             policy: PolicyConfig::default(),
+            rate_limit: None,
         }
     }
 }
@@ -132,6 +135,9 @@ impl Application {
             traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
             policy,
             auth: Arc::default(),
+            limiter: cfg
+                .rate_limit
+                .map(|l| Arc::new(crate::ratelimit::RateLimiter::new(l))),
         };
         let router = routes::router()
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -21,4 +21,6 @@ pub struct AppState {
     pub policy: Option<Arc<Engine>>,
     /// Recently verified API keys.
     pub auth: Arc<crate::auth::AuthCache>,
+    /// Per-key request rate limits (`--rate-limit`); `None` when off.
+    pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
 }

@@ -274,3 +274,36 @@ async fn a_saturated_writer_answers_503_with_retry_after_and_stores_nothing_of_i
         "nothing of the refused request was stored"
     );
 }
+
+#[tokio::test]
+async fn each_key_is_rate_limited_with_retry_after_and_nothing_stored() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit = Some(agentledger::ratelimit::RateLimit {
+            per_second: 0.5,
+            burst: 3.0,
+        })
+    })
+    .await;
+    let other = app.new_key("default").await;
+    for i in 0..3 {
+        app.ingest(serde_json::json!([memory("rl", i)])).await;
+    }
+    let r = app.post_events(serde_json::json!([memory("rl", 9)])).await;
+    assert_eq!(r.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "2", "one token per 2 s");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    assert_eq!(body["error"]["details"]["retry_after_seconds"], 2);
+    // Reads count too; another key has its own bucket.
+    assert_eq!(
+        app.get("/api/v1/events").await.status(),
+        reqwest::StatusCode::TOO_MANY_REQUESTS
+    );
+    let listed: serde_json::Value = app
+        .get_with("/api/v1/events?session_id=rl", &other)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["total"], 3, "the refused append stored nothing");
+}

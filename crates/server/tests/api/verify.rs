@@ -180,3 +180,69 @@ async fn reordered_export_fails_both_offline_verifiers() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("seq 2"));
 }
+
+/// Each tampering, done in SQL behind the server's back, is caught by the CLI
+/// (`agentledger verify`, exit 1) at the seq where the chain first breaks.
+#[tokio::test]
+async fn the_cli_names_the_seq_of_every_kind_of_tampering() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "edited payload",
+            r#"UPDATE events SET payload = '{"n":42}' WHERE seq = 3 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')"#,
+            "s",
+            "seq 3",
+        ),
+        (
+            "edited verdict",
+            r#"UPDATE events SET verdict = replace(verdict, '"allow"', '"deny"') WHERE seq = 4 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')"#,
+            "s",
+            "seq 4",
+        ),
+        (
+            "deleted event",
+            "DELETE FROM events WHERE seq = 2 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')",
+            "s",
+            "seq 2",
+        ),
+        (
+            // Three statements: the (session, seq) index is unique.
+            "reordered events",
+            "UPDATE events SET seq = 100 WHERE seq = 2 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's'); \
+             UPDATE events SET seq = 2 WHERE seq = 3 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's'); \
+             UPDATE events SET seq = 3 WHERE seq = 100 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')",
+            "s",
+            "seq 2",
+        ),
+        (
+            "event moved to another session",
+            "UPDATE events SET session_ref = (SELECT rowid FROM sessions WHERE id = 't'), seq = 6 \
+             WHERE seq = 5 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')",
+            "t",
+            "seq 6",
+        ),
+    ];
+    for (what, sql, session, expect) in cases {
+        let app = spawn_app().await;
+        let events: Vec<Value> = (1..=5)
+            .flat_map(|i| [memory("s", i), memory("t", i)])
+            .collect();
+        app.ingest(Value::Array(events)).await;
+        let before = app.cli(&["verify"]);
+        assert_eq!(before.status.code(), Some(0), "{what}: intact first");
+        for statement in sql.split("; ") {
+            tamper(&app.db, statement);
+        }
+        let out = app.cli(&["verify", "--session", session]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{what}: {stdout}");
+        assert!(
+            stdout.contains(expect),
+            "{what}: expected {expect} in {stdout}"
+        );
+        assert_eq!(
+            app.cli(&["verify"]).status.code(),
+            Some(1),
+            "{what}: whole ledger"
+        );
+    }
+}
