@@ -139,3 +139,111 @@ async fn env_variables_configure_every_command() {
         assert!(help.contains(var), "{var} missing from help");
     }
 }
+
+/// Run the real binary with every crate logging at debug, feed it known
+/// secrets through every kind of request (stored, refused, judged, checked,
+/// with a wrong key), and scan all it printed: no key, no secret, no detector
+/// match may appear.
+#[tokio::test]
+async fn logs_never_contain_keys_secrets_or_detector_matches() {
+    const AWS: &str = "AKIAUJZDEGXDNCF32EPF";
+    const GITHUB: &str = "ghp_8rESQedUStPKR0CsTy4Qwb8DwkNhFdnXsiVp";
+    const EMAIL: &str = "jane.roe.4417@example.org";
+    const WRONG_KEY: &str = "al_wrongwrongwrongwrongwrongwrongwrongwrongwr";
+    let key = agentledger_core::keys::generate_key();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let port = free_port();
+    let mut child = Command::new(bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--db"])
+        .arg(&db)
+        .args(["--log", "debug"])
+        .env("AGENTLEDGER_BOOTSTRAP_KEY", &key)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut readers = Vec::new();
+    for pipe in [
+        Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stdout.take().unwrap()),
+    ] {
+        readers.push(std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(pipe), &mut s);
+            s
+        }));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base).await;
+    let client = reqwest::Client::new();
+    let secret_text = format!("deploy with {AWS} and {GITHUB}, mail {EMAIL}");
+    let post = |path: &str, k: &str, body: String| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(k)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let stored = json!({"events": [{"session_id": "s", "agent_id": "a", "kind": "tool_call",
+        "payload": {"toolName": "shell", "callId": "1", "arguments": {"cmd": secret_text}}}]});
+    let r = post("/api/v1/events", &key, stored.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let checked = json!({"session_id": "s", "agent_id": "a", "tool": "send_email",
+        "arguments": {"to": EMAIL, "body": secret_text}});
+    let r = post("/api/v1/check", &key, checked.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    // Refused: a bad kind, broken JSON, a wrong key, a bad policy set.
+    let bad_kind = json!({"events": [{"session_id": "s", "agent_id": "a", "kind": AWS, "payload": {"x": GITHUB}}]});
+    let r = post("/api/v1/events", &key, bad_kind.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let r = post("/api/v1/events", &key, format!("{{\"events\": [{GITHUB}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let r = post("/api/v1/events", WRONG_KEY, stored.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let r = client
+        .put(format!("{base}/api/v1/policies"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(json!({"policies": format!("forbid (principal, action, resource) when {{ \"{AWS}\" }};")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error());
+    let r = client
+        .get(format!("{base}/api/v1/events?q={GITHUB}&agent_id={AWS}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let logs: String = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(
+        logs.contains("agentledger ready"),
+        "debug logs were captured: {logs}"
+    );
+    for needle in [key.as_str(), WRONG_KEY, AWS, GITHUB, EMAIL, &key[..12]] {
+        assert!(
+            !logs.contains(needle),
+            "{needle} appeared in the logs:\n{logs}"
+        );
+    }
+}
