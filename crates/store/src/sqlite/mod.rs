@@ -66,11 +66,16 @@ pub struct SqliteStore {
     max_pending_events: usize,
     depth: Arc<AtomicUsize>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The full-text indexer and the WAL checkpointer.
-    background: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The full-text indexer and the WAL checkpointer (stopped in that order).
+    background: Mutex<Option<Background>>,
     search: Arc<search::Progress>,
     checkpoints: Arc<checkpoint::Stop>,
     path: PathBuf,
+}
+
+struct Background {
+    indexer: std::thread::JoinHandle<()>,
+    checkpointer: std::thread::JoinHandle<()>,
 }
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -143,16 +148,16 @@ impl SqliteStore {
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(storage)?;
-        let background = vec![
-            std::thread::Builder::new()
+        let background = Background {
+            indexer: std::thread::Builder::new()
                 .name("ledger-indexer".into())
                 .spawn(move || indexer.run())
                 .map_err(storage)?,
-            std::thread::Builder::new()
+            checkpointer: std::thread::Builder::new()
                 .name("ledger-checkpoint".into())
                 .spawn(move || checkpointer.run())
                 .map_err(storage)?,
-        ];
+        };
         let max_pending_events = opts
             .max_pending_events
             .max(agentledger_core::limits::MAX_BATCH_EVENTS);
@@ -163,7 +168,7 @@ impl SqliteStore {
             max_pending_events,
             depth,
             writer: Mutex::new(Some(handle)),
-            background: Mutex::new(background),
+            background: Mutex::new(Some(background)),
             search: progress,
             checkpoints,
             path: opts.path,
@@ -838,21 +843,13 @@ impl EventStore for SqliteStore {
         // this one stops before it does; the checkpointer stops last and
         // folds the WAL back into the database.
         self.search.stop();
-        let threads = self
-            .background
-            .lock()
-            .map(|mut b| std::mem::take(&mut *b))
-            .unwrap_or_default();
+        let background = self.background.lock().ok().and_then(|mut b| b.take());
+        let Some(background) = background else { return };
         let checkpoints = self.checkpoints.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let mut threads = threads.into_iter();
-            if let Some(indexer) = threads.next() {
-                let _ = indexer.join();
-            }
+            let _ = background.indexer.join();
             checkpoints.stop();
-            for t in threads {
-                let _ = t.join();
-            }
+            let _ = background.checkpointer.join();
         })
         .await;
     }
