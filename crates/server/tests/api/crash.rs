@@ -112,7 +112,7 @@ struct NativeAck {
 }
 
 /// The clients' ledger.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Ledger {
     /// Acknowledged (2xx) events: they must all survive.
     acked: Vec<Sent>,
@@ -496,7 +496,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         let mut server = start(&db, &key).await;
         if round > 0 {
             // The previous round's kill: everything acknowledged is there.
-            let l = ledger.lock().expect("ledger");
+            let l = ledger.lock().expect("ledger").clone();
             check(&server.base, &key, sessions, &l).await;
         }
         let tasks = spawn_clients(
@@ -527,7 +527,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_event() {
 
     let server = start(&db, &key).await;
     let stored = {
-        let l = ledger.lock().expect("ledger");
+        let l = ledger.lock().expect("ledger").clone();
         assert!(
             l.acked.len() as u64 >= rounds,
             "the load acknowledged almost nothing"
@@ -586,7 +586,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing_acknowledged() {
         t.await.expect("client");
     }
     let server = start(&db, &key).await;
-    let l = ledger.lock().expect("ledger");
+    let l = ledger.lock().expect("ledger").clone();
     assert!(!l.acked.is_empty());
     let statuses: HashSet<u16> = l.statuses.keys().copied().collect();
     assert!(
