@@ -218,6 +218,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     budget: std::time::Duration::from_millis(a.policy_budget_ms),
                 },
                 rate_limit: rate_limit(a.rate_limit, a.rate_burst)?,
+                faults: None,
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())

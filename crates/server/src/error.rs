@@ -34,6 +34,8 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the ledger's storage is full; nothing was stored")]
+    StorageFull(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -47,6 +49,7 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchProject(_) => ApiError::NotFound("project not found"),
             StoreError::Overloaded => ApiError::Overloaded,
             StoreError::ShuttingDown => ApiError::ShuttingDown,
+            StoreError::Full(m) => ApiError::StorageFull(m),
             StoreError::Storage(m) | StoreError::Corrupt(m) => ApiError::Internal(m),
         }
     }
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +89,7 @@ impl ApiError {
             ApiError::Overloaded => "OVERLOADED",
             ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::ShuttingDown => "SHUTTING_DOWN",
+            ApiError::StorageFull(_) => "STORAGE_FULL",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -103,6 +108,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Overloaded | ApiError::ShuttingDown => "overloaded",
             ApiError::RateLimited(_) => "rate_limited",
+            ApiError::StorageFull(_) => "storage_full",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -141,8 +147,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(%cause, "request failed");
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
+            ApiError::StorageFull(cause) => tracing::error!(%cause, "storage full"),
+            _ => {}
         }
         let status = self.status();
         let retry = match &self {

@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub policy: PolicyConfig,
     /// Requests per second per API key; `None` for no limit.
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// Storage faults to inject at the store boundary (tests; no flag).
+    pub faults: Option<Arc<agentledger_store::sqlite::Faults>>,
 }
 
 /// The policy checkpoint's settings.
@@ -79,6 +81,7 @@ impl ServeConfig {
             max_pending_events: 100_000,
             policy: PolicyConfig::default(),
             rate_limit: None,
+            faults: None,
         }
     }
 }
@@ -111,6 +114,7 @@ impl Application {
         opts.read_connections = cfg.read_connections;
         opts.max_pending_events = cfg.max_pending_events;
         opts.observer = Some(Arc::new(CommitObserver(metrics.clone())));
+        opts.faults = cfg.faults.clone();
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(opts)?);
         bootstrap_key(store.as_ref(), cfg.bootstrap_key.as_deref()).await?;
         let policy = policy_engine(store.as_ref(), &cfg.policy).await?;

@@ -54,7 +54,7 @@ pub struct NewSession {
     pub metadata: Box<RawValue>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("session {0:?} already exists")]
     SessionExists(String),
@@ -67,6 +67,9 @@ pub enum StoreError {
     ShuttingDown,
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The disk (or the database's size limit) is full: nothing was stored.
+    #[error("storage is full: {0}")]
+    Full(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
 }

@@ -65,17 +65,17 @@ pub struct OtlpError(ApiError, Encoding);
 impl IntoResponse for OtlpError {
     fn into_response(self) -> Response {
         let OtlpError(e, enc) = self;
-        if let ApiError::Internal(cause) = &e {
+        if let ApiError::Internal(cause) | ApiError::StorageFull(cause) = &e {
             tracing::error!(%cause, "OTLP request failed");
         }
         let status = e.status();
         // gRPC status codes, as the OTLP/HTTP specification asks.
         let code = match status {
-            StatusCode::BAD_REQUEST => 3,          // INVALID_ARGUMENT
-            StatusCode::UNAUTHORIZED => 16,        // UNAUTHENTICATED
-            StatusCode::FORBIDDEN => 7,            // PERMISSION_DENIED
-            StatusCode::PAYLOAD_TOO_LARGE => 8,    // RESOURCE_EXHAUSTED
-            StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
+            StatusCode::BAD_REQUEST => 3,   // INVALID_ARGUMENT
+            StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
+            StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::INSUFFICIENT_STORAGE => 8, // RESOURCE_EXHAUSTED
+            StatusCode::SERVICE_UNAVAILABLE => 14,                                 // UNAVAILABLE
             StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
             _ => 13, // INTERNAL
         };

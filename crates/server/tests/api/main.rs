@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod crash;
 mod dialects;
+mod faults;
 mod helpers;
 mod ingest;
 mod limits;

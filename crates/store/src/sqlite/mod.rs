@@ -2,6 +2,7 @@
 //! writer thread, a pool of read-only connections that never block it.
 
 mod checkpoint;
+mod faults;
 mod rows;
 mod schema;
 mod search;
@@ -30,6 +31,7 @@ use crate::{
 use rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
 use writer::{Cmd, Writer};
 
+pub use faults::Faults;
 pub use schema::SCHEMA_VERSION;
 pub use search::index_path;
 pub use writer::INSERT_EVENT_SQL;
@@ -45,6 +47,8 @@ pub struct SqliteOptions {
     /// Requests that may wait for the writer before appends are refused (503).
     pub max_pending_requests: usize,
     pub observer: Option<Arc<dyn WriterObserver>>,
+    /// Injected storage faults (tests).
+    pub faults: Option<Arc<Faults>>,
 }
 
 impl SqliteOptions {
@@ -55,6 +59,7 @@ impl SqliteOptions {
             max_pending_events: 100_000,
             max_pending_requests: 8_192,
             observer: None,
+            faults: None,
         }
     }
 }
@@ -80,6 +85,15 @@ struct Background {
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
+}
+
+/// A SQLite error as a store error: a full disk is told apart, because the
+/// operator's remedy (space) differs from that of other I/O failures.
+pub(crate) fn classify(e: &rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+        _ => StoreError::Storage(e.to_string()),
+    }
 }
 
 /// Open a write connection exactly as the ledger's writer does: same pragmas
@@ -143,7 +157,13 @@ impl SqliteStore {
             .map_err(storage)?;
         let (tx, rx) = mpsc::channel(opts.max_pending_requests.max(16));
         let depth = Arc::new(AtomicUsize::new(0));
-        let writer = Writer::new(conn, opts.observer.clone(), depth.clone(), progress.clone());
+        let writer = Writer::new(
+            conn,
+            opts.observer.clone(),
+            depth.clone(),
+            progress.clone(),
+            opts.faults.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))

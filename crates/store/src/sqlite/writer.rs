@@ -21,6 +21,7 @@ use agentledger_core::chain::{ENVELOPE_VERSION, HashInput, sha256};
 use agentledger_core::usage::Usage;
 use agentledger_core::{EventId, Kind, Micros, NewEvent, Session};
 
+use super::faults::Faults;
 use super::rows::{SESSION_COLS, session_from_row};
 use super::search::Progress;
 use crate::{
@@ -106,10 +107,11 @@ pub(crate) struct Writer {
     search: Arc<Progress>,
     /// Highest event rowid inserted by the open transaction.
     txn_rowid: i64,
+    faults: Option<Arc<Faults>>,
 }
 
 fn storage(e: rusqlite::Error) -> StoreError {
-    StoreError::Storage(e.to_string())
+    crate::sqlite::classify(&e)
 }
 
 impl Writer {
@@ -118,6 +120,7 @@ impl Writer {
         observer: Option<Arc<dyn WriterObserver>>,
         depth: Arc<AtomicUsize>,
         search: Arc<Progress>,
+        faults: Option<Arc<Faults>>,
     ) -> Self {
         let cap = NonZeroUsize::new(HEAD_CACHE).unwrap_or(NonZeroUsize::MIN);
         Writer {
@@ -127,6 +130,7 @@ impl Writer {
             depth,
             search,
             txn_rowid: 0,
+            faults,
         }
     }
 
@@ -179,10 +183,9 @@ impl Writer {
         }
         let started = Instant::now();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            let msg = e.to_string();
             for cmd in cmds {
                 if let Cmd::Append { reply, .. } = cmd {
-                    let _ = reply.send(Err(StoreError::Storage(msg.clone())));
+                    let _ = reply.send(Err(crate::sqlite::classify(&e)));
                 }
             }
             return;
@@ -207,7 +210,14 @@ impl Writer {
             results.push((reply, outcome, _permit));
         }
         let requests = results.len();
-        match self.conn.execute_batch("COMMIT") {
+        let committed = if self.faults.as_ref().is_some_and(|f| f.commit_fails()) {
+            Err(StoreError::Storage(
+                "disk I/O error (injected: the COMMIT's fsync failed)".into(),
+            ))
+        } else {
+            self.conn.execute_batch("COMMIT").map_err(storage)
+        };
+        match committed {
             Ok(()) => {
                 self.search.committed(std::mem::take(&mut self.txn_rowid));
                 for (key, head) in txn_heads {
@@ -226,11 +236,10 @@ impl Writer {
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.txn_rowid = 0;
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "commit failed; no event of this group was stored");
+                tracing::error!(error = %e, "commit failed; no event of this group was stored");
                 for (reply, _, permit) in results {
                     drop(permit);
-                    let _ = reply.send(Err(StoreError::Storage(msg.clone())));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
@@ -309,6 +318,11 @@ impl Writer {
         let now = Micros::now();
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
+            if self.faults.as_ref().is_some_and(|f| f.write_fails()) {
+                return Err(StoreError::Storage(
+                    "disk I/O error (injected: a write failed)".into(),
+                ));
+            }
             let key: HeadKey = (project.id.0, ev.session_id.as_str().to_owned());
             let mut head = match self.head(txn_heads, local, &key)? {
                 Some(h) => h,
