@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod event;
 pub mod ids;
+pub mod ijson;
 pub mod keys;
 pub mod kind;
 pub mod payload;

@@ -26,6 +26,9 @@ pub fn object(path: &str, raw: &RawValue) -> Result<Box<RawValue>, InputError> {
             format!("{path}: nested deeper than {MAX_JSON_DEPTH} levels"),
         ));
     }
+    // Stored verbatim and hashed as sent: it must read the same everywhere.
+    agentledger_core::ijson::check(raw.get())
+        .map_err(|e| InputError::invalid(path, format!("{path}: not I-JSON: {e}")))?;
     Ok(raw.to_owned())
 }
 

@@ -1,6 +1,8 @@
 //! Reading request bodies: content type checked, size bounded before and
 //! while reading (DESIGN: bounded everything).
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::header;
@@ -25,8 +27,27 @@ pub fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Read a body of at most `limit` bytes, refusing early on a declared length.
+/// How long a client may take to send a request body (a request extension
+/// set by the router; `serve --body-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+/// Without the router's setting.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Read a body of at most `limit` bytes within the body timeout, refusing
+/// early on a declared length; a body that trickles in too slowly is 408.
 pub async fn read_limited(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let timeout = req
+        .extensions()
+        .get::<BodyTimeout>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+    tokio::time::timeout(timeout, read_body(req, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout.as_secs_f64()))?
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

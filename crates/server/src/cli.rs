@@ -89,6 +89,9 @@ struct ServeArgs {
     /// second's worth, at least 1).
     #[arg(long, env = "AGENTLEDGER_RATE_BURST")]
     rate_burst: Option<f64>,
+    /// Seconds a client may take to send a request body; a slower one gets 408.
+    #[arg(long, env = "AGENTLEDGER_BODY_TIMEOUT", default_value_t = 30.0)]
+    body_timeout: f64,
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
@@ -218,6 +221,10 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     budget: std::time::Duration::from_millis(a.policy_budget_ms),
                 },
                 rate_limit: rate_limit(a.rate_limit, a.rate_burst)?,
+                body_timeout: std::time::Duration::try_from_secs_f64(a.body_timeout)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or("--body-timeout must be a positive number of seconds")?,
                 faults: None,
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;

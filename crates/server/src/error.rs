@@ -34,6 +34,8 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(f64),
     #[error("the ledger's storage is full; nothing was stored")]
     StorageFull(String),
     #[error("internal error")]
@@ -71,6 +73,7 @@ impl ApiError {
             ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,6 +93,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::ShuttingDown => "SHUTTING_DOWN",
             ApiError::StorageFull(_) => "STORAGE_FULL",
+            ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::Overloaded | ApiError::ShuttingDown => "overloaded",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::StorageFull(_) => "storage_full",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::Internal(_) => "internal_error",
         }
     }

@@ -43,6 +43,8 @@ pub struct ServeConfig {
     pub policy: PolicyConfig,
     /// Requests per second per API key; `None` for no limit.
     pub rate_limit: Option<crate::ratelimit::RateLimit>,
+    /// How long a client may take to send a request body before 408.
+    pub body_timeout: Duration,
     /// Storage faults to inject at the store boundary (tests; no flag).
     pub faults: Option<Arc<agentledger_store::sqlite::Faults>>,
 }
@@ -81,6 +83,7 @@ impl ServeConfig {
             max_pending_events: 100_000,
             policy: PolicyConfig::default(),
             rate_limit: None,
+            body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
             faults: None,
         }
     }
@@ -147,6 +150,7 @@ impl Application {
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))
             .fallback(|| async { ApiError::NotFound("no such route").into_response() })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+            .layer(axum::Extension(crate::body::BodyTimeout(cfg.body_timeout)))
             .with_state(state);
         tracing::info!(%addr, db = %cfg.db.display(), ms = started.elapsed().as_millis() as u64, "agentledger ready");
         Ok(Application {

@@ -95,9 +95,15 @@ fn decode<M: Message + Default + serde::de::DeserializeOwned>(
         Encoding::Protobuf => M::decode(body).map_err(|e| {
             InputError::invalid("", format!("body is not a valid {what} protobuf: {e}"))
         }),
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
-            InputError::invalid("", format!("body is not a valid {what} in OTLP JSON: {e}"))
-        }),
+        Encoding::Json => {
+            // Unknown fields are skipped (as OTLP asks) without checking their
+            // strings, so the body's encoding is checked as a whole first.
+            let text = std::str::from_utf8(body)
+                .map_err(|e| InputError::invalid("", format!("body is not UTF-8: {e}")))?;
+            serde_json::from_str(text).map_err(|e| {
+                InputError::invalid("", format!("body is not a valid {what} in OTLP JSON: {e}"))
+            })
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod crash;
 mod dialects;
 mod faults;
 mod helpers;
+mod hostile;
 mod ingest;
 mod limits;
 mod ops;
