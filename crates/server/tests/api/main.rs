@@ -15,5 +15,6 @@ mod otel_sdk;
 mod otlp;
 mod policy;
 mod query;
+mod routes_auth;
 mod sessions;
 mod verify;

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params_from_iter};
+use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use agentledger_core::verdict::Decision;
@@ -742,12 +743,27 @@ impl EventStore for SqliteStore {
 
     async fn authenticate(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKeyInfo>> {
         self.read(move |c| {
-            c.prepare_cached(&format!("{KEY_SELECT} WHERE k.key_hash = ?1"))?
-                .query_row([&key_hash[..]], key_from_row)
-                .optional()
+            c.prepare_cached(
+                "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, k.revoked_at, \
+                 p.id, p.name, k.key_hash FROM api_keys k \
+                 JOIN projects p ON p.id = k.project_id WHERE k.key_hash = ?1",
+            )?
+            .query_row([&key_hash[..]], |r| {
+                Ok((key_from_row(r)?, r.get::<_, Vec<u8>>(8)?))
+            })
+            .optional()
         })
         .await
-        .map(|k| k.filter(|k| k.revoked_at.is_none()))
+        .map(|found| {
+            // The index finds the row by the key's SHA-256 (a lookup that
+            // reveals nothing usable about the key); the stored hash is then
+            // compared in constant time, so no byte-by-byte early exit
+            // measures how close a guess came.
+            found
+                .filter(|(_, stored)| bool::from(stored.as_slice().ct_eq(&key_hash[..])))
+                .map(|(k, _)| k)
+                .filter(|k| k.revoked_at.is_none())
+        })
     }
 
     async fn create_key(
