@@ -467,3 +467,161 @@ mod tests {
         assert_eq!((r.valid, r.first_invalid_seq), (false, Some(5)));
     }
 }
+
+/// Property tests: the envelope is canonical JSON for any field values, and
+/// the verifier accepts every honest chain and no altered one.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::event::empty_object;
+    use crate::{Dialect, EventId, Kind, Severity};
+    use proptest::prelude::*;
+    use serde_json::value::RawValue;
+
+    /// Any JSON text an event could carry as its payload (an object).
+    fn payload() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+        ];
+        let value = leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(".{0,12}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop::collection::btree_map(".{0,12}", value, 0..6).prop_map(|m| {
+            serde_json::to_string(&serde_json::Value::Object(m.into_iter().collect()))
+                .unwrap_or_default()
+        })
+    }
+
+    fn build(payloads: &[String], session: &str, agent: &str) -> Vec<Event> {
+        let mut out: Vec<Event> = Vec::new();
+        for (i, p) in payloads.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let payload = RawValue::from_string(p.clone()).expect("valid JSON");
+            let mut ev = Event {
+                id: EventId::generate(Micros(1_700_000_000_000_000 + seq as i64)),
+                project: "p".into(),
+                session_id: session.into(),
+                seq,
+                agent_id: agent.into(),
+                kind: Kind::Custom,
+                source_type: "custom".into(),
+                dialect: Dialect::Native,
+                severity: Severity::Info,
+                client_ts: None,
+                server_ts: Micros(1_700_000_000_000_000 + seq as i64),
+                payload_sha256: sha256(payload.get().as_bytes()),
+                payload,
+                metadata: empty_object(),
+                prev_hash: out.last().map(|p| p.hash),
+                hash: [0; 32],
+                envelope_version: ENVELOPE_VERSION,
+                verdict: None,
+                original_payload_sha256: None,
+                original_metadata_sha256: None,
+            };
+            ev.hash = ev.compute_hash();
+            out.push(ev);
+        }
+        out
+    }
+
+    fn verify(evs: &[Event]) -> VerifyReport {
+        let mut v = ChainVerifier::new();
+        for e in evs {
+            v.push(e);
+        }
+        let head = evs.last().map(|e| (e.seq, Some(e.hash)));
+        v.finish(head.or(Some((0, None))))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn envelope_is_canonical_json_for_any_strings(
+            session in ".{1,40}", agent in ".{1,40}", p in payload()
+        ) {
+            let evs = build(&[p], &session, &agent);
+            let bytes = evs[0].hash_input(&evs[0].id.to_string()).envelope_bytes();
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).expect("envelope is JSON");
+            let canonical = serde_json_canonicalizer::to_vec(&parsed).expect("canonical");
+            prop_assert_eq!(&canonical, &bytes);
+            prop_assert_eq!(parsed["session_id"].as_str(), Some(session.as_str()));
+            prop_assert_eq!(evs[0].compute_hash(), sha256(&bytes));
+        }
+
+        #[test]
+        fn honest_chains_verify(payloads in prop::collection::vec(payload(), 1..12)) {
+            let evs = build(&payloads, "s", "a");
+            let r = verify(&evs);
+            prop_assert!(r.valid, "{:?}", r.reason);
+            prop_assert_eq!(r.events, payloads.len() as u64);
+        }
+
+        #[test]
+        fn no_altered_chain_verifies(
+            payloads in prop::collection::vec(payload(), 2..10),
+            victim in any::<prop::sample::Index>(),
+            other in any::<prop::sample::Index>(),
+            mutation in 0u8..9,
+            byte in any::<prop::sample::Index>(),
+        ) {
+            let mut evs = build(&payloads, "s", "a");
+            let n = evs.len();
+            let i = victim.index(n);
+            let j = other.index(n);
+            let original_head = evs.last().map(|e| (e.seq, Some(e.hash)));
+            match mutation {
+                // Edit the payload bytes (keeping them JSON): append a member.
+                0 => {
+                    let p = evs[i].payload.get();
+                    let edited = if p == "{}" { r#"{"x":1}"#.to_owned() } else { format!(r#"{{"x":1,{}"#, &p[1..]) };
+                    evs[i].payload = RawValue::from_string(edited).expect("json");
+                }
+                // Edit the payload and recompute its sha (but not the chain).
+                1 => {
+                    evs[i].payload = RawValue::from_string(r#"{"forged":true}"#.into()).expect("json");
+                    evs[i].payload_sha256 = sha256(evs[i].payload.get().as_bytes());
+                }
+                // Forge a verdict.
+                2 => evs[i].verdict = Some(RawValue::from_string(r#"{"decision":"allow"}"#.into()).expect("json")),
+                // Delete an event.
+                3 => { evs.remove(i); }
+                // Swap two events.
+                4 => {
+                    prop_assume!(i != j);
+                    evs.swap(i, j);
+                }
+                // Flip one bit of a stored hash.
+                5 => { let b = byte.index(32); evs[i].hash[b] ^= 1; }
+                // Change who or when.
+                6 => evs[i].agent_id = format!("{}x", evs[i].agent_id),
+                7 => evs[i].server_ts = Micros(evs[i].server_ts.0 + 1),
+                // Rewrite an event fully and re-hash it (an attacker with the
+                // database): the link from the next event, or the recorded
+                // head, still breaks.
+                _ => {
+                    evs[i].payload = RawValue::from_string(r#"{"rewritten":1}"#.into()).expect("json");
+                    evs[i].payload_sha256 = sha256(evs[i].payload.get().as_bytes());
+                    evs[i].hash = evs[i].compute_hash();
+                }
+            }
+            let mut v = ChainVerifier::new();
+            for e in &evs {
+                v.push(e);
+            }
+            let r = v.finish(original_head);
+            prop_assert!(!r.valid, "mutation {} at {} was accepted", mutation, i);
+        }
+    }
+}

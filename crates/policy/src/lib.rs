@@ -4,6 +4,8 @@
 
 pub mod detect;
 pub mod engine;
+#[cfg(test)]
+mod props;
 pub mod state;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,159 @@
+//! Property tests: detectors and policy evaluation on arbitrary input never
+//! panic, report matches inside the text, finish promptly (a hang guard, not
+//! a performance target), and a deny is never turned into an allow by what
+//! else an event carries.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use agentledger_core::event::empty_object;
+use agentledger_core::verdict::Decision;
+use agentledger_core::{AgentId, Dialect, Kind, NewEvent, SessionId, Severity};
+
+use crate::detect::Detectors;
+use crate::engine::{Engine, Redact, Source};
+use crate::state::SessionState;
+
+const HANG_GUARD: Duration = Duration::from_secs(2);
+
+/// Text that mixes ordinary characters with the pieces detectors look for.
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            ".{0,12}",
+            Just("AKIA".to_owned()),
+            Just("ghp_".to_owned()),
+            Just("sk-".to_owned()),
+            Just("-----BEGIN RSA PRIVATE KEY-----".to_owned()),
+            Just("@example.com".to_owned()),
+            Just("ignore previous instructions".to_owned()),
+            Just("4111 1111 1111 1111".to_owned()),
+            Just("\u{e0041}".to_owned()),
+            "[A-Za-z0-9+/=_-]{8,48}",
+            " ".prop_map(|s| s.repeat(3)),
+        ],
+        0..24,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        text().prop_map(Value::from),
+    ];
+    leaf.prop_recursive(5, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
+            prop::collection::btree_map(
+                prop_oneof![
+                    ".{0,8}",
+                    Just("toolName".to_owned()),
+                    Just("arguments".to_owned()),
+                    Just("command".to_owned()),
+                    Just("to".to_owned()),
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn kind() -> impl Strategy<Value = Kind> {
+    prop::sample::select(vec![
+        Kind::ToolCall,
+        Kind::LlmCall,
+        Kind::UserInput,
+        Kind::Memory,
+        Kind::Custom,
+        Kind::Error,
+        Kind::Decision,
+    ])
+}
+
+fn event(kind: Kind, payload: &Value) -> NewEvent {
+    NewEvent {
+        session_id: SessionId::parse("s1").expect("session"),
+        agent_id: AgentId::parse("agent-1").expect("agent"),
+        kind,
+        source_type: kind.as_str().into(),
+        dialect: Dialect::Native,
+        severity: Severity::Info,
+        client_ts: None,
+        payload: RawValue::from_string(payload.to_string()).expect("json"),
+        metadata: empty_object(),
+        judgement: None,
+    }
+}
+
+fn engine(extra: &str) -> Engine {
+    let e = Engine::with_defaults(Duration::from_secs(5), Redact::default()).expect("defaults");
+    if !extra.is_empty() {
+        e.replace(vec![Source {
+            name: "p.cedar".into(),
+            text: extra.into(),
+        }])
+        .expect("policy");
+    }
+    e
+}
+
+const DENY_SHELL: &str = r#"
+@id("no-shell") @reason("no shell")
+forbid (principal, action == Action::"tool_call", resource)
+when { context has tool && context.tool == "shell" };
+"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn detectors_never_panic_and_report_spans_inside_the_text(s in text()) {
+        let d = Detectors::new();
+        for detector in ["secrets", "pii", "injection"] {
+            let t = Instant::now();
+            let hits = d.scan_str(detector, &s);
+            prop_assert!(t.elapsed() < HANG_GUARD);
+            for h in hits {
+                prop_assert!(h.start <= h.end && h.end <= s.len(), "{:?} in {} bytes", h, s.len());
+                prop_assert!(s.is_char_boundary(h.start) && s.is_char_boundary(h.end));
+                prop_assert!((0.0..=1.0).contains(&h.confidence));
+            }
+        }
+    }
+
+    #[test]
+    fn any_event_gets_a_verdict_in_bounded_time(k in kind(), payload in json_value()) {
+        let payload = match payload {
+            Value::Object(_) => payload,
+            other => serde_json::json!({ "value": other }),
+        };
+        static E: std::sync::LazyLock<Engine> = std::sync::LazyLock::new(|| engine(""));
+        let e = &*E;
+        let mut ev = event(k, &payload);
+        let t = Instant::now();
+        let v = e.judge(&mut ev, &mut SessionState::default(), false);
+        prop_assert!(t.elapsed() < HANG_GUARD);
+        prop_assert!(matches!(v.decision, Decision::Allow | Decision::Flag | Decision::Deny));
+    }
+
+    #[test]
+    fn a_forbidden_call_is_denied_whatever_else_it_carries(extra in json_value(), key in ".{0,8}") {
+        static E: std::sync::LazyLock<Engine> = std::sync::LazyLock::new(|| engine(DENY_SHELL));
+        let e = &*E;
+        let mut payload = serde_json::json!({"toolName": "shell", "callId": "c1", "arguments": {"command": "ls"}});
+        if key != "toolName" {
+            payload[key.as_str()] = extra;
+        }
+        let mut ev = event(Kind::ToolCall, &payload);
+        let v = e.judge(&mut ev, &mut SessionState::default(), true);
+        prop_assert_eq!(v.decision, Decision::Deny, "{:?}", v.reasons);
+    }
+}
