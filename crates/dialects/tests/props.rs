@@ -140,15 +140,15 @@ fn all_parsers(body: &[u8]) -> Result<(), TestCaseError> {
     let _ = timed(|| fabraix::parse_register(body))?;
     let _ = timed(|| fabraix::parse_event(body, &schemas))?;
     for enc in [Encoding::Json, Encoding::Protobuf] {
-        if let Ok(req) = timed(|| decode_traces(body, enc))? {
-            if let Ok(m) = timed(|| map_traces(&req, &|_| None))? {
-                check_events(&m.events)?;
-            }
+        if let Ok(req) = timed(|| decode_traces(body, enc))?
+            && let Ok(m) = timed(|| map_traces(&req, &|_| None))?
+        {
+            check_events(&m.events)?;
         }
-        if let Ok(req) = timed(|| decode_logs(body, enc))? {
-            if let Ok(m) = timed(|| map_logs(&req, &|_| None))? {
-                check_events(&m.events)?;
-            }
+        if let Ok(req) = timed(|| decode_logs(body, enc))?
+            && let Ok(m) = timed(|| map_logs(&req, &|_| None))?
+        {
+            check_events(&m.events)?;
         }
     }
     Ok(())
