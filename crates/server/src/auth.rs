@@ -25,8 +25,9 @@ pub struct Caller {
     pub admin: bool,
 }
 
-/// The key presented in the headers, if any. `Authorization: Bearer` wins.
-pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+/// The key presented in the headers, if any. Both headers may carry the
+/// same key; two different keys are refused as ambiguous.
+pub fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -34,14 +35,20 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
             let (scheme, rest) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
-    bearer
-        .or_else(|| {
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        })
-        .filter(|k| !k.is_empty())
+    let header = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match (
+        bearer.filter(|k| !k.is_empty()),
+        header.filter(|k| !k.is_empty()),
+    ) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::Unauthorized(
+            "two different API keys: send one, as Authorization: Bearer or x-api-key",
+        )),
+        (Some(a), _) => Ok(Some(a)),
+        (None, b) => Ok(b),
+    }
 }
 
 /// How long a successful key lookup is reused: a key revoked with
@@ -92,7 +99,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = presented_key(&parts.headers).ok_or(ApiError::Unauthorized(
+        let key = presented_key(&parts.headers)?.ok_or(ApiError::Unauthorized(
             "missing API key: send Authorization: Bearer <key> or x-api-key",
         ))?;
         if key.len() > 512 {

@@ -41,6 +41,7 @@ pub const EVENT_TYPES: &[Kind] = &[
 
 /// `POST /api/events`
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = agentlens::IngestRequest)]
 #[serde(deny_unknown_fields)]
 pub struct IngestRequest<'a> {
     /// 1 to 1000 events, stored all-or-nothing.
@@ -49,6 +50,7 @@ pub struct IngestRequest<'a> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = agentlens::EventIn)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EventIn<'a> {
     pub session_id: String,
@@ -108,12 +110,14 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, InputError> {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = agentlens::IngestResponse)]
 pub struct IngestResponse {
     pub ingested: usize,
     pub events: Vec<IngestedEvent>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = agentlens::IngestedEvent)]
 pub struct IngestedEvent {
     /// ULID
     pub id: String,
@@ -176,6 +180,7 @@ impl EventsParams {
 
 /// An event in the AgentLens shape.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = agentlens::EventOut)]
 #[serde(rename_all = "camelCase")]
 pub struct EventOut {
     /// ULID
@@ -213,6 +218,7 @@ impl From<Event> for EventOut {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = agentlens::EventList)]
 #[serde(rename_all = "camelCase")]
 pub struct EventList {
     pub events: Vec<EventOut>,

@@ -42,6 +42,7 @@ pub fn kind_of(event_type: &str) -> Option<Kind> {
 
 /// `POST /v1/register-agent-run`
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = fabraix::RegisterRequest)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Your agent's stable identifier (1..=128 characters, no control characters).
@@ -53,6 +54,7 @@ pub struct RegisterRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = fabraix::RegisterResponse)]
 pub struct RegisterResponse {
     /// The run's id; every later event and action check carries it.
     pub trace_id: String,
@@ -109,6 +111,7 @@ pub fn parse_register(body: &[u8]) -> Result<Registration, InputError> {
 
 /// `POST /v1/event`
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = fabraix::EventRequest)]
 #[serde(deny_unknown_fields)]
 pub struct EventRequest {
     /// user, model_input, model_output, tool, environment, memory, system or error.
@@ -124,6 +127,7 @@ pub struct EventRequest {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = fabraix::EventResponse)]
 pub struct EventResponse {
     /// The event's id (UUID form of the ledger's 128-bit id).
     pub event_id: String,

@@ -237,6 +237,11 @@ pub fn text_param(v: &Option<String>) -> Result<Option<String>, InputError> {
             "q",
             format!("q: at most {MAX_QUERY_CHARS} characters"),
         )),
+        // The full-text query language ends a string at NUL.
+        Some(q) if q.contains('\0') => Err(InputError::invalid(
+            "q",
+            "q: must not contain the NUL character",
+        )),
         Some(q) if q.trim().is_empty() => Ok(None),
         other => Ok(other.clone()),
     }

@@ -56,6 +56,7 @@ pub fn session_param(id: &str) -> Result<SessionId, InputError> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = realm::EventIn)]
 #[serde(deny_unknown_fields)]
 pub struct EventIn<'a> {
     /// tool_call, decision, llm_call, error or custom.
@@ -67,6 +68,7 @@ pub struct EventIn<'a> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = realm::BatchRequest)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest<'a> {
     #[serde(borrow)]
@@ -138,6 +140,7 @@ pub fn parse_batch(
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = realm::EventOut)]
 pub struct EventOut {
     /// `event_` + the event id.
     pub id: String,
@@ -173,6 +176,7 @@ impl EventOut {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = realm::BatchResponse)]
 pub struct BatchResponse {
     pub created: usize,
     pub event_ids: Vec<String>,

@@ -70,6 +70,7 @@ pub fn agent_param(id: &str) -> Result<AgentId, InputError> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = secureagentics::EventIn)]
 #[serde(deny_unknown_fields)]
 pub struct EventIn<'a> {
     /// prompt, completion, tool_call, error or custom.
@@ -85,6 +86,7 @@ pub struct EventIn<'a> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = secureagentics::BatchRequest)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest<'a> {
     /// 1 to 100 events.
@@ -150,6 +152,7 @@ pub fn parse_batch(agent: &AgentId, body: &[u8]) -> Result<Vec<NewEvent>, InputE
 
 /// The outcome of policy evaluation for an event.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = secureagentics::PolicyResult)]
 pub struct PolicyResult {
     /// Whether any policy was evaluated.
     pub evaluated: bool,
@@ -188,6 +191,7 @@ impl PolicyResult {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = secureagentics::EventOut)]
 pub struct EventOut {
     /// `evt_` + the event id.
     pub id: String,
@@ -235,6 +239,7 @@ impl EventOut {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = secureagentics::BatchResponse)]
 pub struct BatchResponse {
     /// One result per submitted event, in order.
     pub results: Vec<EventOut>,
@@ -309,6 +314,7 @@ impl ListParams {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(as = secureagentics::EventList)]
 pub struct EventList {
     pub items: Vec<EventOut>,
     /// Events matching the filters, regardless of paging.

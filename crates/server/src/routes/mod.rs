@@ -48,7 +48,7 @@ pub fn router() -> Router<AppState> {
         otlp::traces, otlp::logs,
         policy::list, policy::replace, policy::check, fabraix::check_action,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &CommonErrors),
     tags((name = "native", description = "agentledger's own API"),
          (name = "fabraix", description = "Fabraix-compatible API (base URL http://HOST:3400/v1)"),
          (name = "agentlens", description = "AgentLens-compatible API (base URL http://HOST:3400)"),
@@ -61,6 +61,64 @@ pub fn router() -> Router<AppState> {
 pub struct ApiDoc;
 
 struct Security;
+
+/// The errors any route can answer, whatever its handler documents: added
+/// here once so the document lists every status a client can receive.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+        for (path, item) in doc.paths.paths.iter_mut() {
+            // OTLP answers a google.rpc.Status in the request's encoding.
+            let otlp = path == "/v1/traces" || path == "/v1/logs";
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let body = op.request_body.is_some();
+                let writes = op.responses.responses.contains_key("503");
+                let mut add = |code: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.into())
+                        .or_insert_with(|| {
+                            let r = ResponseBuilder::new().description(description);
+                            let r = if otlp {
+                                r
+                            } else {
+                                r.content(
+                                    "application/json",
+                                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                                )
+                            };
+                            RefOr::T(r.build())
+                        });
+                };
+                add("401", "Missing, unknown or revoked API key");
+                add("429", "Over this key's rate limit; retry after Retry-After");
+                add("500", "Storage failure; the cause is logged, not returned");
+                if body {
+                    add("400", "Malformed or invalid body; nothing stored");
+                    add("408", "The body did not arrive within --body-timeout");
+                    add("413", "Body or a part of it over its limit");
+                    add("415", "Unsupported Content-Type");
+                    add(
+                        "503",
+                        "The ledger is busy or stopping; retry after Retry-After",
+                    );
+                }
+                if writes {
+                    add("507", "The ledger's storage is full; nothing stored");
+                }
+            }
+        }
+    }
+}
 
 impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {

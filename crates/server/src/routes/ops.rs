@@ -27,7 +27,8 @@ async fn healthz() -> impl IntoResponse {
 ///
 /// Server-wide figures, so an admin key is required.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain", body = String),
+    responses((status = 200, content_type = "application/openmetrics-text", body = String,
+            description = "OpenMetrics text (version 1.0.0)"),
         (status = 401, body = agentledger_dialects::native::ErrorBody),
         (status = 403, body = agentledger_dialects::native::ErrorBody)),
     security(("bearer" = []), ("api_key" = [])))]

@@ -218,6 +218,8 @@ async fn hostile_query_strings_and_ids_get_400_or_404_and_never_5xx() {
         "q=NEAR(",
         "q=*",
         "q=a%20OR%20",
+        "q=a%00b",
+        "search=S%C3%A6t%C2%91%06%0B-5%1B%00%7B%C2%8A",
     ];
     let list_routes = [
         "/api/v1/events",
