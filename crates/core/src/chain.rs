@@ -545,7 +545,8 @@ mod props {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
+        // PROPTEST_CASES sets the number of cases (default 256).
+        #![proptest_config(ProptestConfig::default())]
 
         #[test]
         fn envelope_is_canonical_json_for_any_strings(

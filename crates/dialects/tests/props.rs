@@ -155,7 +155,8 @@ fn all_parsers(body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // PROPTEST_CASES sets the number of cases (default 256).
+        #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn arbitrary_bytes_never_panic_any_parser(body in prop::collection::vec(any::<u8>(), 0..2048)) {
@@ -261,7 +262,8 @@ mod otlp_structured {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        // PROPTEST_CASES sets the number of cases (default 256).
+        #![proptest_config(ProptestConfig::default())]
 
         #[test]
         fn arbitrary_span_trees_map_or_are_refused(spans in prop::collection::vec(span(), 0..20)) {

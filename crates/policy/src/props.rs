@@ -112,7 +112,8 @@ when { context has tool && context.tool == "shell" };
 "#;
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // PROPTEST_CASES sets the number of cases (default 256).
+        #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn detectors_never_panic_and_report_spans_inside_the_text(s in text()) {
