@@ -8,7 +8,6 @@
 //! an event said. Both are refused at the door.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -21,18 +20,27 @@ pub struct IJsonError(pub String);
 /// and no number outside the range of an IEEE 754 double.
 pub fn check(text: &str) -> Result<(), IJsonError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    Strict
+    let mut names = Vec::new();
+    Strict { names: &mut names }
         .deserialize(&mut de)
         .and_then(|()| de.end())
         .map_err(|e| IJsonError(e.to_string()))
 }
 
-struct Strict;
+/// One walk over the document. Member names of the objects being read are
+/// kept on one shared stack (borrowed from the text when unescaped), so an
+/// object costs no allocation of its own: this runs on every ingested event.
+struct Strict<'a, 'de> {
+    names: &'a mut Vec<Cow<'de, str>>,
+}
 
-impl<'de> DeserializeSeed<'de> for Strict {
+/// Objects with more members than this are checked by sorting a copy.
+const SCAN_MEMBERS: usize = 16;
+
+impl<'de> DeserializeSeed<'de> for Strict<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(Strict)
+        d.deserialize_any(self)
     }
 }
 
@@ -58,7 +66,7 @@ impl<'de> de::Deserialize<'de> for Name<'de> {
     }
 }
 
-impl<'de> Visitor<'de> for Strict {
+impl<'de> Visitor<'de> for Strict<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -87,23 +95,43 @@ impl<'de> Visitor<'de> for Strict {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Strict)?.is_some() {}
+        while seq
+            .next_element_seed(Strict {
+                names: &mut *self.names,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        let start = self.names.len();
         while let Some(Name(name)) = map.next_key()? {
-            if seen.contains(&name) {
-                return Err(de::Error::custom(format_args!(
-                    "member {:?} appears twice in one object",
-                    truncate(&name)
-                )));
+            let mine = &self.names[start..];
+            if mine.len() < SCAN_MEMBERS && mine.contains(&name) {
+                return Err(twice(&name));
             }
-            map.next_value_seed(Strict)?;
-            seen.insert(name);
+            map.next_value_seed(Strict {
+                names: &mut *self.names,
+            })?;
+            self.names.push(name);
         }
+        if self.names.len() - start >= SCAN_MEMBERS {
+            let mut sorted: Vec<&str> = self.names[start..].iter().map(|n| n.as_ref()).collect();
+            sorted.sort_unstable();
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(twice(w[0]));
+            }
+        }
+        self.names.truncate(start);
         Ok(())
     }
+}
+
+fn twice<E: de::Error>(name: &str) -> E {
+    E::custom(format_args!(
+        "member {:?} appears twice in one object",
+        truncate(name)
+    ))
 }
 
 /// At most 64 characters of a name, for the error message.
@@ -136,6 +164,7 @@ mod tests {
             r#"{"a":1,"a":2}"#,
             r#"{"x":{"y":[{"k":1,"k":1}]}}"#,
             r#"{"\u0061":1,"a":2}"#,
+            r#"{"a":{"b":1},"b":2,"a":3}"#,
             r#"{"n":1e400}"#,
             r#"{"n":-1e309}"#,
         ] {
@@ -143,5 +172,17 @@ mod tests {
         }
         let huge = format!(r#"{{"n":1{}}}"#, "0".repeat(400));
         assert!(check(&huge).is_err());
+        // Past the linear scan: a duplicate among many members, at any position.
+        let many = |dup: usize| {
+            let mut names: Vec<String> = (0..40).map(|i| format!("\"m{i}\":{i}")).collect();
+            names.push(format!("\"m{dup}\":0"));
+            format!("{{{}}}", names.join(","))
+        };
+        assert!(check(&many(3)).is_err());
+        assert!(check(&many(39)).is_err());
+        let distinct: Vec<String> = (0..40)
+            .map(|i| format!("\"m{i}\":{{\"m{i}\":1}}"))
+            .collect();
+        assert_eq!(check(&format!("{{{}}}", distinct.join(","))), Ok(()));
     }
 }
