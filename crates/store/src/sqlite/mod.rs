@@ -742,28 +742,34 @@ impl EventStore for SqliteStore {
     }
 
     async fn authenticate(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKeyInfo>> {
-        self.read(move |c| {
-            c.prepare_cached(
-                "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, k.revoked_at, \
-                 p.id, p.name, k.key_hash FROM api_keys k \
-                 JOIN projects p ON p.id = k.project_id WHERE k.key_hash = ?1",
-            )?
-            .query_row([&key_hash[..]], |r| {
-                Ok((key_from_row(r)?, r.get::<_, Vec<u8>>(8)?))
+        // The index narrows by the first 8 bytes of the key's SHA-256 only
+        // (a range over the unique key_hash index: almost always 0 or 1 row);
+        // the full digest is then compared in constant time. No comparison
+        // whose duration depends on how much of a guess matches ever runs
+        // past those 8 bytes of a digest, and never on the key itself.
+        let mut lo = [0u8; 32];
+        lo[..8].copy_from_slice(&key_hash[..8]);
+        let mut hi = [0xffu8; 32];
+        hi[..8].copy_from_slice(&key_hash[..8]);
+        let candidates = self
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, k.revoked_at, \
+                     p.id, p.name, k.key_hash FROM api_keys k \
+                     JOIN projects p ON p.id = k.project_id \
+                     WHERE k.key_hash BETWEEN ?1 AND ?2",
+                )?
+                .query_map([&lo[..], &hi[..]], |r| {
+                    Ok((key_from_row(r)?, r.get::<_, Vec<u8>>(8)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
             })
-            .optional()
-        })
-        .await
-        .map(|found| {
-            // The index finds the row by the key's SHA-256 (a lookup that
-            // reveals nothing usable about the key); the stored hash is then
-            // compared in constant time, so no byte-by-byte early exit
-            // measures how close a guess came.
-            found
-                .filter(|(_, stored)| bool::from(stored.as_slice().ct_eq(&key_hash[..])))
-                .map(|(k, _)| k)
-                .filter(|k| k.revoked_at.is_none())
-        })
+            .await?;
+        Ok(candidates
+            .into_iter()
+            .find(|(_, stored)| bool::from(stored.as_slice().ct_eq(&key_hash[..])))
+            .map(|(k, _)| k)
+            .filter(|k| k.revoked_at.is_none()))
     }
 
     async fn create_key(

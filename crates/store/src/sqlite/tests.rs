@@ -222,3 +222,35 @@ async fn common_and_rare_terms_page_count_and_stay_in_their_project() {
         .unwrap();
     assert_eq!((page.total, page.total_capped), (Some(6000), false));
 }
+
+/// Keys whose digests share the 8 bytes the index narrows by are told apart
+/// by the constant-time comparison of the whole digest.
+#[tokio::test]
+async fn keys_sharing_a_digest_prefix_are_told_apart() {
+    let d = tempfile::tempdir().unwrap();
+    let store = open(&d);
+    let digest = |tail: u8| {
+        let mut h = [7u8; 32];
+        h[8..].fill(tail);
+        h
+    };
+    let a = store
+        .create_key("p", "a", digest(1), "al_aaaa", false)
+        .await
+        .unwrap();
+    let b = store
+        .create_key("p", "b", digest(2), "al_bbbb", false)
+        .await
+        .unwrap();
+    let found = |k: Option<crate::ApiKeyInfo>| k.map(|k| k.id);
+    assert_eq!(
+        found(store.authenticate(digest(1)).await.unwrap()),
+        Some(a.id)
+    );
+    assert_eq!(
+        found(store.authenticate(digest(2)).await.unwrap()),
+        Some(b.id)
+    );
+    assert_eq!(found(store.authenticate(digest(3)).await.unwrap()), None);
+    assert_eq!(found(store.authenticate([7u8; 32]).await.unwrap()), None);
+}
