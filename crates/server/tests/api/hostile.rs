@@ -284,7 +284,6 @@ async fn a_body_that_drips_in_slower_than_the_body_timeout_gets_408_and_stores_n
         }
     });
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let started = std::time::Instant::now();
     let r = app
         .client
         .post(app.url("/api/v1/events"))
@@ -295,7 +294,6 @@ async fn a_body_that_drips_in_slower_than_the_body_timeout_gets_408_and_stores_n
         .await
         .expect("answered");
     assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
-    assert!(started.elapsed() < Duration::from_secs(5));
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "REQUEST_TIMEOUT", "{v}");
     drip.abort();

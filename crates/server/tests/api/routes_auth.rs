@@ -25,21 +25,25 @@ fn revoke(app: &TestApp, key: &str) {
 
 /// Project A's data in every dialect; returns the id each path parameter takes.
 async fn seed(app: &TestApp) -> BTreeMap<&'static str, String> {
-    let native = app.ingest(json!([tool_call("s-a", "call_1")])).await;
+    let native = app
+        .ingest(json!([tool_call("sess-of-project-a", "call_1")]))
+        .await;
     let event_id = native["events"][0]["id"].as_str().unwrap().to_owned();
     let r = app
         .post(
             "/api/events",
-            &json!({"events": [{"sessionId": "s-a", "agentId": "my-agent", "eventType": "custom",
+            &json!({"events": [{"sessionId": "sess-of-project-a", "agentId": "my-agent", "eventType": "custom",
                 "payload": {"type": "note", "data": {}}}]}),
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let al = app.get_json("/api/events?sessionId=s-a&limit=1").await;
+    let al = app
+        .get_json("/api/events?sessionId=sess-of-project-a&limit=1")
+        .await;
     let al_id = al["events"][0]["id"].as_str().unwrap().to_owned();
     let r = app
         .post(
-            "/v1/sessions/s-a/events",
+            "/v1/sessions/sess-of-project-a/events",
             &fixture_json("realm", "tool_call.json"),
         )
         .await;
@@ -50,22 +54,37 @@ async fn seed(app: &TestApp) -> BTreeMap<&'static str, String> {
         .to_owned();
     let r = app
         .post(
-            "/v1/agents/agt_a/events",
+            "/v1/agents/agt_of_project_a/events",
             &fixture_json("secureagentics", "event_request.json"),
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     BTreeMap::from([
         ("/api/v1/events/{id}", event_id),
-        ("/api/v1/sessions/{id}", "s-a".to_owned()),
-        ("/api/v1/sessions/{id}/export", "s-a".to_owned()),
-        ("/api/v1/sessions/{id}/verify", "s-a".to_owned()),
+        ("/api/v1/sessions/{id}", "sess-of-project-a".to_owned()),
+        (
+            "/api/v1/sessions/{id}/export",
+            "sess-of-project-a".to_owned(),
+        ),
+        (
+            "/api/v1/sessions/{id}/verify",
+            "sess-of-project-a".to_owned(),
+        ),
         ("/api/events/{id}", al_id),
         ("/v1/events/{id}", realm_id),
-        ("/v1/agents/{id}/events", "agt_a".to_owned()),
-        ("/v1/agents/{id}/events/batch", "agt_a".to_owned()),
-        ("/v1/sessions/{session_id}/events", "s-a".to_owned()),
-        ("/v1/sessions/{session_id}/events/batch", "s-a".to_owned()),
+        ("/v1/agents/{id}/events", "agt_of_project_a".to_owned()),
+        (
+            "/v1/agents/{id}/events/batch",
+            "agt_of_project_a".to_owned(),
+        ),
+        (
+            "/v1/sessions/{session_id}/events",
+            "sess-of-project-a".to_owned(),
+        ),
+        (
+            "/v1/sessions/{session_id}/events/batch",
+            "sess-of-project-a".to_owned(),
+        ),
     ])
 }
 
@@ -87,7 +106,7 @@ async fn call(app: &TestApp, method: &str, url: &str, key: Option<&str>) -> (Sta
         req = req.bearer_auth(k);
     }
     if method != "GET" {
-        req = req.json(&json!({"events": [memory("s-b", 1)]}));
+        req = req.json(&json!({"events": [memory("sess-of-project-b", 1)]}));
     }
     let r = req.send().await.unwrap();
     (r.status(), r.text().await.unwrap())
@@ -113,70 +132,87 @@ async fn every_documented_route_refuses_missing_wrong_and_revoked_keys_and_hides
         .await;
 
     let doc = app.get_json("/openapi.json").await;
-    let a_secrets: Vec<&String> = ids.values().collect();
+    // Ids the server made for project A (project B can name sessions and
+    // agents of its own with A's names, but never make A's event ids).
+    let a_secrets: Vec<&String> = ids
+        .iter()
+        .filter(|(route, _)| route.ends_with("/{id}") && route.contains("events"))
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(a_secrets.len(), 3);
+    // Every read before any write, so project B's own writes (into sessions
+    // and agents that share A's names) cannot answer B's reads of A's ids.
+    let mut operations: Vec<(&String, String, &Value)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .iter()
+                .map(move |(m, op)| (path, m.to_uppercase(), op))
+        })
+        .collect();
+    operations.sort_by_key(|(_, method, _)| method != "GET");
     let mut failures = Vec::new();
     let mut ops = 0;
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for (method, op) in item.as_object().unwrap() {
-            let method = method.to_uppercase();
-            assert!(
-                op["security"].as_array().is_some_and(|s| !s.is_empty()),
-                "{method} {path} documents no security"
-            );
-            ops += 1;
-            let url = fill(path, &ids);
-            for (who, key) in [
-                ("no key", None),
-                ("wrong key", Some("al_wrong_0000000000000000000000000000")),
-                ("revoked key", Some(revoked.as_str())),
-                ("used, then revoked key", Some(used_then_revoked.as_str())),
-            ] {
-                let (status, body) = call(&app, &method, &url, key).await;
-                if status != StatusCode::UNAUTHORIZED {
-                    failures.push(format!("{method} {path} with {who}: {status}"));
-                } else if body.contains(&revoked) || body.contains(&used_then_revoked) {
-                    failures.push(format!("{method} {path}: a key echoed back"));
-                }
+    for (path, method, op) in operations {
+        assert!(
+            op["security"].as_array().is_some_and(|s| !s.is_empty()),
+            "{method} {path} documents no security"
+        );
+        ops += 1;
+        let url = fill(path, &ids);
+        for (who, key) in [
+            ("no key", None),
+            ("wrong key", Some("al_wrong_0000000000000000000000000000")),
+            ("revoked key", Some(revoked.as_str())),
+            ("used, then revoked key", Some(used_then_revoked.as_str())),
+        ] {
+            let (status, body) = call(&app, &method, &url, key).await;
+            if status != StatusCode::UNAUTHORIZED {
+                failures.push(format!("{method} {path} with {who}: {status}"));
+            } else if body.contains(&revoked) || body.contains(&used_then_revoked) {
+                failures.push(format!("{method} {path}: a key echoed back"));
             }
-            // Another project's key.
-            let (status, body) = call(&app, &method, &url, Some(&other)).await;
-            let admin_only = op["responses"].get("403").is_some();
-            let expected: &[StatusCode] = if admin_only {
-                &[StatusCode::FORBIDDEN]
-            } else if method == "GET" && path.contains('{') && !path.ends_with("/events") {
-                &[StatusCode::NOT_FOUND]
-            } else if method == "GET" {
-                &[StatusCode::OK]
-            } else {
-                // A write lands in the caller's own project (checked below),
-                // or is refused for its body.
-                &[
-                    StatusCode::OK,
-                    StatusCode::CREATED,
-                    StatusCode::BAD_REQUEST,
-                    StatusCode::NOT_FOUND,
-                    StatusCode::CONFLICT,
-                ]
-            };
-            if !expected.contains(&status) {
-                failures.push(format!(
-                    "{method} {path} with another project's key: {status}"
-                ));
-            }
-            if let Some(leak) = a_secrets
-                .iter()
-                .find(|id| id.len() > 6 && body.contains(id.as_str()))
-            {
-                failures.push(format!("{method} {path}: another project's key saw {leak}"));
-            }
+        }
+        // Another project's key.
+        let (status, body) = call(&app, &method, &url, Some(&other)).await;
+        let admin_only = op["responses"].get("403").is_some();
+        let expected: &[StatusCode] = if admin_only {
+            &[StatusCode::FORBIDDEN]
+        } else if method == "GET" && path.contains('{') && !path.ends_with("/events") {
+            &[StatusCode::NOT_FOUND]
+        } else if method == "GET" {
+            &[StatusCode::OK]
+        } else {
+            // A write lands in the caller's own project (checked below),
+            // or is refused for its body.
+            &[
+                StatusCode::OK,
+                StatusCode::CREATED,
+                StatusCode::BAD_REQUEST,
+                StatusCode::NOT_FOUND,
+                StatusCode::CONFLICT,
+            ]
+        };
+        if !expected.contains(&status) {
+            failures.push(format!(
+                "{method} {path} with another project's key: {status}"
+            ));
+        }
+        if let Some(leak) = a_secrets.iter().find(|id| body.contains(id.as_str())) {
+            failures.push(format!("{method} {path}: another project's key saw {leak}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(ops >= 27, "the document lists {ops} operations");
     // Project A's session was not touched by project B's writes.
-    let s = app.get_json("/api/v1/sessions/s-a").await;
+    let s = app.get_json("/api/v1/sessions/sess-of-project-a").await;
     assert_eq!(s["event_count"], 3, "{s}");
-    let v = app.get_json("/api/v1/sessions/s-a/verify").await;
+    let v = app
+        .get_json("/api/v1/sessions/sess-of-project-a/verify")
+        .await;
     assert_eq!(v["valid"], true);
 }
 
