@@ -2,7 +2,7 @@
 //! `permit` allows, and policies annotated `@effect("flag")` flag. The verdict
 //! names every policy that decided it and their `@reason`s.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -300,7 +300,10 @@ impl FromStr for Redact {
 /// per-session state.
 pub struct Engine {
     schema: Schema,
+    /// The operator's default set: judges every project that has none of its own.
     policies: RwLock<Arc<Compiled>>,
+    /// Sets that projects' admins put in force, by project id.
+    projects: RwLock<HashMap<i64, Arc<Compiled>>>,
     detectors: Detectors,
     authorizer: Authorizer,
     pub budget: Duration,
@@ -315,6 +318,7 @@ impl Engine {
         Engine {
             schema,
             policies: RwLock::new(Arc::new(policies)),
+            projects: RwLock::new(HashMap::new()),
             detectors: Detectors::new(),
             authorizer: Authorizer::new(),
             budget,
@@ -349,11 +353,50 @@ impl Engine {
             .clone()
     }
 
-    /// Validate `sources` and, only if all of them pass, make them the set in force.
+    /// Validate `sources` and, only if all of them pass, make them the
+    /// operator's default set.
     pub fn replace(&self, sources: Vec<Source>) -> Result<Arc<Compiled>, PolicyError> {
         let c = Arc::new(compile(sources, &self.schema)?);
         *self.policies.write().unwrap_or_else(|p| p.into_inner()) = c.clone();
         Ok(c)
+    }
+
+    /// The set that judges `project`: its own, else the operator's default.
+    /// The flag says whether it is the project's own.
+    pub fn current_for(&self, project: i64) -> (Arc<Compiled>, bool) {
+        let own = self
+            .projects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&project)
+            .cloned();
+        match own {
+            Some(c) => (c, true),
+            None => (self.current(), false),
+        }
+    }
+
+    /// Validate `sources` and, only if all of them pass, make them the set
+    /// that judges `project` (and no other project).
+    pub fn replace_for(
+        &self,
+        project: i64,
+        sources: Vec<Source>,
+    ) -> Result<Arc<Compiled>, PolicyError> {
+        let c = Arc::new(compile(sources, &self.schema)?);
+        self.projects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project, c.clone());
+        Ok(c)
+    }
+
+    /// Drop `project`'s own set: the operator's default judges it again.
+    pub fn clear_for(&self, project: i64) {
+        self.projects
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&project);
     }
 
     /// The cached state of a session, if loaded.
@@ -375,6 +418,29 @@ impl Engine {
     /// Judge an event against the session so far: attach the verdict (and
     /// redact, if configured), then fold the event into the session.
     pub fn judge(&self, ev: &mut NewEvent, state: &mut SessionState, check: bool) -> Verdict {
+        let compiled = self.current();
+        self.judge_with(&compiled, ev, state, check)
+    }
+
+    /// Judge an event of `project` with the set in force for that project.
+    pub fn judge_for(
+        &self,
+        project: i64,
+        ev: &mut NewEvent,
+        state: &mut SessionState,
+        check: bool,
+    ) -> Verdict {
+        let (compiled, _) = self.current_for(project);
+        self.judge_with(&compiled, ev, state, check)
+    }
+
+    fn judge_with(
+        &self,
+        compiled: &Compiled,
+        ev: &mut NewEvent,
+        state: &mut SessionState,
+        check: bool,
+    ) -> Verdict {
         let started = Instant::now();
         let deadline = started + self.budget;
         let payload: Value = serde_json::from_str(ev.payload.get()).unwrap_or(Value::Null);
@@ -387,9 +453,8 @@ impl Engine {
 
         let (tool, arguments) = tool_and_arguments(ev.kind, &payload);
         let usage = Usage::of(ev.kind, ev.payload.get());
-        let compiled = self.current();
         let mut verdict = self.decide(
-            &compiled,
+            compiled,
             ev,
             &payload,
             tool.as_deref(),

@@ -55,9 +55,16 @@ struct ServeArgs {
     listen: String,
     #[command(flatten)]
     db: DbArg,
-    /// Admin key of project "default", used only when the database has no key yet.
+    /// Admin key of project "default", used only when the database has no key
+    /// yet (at least 32 printable characters, 12 of them distinct). Without
+    /// it, a key is generated and printed once on standard output.
     #[arg(long, env = "AGENTLEDGER_BOOTSTRAP_KEY", hide_env_values = true)]
     bootstrap_key: Option<String>,
+    /// The operator's token for server-wide routes (/metrics), sent as
+    /// `Authorization: Bearer`; same strength rules as a chosen key. Without
+    /// it, /metrics answers 403.
+    #[arg(long, env = "AGENTLEDGER_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
     /// Read-only database connections.
     #[arg(long, env = "AGENTLEDGER_READ_CONNECTIONS", default_value_t = 4)]
     read_connections: u32,
@@ -68,8 +75,9 @@ struct ServeArgs {
         default_value_t = 100_000
     )]
     max_pending_events: usize,
-    /// Cedar policies: a .cedar file or a directory of them. Without it, the set
-    /// last saved through the API applies, else the built-in defaults.
+    /// Cedar policies: a .cedar file or a directory of them: the operator's
+    /// default set, judging every project that has not saved its own through
+    /// the API. Without it, the built-in defaults.
     #[arg(long, env = "AGENTLEDGER_POLICIES")]
     policies: Option<PathBuf>,
     /// Store events without running detectors or policies.
@@ -226,6 +234,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .filter(|d| !d.is_zero())
                     .ok_or("--body-timeout must be a positive number of seconds")?,
                 faults: None,
+                operator_token: a.operator_token,
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())

@@ -35,8 +35,11 @@ struct DecisionLabel {
     decision: String,
 }
 
+/// Policies are a project's own, so their series carry the project: only
+/// the operator (who sees every project) reads them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabel {
+    project: String,
     policy: String,
     decision: String,
 }
@@ -128,7 +131,7 @@ impl Metrics {
         );
         registry.register(
             "policy_verdicts",
-            "Verdicts each policy took part in, by policy and decision",
+            "Verdicts each policy took part in, by project, policy and decision",
             policy_verdicts.clone(),
         );
         Metrics {
@@ -147,7 +150,7 @@ impl Metrics {
     }
 
     /// Count a verdict: once by decision, and once per policy that decided it.
-    pub fn verdict(&self, v: &agentledger_core::verdict::Verdict) {
+    pub fn verdict(&self, project: &str, v: &agentledger_core::verdict::Verdict) {
         let decision = v.decision.as_str().to_owned();
         self.decisions
             .get_or_create(&DecisionLabel {
@@ -157,6 +160,7 @@ impl Metrics {
         for p in &v.policies {
             self.policy_verdicts
                 .get_or_create(&PolicyLabel {
+                    project: project.to_owned(),
                     policy: p.clone(),
                     decision: decision.clone(),
                 })

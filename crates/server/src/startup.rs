@@ -47,6 +47,9 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// Storage faults to inject at the store boundary (tests; no flag).
     pub faults: Option<Arc<agentledger_store::sqlite::Faults>>,
+    /// The operator's credential for server-wide routes (`/metrics`): no
+    /// project's key, not even an admin's, sees other projects' figures.
+    pub operator_token: Option<String>,
 }
 
 /// The policy checkpoint's settings.
@@ -85,6 +88,7 @@ impl ServeConfig {
             rate_limit: None,
             body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
             faults: None,
+            operator_token: None,
         }
     }
 }
@@ -95,6 +99,8 @@ pub enum StartupError {
     Store(#[from] agentledger_store::StoreError),
     #[error("policies: {0}")]
     Policy(String),
+    #[error("{0}")]
+    Config(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -112,6 +118,12 @@ pub struct Application {
 impl Application {
     pub async fn build(cfg: ServeConfig) -> Result<Self, StartupError> {
         let started = Instant::now();
+        let operator = cfg
+            .operator_token
+            .as_deref()
+            .map(|t| keys::check_strength(t).map(|()| keys::hash_key(t)))
+            .transpose()
+            .map_err(|e| StartupError::Config(format!("--operator-token: {e}")))?;
         let metrics = Arc::new(Metrics::new());
         let mut opts = SqliteOptions::new(&cfg.db);
         opts.read_connections = cfg.read_connections;
@@ -142,6 +154,7 @@ impl Application {
             traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
             policy,
             auth: Arc::default(),
+            operator,
             limiter: cfg
                 .rate_limit
                 .map(|l| Arc::new(crate::ratelimit::RateLimiter::new(l))),
@@ -181,7 +194,8 @@ impl Application {
 }
 
 /// On an empty database, create the admin key of project `default`: the
-/// configured value, or a generated one printed once on stderr.
+/// configured value (refused if guessable by its shape), or a generated one
+/// printed once on standard output, apart from the log on standard error.
 async fn bootstrap_key(
     store: &dyn EventStore,
     configured: Option<&str>,
@@ -189,14 +203,20 @@ async fn bootstrap_key(
     if store.count_keys().await? > 0 {
         return Ok(());
     }
-    let key = match configured {
-        Some(k) if !k.trim().is_empty() => k.trim().to_owned(),
-        _ => {
+    let key = match configured.map(str::trim).filter(|k| !k.is_empty()) {
+        Some(k) => {
+            keys::check_strength(k)
+                .map_err(|e| StartupError::Config(format!("--bootstrap-key: {e}")))?;
+            k.to_owned()
+        }
+        None => {
             let k = keys::generate_key();
-            // Deliberately not through tracing: this is the one time the secret is shown.
-            eprintln!(
-                "agentledger: created the admin key of project \"default\" (shown only once):\n\n    {k}\n"
+            // Deliberately not through tracing: this is the one time the
+            // secret is shown, and only stdout carries it.
+            tracing::warn!(
+                "created the admin key of project \"default\"; it is printed once, on standard output"
             );
+            println!("{k}");
             k
         }
     };
@@ -285,9 +305,10 @@ fn read_policies(path: &std::path::Path) -> Result<Vec<Source>, StartupError> {
         .collect()
 }
 
-/// The policy engine: `--policies` files, else the set last saved through
-/// the API, else the built-in defaults. A set that does not validate stops
-/// the start with its file, line and reason.
+/// The policy engine. The operator's default set: `--policies` files, else a
+/// server-wide set saved by an earlier version (with a warning), else the
+/// built-in defaults. Then every project's own saved set. A set that does not
+/// validate stops the start with its file (or project), line and reason.
 async fn policy_engine(
     store: &dyn EventStore,
     cfg: &PolicyConfig,
@@ -298,21 +319,53 @@ async fn policy_engine(
     }
     let engine = Engine::with_defaults(cfg.budget, cfg.redact)
         .map_err(|e| StartupError::Policy(e.to_string()))?;
-    let sources = match &cfg.policies {
-        Some(p) => Some(read_policies(p)?),
-        None => store
-            .load_policy_set()
-            .await?
-            .as_deref()
-            .and_then(crate::routes::policy::deserialise),
+    let saved = store.load_policy_sets().await?;
+    let legacy = saved
+        .iter()
+        .find(|s| s.project.is_none())
+        .and_then(|s| crate::routes::policy::deserialise(&s.sources));
+    let default = match (&cfg.policies, legacy) {
+        (Some(p), _) => Some(read_policies(p)?),
+        (None, Some(sources)) => {
+            tracing::warn!(
+                "a policy set saved through the API before sets belonged to projects is the \
+                 default for every project; save each project's own set (PUT /api/v1/policies) \
+                 or start with --policies to replace it"
+            );
+            Some(
+                sources
+                    .into_iter()
+                    .map(|s| Source {
+                        name: format!("saved:{}", s.name),
+                        text: s.text,
+                    })
+                    .collect(),
+            )
+        }
+        (None, None) => None,
     };
-    if let Some(sources) = sources {
+    if let Some(sources) = default {
         engine
             .replace(sources)
             .map_err(|e| StartupError::Policy(e.to_string()))?;
     }
+    let mut projects = 0;
+    for set in &saved {
+        let Some(project) = set.project else { continue };
+        let sources = crate::routes::policy::deserialise(&set.sources).ok_or_else(|| {
+            StartupError::Policy(format!(
+                "project {}: saved policy set is unreadable",
+                project.0
+            ))
+        })?;
+        engine
+            .replace_for(project.0, sources)
+            .map_err(|e| StartupError::Policy(format!("project {}: {e}", project.0)))?;
+        projects += 1;
+    }
     tracing::info!(
         policies = engine.current().info.len(),
+        projects_with_own_set = projects,
         redact_secrets = cfg.redact.secrets,
         redact_pii = cfg.redact.pii,
         "policy checkpoint on"

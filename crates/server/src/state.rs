@@ -19,6 +19,8 @@ pub struct AppState {
     pub traces: Arc<TraceSessions>,
     /// The policy checkpoint; `None` with `--no-policy`.
     pub policy: Option<Arc<Engine>>,
+    /// SHA-256 of the operator token (`--operator-token`), if one is set.
+    pub operator: Option<[u8; 32]>,
     /// Recently verified API keys.
     pub auth: Arc<crate::auth::AuthCache>,
     /// Per-key request rate limits (`--rate-limit`); `None` when off.

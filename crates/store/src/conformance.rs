@@ -375,6 +375,39 @@ pub async fn keys_authenticate_and_revoke(store: &dyn EventStore) {
     assert_eq!(store.count_keys().await.expect("count"), 1);
 }
 
+/// Policy sets belong to a project: saving one project's set leaves every
+/// other project's untouched; clearing returns a project to the default.
+pub async fn policy_sets_are_per_project(store: &dyn EventStore) {
+    let a = project(store, "pol-a").await;
+    let b = project(store, "pol-b").await;
+    assert!(store.load_policy_sets().await.expect("load").is_empty());
+    store
+        .save_policy_set(&a, Some("[\"a1\"]".into()))
+        .await
+        .expect("save a");
+    store
+        .save_policy_set(&b, Some("[\"b1\"]".into()))
+        .await
+        .expect("save b");
+    store
+        .save_policy_set(&a, Some("[\"a2\"]".into()))
+        .await
+        .expect("save a again");
+    let sets = store.load_policy_sets().await.expect("load");
+    let of = |p: &ProjectRef| {
+        sets.iter()
+            .filter(|s| s.project == Some(p.id))
+            .map(|s| s.sources.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(&a), vec!["[\"a2\"]".to_owned()], "only the newest of a");
+    assert_eq!(of(&b), vec!["[\"b1\"]".to_owned()]);
+    store.save_policy_set(&a, None).await.expect("clear a");
+    let sets = store.load_policy_sets().await.expect("load");
+    assert!(sets.iter().all(|s| s.project != Some(a.id)), "a cleared");
+    assert_eq!(sets.len(), 1, "b kept: {sets:?}");
+}
+
 pub async fn usage_is_filtered_and_summed(store: &dyn EventStore) {
     let p = project(store, "usage").await;
     let other = project(store, "usage-other").await;

@@ -35,6 +35,14 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<Micros>,
 }
 
+/// A saved policy set: the project it judges (`None`: a server-wide set
+/// saved before sets belonged to projects) and its serialised sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedPolicySet {
+    pub project: Option<ProjectId>,
+    pub sources: String,
+}
+
 /// The ledger's answer for one appended event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendedEvent {
@@ -143,10 +151,17 @@ pub trait EventStore: Send + Sync + 'static {
     /// Returns false when no active key has that id.
     async fn revoke_key(&self, id: &str) -> StoreResult<bool>;
     async fn count_keys(&self) -> StoreResult<u64>;
-    /// Keep a policy set (the server's serialised sources) as the latest.
-    async fn save_policy_set(&self, sources: String) -> StoreResult<()>;
-    /// The latest saved policy set, if any.
-    async fn load_policy_set(&self) -> StoreResult<Option<String>>;
+    /// Keep a project's policy set (the server's serialised sources) as its
+    /// latest; `None` clears it, so the operator's default applies again.
+    async fn save_policy_set(
+        &self,
+        project: &ProjectRef,
+        sources: Option<String>,
+    ) -> StoreResult<()>;
+    /// The latest saved set of every project that has one. A set saved before
+    /// sets belonged to projects (one for the whole server) comes back with
+    /// `project: None`.
+    async fn load_policy_sets(&self) -> StoreResult<Vec<SavedPolicySet>>;
 
     async fn list_projects(&self) -> StoreResult<Vec<ProjectRef>>;
     async fn project_by_name(&self, name: &str) -> StoreResult<Option<ProjectRef>>;

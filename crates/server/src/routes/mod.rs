@@ -46,7 +46,7 @@ pub fn router() -> Router<AppState> {
         secureagentics::send, secureagentics::send_batch, secureagentics::list,
         realm::create, realm::create_batch, realm::get_one,
         otlp::traces, otlp::logs,
-        policy::list, policy::replace, policy::check, fabraix::check_action,
+        policy::list, policy::replace, policy::clear, policy::check, fabraix::check_action,
     ),
     modifiers(&Security, &CommonErrors),
     tags((name = "native", description = "agentledger's own API"),

@@ -8,7 +8,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use crate::auth::Caller;
+use axum::http::HeaderMap;
+use subtle::ConstantTimeEq;
+
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -25,20 +27,21 @@ async fn healthz() -> impl IntoResponse {
 
 /// Prometheus metrics
 ///
-/// Server-wide figures, so an admin key is required.
+/// Server-wide figures across every project, so they need the operator
+/// token (`--operator-token`), sent as `Authorization: Bearer`; no
+/// project's API key, not even an admin's, is enough.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "application/openmetrics-text", body = String,
             description = "OpenMetrics text (version 1.0.0)"),
         (status = 401, body = agentledger_dialects::native::ErrorBody),
-        (status = 403, body = agentledger_dialects::native::ErrorBody)),
-    security(("bearer" = []), ("api_key" = [])))]
+        (status = 403, body = agentledger_dialects::native::ErrorBody,
+            description = "A project's API key, or no operator token configured")),
+    security(("bearer" = [])))]
 pub async fn metrics(
     State(st): State<AppState>,
-    caller: Caller,
+    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !caller.admin {
-        return Err(ApiError::Forbidden("metrics need an admin key"));
-    }
+    operator(&st, &headers).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -50,6 +53,29 @@ pub async fn metrics(
             st.store.search_backlog(),
         ),
     ))
+}
+
+/// Admit the operator: the token's hash compared in constant time. A
+/// project's valid API key is told it is not enough (403); anything else is
+/// unauthenticated (401).
+async fn operator(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = crate::auth::presented_key(headers)?.ok_or(ApiError::Unauthorized(
+        "missing operator token: send Authorization: Bearer <token>",
+    ))?;
+    if presented.len() <= agentledger_core::keys::MAX_KEY_CHARS {
+        let hash = agentledger_core::keys::hash_key(presented);
+        if let Some(expected) = &st.operator
+            && bool::from(hash.ct_eq(expected))
+        {
+            return Ok(());
+        }
+        if st.store.authenticate(hash).await?.is_some() {
+            return Err(ApiError::Forbidden(
+                "metrics are server-wide: they need the operator token (--operator-token), not a project's key",
+            ));
+        }
+    }
+    Err(ApiError::Unauthorized("invalid operator token"))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -32,7 +32,7 @@ use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/policies", get(list).put(replace))
+        .route("/api/v1/policies", get(list).put(replace).delete(clear))
         .route("/api/v1/check", post(check))
 }
 
@@ -102,11 +102,14 @@ pub async fn judge(
         handles.push(h);
     }
     drop(by_session);
+    // The caller's project is judged by its own set (or the operator's
+    // default), never by another project's.
+    let project = caller.project.id.0;
     let run = move |mut evs: Vec<NewEvent>| {
         let mut verdicts = Vec::with_capacity(evs.len());
         for (ev, h) in evs.iter_mut().zip(&handles) {
             let mut state = h.lock().unwrap_or_else(|p| p.into_inner());
-            verdicts.push(engine.judge(ev, &mut state, check));
+            verdicts.push(engine.judge_for(project, ev, &mut state, check));
         }
         (evs, verdicts)
     };
@@ -122,15 +125,17 @@ pub async fn judge(
     };
     *events = evs;
     for v in &verdicts {
-        st.metrics.verdict(v);
+        st.metrics.verdict(&caller.project.name, v);
     }
     Ok(verdicts)
 }
 
-/// The policies in force
+/// The policies in force for the caller's project
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PolicyList {
-    /// Where the set came from: `default`, `file`, or `api`.
+    /// Where the set came from: `project` (this project's own, saved through
+    /// the API), else the operator's default: `default` (built in) or `file`
+    /// (`--policies`, or a server-wide set saved by an earlier version).
     pub origin: String,
     pub policies: Vec<PolicyOut>,
 }
@@ -175,25 +180,28 @@ fn engine(st: &AppState) -> Result<&agentledger_policy::Engine, ApiError> {
     ))
 }
 
-fn listing(st: &AppState) -> Result<PolicyList, ApiError> {
-    let c = engine(st)?.current();
+fn listing(st: &AppState, project: &ProjectRef) -> Result<PolicyList, ApiError> {
+    let (c, own) = engine(st)?.current_for(project.id.0);
     Ok(PolicyList {
-        origin: c
-            .sources
-            .first()
-            .map_or("default", |s| match s.name.as_str() {
-                "default" => "default",
-                "api" => "api",
-                _ => "file",
-            })
-            .into(),
+        origin: if own {
+            "project"
+        } else {
+            c.sources
+                .first()
+                .map_or("default", |s| match s.name.as_str() {
+                    "default" => "default",
+                    _ => "file",
+                })
+        }
+        .into(),
         policies: c.info.iter().map(PolicyOut::from).collect(),
     })
 }
 
-/// List the policies in force
+/// List the policies in force for this project
 ///
-/// Server-wide; needs an admin key.
+/// The project's own set, or the operator's default where it has none.
+/// Needs an admin key of the project.
 #[utoipa::path(get, path = "/api/v1/policies", tag = "policy",
     responses((status = 200, body = PolicyList), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Policy engine off")),
@@ -203,7 +211,7 @@ pub async fn list(
     caller: Caller,
 ) -> Result<Json<PolicyList>, ApiError> {
     admin(&caller)?;
-    Ok(Json(listing(&st)?))
+    Ok(Json(listing(&st, &caller.project)?))
 }
 
 /// `PUT /api/v1/policies`
@@ -217,12 +225,13 @@ pub struct ReplaceRequest {
 /// The largest policy text accepted.
 const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
-/// Replace the policy set
+/// Replace this project's policy set
 ///
 /// Validated against the shipped Cedar schema as a whole: if any policy fails
 /// to parse or validate, the answer names its line and reason and the set in
-/// force stays. Otherwise the new set takes effect atomically and is saved,
-/// so it survives a restart (unless `--policies` names files at start).
+/// force stays. Otherwise the new set takes effect atomically for this
+/// project only (other projects keep theirs, or the operator's default) and
+/// is saved, so it survives a restart.
 #[utoipa::path(put, path = "/api/v1/policies", tag = "policy", request_body = ReplaceRequest,
     responses((status = 200, body = PolicyList),
         (status = 400, body = ErrorBody, description = "A policy does not parse or validate: details.line"),
@@ -242,12 +251,38 @@ pub async fn replace(
         name: "api".into(),
         text: req.policies,
     }];
-    engine(&st)?
-        .replace(sources.clone())
+    let engine = engine(&st)?;
+    // Validate before saving; save before it takes effect, so what judges
+    // events is always what a restart would load.
+    agentledger_policy::engine::compile(sources.clone(), engine.schema()).map_err(policy_error)?;
+    st.store
+        .save_policy_set(&caller.project, Some(serialise(&sources)))
+        .await?;
+    engine
+        .replace_for(caller.project.id.0, sources)
         .map_err(policy_error)?;
-    st.store.save_policy_set(serialise(&sources)).await?;
-    tracing::info!(key = %caller.key_id, "policy set replaced through the API");
-    Ok(Json(listing(&st)?))
+    tracing::info!(key = %caller.key_id, project = %caller.project.name, "policy set replaced through the API");
+    Ok(Json(listing(&st, &caller.project)?))
+}
+
+/// Drop this project's policy set
+///
+/// The operator's default set judges the project again. Needs an admin key
+/// of the project.
+#[utoipa::path(delete, path = "/api/v1/policies", tag = "policy",
+    responses((status = 200, body = PolicyList),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn clear(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PolicyList>, ApiError> {
+    admin(&caller)?;
+    let engine = engine(&st)?;
+    st.store.save_policy_set(&caller.project, None).await?;
+    engine.clear_for(caller.project.id.0);
+    tracing::info!(key = %caller.key_id, project = %caller.project.name, "project policy set dropped");
+    Ok(Json(listing(&st, &caller.project)?))
 }
 
 /// A refused policy set as a 400 naming the line.

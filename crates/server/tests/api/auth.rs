@@ -213,12 +213,26 @@ async fn revoked_keys_stop_working() {
 }
 
 #[tokio::test]
-async fn metrics_need_an_admin_key() {
+async fn metrics_need_the_operator_token_not_a_project_key() {
     let app = spawn_app().await;
     let plain = app.new_key("default").await;
+    let other_admin = app.new_admin_key("other").await;
+    for key in [&plain, &app.key, &other_admin] {
+        let r = app.get_with("/metrics", key).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "a project's key");
+        assert!(r.text().await.unwrap().contains("operator token"));
+    }
     assert_eq!(
-        app.get_with("/metrics", &plain).await.status(),
-        StatusCode::FORBIDDEN
+        app.get_with("/metrics", "al_not_a_token_at_all_not_a_token_at_all")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
     );
-    assert_eq!(app.get("/metrics").await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get_with("/metrics", &app.operator).await.status(),
+        StatusCode::OK
+    );
+    // Without a configured token nobody reads server-wide metrics.
+    let closed = spawn_app_with(|c| c.operator_token = None).await;
+    assert_eq!(closed.get("/metrics").await.status(), StatusCode::FORBIDDEN);
 }

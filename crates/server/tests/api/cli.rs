@@ -43,26 +43,35 @@ async fn first_start_prints_a_generated_admin_key_once_and_sigterm_exits_zero() 
         ])
         .env_remove("AGENTLEDGER_BOOTSTRAP_KEY")
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
+        }
+    });
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log_w = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log_w.lock().unwrap().push_str(&line);
         }
     });
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base).await;
-    let mut key = None;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
-        if let Some(k) = line.split_whitespace().find(|w| w.starts_with("al_")) {
-            key = Some(k.to_owned());
-            break;
-        }
-    }
-    let key = key.expect("generated key printed on stderr");
+    // Standard output carries the key alone, on its own line.
+    let key = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("generated key printed on stdout");
+    assert!(key.starts_with("al_") && key.len() == 46, "{key:?}");
+    assert!(
+        !log.lock().unwrap().contains(&key),
+        "the key must not appear in the log"
+    );
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{base}/api/v1/events"))

@@ -83,6 +83,8 @@ async fn start_with(db: &Path, key: &str, extra: &[&str]) -> Server {
             "warn",
         ])
         .env("AGENTLEDGER_BOOTSTRAP_KEY", key)
+        // The same secret is the operator token, for /metrics.
+        .env("AGENTLEDGER_OPERATOR_TOKEN", key)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -13,6 +13,8 @@ use agentledger::{Application, ServeConfig};
 pub struct TestApp {
     pub base: String,
     pub key: String,
+    /// The operator token (`--operator-token`), for /metrics.
+    pub operator: String,
     pub client: Client,
     pub db: PathBuf,
     pub dir: tempfile::TempDir,
@@ -66,6 +68,8 @@ async fn start_with(
 ) -> TestApp {
     let db = dir.path().join("ledger.db");
     let mut cfg = ServeConfig::for_tests(db.clone());
+    let operator = agentledger_core::keys::generate_key();
+    cfg.operator_token = Some(operator.clone());
     adjust(&mut cfg);
     cfg.bootstrap_key = Some(key.clone());
     let app = Application::build(cfg).await.expect("server starts");
@@ -77,6 +81,7 @@ async fn start_with(
     TestApp {
         base,
         key,
+        operator,
         client: Client::new(),
         db,
         dir,
@@ -123,7 +128,7 @@ impl TestApp {
     /// wait until `/metrics` says nothing committed is unsearchable.
     pub async fn wait_for_search(&self) {
         for _ in 0..1000 {
-            let text = self.get("/metrics").await.text().await.expect("metrics");
+            let text = self.metrics().await;
             if text
                 .lines()
                 .any(|l| l.trim() == "agentledger_search_backlog_events 0")
@@ -133,6 +138,13 @@ impl TestApp {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("search index did not catch up in 10 s");
+    }
+
+    /// `/metrics` as the operator sees it.
+    pub async fn metrics(&self) -> String {
+        let r = self.get_with("/metrics", &self.operator).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET /metrics as the operator");
+        r.text().await.expect("metrics")
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -181,8 +193,16 @@ impl TestApp {
         cli_on(&self.db, args)
     }
 
+    pub async fn new_admin_key(&self, project: &str) -> String {
+        self.create_key(&["keys", "create", "--admin", "--project", project])
+    }
+
     pub async fn new_key(&self, project: &str) -> String {
-        let out = self.cli(&["keys", "create", "--project", project]);
+        self.create_key(&["keys", "create", "--project", project])
+    }
+
+    fn create_key(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
         assert!(
             out.status.success(),
             "{}",

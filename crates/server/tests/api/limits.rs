@@ -241,7 +241,7 @@ async fn a_saturated_writer_answers_503_with_retry_after_and_stores_nothing_of_i
     // Wait until the first batch holds every pending-event permit.
     let mut held = false;
     for _ in 0..250 {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.metrics().await;
         if text
             .lines()
             .any(|l| l == "agentledger_writer_pending_events 1000")

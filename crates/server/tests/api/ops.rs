@@ -17,7 +17,7 @@ async fn metrics_count_ingest_rejections_and_commits() {
     let _ = app
         .post_events(json!([{"session_id": "s", "agent_id": "a", "kind": "nope", "payload": {}}]))
         .await;
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.metrics().await;
     assert!(
         text.contains(r#"agentledger_events_ingested_total{dialect="native"} 2"#),
         "{text}"

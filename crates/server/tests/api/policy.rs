@@ -454,10 +454,10 @@ async fn default_set_flags_and_counts_in_metrics_and_filters() {
     assert_eq!(flagged["total"], 2);
     let al = app.get_json("/api/events?decision=flag,deny").await;
     assert_eq!(al["total"], 2, "AgentLens filters by decision too");
-    let m = app.get("/metrics").await.text().await.unwrap();
+    let m = app.metrics().await;
     assert!(
         m.contains(
-            r#"agentledger_policy_verdicts_total{policy="default-flag-secrets",decision="flag"} 1"#
+            r#"agentledger_policy_verdicts_total{project="default",policy="default-flag-secrets",decision="flag"} 1"#
         ),
         "{m}"
     );

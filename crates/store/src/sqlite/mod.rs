@@ -23,8 +23,8 @@ use agentledger_core::verdict::Decision;
 use agentledger_core::{Event, EventId, Kind, Micros, NewEvent, ProjectId, Session};
 
 use crate::{
-    ApiKeyInfo, AppendedEvent, EventStore, NewSession, ProjectRef, StoreError, StoreResult,
-    WriterObserver,
+    ApiKeyInfo, AppendedEvent, EventStore, NewSession, ProjectRef, SavedPolicySet, StoreError,
+    StoreResult, WriterObserver,
 };
 use crate::{
     Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery, UsageGroup, UsageRow,
@@ -808,19 +808,37 @@ impl EventStore for SqliteStore {
         self.admin(|reply| Cmd::RevokeKey { id, reply }).await
     }
 
-    async fn save_policy_set(&self, sources: String) -> StoreResult<()> {
-        self.admin(|reply| Cmd::SavePolicies { sources, reply })
-            .await
+    async fn save_policy_set(
+        &self,
+        project: &ProjectRef,
+        sources: Option<String>,
+    ) -> StoreResult<()> {
+        let project = project.id.0;
+        self.admin(|reply| Cmd::SavePolicies {
+            project,
+            sources,
+            reply,
+        })
+        .await
     }
 
-    async fn load_policy_set(&self) -> StoreResult<Option<String>> {
+    async fn load_policy_sets(&self) -> StoreResult<Vec<SavedPolicySet>> {
         self.read(|c| {
-            c.query_row(
-                "SELECT sources FROM policy_sets ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()
+            // The newest row per project (NULL: the server-wide legacy set);
+            // a cleared set (JSON null) is no set.
+            let mut st = c.prepare(
+                "SELECT p.project_id, p.sources FROM policy_sets p \
+                 WHERE p.id = (SELECT max(id) FROM policy_sets q \
+                               WHERE q.project_id IS p.project_id) \
+                 AND p.sources != 'null' ORDER BY p.project_id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(SavedPolicySet {
+                    project: r.get::<_, Option<i64>>(0)?.map(ProjectId),
+                    sources: r.get(1)?,
+                })
+            })?;
+            rows.collect()
         })
         .await
     }

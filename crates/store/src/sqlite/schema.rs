@@ -92,6 +92,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP TABLE events_fts;
     "#,
+    // 5: policy sets belong to a project. Rows saved before this (one set for
+    // the whole server, NULL here) are read as the operator's default.
+    r#"
+    ALTER TABLE policy_sets ADD COLUMN project_id INTEGER REFERENCES projects(id);
+    CREATE INDEX policy_sets_project ON policy_sets(project_id, id);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

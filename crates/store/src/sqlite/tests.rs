@@ -45,6 +45,12 @@ async fn conformance_keys() {
 }
 
 #[tokio::test]
+async fn conformance_policy_sets() {
+    let d = tempfile::tempdir().unwrap();
+    c::policy_sets_are_per_project(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn conformance_usage() {
     let d = tempfile::tempdir().unwrap();
     c::usage_is_filtered_and_summed(&open(&d)).await;

@@ -71,7 +71,8 @@ pub(crate) enum Cmd {
         reply: Reply<bool>,
     },
     SavePolicies {
-        sources: String,
+        project: i64,
+        sources: Option<String>,
         reply: Reply<()>,
     },
     Shutdown,
@@ -519,12 +520,19 @@ impl Writer {
                 });
                 let _ = reply.send(r);
             }
-            Cmd::SavePolicies { sources, reply } => {
+            Cmd::SavePolicies {
+                project,
+                sources,
+                reply,
+            } => {
+                // A cleared set is a row holding JSON null: the history stays.
+                let sources = sources.unwrap_or_else(|| "null".into());
                 let r = self.in_txn(|w| {
                     w.conn
                         .execute(
-                            "INSERT INTO policy_sets (sources, created_at) VALUES (?1, ?2)",
-                            params![sources, Micros::now().0],
+                            "INSERT INTO policy_sets (project_id, sources, created_at) \
+                             VALUES (?1, ?2, ?3)",
+                            params![project, sources, Micros::now().0],
                         )
                         .map(|_| ())
                         .map_err(storage)

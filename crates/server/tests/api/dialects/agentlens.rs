@@ -3,14 +3,18 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
+/// Shaped like an AgentLens key (`als_…`); the documents' `als_your_key` is
+/// too short to be accepted as a chosen key.
+const ALS_KEY: &str = "als_4fQ9zK2mW7pX1vB8nR3tY6cH5jL0dG";
+
 #[tokio::test]
 async fn documented_ingest_and_reads_with_an_als_key() {
-    let app = spawn_app_with_key("als_your_key").await;
+    let app = spawn_app_with_key(ALS_KEY).await;
     for name in ["ingest_request.json", "ingest_curl_example.json"] {
         let r = app
             .client
             .post(app.url("/api/events"))
-            .bearer_auth("als_your_key")
+            .bearer_auth(ALS_KEY)
             .json(&fixture_json("agentlens", name))
             .send()
             .await
@@ -25,7 +29,7 @@ async fn documented_ingest_and_reads_with_an_als_key() {
         let got: Value = app
             .client
             .get(app.url(&format!("/api/events/{id}")))
-            .bearer_auth("als_your_key")
+            .bearer_auth(ALS_KEY)
             .send()
             .await
             .unwrap()
