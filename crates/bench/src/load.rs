@@ -32,6 +32,8 @@ pub fn serve_child(db: PathBuf) -> ExitCode {
     rt.block_on(async move {
         let mut cfg = ServeConfig::for_tests(db);
         cfg.bootstrap_key = std::env::var("AGENTLEDGER_BOOTSTRAP_KEY").ok();
+        // The harness reads /metrics (search backlog) with the same key.
+        cfg.operator_token = cfg.bootstrap_key.clone();
         cfg.max_pending_events = 500_000;
         cfg.policy.enabled = std::env::var_os("AGENTLEDGER_NO_POLICY").is_none();
         let app = match Application::build(cfg).await {
