@@ -3,13 +3,14 @@
 //! comparison never touches the secret itself.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use lru::LruCache;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use agentledger_core::keys::hash_key;
 use agentledger_store::{ApiKeyInfo, ProjectRef};
@@ -23,6 +24,41 @@ pub struct Caller {
     pub project: ProjectRef,
     pub key_id: String,
     pub admin: bool,
+    /// A read (GET) holds one of its key's read slots until it is answered.
+    _read: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+/// Reads in flight per API key. The read pool has a few connections; one
+/// key's expensive searches may take at most this share of them, so another
+/// key's reads (another project's) still find a connection free.
+pub struct ReadGate {
+    per_key: usize,
+    keys: Mutex<LruCache<String, Arc<Semaphore>>>,
+}
+
+/// How long a read waits for one of its key's slots before 429.
+const READ_SLOT_WAIT: Duration = Duration::from_millis(500);
+
+impl ReadGate {
+    pub fn new(per_key: usize) -> Self {
+        let cap = NonZeroUsize::new(AUTH_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN);
+        ReadGate {
+            per_key: per_key.max(1),
+            keys: Mutex::new(LruCache::new(cap)),
+        }
+    }
+
+    async fn enter(&self, key_id: &str) -> Result<Arc<OwnedSemaphorePermit>, ApiError> {
+        let sem = {
+            let mut m = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            m.get_or_insert(key_id.to_owned(), || Arc::new(Semaphore::new(self.per_key)))
+                .clone()
+        };
+        match tokio::time::timeout(READ_SLOT_WAIT, sem.acquire_owned()).await {
+            Ok(Ok(p)) => Ok(Arc::new(p)),
+            _ => Err(ApiError::RateLimited(1)),
+        }
+    }
 }
 
 /// The key presented in the headers, if any. Both headers may carry the
@@ -123,10 +159,38 @@ impl FromRequestParts<AppState> for Caller {
         {
             return Err(ApiError::RateLimited(secs));
         }
+        let read = if parts.method == axum::http::Method::GET {
+            Some(state.readers.enter(&info.id).await?)
+        } else {
+            None
+        };
         Ok(Caller {
             project: info.project,
             key_id: info.id,
             admin: info.admin,
+            _read: read,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_holds_at_most_its_read_slots_and_others_are_unaffected() {
+        let gate = ReadGate::new(2);
+        let a1 = gate.enter("key_a").await.expect("first");
+        let _a2 = gate.enter("key_a").await.expect("second");
+        assert!(
+            matches!(gate.enter("key_a").await, Err(ApiError::RateLimited(_))),
+            "a third read of the same key is refused"
+        );
+        let _b = gate
+            .enter("key_b")
+            .await
+            .expect("another key is not affected");
+        drop(a1);
+        gate.enter("key_a").await.expect("a slot came free");
     }
 }

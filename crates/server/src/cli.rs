@@ -100,6 +100,14 @@ struct ServeArgs {
     /// Seconds a client may take to send a request body; a slower one gets 408.
     #[arg(long, env = "AGENTLEDGER_BODY_TIMEOUT", default_value_t = 30.0)]
     body_timeout: f64,
+    /// Reads (GET requests) one API key may have in flight at once; more wait
+    /// up to 0.5 s, then get 429. Keeps one key's expensive searches from
+    /// taking every read connection.
+    #[arg(long, env = "AGENTLEDGER_READS_PER_KEY", default_value_t = 2)]
+    reads_per_key: usize,
+    /// Seconds a listing, count or search may run before it is stopped with 503.
+    #[arg(long, env = "AGENTLEDGER_QUERY_BUDGET", default_value_t = 2.0)]
+    query_budget: f64,
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
@@ -234,6 +242,11 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .filter(|d| !d.is_zero())
                     .ok_or("--body-timeout must be a positive number of seconds")?,
                 faults: None,
+                reads_per_key: a.reads_per_key.max(1),
+                query_budget: std::time::Duration::try_from_secs_f64(a.query_budget)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or("--query-budget must be a positive number of seconds")?,
                 operator_token: a.operator_token,
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;

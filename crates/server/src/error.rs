@@ -38,6 +38,11 @@ pub enum ApiError {
     RequestTimeout(f64),
     #[error("the ledger's storage is full; nothing was stored")]
     StorageFull(String),
+    #[error(
+        "the query ran past its time budget of {0:?} and was stopped; narrow it \
+         (a session, an agent, a time range, fewer or rarer words)"
+    )]
+    QueryBudget(std::time::Duration),
     #[error("internal error")]
     Internal(String),
 }
@@ -52,6 +57,7 @@ impl From<StoreError> for ApiError {
             StoreError::Overloaded => ApiError::Overloaded,
             StoreError::ShuttingDown => ApiError::ShuttingDown,
             StoreError::Full(m) => ApiError::StorageFull(m),
+            StoreError::QueryBudget(d) => ApiError::QueryBudget(d),
             StoreError::Storage(m) | StoreError::Corrupt(m) => ApiError::Internal(m),
         }
     }
@@ -70,7 +76,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Overloaded | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::ShuttingDown | ApiError::QueryBudget(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -93,6 +101,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "RATE_LIMITED",
             ApiError::ShuttingDown => "SHUTTING_DOWN",
             ApiError::StorageFull(_) => "STORAGE_FULL",
+            ApiError::QueryBudget(_) => "QUERY_TOO_EXPENSIVE",
             ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
             ApiError::Internal(_) => "INTERNAL",
         }
@@ -110,7 +119,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Overloaded | ApiError::ShuttingDown => "overloaded",
+            ApiError::Overloaded | ApiError::ShuttingDown | ApiError::QueryBudget(_) => {
+                "overloaded"
+            }
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::StorageFull(_) => "storage_full",
             ApiError::RequestTimeout(_) => "request_timeout",

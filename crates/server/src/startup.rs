@@ -47,6 +47,11 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// Storage faults to inject at the store boundary (tests; no flag).
     pub faults: Option<Arc<agentledger_store::sqlite::Faults>>,
+    /// Reads (GET requests) one API key may have in flight; more wait
+    /// briefly, then get 429.
+    pub reads_per_key: usize,
+    /// Longest a listing, count or search may run before it is stopped (503).
+    pub query_budget: Duration,
     /// The operator's credential for server-wide routes (`/metrics`): no
     /// project's key, not even an admin's, sees other projects' figures.
     pub operator_token: Option<String>,
@@ -88,6 +93,8 @@ impl ServeConfig {
             rate_limit: None,
             body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
             faults: None,
+            reads_per_key: 2,
+            query_budget: Duration::from_secs(2),
             operator_token: None,
         }
     }
@@ -130,6 +137,7 @@ impl Application {
         opts.max_pending_events = cfg.max_pending_events;
         opts.observer = Some(Arc::new(CommitObserver(metrics.clone())));
         opts.faults = cfg.faults.clone();
+        opts.query_budget = cfg.query_budget;
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(opts)?);
         bootstrap_key(store.as_ref(), cfg.bootstrap_key.as_deref()).await?;
         let policy = policy_engine(store.as_ref(), &cfg.policy).await?;
@@ -155,6 +163,7 @@ impl Application {
             policy,
             auth: Arc::default(),
             operator,
+            readers: Arc::new(crate::auth::ReadGate::new(cfg.reads_per_key)),
             limiter: cfg
                 .rate_limit
                 .map(|l| Arc::new(crate::ratelimit::RateLimiter::new(l))),

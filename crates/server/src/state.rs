@@ -21,6 +21,8 @@ pub struct AppState {
     pub policy: Option<Arc<Engine>>,
     /// SHA-256 of the operator token (`--operator-token`), if one is set.
     pub operator: Option<[u8; 32]>,
+    /// Reads in flight per API key.
+    pub readers: Arc<crate::auth::ReadGate>,
     /// Recently verified API keys.
     pub auth: Arc<crate::auth::AuthCache>,
     /// Per-key request rate limits (`--rate-limit`); `None` when off.

@@ -68,9 +68,13 @@ pub enum StoreError {
     SessionExists(String),
     #[error("project {0:?} does not exist")]
     NoSuchProject(String),
-    /// Back-pressure: too much is already waiting for the writer.
+    /// Back-pressure: too much is already waiting for the writer, or no
+    /// read connection came free in time.
     #[error("the writer queue is full")]
     Overloaded,
+    /// A listing ran past its time budget and was stopped.
+    #[error("the query ran past its time budget of {0:?} and was stopped")]
+    QueryBudget(std::time::Duration),
     #[error("the store is shutting down")]
     ShuttingDown,
     #[error("storage failure: {0}")]

@@ -231,7 +231,23 @@ pub fn order_param(v: &Option<String>) -> Result<Order, InputError> {
     }
 }
 
+/// Distinct words one full-text search may ask for: each is a posting list
+/// to intersect, and the cost grows with every common one.
+pub const MAX_SEARCH_TERMS: usize = 16;
+
 pub fn text_param(v: &Option<String>) -> Result<Option<String>, InputError> {
+    if let Some(q) = v {
+        let distinct: std::collections::HashSet<&str> = q.split_whitespace().collect();
+        if distinct.len() > MAX_SEARCH_TERMS {
+            return Err(InputError::invalid(
+                "q",
+                format!(
+                    "q: at most {MAX_SEARCH_TERMS} distinct words ({} given)",
+                    distinct.len()
+                ),
+            ));
+        }
+    }
     match v {
         Some(q) if q.chars().count() > MAX_QUERY_CHARS => Err(InputError::invalid(
             "q",

@@ -102,3 +102,73 @@ async fn metrics_reveal_nothing_to_a_project_admin() {
         "{m}"
     );
 }
+
+/// Post `n` memory events whose payload holds `word`, in batches of 1,000.
+async fn fill(app: &TestApp, key: &str, session: &str, word: &str, n: usize) {
+    let mut i = 0;
+    while i < n {
+        let batch: Vec<Value> = (i..(i + 1000).min(n))
+            .map(|j| {
+                json!({"session_id": session, "agent_id": "a", "kind": "memory",
+                       "payload": {"note": format!("{word} number {j}")}})
+            })
+            .collect();
+        i += batch.len();
+        let r = app
+            .post_with("/api/v1/events", &json!({ "events": batch }), key)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+}
+
+/// Finding 4: the full-text plan (and with it the cap on `total`) was chosen
+/// by counting matches in every project, so project A's `total_capped` told
+/// whether project B used a word more than ~5,000 times. Every decision is
+/// now taken over the caller's project alone.
+#[tokio::test]
+async fn search_totals_depend_on_the_callers_project_only() {
+    let app = spawn_app().await;
+    let b = app.new_key("tenant-b").await;
+    fill(&app, &b, "b-sess", "zebra", 5_001).await;
+    fill(&app, &app.key, "a-sess", "zebra", 1_001).await;
+    app.wait_for_search().await;
+    let a = app.get_json("/api/v1/events?q=zebra&limit=1").await;
+    assert_eq!(a["total"], 1_001, "{a}");
+    assert_eq!(a["total_capped"], false, "{a}");
+    // B sees its own (over 5,000: counted to the full-text cap), none of A's.
+    let r = app.get_with("/api/v1/events?q=zebra&limit=1", &b).await;
+    let bv: Value = r.json().await.unwrap();
+    assert_eq!(bv["total"], 1_000, "{bv}");
+    assert_eq!(bv["total_capped"], true, "{bv}");
+    // A project's name is never a search term that matches its events.
+    let a = app.get_json("/api/v1/events?q=p1&limit=1").await;
+    assert_eq!(a["total"], 0, "{a}");
+}
+
+/// Finding 5: a 1 KB query of common words ran for seconds and starved
+/// other projects' reads. Words per query are bounded, listings are stopped
+/// at their time budget (503 with Retry-After, not a long wait).
+#[tokio::test]
+async fn expensive_searches_are_bounded() {
+    let app = spawn_app_with(|c| c.query_budget = std::time::Duration::from_micros(1)).await;
+    fill(&app, &app.key, "s", "common", 3_000).await;
+    app.wait_for_search().await;
+    let many: Vec<String> = (0..17).map(|i| format!("w{i}")).collect();
+    let r = app
+        .get(&format!("/api/v1/events?q={}", many.join("+")))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("distinct words"));
+    // Repeating one word is one word.
+    let same = vec!["common"; 100].join("+");
+    for path in [
+        format!("/api/v1/events?q={same}"),
+        "/api/v1/events?kind=memory".to_owned(),
+    ] {
+        let r = app.get(&path).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(r.headers().contains_key("retry-after"));
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "QUERY_TOO_EXPENSIVE", "{body}");
+    }
+}

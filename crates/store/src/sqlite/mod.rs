@@ -11,6 +11,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use r2d2_sqlite::SqliteConnectionManager;
@@ -50,6 +51,10 @@ pub struct SqliteOptions {
     pub observer: Option<Arc<dyn WriterObserver>>,
     /// Injected storage faults (tests).
     pub faults: Option<Arc<Faults>>,
+    /// Longest a listing, count or search may run before it is stopped.
+    pub query_budget: Duration,
+    /// Longest a read waits for a free connection before it is refused as busy.
+    pub read_wait: Duration,
 }
 
 impl SqliteOptions {
@@ -61,6 +66,8 @@ impl SqliteOptions {
             max_pending_requests: 8_192,
             observer: None,
             faults: None,
+            query_budget: Duration::from_secs(2),
+            read_wait: Duration::from_secs(1),
         }
     }
 }
@@ -77,6 +84,7 @@ pub struct SqliteStore {
     search: Arc<search::Progress>,
     checkpoints: Arc<checkpoint::Stop>,
     path: PathBuf,
+    query_budget: Duration,
 }
 
 struct Background {
@@ -153,6 +161,7 @@ impl SqliteStore {
             });
         let pool = r2d2::Pool::builder()
             .max_size(opts.read_connections.max(1))
+            .connection_timeout(opts.read_wait.max(Duration::from_millis(10)))
             .min_idle(Some(1))
             .build(manager)
             .map_err(storage)?;
@@ -193,6 +202,7 @@ impl SqliteStore {
             search: progress,
             checkpoints,
             path: opts.path,
+            query_budget: opts.query_budget,
         })
     }
 
@@ -206,15 +216,41 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let budget = self.query_budget;
         tokio::task::spawn_blocking(move || {
-            let conn = pool.get().map_err(storage)?;
+            // Every connection busy past the wait: refuse (503), don't queue.
+            let conn = pool.get().map_err(|_| StoreError::Overloaded)?;
             f(&conn).map_err(|e| match e {
                 rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Corrupt(e.to_string()),
+                e if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+                    StoreError::QueryBudget(budget)
+                }
                 other => storage(other),
             })
         })
         .await
         .map_err(storage)?
+    }
+
+    /// A read that may cost as much as the data asks (listings, counts,
+    /// searches, sums): stopped by SQLite's progress handler once it has run
+    /// for the query budget, so one expensive request cannot hold a
+    /// connection (and a core) for seconds.
+    async fn read_budgeted<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let budget = self.query_budget;
+        self.read(move |c| {
+            let deadline = Instant::now() + budget;
+            // Checked every 4,000 virtual machine steps (tens of microseconds).
+            c.progress_handler(4_000, Some(move || Instant::now() >= deadline))?;
+            let r = f(c);
+            c.progress_handler(0, None::<fn() -> bool>)?;
+            r
+        })
+        .await
     }
 
     /// Queue an administrative command and wait for its answer.
@@ -229,14 +265,25 @@ impl SqliteStore {
     }
 }
 
-/// Quote every whitespace-separated term as an FTS5 phrase, so user text can
-/// never be read as FTS5 query syntax. All terms must match.
-fn fts_query(text: &str) -> Option<String> {
+/// The full-text expression for `text` in `project`'s events: every
+/// whitespace-separated term quoted as an FTS5 phrase (user text can never be
+/// read as FTS5 syntax), each term once, all required, in the payload column;
+/// and the project's own token in the project column, so every count, plan
+/// and cap is decided over the caller's project alone.
+fn fts_query(project: ProjectId, text: &str) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
     let terms: Vec<String> = text
         .split_whitespace()
+        .filter(|t| seen.insert(*t))
         .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
         .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
+    (!terms.is_empty()).then(|| {
+        format!(
+            "project : \"{}\" AND payload : ( {} )",
+            search::project_token(project),
+            terms.join(" ")
+        )
+    })
 }
 
 /// How a full-text term joins the other filters.
@@ -350,7 +397,7 @@ fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (St
     if let Some(m) = q
         .text
         .as_deref()
-        .and_then(fts_query)
+        .and_then(|t| fts_query(project, t))
         .filter(|_| plan != TextPlan::Omit)
     {
         sql.push_str(match plan {
@@ -367,10 +414,10 @@ fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (St
     (sql, p)
 }
 
-/// Choose the plan for a full-text term by counting its matches (in every
-/// project: only the choice depends on it), up to `LOOKUP_MATCHES`.
-fn text_plan(conn: &Connection, q: &EventQuery) -> rusqlite::Result<TextPlan> {
-    let Some(m) = q.text.as_deref().and_then(fts_query) else {
+/// Choose the plan for a full-text term by counting its matches in the
+/// caller's project (never another's), up to `LOOKUP_MATCHES`.
+fn text_plan(conn: &Connection, project: ProjectId, q: &EventQuery) -> rusqlite::Result<TextPlan> {
+    let Some(m) = q.text.as_deref().and_then(|t| fts_query(project, t)) else {
         return Ok(TextPlan::In);
     };
     let n: i64 = conn.query_row(
@@ -434,7 +481,7 @@ fn query_events_sync(
     project: &ProjectRef,
     q: &EventQuery,
 ) -> rusqlite::Result<EventPage> {
-    let plan = text_plan(conn, q)?;
+    let plan = text_plan(conn, project.id, q)?;
     let (filters, params) = event_filters_with(project.id, q, plan);
     let (total, total_capped) = if q.skip_total {
         (None, false)
@@ -448,7 +495,11 @@ fn query_events_sync(
             // Counted from the full-text side: its matches in index order,
             // each looked up and filtered, until the cap.
             let (rest, mut p) = event_filters_with(project.id, q, TextPlan::Omit);
-            let m = q.text.as_deref().and_then(fts_query).unwrap_or_default();
+            let m = q
+                .text
+                .as_deref()
+                .and_then(|t| fts_query(project.id, t))
+                .unwrap_or_default();
             p.insert(0, Value::Text(m));
             let sql = format!(
                 "SELECT count(*) FROM (SELECT 1 FROM search.events_fts f \
@@ -685,13 +736,14 @@ impl EventStore for SqliteStore {
         q: SessionQuery,
     ) -> StoreResult<SessionPage> {
         let project = project.clone();
-        self.read(move |c| list_sessions_sync(c, &project, &q))
+        self.read_budgeted(move |c| list_sessions_sync(c, &project, &q))
             .await
     }
 
     async fn query_events(&self, project: &ProjectRef, q: EventQuery) -> StoreResult<EventPage> {
         let project = project.clone();
-        self.read(move |c| query_events_sync(c, &project, &q)).await
+        self.read_budgeted(move |c| query_events_sync(c, &project, &q))
+            .await
     }
 
     async fn usage(
@@ -701,7 +753,8 @@ impl EventStore for SqliteStore {
         group: Option<UsageGroup>,
     ) -> StoreResult<Vec<UsageRow>> {
         let project = project.clone();
-        self.read(move |c| usage_sync(c, &project, &q, group)).await
+        self.read_budgeted(move |c| usage_sync(c, &project, &q, group))
+            .await
     }
 
     async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>> {

@@ -39,6 +39,23 @@ pub fn index_path(ledger: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The index layout this binary writes (`PRAGMA user_version` of the index
+/// file). 2: a `project` column holding the owning project's token, so a
+/// search's matches, counts and plan are those of one project only. An index
+/// of another layout is dropped and rebuilt from the ledger.
+const INDEX_LAYOUT: i64 = 2;
+
+const CREATE_FTS: &str = "CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
+         payload, project, content='', tokenize='unicode61'
+     );
+     -- Merge 8 segments per level, not 4: measured 101k -> 135k rows/s indexed.
+     INSERT INTO events_fts (events_fts, rank) VALUES ('automerge', 8);";
+
+/// The token that marks a project's events in the index's project column.
+pub(crate) fn project_token(project: agentledger_core::ProjectId) -> String {
+    format!("p{}", project.0)
+}
+
 /// Open (creating) the index file for writing.
 pub(crate) fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
@@ -47,18 +64,31 @@ pub(crate) fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA busy_timeout = 5000;
-         CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-             payload, content='', tokenize='unicode61'
-         );
-         -- Merge 8 segments per level, not 4: measured 101k -> 135k rows/s indexed.
-         INSERT INTO events_fts (events_fts, rank) VALUES ('automerge', 8);
-         CREATE TABLE IF NOT EXISTS indexed (
+         PRAGMA busy_timeout = 5000;",
+    )?;
+    let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if layout != INDEX_LAYOUT {
+        tracing::warn!(
+            found = layout,
+            expected = INDEX_LAYOUT,
+            "full-text index has another layout; rebuilding it from the ledger"
+        );
+        conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             DROP TABLE IF EXISTS events_fts;
+             DROP TABLE IF EXISTS indexed;
+             COMMIT;",
+        )?;
+    }
+    conn.execute_batch(CREATE_FTS)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS indexed (
              one         INTEGER PRIMARY KEY CHECK (one = 1),
              last_rowid  INTEGER NOT NULL,
              last_id     BLOB
          );",
     )?;
+    conn.pragma_update(None, "user_version", INDEX_LAYOUT)?;
     Ok(conn)
 }
 
@@ -149,16 +179,13 @@ impl Indexer {
             last
         } else {
             tracing::warn!("full-text index does not match the ledger; rebuilding it");
-            me.index.execute_batch(
+            me.index.execute_batch(&format!(
                 "BEGIN IMMEDIATE;
                  DELETE FROM indexed;
                  DROP TABLE events_fts;
-                 CREATE VIRTUAL TABLE events_fts USING fts5(
-                     payload, content='', tokenize='unicode61'
-                 );
-                 INSERT INTO events_fts (events_fts, rank) VALUES ('automerge', 8);
-                 COMMIT;",
-            )?;
+                 {CREATE_FTS}
+                 COMMIT;"
+            ))?;
             0
         };
         let top: i64 =
@@ -211,18 +238,19 @@ impl Indexer {
     /// Index the next chunk after the watermark.
     pub(crate) fn index_chunk(&mut self) -> rusqlite::Result<Chunk> {
         let from = self.progress.indexed.load(Ordering::Relaxed);
-        let mut rows: Vec<(i64, Vec<u8>, String)> = Vec::new();
+        let mut rows: Vec<(i64, Vec<u8>, String, i64)> = Vec::new();
         let mut bytes = 0;
         let mut full = false;
         {
             let mut st = self.ledger.prepare_cached(
-                "SELECT rowid, id, payload FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                "SELECT rowid, id, payload, project_id FROM events \
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
             let mut it = st.query(params![from, CHUNK])?;
             while let Some(r) = it.next()? {
                 let payload: String = r.get(2)?;
                 bytes += payload.len();
-                rows.push((r.get(0)?, r.get(1)?, payload));
+                rows.push((r.get(0)?, r.get(1)?, payload, r.get(3)?));
                 if bytes >= CHUNK_BYTES {
                     break;
                 }
@@ -231,16 +259,21 @@ impl Indexer {
                 full = true;
             }
         }
-        let Some((last, last_id, _)) = rows.last() else {
+        let Some((last, last_id, _, _)) = rows.last() else {
             return Ok(Chunk::Empty);
         };
         let (last, last_id) = (*last, last_id.clone());
         let itx = self.index.transaction()?;
         {
-            let mut ins =
-                itx.prepare_cached("INSERT INTO events_fts (rowid, payload) VALUES (?1, ?2)")?;
-            for (rowid, _, payload) in &rows {
-                ins.execute(params![rowid, payload])?;
+            let mut ins = itx.prepare_cached(
+                "INSERT INTO events_fts (rowid, payload, project) VALUES (?1, ?2, ?3)",
+            )?;
+            for (rowid, _, payload, project) in &rows {
+                ins.execute(params![
+                    rowid,
+                    payload,
+                    project_token(agentledger_core::ProjectId(*project))
+                ])?;
             }
             itx.execute(
                 "INSERT INTO indexed (one, last_rowid, last_id) VALUES (1, ?1, ?2)
