@@ -9,26 +9,36 @@ pub enum Order {
     Desc,
 }
 
-/// A keyset position: the sort key and the storage position of the last row
-/// returned. For queries filtered to one session the key is the seq; otherwise
-/// it is the event time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A keyset position: the id of the last row returned (an event's id, or a
+/// session's). The store finds that row *in the caller's project* and
+/// continues after it, so a cursor carries no storage position (row ids
+/// would reveal how many events the whole server holds) and names nothing
+/// outside the project it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    pub key: i64,
-    pub pos: i64,
+    pub after: Vec<u8>,
 }
 
+/// Longest id a cursor may carry (bytes).
+const MAX_CURSOR_ID: usize = 512;
+
 impl Cursor {
+    pub fn after(id: impl Into<Vec<u8>>) -> Self {
+        Cursor { after: id.into() }
+    }
+
     /// Opaque text form used by the HTTP APIs.
     pub fn encode(&self) -> String {
-        format!("{:x}.{:x}", self.key as u64, self.pos as u64)
+        format!("c{}", hex::encode(&self.after))
     }
 
     pub fn decode(s: &str) -> Option<Self> {
-        let (a, b) = s.split_once('.')?;
+        let h = s.strip_prefix('c')?;
+        if h.is_empty() || h.len() > 2 * MAX_CURSOR_ID {
+            return None;
+        }
         Some(Cursor {
-            key: u64::from_str_radix(a, 16).ok()? as i64,
-            pos: u64::from_str_radix(b, 16).ok()? as i64,
+            after: hex::decode(h).ok()?,
         })
     }
 }
@@ -123,17 +133,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursor_roundtrip() {
+    fn cursors_round_trip_and_refuse_anything_else() {
         for c in [
-            Cursor { key: 0, pos: 1 },
-            Cursor {
-                key: -5,
-                pos: i64::MAX,
-            },
+            Cursor::after(vec![0]),
+            Cursor::after(b"sess_01".to_vec()),
+            Cursor::after([0xffu8; 16].to_vec()),
         ] {
             assert_eq!(Cursor::decode(&c.encode()), Some(c));
         }
         assert_eq!(Cursor::decode("zz"), None);
         assert_eq!(Cursor::decode("1.zz"), None);
+        assert_eq!(Cursor::decode("c"), None);
+        assert_eq!(Cursor::decode(&format!("c{}", "ab".repeat(513))), None);
     }
 }

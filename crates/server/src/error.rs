@@ -58,6 +58,12 @@ impl From<StoreError> for ApiError {
             StoreError::ShuttingDown => ApiError::ShuttingDown,
             StoreError::Full(m) => ApiError::StorageFull(m),
             StoreError::QueryBudget(d) => ApiError::QueryBudget(d),
+            StoreError::BadCursor => InputError::invalid(
+                "cursor",
+                "cursor: not a next_cursor of this listing (cursors belong to the project and \
+                 listing that returned them)",
+            )
+            .into(),
             StoreError::Storage(m) | StoreError::Corrupt(m) => ApiError::Internal(m),
         }
     }

@@ -72,6 +72,10 @@ pub enum StoreError {
     /// read connection came free in time.
     #[error("the writer queue is full")]
     Overloaded,
+    /// A cursor names no row of the caller's listing (another project's, or
+    /// another listing's).
+    #[error("cursor does not belong to this listing")]
+    BadCursor,
     /// A listing ran past its time budget and was stopped.
     #[error("the query ran past its time budget of {0:?} and was stopped")]
     QueryBudget(std::time::Duration),

@@ -172,3 +172,51 @@ async fn expensive_searches_are_bounded() {
         assert_eq!(body["error"]["code"], "QUERY_TOO_EXPENSIVE", "{body}");
     }
 }
+
+/// Finding 13: cursors were `ts.rowid`, so paging revealed how many events
+/// the whole server held. A cursor now names the last row of the page by its
+/// id, and only the project (and listing) it came from can use it.
+#[tokio::test]
+async fn cursors_reveal_no_server_counts_and_stay_in_their_project() {
+    let app = spawn_app().await;
+    let b = app.new_key("tenant-b").await;
+    app.ingest(json!([memory("s1", 1), memory("s1", 2), memory("s2", 3)]))
+        .await;
+    let page = app.get_json("/api/v1/events?limit=2").await;
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let last_id = page["events"][1]["id"].as_str().unwrap();
+    // The cursor is the last event's id (16 bytes) and nothing else.
+    let ulid_bytes = agentledger_core::EventId::parse_any(last_id)
+        .unwrap()
+        .to_bytes();
+    assert_eq!(cursor, format!("c{}", hex::encode(ulid_bytes)));
+    let next = app
+        .get_json(&format!("/api/v1/events?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(next["events"].as_array().unwrap().len(), 1);
+    // Another project cannot use it; neither can another listing.
+    for (path, key) in [
+        (format!("/api/v1/events?cursor={cursor}"), b.as_str()),
+        (
+            format!("/api/v1/events?session_id=s2&cursor={cursor}"),
+            app.key.as_str(),
+        ),
+        (
+            format!("/api/v1/sessions?cursor={cursor}"),
+            app.key.as_str(),
+        ),
+    ] {
+        let r = app.get_with(&path, key).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["details"]["path"], "cursor", "{body}");
+    }
+    let sessions = app.get_json("/api/v1/sessions?limit=1").await;
+    let sc = sessions["next_cursor"].as_str().expect("session cursor");
+    let r = app
+        .get_with(&format!("/api/v1/sessions?cursor={sc}"), &b)
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = app.get(&format!("/api/v1/sessions?cursor={sc}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -221,6 +221,9 @@ impl SqliteStore {
             // Every connection busy past the wait: refuse (503), don't queue.
             let conn = pool.get().map_err(|_| StoreError::Overloaded)?;
             f(&conn).map_err(|e| match e {
+                rusqlite::Error::ToSqlConversionFailure(b) if b.is::<BadCursor>() => {
+                    StoreError::BadCursor
+                }
                 rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Corrupt(e.to_string()),
                 e if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
                     StoreError::QueryBudget(budget)
@@ -525,14 +528,28 @@ fn query_events_sync(
     };
     let mut sql = format!("SELECT {EVENT_COLS} FROM {EVENT_FROM} WHERE {filters}");
     let mut params = params;
-    if let Some(c) = q.cursor {
+    if let Some(c) = &q.cursor {
+        // The cursor names the last event of the previous page; it must be
+        // one of this project's (and this session's, when paging by seq).
+        let (ts, rowid, seq): (i64, i64, i64) = conn
+            .prepare_cached(
+                "SELECT e.ts, e.rowid, e.seq FROM events e WHERE e.id = ?1 AND e.project_id = ?2 \
+                 AND (?3 IS NULL OR e.session_ref = \
+                      (SELECT rowid FROM sessions WHERE project_id = ?2 AND id = ?3))",
+            )?
+            .query_row(
+                rusqlite::params![c.after, project.id.0, q.session_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .ok_or_else(bad_cursor)?;
         if by_seq {
             sql.push_str(&format!(" AND e.seq {cmp} ?"));
-            params.push(Value::Integer(c.key));
+            params.push(Value::Integer(seq));
         } else {
             sql.push_str(&format!(" AND (e.ts, e.rowid) {cmp} (?, ?)"));
-            params.push(Value::Integer(c.key));
-            params.push(Value::Integer(c.pos));
+            params.push(Value::Integer(ts));
+            params.push(Value::Integer(rowid));
         }
     }
     if by_seq {
@@ -558,18 +575,8 @@ fn query_events_sync(
             more = true;
             break;
         }
-        let (ev, rowid, ts) = event_from_row(r, &project.name)?;
-        last = Some(if by_seq {
-            Cursor {
-                key: ev.seq as i64,
-                pos: rowid,
-            }
-        } else {
-            Cursor {
-                key: ts,
-                pos: rowid,
-            }
-        });
+        let (ev, _, _) = event_from_row(r, &project.name)?;
+        last = Some(Cursor::after(ev.id.to_bytes().to_vec()));
         events.push(ev);
     }
     Ok(EventPage {
@@ -578,6 +585,22 @@ fn query_events_sync(
         total_capped,
         next_cursor: if more { last } else { None },
     })
+}
+
+/// A cursor that names no row of this listing's project.
+#[derive(Debug)]
+struct BadCursor;
+
+impl std::fmt::Display for BadCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cursor does not belong to this listing")
+    }
+}
+
+impl std::error::Error for BadCursor {}
+
+fn bad_cursor() -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(BadCursor))
 }
 
 fn list_sessions_sync(
@@ -611,10 +634,21 @@ fn list_sessions_sync(
         |r| r.get(0),
     )?;
     let mut sql = format!("SELECT {SESSION_COLS} FROM sessions s WHERE {filters}");
-    if let Some(c) = q.cursor {
+    if let Some(c) = &q.cursor {
+        // The cursor names the last session of the previous page, in this project.
+        let id = String::from_utf8(c.after.clone()).map_err(|_| bad_cursor())?;
+        let (created, rowid): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT created_at, rowid FROM sessions WHERE project_id = ?1 AND id = ?2",
+            )?
+            .query_row(rusqlite::params![project.id.0, id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .ok_or_else(bad_cursor)?;
         sql.push_str(" AND (s.created_at, s.rowid) < (?, ?)");
-        params.push(Value::Integer(c.key));
-        params.push(Value::Integer(c.pos));
+        params.push(Value::Integer(created));
+        params.push(Value::Integer(rowid));
     }
     let limit = q.limit.max(1) as i64;
     sql.push_str(" ORDER BY s.created_at DESC, s.rowid DESC LIMIT ?");
@@ -630,10 +664,7 @@ fn list_sessions_sync(
             break;
         }
         let s = session_from_row(r, &project.name)?;
-        last = Some(Cursor {
-            key: s.created_at.0,
-            pos: r.get(10)?,
-        });
+        last = Some(Cursor::after(s.id.as_bytes().to_vec()));
         sessions.push(s);
     }
     Ok(SessionPage {
