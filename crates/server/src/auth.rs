@@ -64,6 +64,15 @@ impl ReadGate {
 /// The key presented in the headers, if any. Both headers may carry the
 /// same key; two different keys are refused as ambiguous.
 pub fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    // A repeated header would be read as its first value by us and maybe as
+    // its last by a proxy in front: refuse rather than pick one.
+    for name in [header::AUTHORIZATION.as_str(), "x-api-key"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ApiError::Unauthorized(
+                "the API key header is repeated: send one Authorization or one x-api-key header",
+            ));
+        }
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

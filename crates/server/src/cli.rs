@@ -100,6 +100,21 @@ struct ServeArgs {
     /// Seconds a client may take to send a request body; a slower one gets 408.
     #[arg(long, env = "AGENTLEDGER_BODY_TIMEOUT", default_value_t = 30.0)]
     body_timeout: f64,
+    /// Seconds a client may take to send a request's headers (and an idle
+    /// keep-alive connection may wait for its next request) before it is closed.
+    #[arg(long, env = "AGENTLEDGER_HEADER_TIMEOUT", default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Open connections in all; more are answered 503 and closed.
+    #[arg(long, env = "AGENTLEDGER_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Open connections from one client address; more are answered 503 and
+    /// closed. Raise it behind a proxy that funnels every client through one address.
+    #[arg(
+        long,
+        env = "AGENTLEDGER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1024
+    )]
+    max_connections_per_address: usize,
     /// Reads (GET requests) one API key may have in flight at once; more wait
     /// up to 0.5 s, then get 429. Keeps one key's expensive searches from
     /// taking every read connection.
@@ -242,6 +257,14 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .filter(|d| !d.is_zero())
                     .ok_or("--body-timeout must be a positive number of seconds")?,
                 faults: None,
+                connections: crate::conn::ConnLimits {
+                    header_timeout: std::time::Duration::try_from_secs_f64(a.header_timeout)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or("--header-timeout must be a positive number of seconds")?,
+                    max_connections: a.max_connections.max(1),
+                    max_per_address: a.max_connections_per_address.max(1),
+                },
                 reads_per_key: a.reads_per_key.max(1),
                 query_budget: std::time::Duration::try_from_secs_f64(a.query_budget)
                     .ok()

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod conn;
 pub mod error;
 pub mod extract;
 pub mod metrics;

@@ -47,6 +47,9 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// Storage faults to inject at the store boundary (tests; no flag).
     pub faults: Option<Arc<agentledger_store::sqlite::Faults>>,
+    /// Bounds on connections: header deadline, open connections in all and
+    /// per client address.
+    pub connections: crate::conn::ConnLimits,
     /// Reads (GET requests) one API key may have in flight; more wait
     /// briefly, then get 429.
     pub reads_per_key: usize,
@@ -93,6 +96,7 @@ impl ServeConfig {
             rate_limit: None,
             body_timeout: crate::body::DEFAULT_BODY_TIMEOUT,
             faults: None,
+            connections: crate::conn::ConnLimits::default(),
             reads_per_key: 2,
             query_budget: Duration::from_secs(2),
             operator_token: None,
@@ -118,6 +122,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    connections: crate::conn::ConnLimits,
     store: Arc<dyn EventStore>,
     addr: SocketAddr,
 }
@@ -178,6 +183,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            connections: cfg.connections,
             store,
             addr,
         })
@@ -193,9 +199,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let result = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result =
+            crate::conn::serve(self.listener, self.router, self.connections, shutdown).await;
         self.store.close().await;
         tracing::info!("agentledger stopped");
         result

@@ -236,3 +236,39 @@ async fn metrics_need_the_operator_token_not_a_project_key() {
     let closed = spawn_app_with(|c| c.operator_token = None).await;
     assert_eq!(closed.get("/metrics").await.status(), StatusCode::FORBIDDEN);
 }
+
+/// Finding 12 of issue 13: with two Authorization (or two x-api-key)
+/// headers the first was used silently; a proxy may read the other one.
+#[tokio::test]
+async fn a_repeated_key_header_is_refused_as_ambiguous() {
+    let app = spawn_app().await;
+    let other = app.new_key("other").await;
+    for (name, a, b) in [
+        (
+            "authorization",
+            format!("Bearer {}", app.key),
+            format!("Bearer {other}"),
+        ),
+        (
+            "authorization",
+            format!("Bearer {}", app.key),
+            format!("Bearer {}", app.key),
+        ),
+        ("x-api-key", app.key.clone(), other.clone()),
+    ] {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.append(name, a.parse().unwrap());
+        headers.append(name, b.parse().unwrap());
+        let r = app
+            .client
+            .get(app.url("/api/v1/events"))
+            .headers(headers)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains("repeated"), "{text}");
+        assert!(!text.contains(&app.key) && !text.contains(&other));
+    }
+}

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod connections;
 mod crash;
 mod dialects;
 mod faults;
@@ -17,4 +18,5 @@ mod policy;
 mod query;
 mod routes_auth;
 mod sessions;
+mod tenancy;
 mod verify;
