@@ -19,4 +19,5 @@ mod query;
 mod routes_auth;
 mod sessions;
 mod tenancy;
+mod timestamps;
 mod verify;
