@@ -7,12 +7,140 @@ with the server, so the specification and the server cannot drift apart unnotice
 Usage: verify_export.py EXPORT.jsonl [--expect-head SESSION=HEXHASH ...]
 Exit status 0 when every chain verifies, 1 otherwise (the first broken seq is printed).
 """
+import datetime
 import hashlib
 import json
 import sys
 
 _WS = " \t\r\n"
 _DECODER = json.JSONDecoder()
+
+# The members an export line may have (docs/hash-chain.md, "Export format").
+# Everything else is refused: a member the hash does not cover could say
+# anything, and a reader shown it could not tell.
+_REQUIRED = (
+    "v", "project", "session_id", "seq", "id", "agent_id", "kind", "source_type",
+    "dialect", "severity", "client_ts", "server_ts", "payload", "metadata",
+    "payload_sha256", "prev_hash", "hash",
+)
+_OPTIONAL = ("erased",)
+# Members that only some envelope versions hash, with those versions.
+_VERSIONED = {
+    "verdict": (2, 3),
+    "original_payload_sha256": (2,),
+    "original_metadata_sha256": (2,),
+    "original_payload_hmac": (3,),
+    "original_metadata_hmac": (3,),
+}
+_KNOWN = frozenset(_REQUIRED + _OPTIONAL) | frozenset(_VERSIONED)
+SUPPORTED_VERSIONS = (1, 2, 3)
+
+
+class BadLine(ValueError):
+    """A line that cannot mean one thing to every reader."""
+
+
+def _unique_members(pairs):
+    """object_pairs_hook: refuse a member name given twice in one object.
+
+    Python's json keeps the last value, other readers the first; I-JSON
+    (RFC 7493) forbids the repetition, so neither reading is trusted. The hook
+    runs for every object at every depth (payload, metadata, verdict too), and
+    sees names after escapes are decoded ("verd\\u0069ct" is "verdict").
+    """
+    seen = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise BadLine("member %s appears twice in one object" % json.dumps(name))
+        seen.add(name)
+    return dict(pairs)
+
+
+def _no_constant(name):
+    # Python reads NaN and Infinity; JSON (and the server) do not.
+    raise BadLine("not JSON: %s" % name)
+
+
+def _finite_float(text):
+    # I-JSON: a number beyond a double's range (1e400) reads as infinity here
+    # and as an error elsewhere, so it is refused like the server refuses it.
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise BadLine("number %s is out of the range of a double" % text[:32])
+    return value
+
+
+def parse_line(line):
+    """The line's members, refusing repeated, unknown and misplaced ones."""
+    try:
+        ev = json.loads(
+            line,
+            object_pairs_hook=_unique_members,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
+    except BadLine:
+        raise
+    except ValueError as e:
+        raise BadLine("not JSON: %s" % e)
+    if not isinstance(ev, dict):
+        raise BadLine("not a JSON object")
+    for name in ev:
+        if name not in _KNOWN:
+            raise BadLine("unknown member %s" % json.dumps(name))
+    missing = [n for n in _REQUIRED if n not in ev]
+    if missing:
+        raise BadLine("missing member %s" % json.dumps(missing[0]))
+    for name in ("client_ts", "server_ts"):
+        if not (ev[name] is None and name == "client_ts") and not _canonical_ts(ev[name]):
+            raise BadLine(
+                "member %s is not a canonical timestamp "
+                "(YYYY-MM-DDTHH:MM:SS.ffffffZ, UTC, years 0001 to 9999)" % json.dumps(name)
+            )
+    v = ev["v"]
+    if v in SUPPORTED_VERSIONS:
+        for name, versions in _VERSIONED.items():
+            if name in ev and v not in versions:
+                raise BadLine(
+                    "member %s is not part of envelope version %d" % (json.dumps(name), v)
+                )
+    return ev
+
+
+def _canonical_ts(text):
+    """Whether `text` is a timestamp in the one form the server hashes.
+
+    The hash covers the text, so any other spelling of the same instant (an
+    offset, fewer digits) or an instant outside years 0001..9999 cannot be
+    what the server wrote.
+    """
+    if not isinstance(text, str):
+        return False
+    try:
+        t = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+    canonical = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond,
+    )
+    return canonical == text
+
+
+def _lenient_location(line):
+    """(project, session, seq) of a refused line, as far as a plain parse can tell.
+
+    Only used to say where a refused line is; nothing read here is trusted.
+    """
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(ev, dict):
+        return None
+    project, session, seq = ev.get("project"), ev.get("session_id"), ev.get("seq")
+    if isinstance(project, str) and isinstance(session, str) and type(seq) is int:
+        return project, session, seq
+    return None
 
 
 def raw_members(text):
@@ -82,8 +210,14 @@ def envelope(ev, payload_sha256, metadata_bytes, verdict_text):
         env["verdict_sha256"] = (
             None if verdict_text is None else sha256_hex(verdict_text.encode("utf-8"))
         )
+    if ev["v"] == 2:
         env["original_payload_sha256"] = ev.get("original_payload_sha256")
         env["original_metadata_sha256"] = ev.get("original_metadata_sha256")
+    elif ev["v"] == 3:
+        # Version 3: keyed commitments (HMAC) to the originals instead of plain
+        # SHA-256, so a short redacted secret cannot be found by guessing.
+        env["original_payload_hmac"] = ev.get("original_payload_hmac")
+        env["original_metadata_hmac"] = ev.get("original_metadata_hmac")
     return env
 
 
@@ -94,7 +228,20 @@ def verify(lines, expected_heads=None):
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        ev = json.loads(line)
+        try:
+            ev = parse_line(line)
+        except BadLine as e:
+            # The line's session, if a plain reading can name it, is broken
+            # here; otherwise the line is reported on its own.
+            where = _lenient_location(line)
+            if where is None:
+                failures.append((None, None, None, "line %d: %s" % (number, e)))
+                continue
+            key = (where[0], where[1])
+            if not (key in state and state[key] is None):
+                failures.append((key[0], key[1], where[2], "line %d: %s" % (number, e)))
+                state[key] = None
+            continue
         raw = raw_members(line.rstrip("\r\n"))
         key = (ev["project"], ev["session_id"])
         if key in state and state[key] is None:
@@ -105,7 +252,7 @@ def verify(lines, expected_heads=None):
             failures.append((key[0], key[1], seq, reason))
             state[key] = None
 
-        if ev["v"] not in (1, 2):
+        if ev["v"] not in SUPPORTED_VERSIONS:
             fail(ev["seq"], "unsupported envelope version %r" % ev["v"])
             continue
         if ev["seq"] != last_seq + 1:
@@ -157,7 +304,10 @@ def main(argv):
     with open(argv[1], encoding="utf-8") as f:
         state, failures = verify(f, heads)
     for project, session, seq, reason in failures:
-        print("FAIL %s/%s: broken at seq %d: %s" % (project, session, seq, reason))
+        if seq is None:
+            print("FAIL %s" % reason)
+        else:
+            print("FAIL %s/%s: broken at seq %d: %s" % (project, session, seq, reason))
     events = sum(s[0] for s in state.values() if s)
     print("%d sessions, %d events verified, %d failed" % (len(state), events, len(failures)))
     return 1 if failures else 0

@@ -464,14 +464,14 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let ev = serde_json::from_str::<ExportLine>(&line)
-            .map_err(|e| e.to_string())
-            .and_then(ExportLine::into_event);
-        let ev = match ev {
+        let ev = match read_export_line(&line) {
             Ok(ev) => ev,
             Err(e) => {
                 bad_lines += 1;
-                println!("FAIL line {}: {e}", n + 1);
+                match lenient_seq(&line) {
+                    Some(seq) => println!("FAIL line {} (seq {seq}): {e}", n + 1),
+                    None => println!("FAIL line {}: {e}", n + 1),
+                }
                 continue;
             }
         };
@@ -508,6 +508,111 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The top-level members an export line may have (docs/hash-chain.md,
+/// "Export format"). Anything else is refused: the hash does not cover it, so
+/// it could say anything, and whoever reads the line could not tell.
+const EXPORT_MEMBERS: &[&str] = &[
+    "v",
+    "project",
+    "session_id",
+    "seq",
+    "id",
+    "agent_id",
+    "kind",
+    "source_type",
+    "dialect",
+    "severity",
+    "client_ts",
+    "server_ts",
+    "payload",
+    "metadata",
+    "payload_sha256",
+    "prev_hash",
+    "hash",
+    "erased",
+];
+
+/// Members that only some envelope versions hash, with those versions: on a
+/// line of another version they would be shown but not covered by the hash.
+const VERSIONED_MEMBERS: &[(&str, &[u32])] = &[
+    ("verdict", &[2, 3]),
+    ("original_payload_sha256", &[2]),
+    ("original_metadata_sha256", &[2]),
+    ("original_payload_hmac", &[3]),
+    ("original_metadata_hmac", &[3]),
+];
+
+/// The envelope versions whose members are known here; lines of other versions
+/// are refused by `into_event` with the version named.
+const KNOWN_VERSIONS: std::ops::RangeInclusive<u32> = 1..=3;
+
+/// One export line as an event, refusing any line that could be read two ways
+/// (issue 13, finding 9): a member name repeated in any object at any depth
+/// (other readers take the first value where serde takes the last, so a forged
+/// `verdict` placed first would be what they show), a number beyond a double,
+/// a top-level member not in the export format, or one the line's envelope
+/// version does not hash.
+fn read_export_line(line: &str) -> Result<agentledger_core::Event, String> {
+    agentledger_core::ijson::check(line).map_err(|e| within_line(&e.0))?;
+    let members: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+        serde_json::from_str(line).map_err(|e| within_line(&e.to_string()))?;
+    let versioned = |name: &str| VERSIONED_MEMBERS.iter().find(|(n, _)| *n == name);
+    if let Some(name) = members
+        .keys()
+        .find(|n| !EXPORT_MEMBERS.contains(&n.as_str()) && versioned(n).is_none())
+    {
+        return Err(format!("unknown member {name:?}"));
+    }
+    let ev: ExportLine = serde_json::from_str(line).map_err(|e| within_line(&e.to_string()))?;
+    // The hash covers the timestamp's text, and the server writes one form;
+    // another spelling of the same instant is refused by name here rather
+    // than surfacing later as an unexplained hash mismatch.
+    for (name, ts) in [
+        ("client_ts", ev.client_ts.as_deref()),
+        ("server_ts", Some(&ev.server_ts)),
+    ] {
+        if let Some(ts) = ts
+            && agentledger_core::Micros::parse_rfc3339(ts).map(|t| t.to_rfc3339())
+                != Ok(ts.to_owned())
+        {
+            return Err(format!(
+                "member {name:?} is not a canonical timestamp (YYYY-MM-DDTHH:MM:SS.ffffffZ, UTC, years 0001 to 9999)"
+            ));
+        }
+    }
+    if KNOWN_VERSIONS.contains(&ev.v) {
+        for name in members.keys() {
+            if let Some((_, versions)) = versioned(name)
+                && !versions.contains(&ev.v)
+            {
+                return Err(format!(
+                    "member {name:?} is not part of envelope version {}",
+                    ev.v
+                ));
+            }
+        }
+    }
+    ev.into_event()
+}
+
+/// serde_json ends its messages with "at line 1 column N": for a verifier
+/// that reports file lines, say only the column.
+fn within_line(message: &str) -> String {
+    match message.rsplit_once(" at line 1 column ") {
+        Some((what, column)) => format!("{what} (column {column})"),
+        None => message.to_owned(),
+    }
+}
+
+/// The `seq` a refused line claims, to say where it is; nothing else is
+/// taken from a line that failed.
+fn lenient_seq(line: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("seq")?
+        .as_u64()
 }
 
 async fn export(scope: &Scope) -> Result<ExitCode, String> {

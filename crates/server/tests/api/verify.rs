@@ -246,3 +246,219 @@ async fn the_cli_names_the_seq_of_every_kind_of_tampering() {
         );
     }
 }
+
+/// An honest export of session `s` (three events, each with its verdict),
+/// written to `name`; returns the lines.
+async fn honest_export(app: &TestApp) -> Vec<String> {
+    app.ingest(json!([memory("s", 1), memory("s", 2), memory("s", 3)]))
+        .await;
+    let export = app
+        .get("/api/v1/sessions/s/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<String> = export.lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].contains(r#""verdict":{"#), "{}", lines[1]);
+    lines
+}
+
+fn write_lines(app: &TestApp, name: &str, lines: &[String]) -> std::path::PathBuf {
+    let file = app.dir.path().join(name);
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    file
+}
+
+/// Both offline verifiers refuse the file, and each names the line, the seq
+/// and `member` in what it prints.
+fn assert_both_refuse(app: &TestApp, file: &Path, what: &str, member: &str) {
+    let (ok, out) = python_verify(file);
+    assert!(!ok, "{what}: python verifier accepted it: {out}");
+    for needle in ["line 2", "seq 2", member] {
+        assert!(out.contains(needle), "{what}: python: {needle:?} in {out}");
+    }
+    let cli = app.cli(&["verify", "--file", file.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&cli.stdout);
+    assert_eq!(cli.status.code(), Some(1), "{what}: cli accepted it: {out}");
+    for needle in ["line 2", "seq 2", member] {
+        assert!(out.contains(needle), "{what}: cli: {needle:?} in {out}");
+    }
+}
+
+/// Issue 13, finding 9: a line must mean one thing to every reader. A member
+/// given twice is read as the first value by some parsers and the last by
+/// others, and a member the hash does not cover can say anything: both
+/// verifiers refuse such lines instead of picking one reading.
+#[tokio::test]
+async fn repeated_and_unknown_members_are_refused_by_both_verifiers() {
+    let app = spawn_app().await;
+    let honest = honest_export(&app).await;
+    let file = write_lines(&app, "honest.jsonl", &honest);
+    let (ok, out) = python_verify(&file);
+    assert!(ok, "honest export, python: {out}");
+    let cli = app.cli(&["verify", "--file", file.to_str().unwrap()]);
+    assert!(
+        cli.status.success(),
+        "honest export, cli: {}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
+
+    let forged_verdict = r#""verdict":{"decision":"deny","policies":["forged"],"reasons":["forged"],"findings":[]},"#;
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            // Readers that take the first value see this verdict; the hash covers the second.
+            "forged verdict before the real one",
+            honest[1].replacen('{', &format!("{{{forged_verdict}"), 1),
+            "verdict",
+        ),
+        (
+            "the same, with the name spelled with an escape",
+            honest[1].replacen(
+                '{',
+                &format!(
+                    "{{{}",
+                    forged_verdict.replacen("verdict", r"verd\u0069ct", 1)
+                ),
+                1,
+            ),
+            "verdict",
+        ),
+        (
+            "repeated payload",
+            honest[1].replacen('{', r#"{"payload":{"n":999},"#, 1),
+            "payload",
+        ),
+        (
+            "unknown member",
+            honest[1].replacen('{', r#"{"note":"x","#, 1),
+            "note",
+        ),
+        (
+            "repeated member inside the metadata",
+            honest[1].replacen(r#""metadata":{}"#, r#""metadata":{"k":1,"k":2}"#, 1),
+            "\"k\"",
+        ),
+        (
+            "repeated member inside the verdict",
+            honest[1].replacen(r#""verdict":{"#, r#""verdict":{"decision":"deny","#, 1),
+            "decision",
+        ),
+        (
+            "a version 3 member on a version 2 line",
+            honest[1].replacen('{', r#"{"original_payload_hmac":null,"#, 1),
+            "original_payload_hmac",
+        ),
+        (
+            // Version 1 envelopes do not hash the verdict.
+            "a verdict on a version 1 line",
+            honest[1].replacen(r#""v":2,"#, r#""v":1,"#, 1),
+            "verdict",
+        ),
+    ];
+    for (what, forged, member) in cases {
+        assert_ne!(forged, honest[1], "{what}: the forgery changed the line");
+        let lines = [honest[0].clone(), forged, honest[2].clone()];
+        let file = write_lines(&app, "forged.jsonl", &lines);
+        assert_both_refuse(&app, &file, what, member);
+    }
+}
+
+/// Envelope version 3 (keyed redaction commitments): the v2 envelope with
+/// `original_payload_sha256` / `original_metadata_sha256` replaced by
+/// `original_payload_hmac` / `original_metadata_hmac`. The Python verifier
+/// builds it from the spec; this test builds it independently, in Rust, by
+/// rewriting an honest v2 export and recomputing each hash.
+#[tokio::test]
+async fn the_python_verifier_checks_version_3_envelopes() {
+    use agentledger_core::chain::sha256;
+    use std::collections::BTreeMap;
+
+    let app = spawn_app().await;
+    let honest = honest_export(&app).await;
+    let hmac = "ab".repeat(32);
+    let mut prev: Option<String> = None;
+    let mut v3 = Vec::new();
+    for (i, line) in honest.iter().enumerate() {
+        let ev: agentledger_core::ExportLine = serde_json::from_str(line).unwrap();
+        let old_prev = match &ev.prev_hash {
+            Some(h) => format!(r#""prev_hash":"{h}""#),
+            None => r#""prev_hash":null"#.to_owned(),
+        };
+        let new_prev = match &prev {
+            Some(h) => json!(h),
+            None => Value::Null,
+        };
+        let payload_hmac = if i == 1 { json!(hmac) } else { Value::Null };
+        let sha_hex = |b: &[u8]| hex::encode(sha256(b));
+        // A BTreeMap serialises its members sorted: JCS for these values.
+        let env: BTreeMap<&str, Value> = BTreeMap::from([
+            ("v", json!(3)),
+            ("project", json!(ev.project)),
+            ("session_id", json!(ev.session_id)),
+            ("seq", json!(ev.seq)),
+            ("event_id", json!(ev.id)),
+            ("agent_id", json!(ev.agent_id)),
+            ("kind", serde_json::to_value(ev.kind).unwrap()),
+            ("source_type", json!(ev.source_type)),
+            ("dialect", serde_json::to_value(ev.dialect).unwrap()),
+            ("severity", serde_json::to_value(ev.severity).unwrap()),
+            ("client_ts", json!(ev.client_ts)),
+            ("server_ts", json!(ev.server_ts)),
+            (
+                "payload_sha256",
+                json!(sha_hex(ev.payload.get().as_bytes())),
+            ),
+            (
+                "metadata_sha256",
+                json!(sha_hex(ev.metadata.get().as_bytes())),
+            ),
+            ("prev_hash", new_prev.clone()),
+            (
+                "verdict_sha256",
+                json!(ev.verdict.as_ref().map(|v| sha_hex(v.get().as_bytes()))),
+            ),
+            ("original_payload_hmac", payload_hmac.clone()),
+            ("original_metadata_hmac", Value::Null),
+        ]);
+        let hash = sha_hex(serde_json::to_string(&env).unwrap().as_bytes());
+        let mut out = line
+            .replacen(r#""v":2,"#, r#""v":3,"#, 1)
+            .replacen(&old_prev, &format!(r#""prev_hash":{new_prev}"#), 1)
+            .replacen(
+                &format!(r#""hash":"{}""#, ev.hash),
+                &format!(r#""hash":"{hash}""#),
+                1,
+            );
+        out.pop(); // the closing brace
+        out.push_str(&format!(
+            r#","original_payload_hmac":{payload_hmac},"original_metadata_hmac":null}}"#
+        ));
+        v3.push(out);
+        prev = Some(hash);
+    }
+    let file = write_lines(&app, "v3.jsonl", &v3);
+    let (ok, out) = python_verify(&file);
+    assert!(ok, "v3 export: {out}\n{}", v3.join("\n"));
+
+    // The hmac is hashed: changing it breaks the chain at that seq.
+    let mut edited = v3.clone();
+    edited[1] = edited[1].replace(&hmac, &"cd".repeat(32));
+    let (ok, out) = python_verify(&write_lines(&app, "v3e.jsonl", &edited));
+    assert!(!ok && out.contains("seq 2"), "{out}");
+    // A version 2 member on a version 3 line is refused.
+    let mut mixed = v3.clone();
+    mixed[1] = mixed[1].replacen('{', r#"{"original_payload_sha256":null,"#, 1);
+    assert_python_refuses(
+        &write_lines(&app, "v3m.jsonl", &mixed),
+        "original_payload_sha256",
+    );
+}
+
+fn assert_python_refuses(file: &Path, member: &str) {
+    let (ok, out) = python_verify(file);
+    assert!(!ok, "python verifier accepted it: {out}");
+    for needle in ["line 2", "seq 2", member] {
+        assert!(out.contains(needle), "python: {needle:?} in {out}");
+    }
+}
