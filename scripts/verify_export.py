@@ -31,6 +31,11 @@ _VERSIONED = {
     "original_metadata_sha256": (2,),
     "original_payload_hmac": (3,),
     "original_metadata_hmac": (3,),
+    # The session header, on a session's first line (v3 hashes it there).
+    "session_agent_id": (3,),
+    "session_system_prompt": (3,),
+    "session_metadata": (3,),
+    "session_created_at": (3,),
 }
 _KNOWN = frozenset(_REQUIRED + _OPTIONAL) | frozenset(_VERSIONED)
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -187,7 +192,34 @@ def jcs(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def envelope(ev, payload_sha256, metadata_bytes, verdict_text):
+def session_sha256(ev, raw):
+    """v3: the hash of the session header carried by a session's first line."""
+    header = ("session_agent_id", "session_created_at", "session_metadata")
+    present = [name in ev for name in header]
+    if ev["v"] < 3:
+        return None
+    if ev["seq"] == 1 and not all(present):
+        raise BadLine("the first event of a v3 session carries the session header (%s)" % ", ".join(header))
+    if ev["seq"] != 1:
+        if any(present) or "session_system_prompt" in ev:
+            raise BadLine("only a session's first line carries its header")
+        return None
+    if not isinstance(ev["session_created_at"], str) or not _canonical_ts(ev["session_created_at"]):
+        raise BadLine("member \"session_created_at\" is not a canonical timestamp")
+    if not isinstance(ev["session_agent_id"], str) or not isinstance(
+        ev.get("session_system_prompt"), (str, type(None))
+    ):
+        raise BadLine("session_agent_id must be a string, session_system_prompt a string or absent")
+    return sha256_hex(jcs({
+        "agent_id": ev["session_agent_id"],
+        "created_at": ev["session_created_at"],
+        "metadata_sha256": sha256_hex(raw["session_metadata"].encode("utf-8")),
+        "session_id": ev["session_id"],
+        "system_prompt": ev.get("session_system_prompt"),
+    }))
+
+
+def envelope(ev, payload_sha256, metadata_bytes, verdict_text, session_hash=None):
     env = {
         "v": ev["v"],
         "project": ev["project"],
@@ -218,6 +250,9 @@ def envelope(ev, payload_sha256, metadata_bytes, verdict_text):
         # SHA-256, so a short redacted secret cannot be found by guessing.
         env["original_payload_hmac"] = ev.get("original_payload_hmac")
         env["original_metadata_hmac"] = ev.get("original_metadata_hmac")
+        # The session header (agent, system prompt, metadata, creation time),
+        # covered by the session's first event.
+        env["session_sha256"] = session_hash
     return env
 
 
@@ -271,8 +306,13 @@ def verify(lines, expected_heads=None):
         verdict_text = raw.get("verdict")
         if verdict_text == "null":
             verdict_text = None
+        try:
+            session_hash = session_sha256(ev, raw)
+        except BadLine as e:
+            fail(ev["seq"], "line %d: %s" % (number, e))
+            continue
         digest = sha256_hex(
-            jcs(envelope(ev, payload_sha256, raw["metadata"].encode("utf-8"), verdict_text))
+            jcs(envelope(ev, payload_sha256, raw["metadata"].encode("utf-8"), verdict_text, session_hash))
         )
         if digest != ev["hash"]:
             fail(ev["seq"], "hash does not match the recomputed envelope hash")

@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{Event, Micros};
 
-/// The version new events are hashed with. Version 1 (no verdict) still verifies.
-pub const ENVELOPE_VERSION: u32 = 2;
+/// The version new events are hashed with. Versions 1 (no verdict) and 2
+/// (unsalted digests of redacted originals, no session header) still verify.
+pub const ENVELOPE_VERSION: u32 = 3;
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
@@ -62,6 +63,83 @@ struct EnvelopeV2<'a> {
     verdict_sha256: Option<String>,
 }
 
+/// Version 3: the originals of redacted bytes are committed to with a keyed
+/// hash (HMAC-SHA256 under a random per-event salt kept apart from the
+/// events and destroyable), so a redacted value cannot be recovered by
+/// guessing; and the first event of a session covers the session's header
+/// (`session_sha256`). Sorted.
+#[derive(Serialize)]
+struct EnvelopeV3<'a> {
+    agent_id: &'a str,
+    client_ts: Option<String>,
+    dialect: &'a str,
+    event_id: String,
+    kind: &'a str,
+    metadata_sha256: String,
+    original_metadata_hmac: Option<String>,
+    original_payload_hmac: Option<String>,
+    payload_sha256: String,
+    prev_hash: Option<String>,
+    project: &'a str,
+    seq: u64,
+    server_ts: String,
+    session_id: &'a str,
+    session_sha256: Option<String>,
+    severity: &'a str,
+    source_type: &'a str,
+    v: u32,
+    verdict_sha256: Option<String>,
+}
+
+/// A session's header: what the session row says about it beyond its events.
+/// Its hash is in the envelope of the session's first event (v3).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionHeader<'a> {
+    pub session_id: &'a str,
+    pub agent_id: &'a str,
+    pub system_prompt: Option<&'a str>,
+    /// The session metadata bytes exactly as received (`{}` when none).
+    pub metadata: &'a [u8],
+    pub created_at: Micros,
+}
+
+/// The header's canonical form, sorted (JCS, as the envelope).
+#[derive(Serialize)]
+struct SessionHeaderJcs<'a> {
+    agent_id: &'a str,
+    created_at: String,
+    metadata_sha256: String,
+    session_id: &'a str,
+    system_prompt: Option<&'a str>,
+}
+
+impl SessionHeader<'_> {
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let h = SessionHeaderJcs {
+            agent_id: self.agent_id,
+            created_at: self.created_at.to_rfc3339(),
+            metadata_sha256: hex::encode(sha256(self.metadata)),
+            session_id: self.session_id,
+            system_prompt: self.system_prompt,
+        };
+        serde_json::to_vec(&h).unwrap_or_default()
+    }
+
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&self.canonical_bytes())
+    }
+}
+
+/// HMAC-SHA256 of `bytes` under `salt`: the v3 commitment to redacted bytes.
+pub fn redaction_commitment(salt: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    // A 32-byte key is always a valid HMAC key.
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(salt)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(bytes);
+    mac.finalize().into_bytes().into()
+}
+
 /// The fields an event hash covers. `payload_sha256` is passed in (not
 /// recomputed) so that a verifier can tell a changed payload from a changed hash.
 pub struct HashInput<'a> {
@@ -79,18 +157,45 @@ pub struct HashInput<'a> {
     pub payload_sha256: &'a [u8; 32],
     pub metadata: &'a [u8],
     pub prev_hash: Option<&'a [u8; 32]>,
-    /// 1 or 2. Version 1 ignores the fields below.
+    /// 1, 2 or 3. Version 1 ignores the fields below.
     pub version: u32,
     /// The stored verdict text.
     pub verdict: Option<&'a [u8]>,
+    /// v2: SHA-256 of the original bytes; v3: their HMAC commitment.
     pub original_payload_sha256: Option<&'a [u8; 32]>,
     pub original_metadata_sha256: Option<&'a [u8; 32]>,
+    /// v3: the session header's hash, on the session's first event only.
+    pub session_sha256: Option<&'a [u8; 32]>,
 }
 
 impl HashInput<'_> {
     /// The canonical envelope bytes (exposed for docs and tests).
     pub fn envelope_bytes(&self) -> Vec<u8> {
-        if self.version >= 2 {
+        if self.version >= 3 {
+            let env = EnvelopeV3 {
+                agent_id: self.agent_id,
+                client_ts: self.client_ts.map(Micros::to_rfc3339),
+                dialect: self.dialect,
+                event_id: self.event_id.to_owned(),
+                kind: self.kind,
+                metadata_sha256: hex::encode(sha256(self.metadata)),
+                original_metadata_hmac: self.original_metadata_sha256.map(hex::encode),
+                original_payload_hmac: self.original_payload_sha256.map(hex::encode),
+                payload_sha256: hex::encode(self.payload_sha256),
+                prev_hash: self.prev_hash.map(hex::encode),
+                project: self.project,
+                seq: self.seq,
+                server_ts: self.server_ts.to_rfc3339(),
+                session_id: self.session_id,
+                session_sha256: self.session_sha256.map(hex::encode),
+                severity: self.severity,
+                source_type: self.source_type,
+                v: 3,
+                verdict_sha256: self.verdict.map(|v| hex::encode(sha256(v))),
+            };
+            return serde_json::to_vec(&env).unwrap_or_default();
+        }
+        if self.version == 2 {
             let env = EnvelopeV2 {
                 agent_id: self.agent_id,
                 client_ts: self.client_ts.map(Micros::to_rfc3339),
@@ -160,6 +265,7 @@ impl Event {
             verdict: self.verdict.as_ref().map(|v| v.get().as_bytes()),
             original_payload_sha256: self.original_payload_sha256.as_ref(),
             original_metadata_sha256: self.original_metadata_sha256.as_ref(),
+            session_sha256: self.session_sha256.as_ref(),
         }
     }
 
@@ -203,6 +309,15 @@ impl ChainVerifier {
     fn fail(&mut self, seq: u64, reason: String) -> bool {
         self.failure = Some((seq, reason));
         false
+    }
+
+    /// Record a failure found outside the chain itself (a stored column that
+    /// disagrees with the hashed fields it derives from), unless an earlier
+    /// one was recorded. Later events are then ignored.
+    pub fn fail_at(&mut self, seq: u64, reason: String) {
+        if self.failure.is_none() {
+            self.failure = Some((seq, reason));
+        }
     }
 
     /// Check the next event. Returns false once the chain is broken; later
@@ -320,6 +435,8 @@ mod tests {
                 }),
                 original_payload_sha256: (seq == 2).then_some([9; 32]),
                 original_metadata_sha256: None,
+                session_sha256: None,
+                session_header: None,
             };
             ev.hash = ev.compute_hash();
             out.push(ev);
@@ -362,6 +479,8 @@ mod tests {
                 verdict: None,
                 original_payload_sha256: None,
                 original_metadata_sha256: None,
+                session_sha256: None,
+                session_header: None,
             }
         };
         let t = |s: &str| Micros::parse_rfc3339(s).unwrap();
@@ -528,6 +647,8 @@ mod props {
                 verdict: None,
                 original_payload_sha256: None,
                 original_metadata_sha256: None,
+                session_sha256: (seq == 1).then_some([7; 32]),
+                session_header: None,
             };
             ev.hash = ev.compute_hash();
             out.push(ev);
@@ -624,5 +745,57 @@ mod props {
             let r = v.finish(original_head);
             prop_assert!(!r.valid, "mutation {} at {} was accepted", mutation, i);
         }
+    }
+
+    /// RFC 4231, test case 2: the commitment is standard HMAC-SHA256.
+    #[test]
+    fn redaction_commitment_is_hmac_sha256() {
+        use hmac::{KeyInit, Mac};
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want for nothing?");
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(
+            hex::encode(tag),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let salt = [1u8; 32];
+        let a = redaction_commitment(&salt, b"123-45-6789");
+        assert_ne!(a, sha256(b"123-45-6789"), "keyed, not a plain digest");
+        assert_ne!(a, redaction_commitment(&[2u8; 32], b"123-45-6789"));
+    }
+
+    /// v3: the first event covers the session header; editing any header
+    /// field changes that event's hash, and only the first event carries it.
+    #[test]
+    fn v3_first_event_covers_the_session_header() {
+        let header = |agent: &'static str, prompt: Option<&'static str>, meta: &'static [u8]| {
+            SessionHeader {
+                session_id: "s",
+                agent_id: agent,
+                system_prompt: prompt,
+                metadata: meta,
+                created_at: Micros(1_700_000_000_000_000),
+            }
+            .hash()
+        };
+        let base = header("a", Some("be careful"), b"{}");
+        for other in [
+            header("b", Some("be careful"), b"{}"),
+            header("a", None, b"{}"),
+            header("a", Some("be reckless"), b"{}"),
+            header("a", Some("be careful"), b"{\"x\":1}"),
+        ] {
+            assert_ne!(base, other);
+        }
+        let evs = build(&["{}".to_owned(), "{}".to_owned()], "s", "a");
+        assert_eq!(evs[0].envelope_version, 3);
+        assert!(verify(&evs).valid);
+        let mut forged = evs.clone();
+        forged[0].session_sha256 = Some(base);
+        let r = verify(&forged);
+        assert_eq!((r.valid, r.first_invalid_seq), (false, Some(1)));
+        let env =
+            String::from_utf8(evs[1].hash_input(&evs[1].id.to_string()).envelope_bytes()).unwrap();
+        assert!(env.contains("\"session_sha256\":null"), "{env}");
     }
 }

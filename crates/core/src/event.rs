@@ -53,9 +53,26 @@ pub struct Event {
     pub envelope_version: u32,
     /// The policy verdict as stored (v2; `None` when no policy ran).
     pub verdict: Option<Box<RawValue>>,
-    /// SHA-256 of the payload / metadata as received, when redaction changed them.
+    /// When redaction changed the payload / metadata, a digest of the bytes
+    /// as received: their SHA-256 (envelope v2) or their HMAC under the
+    /// event's redaction salt (v3).
     pub original_payload_sha256: Option<[u8; 32]>,
     pub original_metadata_sha256: Option<[u8; 32]>,
+    /// v3, first event of a session: the hash of the session's header
+    /// (`chain::SessionHeader`), as the store recomputes it from the session.
+    pub session_sha256: Option<[u8; 32]>,
+    /// v3, first event of a session: the header itself, for exports.
+    pub session_header: Option<Box<SessionHeaderOut>>,
+}
+
+/// A session's header as an export carries it on the session's first line
+/// (flat members `session_agent_id`, … so verifiers read them like the rest).
+#[derive(Debug, Clone)]
+pub struct SessionHeaderOut {
+    pub agent_id: String,
+    pub system_prompt: Option<String>,
+    pub metadata: Box<RawValue>,
+    pub created_at: Micros,
 }
 
 impl Event {
@@ -85,8 +102,28 @@ impl Event {
             prev_hash: self.prev_hash.map(hex::encode),
             hash: hex::encode(self.hash),
             verdict: self.verdict.clone(),
-            original_payload_sha256: self.original_payload_sha256.map(hex::encode),
-            original_metadata_sha256: self.original_metadata_sha256.map(hex::encode),
+            original_payload_sha256: (self.envelope_version < 3)
+                .then(|| self.original_payload_sha256.map(hex::encode))
+                .flatten(),
+            original_metadata_sha256: (self.envelope_version < 3)
+                .then(|| self.original_metadata_sha256.map(hex::encode))
+                .flatten(),
+            original_payload_hmac: (self.envelope_version >= 3)
+                .then(|| self.original_payload_sha256.map(hex::encode))
+                .flatten(),
+            original_metadata_hmac: (self.envelope_version >= 3)
+                .then(|| self.original_metadata_sha256.map(hex::encode))
+                .flatten(),
+            session_agent_id: self.session_header.as_ref().map(|h| h.agent_id.clone()),
+            session_system_prompt: self
+                .session_header
+                .as_ref()
+                .and_then(|h| h.system_prompt.clone()),
+            session_metadata: self.session_header.as_ref().map(|h| h.metadata.clone()),
+            session_created_at: self
+                .session_header
+                .as_ref()
+                .map(|h| h.created_at.to_rfc3339()),
         }
     }
 }
@@ -120,6 +157,22 @@ pub struct ExportLine {
     pub original_payload_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_metadata_sha256: Option<String>,
+    /// v3: HMAC-SHA256 of the payload / metadata as received, under the
+    /// event's redaction salt (not exported), when redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_payload_hmac: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_metadata_hmac: Option<String>,
+    /// v3, the session's first event: its header (agent, system prompt,
+    /// metadata verbatim, creation time), whose hash the envelope covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_agent_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_metadata: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_created_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +227,7 @@ impl ExportLine {
         if self.v == 0 || self.v > crate::chain::ENVELOPE_VERSION {
             return Err(format!("unsupported envelope version {}", self.v));
         }
-        Ok(Event {
+        let mut ev = Event {
             id: self
                 .id
                 .parse()
@@ -204,6 +257,8 @@ impl ExportLine {
             hash: h32("hash", &self.hash)?,
             envelope_version: self.v,
             verdict: self.verdict,
+            session_sha256: None,
+            session_header: None,
             original_payload_sha256: self
                 .original_payload_sha256
                 .as_deref()
@@ -214,6 +269,62 @@ impl ExportLine {
                 .as_deref()
                 .map(|s| h32("original_metadata_sha256", s))
                 .transpose()?,
-        })
+        };
+        if self.v >= 3 {
+            if self.original_payload_sha256.is_some() || self.original_metadata_sha256.is_some() {
+                return Err(
+                    "original_*_sha256 belong to envelope v2; v3 has original_*_hmac".into(),
+                );
+            }
+            ev.original_payload_sha256 = self
+                .original_payload_hmac
+                .as_deref()
+                .map(|s| h32("original_payload_hmac", s))
+                .transpose()?;
+            ev.original_metadata_sha256 = self
+                .original_metadata_hmac
+                .as_deref()
+                .map(|s| h32("original_metadata_hmac", s))
+                .transpose()?;
+        } else if self.original_payload_hmac.is_some() || self.original_metadata_hmac.is_some() {
+            return Err("original_*_hmac belong to envelope v3".into());
+        }
+        let header = match (
+            self.session_agent_id,
+            self.session_created_at,
+            self.session_metadata,
+        ) {
+            (Some(agent_id), Some(created), Some(metadata)) => Some(SessionHeaderOut {
+                agent_id,
+                system_prompt: self.session_system_prompt,
+                metadata,
+                created_at: ts("session_created_at", &created)?,
+            }),
+            (None, None, None) if self.session_system_prompt.is_none() => None,
+            _ => {
+                return Err(
+                    "session_agent_id, session_created_at and session_metadata come together"
+                        .into(),
+                );
+            }
+        };
+        if self.v >= 3 && (self.seq == 1) != header.is_some() {
+            return Err("the session header is on the first event (seq 1), and only there".into());
+        }
+        if self.v < 3 && header.is_some() {
+            return Err("the session header belongs to envelope v3".into());
+        }
+        ev.session_sha256 = header.as_ref().map(|h| {
+            crate::chain::SessionHeader {
+                session_id: &ev.session_id,
+                agent_id: &h.agent_id,
+                system_prompt: h.system_prompt.as_deref(),
+                metadata: h.metadata.get().as_bytes(),
+                created_at: h.created_at,
+            }
+            .hash()
+        });
+        ev.session_header = header.map(Box::new);
+        Ok(ev)
     }
 }

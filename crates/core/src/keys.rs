@@ -29,6 +29,11 @@ pub fn generate_key() -> String {
     out
 }
 
+/// A fresh random salt for a redaction commitment (envelope v3).
+pub fn generate_salt() -> [u8; 32] {
+    random_bytes::<32>()
+}
+
 /// A public, non-secret id for a key (`key_` + 16 hex digits).
 pub fn generate_key_id() -> String {
     format!("key_{}", hex::encode(random_bytes::<8>()))

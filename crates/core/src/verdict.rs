@@ -48,9 +48,14 @@ pub struct Judgement {
     pub decision: Decision,
     /// The verdict as stored and hashed (JSON text).
     pub verdict: Box<RawValue>,
-    /// When redaction changed the payload / metadata: SHA-256 of the bytes as received.
+    /// When redaction changed the payload / metadata: the HMAC-SHA256 of the
+    /// bytes as received under `redaction_salt` (envelope v3). Never a plain
+    /// digest: a redacted SSN or card number could be recovered from one by
+    /// trying every value.
     pub original_payload_sha256: Option<[u8; 32]>,
     pub original_metadata_sha256: Option<[u8; 32]>,
+    /// The random key of those commitments, stored apart from the event.
+    pub redaction_salt: Option<[u8; 32]>,
 }
 
 impl Judgement {
@@ -62,6 +67,7 @@ impl Judgement {
             verdict: RawValue::from_string(text).unwrap_or_else(|_| crate::event::empty_object()),
             original_payload_sha256: None,
             original_metadata_sha256: None,
+            redaction_salt: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use miette::Diagnostic;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use agentledger_core::chain::sha256;
+use agentledger_core::chain::redaction_commitment;
 use agentledger_core::usage::Usage;
 use agentledger_core::verdict::{Decision, Finding, Judgement, Verdict};
 use agentledger_core::{Kind, NewEvent};
@@ -765,18 +765,26 @@ impl Engine {
                 }
             }
         }
+        // The originals are committed to with a keyed hash under a fresh
+        // random salt (stored apart from the event, destroyable): a plain
+        // digest of a redacted SSN was reversed by trying every SSN.
+        let salt = agentledger_core::keys::generate_salt();
         if changed_payload
             && let Ok(text) = serde_json::to_string(&payload)
             && let Ok(raw) = RawValue::from_string(text)
         {
-            j.original_payload_sha256 = Some(sha256(ev.payload.get().as_bytes()));
+            j.original_payload_sha256 =
+                Some(redaction_commitment(&salt, ev.payload.get().as_bytes()));
+            j.redaction_salt = Some(salt);
             ev.payload = raw;
         }
         if changed_metadata
             && let Ok(text) = serde_json::to_string(&metadata)
             && let Ok(raw) = RawValue::from_string(text)
         {
-            j.original_metadata_sha256 = Some(sha256(ev.metadata.get().as_bytes()));
+            j.original_metadata_sha256 =
+                Some(redaction_commitment(&salt, ev.metadata.get().as_bytes()));
+            j.redaction_salt = Some(salt);
             ev.metadata = raw;
         }
     }

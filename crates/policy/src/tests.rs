@@ -160,7 +160,17 @@ fn redaction_replaces_spans_and_records_the_original_hash() {
         r#"{"note":"key [REDACTED:aws_access_key_id] mail [REDACTED:email] ok"}"#
     );
     let j = ev.judgement.unwrap();
+    // A keyed commitment under a fresh salt, never the plain digest (which
+    // let a redacted SSN be found by hashing every SSN).
+    let salt = j.redaction_salt.expect("a salt for the commitment");
     assert_eq!(
+        j.original_payload_sha256,
+        Some(agentledger_core::chain::redaction_commitment(
+            &salt,
+            original.as_bytes()
+        ))
+    );
+    assert_ne!(
         j.original_payload_sha256,
         Some(agentledger_core::chain::sha256(original.as_bytes()))
     );

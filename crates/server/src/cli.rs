@@ -39,6 +39,39 @@ enum Command {
     Verify(VerifyArgs),
     /// Write events as JSON Lines to stdout.
     Export(Scope),
+    /// The salts of redaction commitments (envelope v3): show one so an
+    /// auditor holding an original can check it, or destroy them so nobody
+    /// ever can.
+    Salts {
+        #[command(subcommand)]
+        command: SaltsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SaltsCommand {
+    /// Print the salt (hex) of a redacted event's commitments.
+    Show {
+        #[command(flatten)]
+        db: DbArg,
+        /// The event's project.
+        #[arg(long, env = "AGENTLEDGER_PROJECT", default_value = "default")]
+        project: String,
+        /// The event id (any rendering).
+        #[arg(long)]
+        event: String,
+    },
+    /// Destroy salts: of events stored before a time, or all of them.
+    Destroy {
+        #[command(flatten)]
+        db: DbArg,
+        /// RFC 3339 time: destroy the salts of events stored before it.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        before: Option<String>,
+        /// Destroy every salt.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args)]
@@ -284,6 +317,55 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             None => verify_db(&a.scope).await,
         },
         Command::Export(a) => export(&a).await,
+        Command::Salts { command } => salts_cmd(command).await,
+    }
+}
+
+async fn salts_cmd(cmd: SaltsCommand) -> Result<ExitCode, String> {
+    match cmd {
+        SaltsCommand::Show { db, project, event } => {
+            let id = agentledger_core::EventId::parse_any(&event)
+                .map_err(|_| format!("--event: {event:?} is not an event id"))?;
+            let store = open(&db)?;
+            let p = store
+                .project_by_name(&project)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no project {project:?}"))?;
+            let salt = store
+                .redaction_salt(&p, id)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close().await;
+            match salt {
+                Some(s) => {
+                    println!("{}", hex::encode(s));
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => Err(
+                    "no salt: the event was not redacted, its salt was destroyed, or it is not in that project"
+                        .into(),
+                ),
+            }
+        }
+        SaltsCommand::Destroy { db, before, all } => {
+            let before = match (before, all) {
+                (_, true) => None,
+                (Some(t), false) => Some(
+                    agentledger_core::Micros::parse_rfc3339(&t)
+                        .map_err(|_| format!("--before: {t:?} is not an RFC 3339 time"))?,
+                ),
+                (None, false) => return Err("give --before TIME or --all".into()),
+            };
+            let store = open(&db)?;
+            let n = store
+                .destroy_redaction_salts(before)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.close().await;
+            eprintln!("destroyed {n} redaction salts");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -542,6 +624,12 @@ const VERSIONED_MEMBERS: &[(&str, &[u32])] = &[
     ("original_metadata_sha256", &[2]),
     ("original_payload_hmac", &[3]),
     ("original_metadata_hmac", &[3]),
+    // The session header, on a session's first line (its hash is in that
+    // event's v3 envelope).
+    ("session_agent_id", &[3]),
+    ("session_system_prompt", &[3]),
+    ("session_metadata", &[3]),
+    ("session_created_at", &[3]),
 ];
 
 /// The envelope versions whose members are known here; lines of other versions

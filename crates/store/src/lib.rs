@@ -43,6 +43,17 @@ pub struct SavedPolicySet {
     pub sources: String,
 }
 
+/// An event's stored columns that are derived from hashed fields, as stored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DerivedColumns {
+    /// The project the row says the event belongs to (listings filter on it).
+    pub project_id: i64,
+    /// The decision column (from the hashed verdict).
+    pub decision: Option<agentledger_core::verdict::Decision>,
+    /// The usage columns (from the hashed payload).
+    pub usage: agentledger_core::usage::Usage,
+}
+
 /// The ledger's answer for one appended event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendedEvent {
@@ -143,6 +154,31 @@ pub trait EventStore: Send + Sync + 'static {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<Event>>;
+
+    /// Like [`EventStore::session_events`], with the stored columns that
+    /// queries filter on but the hash does not cover directly (they are
+    /// derived from covered fields): verification re-derives and compares them.
+    async fn session_events_with_columns(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(Event, DerivedColumns)>>;
+
+    /// The salt of an event's redaction commitment (envelope v3), if it was
+    /// redacted and the salt not destroyed. With it and the original bytes,
+    /// anyone can check the commitment; without it, the commitment reveals
+    /// nothing about them.
+    async fn redaction_salt(
+        &self,
+        project: &ProjectRef,
+        event: EventId,
+    ) -> StoreResult<Option<[u8; 32]>>;
+    /// Destroy the salts of events stored before `before` (all when `None`):
+    /// their redacted originals can then never be confirmed by anyone. The
+    /// chain is unaffected. Returns how many were destroyed.
+    async fn destroy_redaction_salts(&self, before: Option<Micros>) -> StoreResult<u64>;
 
     /// Resolve the SHA-256 of a presented key. Revoked keys resolve to `None`.
     async fn authenticate(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKeyInfo>>;

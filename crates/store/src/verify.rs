@@ -1,14 +1,28 @@
 //! Verification of stored chains, shared by the HTTP API and the CLI.
+//!
+//! The chain covers every field of an event's envelope. Queries also read
+//! stored columns that are *derived* from covered fields: the event's
+//! `project_id` (listings), `decision` (from the verdict), the usage columns
+//! (from the payload), and the session row's `status`, `first_event_at` and
+//! `last_event_at` (from the events). Editing one of those moves an event
+//! between listings or forges figures without touching a hash, so
+//! verification re-derives each from the covered fields and compares. The
+//! session row's header (agent, system prompt, metadata, creation time) is
+//! covered by the first event's hash (envelope v3). docs/hash-chain.md lists
+//! exactly what is covered and how.
 
-use agentledger_core::{ChainVerifier, VerifyReport};
+use agentledger_core::usage::Usage;
+use agentledger_core::verdict::Decision;
+use agentledger_core::{ChainVerifier, Event, Kind, Micros, SessionStatus, VerifyReport};
 
-use crate::{EventStore, ProjectRef, StoreResult};
+use crate::{DerivedColumns, EventStore, ProjectRef, StoreResult};
 
 /// Events read per round trip while verifying.
 const CHUNK: u32 = 5_000;
 
-/// Verify one session's chain as stored, including its recorded head.
-/// Returns `None` if the session does not exist in `project`.
+/// Verify one session's chain as stored, including its recorded head and
+/// every derived column. Returns `None` if the session does not exist in
+/// `project`.
 pub async fn verify_session(
     store: &dyn EventStore,
     project: &ProjectRef,
@@ -18,23 +32,113 @@ pub async fn verify_session(
         return Ok(None);
     };
     let mut verifier = ChainVerifier::new();
+    let mut derived = SessionFacts::default();
     let mut after = 0;
     loop {
-        let events = store
-            .session_events(project, session_id, after, CHUNK)
+        let rows = store
+            .session_events_with_columns(project, session_id, after, CHUNK)
             .await?;
-        let Some(last) = events.last() else { break };
+        let Some((last, _)) = rows.last() else { break };
         after = last.seq;
-        for ev in &events {
+        for (ev, cols) in &rows {
             if !verifier.push(ev) {
                 break;
             }
+            if let Err(reason) = check_columns(project, ev, cols) {
+                verifier.fail_at(ev.seq, reason);
+                break;
+            }
+            derived.add(ev);
         }
-        if verifier.failed() || events.len() < CHUNK as usize {
+        if verifier.failed() || rows.len() < CHUNK as usize {
             break;
         }
+    }
+    if !verifier.failed()
+        && let Err(reason) = derived.compare(&session)
+    {
+        verifier.fail_at(session.head_seq, reason);
     }
     Ok(Some(
         verifier.finish(Some((session.head_seq, session.head_hash))),
     ))
+}
+
+/// The event's derived columns against what its covered fields say.
+pub fn check_columns(
+    project: &ProjectRef,
+    ev: &Event,
+    cols: &DerivedColumns,
+) -> Result<(), String> {
+    if cols.project_id != project.id.0 {
+        return Err(format!(
+            "stored project_id {} is not the session's project ({}): the row was moved between projects",
+            cols.project_id, project.id.0
+        ));
+    }
+    let decided = match &ev.verdict {
+        None => None,
+        Some(v) => Some(
+            verdict_decision(v.get())
+                .ok_or_else(|| "the stored verdict has no readable decision".to_string())?,
+        ),
+    };
+    if cols.decision != decided {
+        return Err(format!(
+            "stored decision column ({}) does not match the hashed verdict ({})",
+            cols.decision.map_or("none", Decision::as_str),
+            decided.map_or("none", Decision::as_str)
+        ));
+    }
+    let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
+    if cols.usage != usage {
+        return Err(format!(
+            "stored usage columns (model, tokens, cost) do not match the hashed payload: stored {:?}, payload says {:?}",
+            cols.usage, usage
+        ));
+    }
+    Ok(())
+}
+
+fn verdict_decision(text: &str) -> Option<Decision> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    serde_json::from_value(v.get("decision")?.clone()).ok()
+}
+
+/// What the events say about their session row.
+#[derive(Default)]
+struct SessionFacts {
+    ended: bool,
+    first: Option<Micros>,
+    last: Option<Micros>,
+}
+
+impl SessionFacts {
+    fn add(&mut self, ev: &Event) {
+        let t = ev.time();
+        self.first = Some(self.first.map_or(t, |f| f.min(t)));
+        self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        if ev.kind == Kind::SessionEnded {
+            self.ended = true;
+        }
+    }
+
+    fn compare(&self, s: &agentledger_core::Session) -> Result<(), String> {
+        let status = if self.ended {
+            SessionStatus::Ended
+        } else {
+            SessionStatus::Active
+        };
+        if s.status != status {
+            return Err(format!(
+                "session row status is {} but its events say {}",
+                s.status.as_str(),
+                status.as_str()
+            ));
+        }
+        if (s.first_event_at, s.last_event_at) != (self.first, self.last) {
+            return Err("session row first/last event times do not match its events".into());
+        }
+        Ok(())
+    }
 }

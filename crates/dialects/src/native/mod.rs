@@ -316,9 +316,14 @@ pub struct EventOut {
     /// the hash; null when the server ran without the policy checkpoint.
     #[schema(value_type = Option<Object>)]
     pub verdict: Option<Box<RawValue>>,
-    /// SHA-256 of the payload as received, when redaction changed it.
+    /// SHA-256 of the payload as received, when redaction changed it
+    /// (events of envelope v2 only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_payload_sha256: Option<String>,
+    /// HMAC-SHA256 of the payload as received under the event's redaction
+    /// salt (kept apart, never returned), when redaction changed it (v3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_payload_hmac: Option<String>,
 }
 
 impl From<Event> for EventOut {
@@ -341,7 +346,12 @@ impl From<Event> for EventOut {
             prev_hash: e.prev_hash.map(hex::encode),
             hash: hex::encode(e.hash),
             verdict: e.verdict,
-            original_payload_sha256: e.original_payload_sha256.map(hex::encode),
+            original_payload_sha256: (e.envelope_version < 3)
+                .then(|| e.original_payload_sha256.map(hex::encode))
+                .flatten(),
+            original_payload_hmac: (e.envelope_version >= 3)
+                .then(|| e.original_payload_sha256.map(hex::encode))
+                .flatten(),
         }
     }
 }

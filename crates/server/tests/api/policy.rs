@@ -528,6 +528,73 @@ async fn policies_from_a_file_and_a_bad_file_stops_the_start() {
     assert!(msg.contains("bad.cedar:2:"), "{msg}");
 }
 
+/// Issue 13, finding 8: the export carried an unsalted SHA-256 of the
+/// original payload, so a redacted SSN was found by hashing every SSN. The
+/// commitment is now keyed by a per-event salt kept apart (never exported):
+/// without it, guessing the original confirms nothing; with it (`agentledger
+/// salts show`), an auditor holding the original can check it; once
+/// destroyed, nobody can.
+#[tokio::test]
+async fn redaction_cannot_be_reversed_by_guessing() {
+    use agentledger_core::chain::{redaction_commitment, sha256};
+    let app = spawn_app_with(|c| c.policy.redact = "secrets,pii".parse().unwrap()).await;
+    let ssn = "SSN 219-09-9999 on file";
+    let payload = json!({"text": ssn});
+    let original = serde_json::to_string(&payload).unwrap();
+    let body = app
+        .ingest(
+            json!([{"session_id": "pii", "agent_id": "a", "kind": "memory", "payload": payload}]),
+        )
+        .await;
+    let id = body["events"][0]["id"].as_str().unwrap().to_owned();
+    let export = app
+        .get("/api/v1/sessions/pii/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!export.contains("219-09-9999"), "{export}");
+    // The attack: hash each candidate original and look for it. The true
+    // original's plain digest is nowhere in the export.
+    let plain = hex::encode(sha256(original.as_bytes()));
+    assert!(!export.contains(&plain), "unsalted digest exported");
+    let line: Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+    let commitment = line["original_payload_hmac"]
+        .as_str()
+        .expect("commitment")
+        .to_owned();
+    assert!(line.get("original_payload_sha256").is_none());
+    // With the salt (kept apart), the original checks out.
+    let out = app.cli(&["salts", "show", "--event", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let salt: [u8; 32] = hex::decode(String::from_utf8(out.stdout).unwrap().trim())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        hex::encode(redaction_commitment(&salt, original.as_bytes())),
+        commitment
+    );
+    // Another project cannot read it.
+    app.new_key("other").await;
+    let out = app.cli(&["salts", "show", "--project", "other", "--event", &id]);
+    assert!(!out.status.success());
+    // Destroyed: nobody can confirm a guess any more; the chain still verifies.
+    let out = app.cli(&["salts", "destroy", "--all"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!app.cli(&["salts", "show", "--event", &id]).status.success());
+    let ver = app.get_json("/api/v1/sessions/pii/verify").await;
+    assert_eq!(ver["valid"], true, "{ver}");
+}
+
 #[tokio::test]
 async fn redaction_stores_the_redacted_form_and_still_verifies() {
     let app = spawn_app_with(|c| c.policy.redact = "secrets,pii".parse().unwrap()).await;
@@ -543,7 +610,8 @@ async fn redaction_stores_the_redacted_form_and_still_verifies() {
         ev["payload"]["data"]["text"],
         "key [REDACTED:aws_access_key_id] for [REDACTED:email]"
     );
-    assert!(ev["original_payload_sha256"].as_str().is_some());
+    assert!(ev["original_payload_hmac"].as_str().is_some(), "{ev}");
+    assert!(ev.get("original_payload_sha256").is_none(), "{ev}");
     let ver = app.get_json("/api/v1/sessions/red/verify").await;
     assert_eq!(ver["valid"], true, "{ver}");
     // The export carries the redacted bytes and the original's hash; the

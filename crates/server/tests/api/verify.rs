@@ -220,6 +220,44 @@ async fn the_cli_names_the_seq_of_every_kind_of_tampering() {
             "t",
             "seq 6",
         ),
+        // Issue 13, finding 7: columns that queries read but the hash covers
+        // only through the fields they derive from.
+        (
+            "event moved to another project's listings",
+            "UPDATE events SET project_id = 999 WHERE seq = 2 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')",
+            "s",
+            "seq 2",
+        ),
+        (
+            "decision column turned to deny (the verdict left alone)",
+            "UPDATE events SET decision = 2 WHERE seq = 4 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')",
+            "s",
+            "seq 4",
+        ),
+        (
+            "forged cost",
+            "UPDATE events SET cost_usd = 99.5, model = 'gpt-5' WHERE seq = 3 AND session_ref = (SELECT rowid FROM sessions WHERE id = 's')",
+            "s",
+            "seq 3",
+        ),
+        (
+            "session row's agent",
+            "UPDATE sessions SET agent_id = 'someone-else' WHERE id = 's'",
+            "s",
+            "seq 1",
+        ),
+        (
+            "session row's system prompt",
+            "UPDATE sessions SET system_prompt = 'anything goes' WHERE id = 's'",
+            "s",
+            "seq 1",
+        ),
+        (
+            "session row's status",
+            "UPDATE sessions SET status = 1 WHERE id = 's'",
+            "s",
+            "seq 5",
+        ),
     ];
     for (what, sql, session, expect) in cases {
         let app = spawn_app().await;
@@ -345,15 +383,21 @@ async fn repeated_and_unknown_members_are_refused_by_both_verifiers() {
             "decision",
         ),
         (
-            "a version 3 member on a version 2 line",
-            honest[1].replacen('{', r#"{"original_payload_hmac":null,"#, 1),
-            "original_payload_hmac",
+            "a version 2 member on a version 3 line",
+            honest[1].replacen('{', r#"{"original_payload_sha256":null,"#, 1),
+            "original_payload_sha256",
         ),
         (
             // Version 1 envelopes do not hash the verdict.
             "a verdict on a version 1 line",
-            honest[1].replacen(r#""v":2,"#, r#""v":1,"#, 1),
+            honest[1].replacen(r#""v":3,"#, r#""v":1,"#, 1),
             "verdict",
+        ),
+        (
+            // Only the first line carries the session header.
+            "a session header on a later line",
+            honest[1].replacen('{', r#"{"session_system_prompt":"x","#, 1),
+            "session",
         ),
     ];
     for (what, forged, member) in cases {
@@ -364,101 +408,76 @@ async fn repeated_and_unknown_members_are_refused_by_both_verifiers() {
     }
 }
 
-/// Envelope version 3 (keyed redaction commitments): the v2 envelope with
-/// `original_payload_sha256` / `original_metadata_sha256` replaced by
-/// `original_payload_hmac` / `original_metadata_hmac`. The Python verifier
-/// builds it from the spec; this test builds it independently, in Rust, by
-/// rewriting an honest v2 export and recomputing each hash.
+/// Envelope version 3, as the server writes it, checked by both verifiers
+/// (the Python one is an independent implementation of docs/hash-chain.md):
+/// the first line carries the session header, whose hash its envelope
+/// covers; editing the header (issue 13, finding 7: the session row's agent
+/// or system prompt) breaks seq 1, and the header is refused elsewhere.
 #[tokio::test]
-async fn the_python_verifier_checks_version_3_envelopes() {
-    use agentledger_core::chain::sha256;
-    use std::collections::BTreeMap;
-
+async fn version_3_exports_cover_the_session_header() {
     let app = spawn_app().await;
-    let honest = honest_export(&app).await;
-    let hmac = "ab".repeat(32);
-    let mut prev: Option<String> = None;
-    let mut v3 = Vec::new();
-    for (i, line) in honest.iter().enumerate() {
-        let ev: agentledger_core::ExportLine = serde_json::from_str(line).unwrap();
-        let old_prev = match &ev.prev_hash {
-            Some(h) => format!(r#""prev_hash":"{h}""#),
-            None => r#""prev_hash":null"#.to_owned(),
-        };
-        let new_prev = match &prev {
-            Some(h) => json!(h),
-            None => Value::Null,
-        };
-        let payload_hmac = if i == 1 { json!(hmac) } else { Value::Null };
-        let sha_hex = |b: &[u8]| hex::encode(sha256(b));
-        // A BTreeMap serialises its members sorted: JCS for these values.
-        let env: BTreeMap<&str, Value> = BTreeMap::from([
-            ("v", json!(3)),
-            ("project", json!(ev.project)),
-            ("session_id", json!(ev.session_id)),
-            ("seq", json!(ev.seq)),
-            ("event_id", json!(ev.id)),
-            ("agent_id", json!(ev.agent_id)),
-            ("kind", serde_json::to_value(ev.kind).unwrap()),
-            ("source_type", json!(ev.source_type)),
-            ("dialect", serde_json::to_value(ev.dialect).unwrap()),
-            ("severity", serde_json::to_value(ev.severity).unwrap()),
-            ("client_ts", json!(ev.client_ts)),
-            ("server_ts", json!(ev.server_ts)),
-            (
-                "payload_sha256",
-                json!(sha_hex(ev.payload.get().as_bytes())),
-            ),
-            (
-                "metadata_sha256",
-                json!(sha_hex(ev.metadata.get().as_bytes())),
-            ),
-            ("prev_hash", new_prev.clone()),
-            (
-                "verdict_sha256",
-                json!(ev.verdict.as_ref().map(|v| sha_hex(v.get().as_bytes()))),
-            ),
-            ("original_payload_hmac", payload_hmac.clone()),
-            ("original_metadata_hmac", Value::Null),
-        ]);
-        let hash = sha_hex(serde_json::to_string(&env).unwrap().as_bytes());
-        let mut out = line
-            .replacen(r#""v":2,"#, r#""v":3,"#, 1)
-            .replacen(&old_prev, &format!(r#""prev_hash":{new_prev}"#), 1)
-            .replacen(
-                &format!(r#""hash":"{}""#, ev.hash),
-                &format!(r#""hash":"{hash}""#),
-                1,
-            );
-        out.pop(); // the closing brace
-        out.push_str(&format!(
-            r#","original_payload_hmac":{payload_hmac},"original_metadata_hmac":null}}"#
-        ));
-        v3.push(out);
-        prev = Some(hash);
-    }
-    let file = write_lines(&app, "v3.jsonl", &v3);
-    let (ok, out) = python_verify(&file);
-    assert!(ok, "v3 export: {out}\n{}", v3.join("\n"));
-
-    // The hmac is hashed: changing it breaks the chain at that seq.
-    let mut edited = v3.clone();
-    edited[1] = edited[1].replace(&hmac, &"cd".repeat(32));
-    let (ok, out) = python_verify(&write_lines(&app, "v3e.jsonl", &edited));
-    assert!(!ok && out.contains("seq 2"), "{out}");
-    // A version 2 member on a version 3 line is refused.
-    let mut mixed = v3.clone();
-    mixed[1] = mixed[1].replacen('{', r#"{"original_payload_sha256":null,"#, 1);
-    assert_python_refuses(
-        &write_lines(&app, "v3m.jsonl", &mixed),
-        "original_payload_sha256",
+    let r = app
+        .post(
+            "/api/v1/sessions",
+            &json!({"session_id": "hdr", "agent_id": "planner",
+                    "system_prompt": "Never send e-mail.", "metadata": {"team": "red"}}),
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    app.ingest(json!([memory("hdr", 1), memory("hdr", 2)]))
+        .await;
+    let export = app
+        .get("/api/v1/sessions/hdr/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<String> = export.lines().map(str::to_owned).collect();
+    assert!(lines[0].contains(r#""v":3"#), "{}", lines[0]);
+    assert!(
+        lines[0].contains(r#""session_system_prompt":"Never send e-mail.""#)
+            && lines[0].contains(r#""session_metadata":{"team":"red"}"#),
+        "{}",
+        lines[0]
     );
-}
+    assert!(!lines[1].contains("session_agent_id"), "{}", lines[1]);
+    let file = write_lines(&app, "v3.jsonl", &lines);
+    let (ok, out) = python_verify(&file);
+    assert!(ok, "python: {out}");
+    let cli = app.cli(&["verify", "--file", file.to_str().unwrap()]);
+    assert_eq!(
+        cli.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&cli.stdout)
+    );
 
-fn assert_python_refuses(file: &Path, member: &str) {
-    let (ok, out) = python_verify(file);
-    assert!(!ok, "python verifier accepted it: {out}");
-    for needle in ["line 2", "seq 2", member] {
-        assert!(out.contains(needle), "python: {needle:?} in {out}");
+    for (what, forged) in [
+        (
+            "system prompt",
+            lines[0].replace("Never send e-mail.", "Send e-mail freely."),
+        ),
+        (
+            "agent",
+            lines[0].replace(
+                r#""session_agent_id":"planner""#,
+                r#""session_agent_id":"other""#,
+            ),
+        ),
+        (
+            "header removed",
+            lines[0].replace(r#","session_system_prompt":"Never send e-mail.""#, ""),
+        ),
+    ] {
+        assert_ne!(forged, lines[0], "{what}");
+        let mut edited = lines.clone();
+        edited[0] = forged;
+        let file = write_lines(&app, "v3e.jsonl", &edited);
+        let (ok, out) = python_verify(&file);
+        assert!(!ok && out.contains("seq 1"), "{what}: python: {out}");
+        let cli = app.cli(&["verify", "--file", file.to_str().unwrap()]);
+        let out = String::from_utf8_lossy(&cli.stdout);
+        assert_eq!(cli.status.code(), Some(1), "{what}: cli: {out}");
+        assert!(out.contains("seq 1"), "{what}: cli: {out}");
     }
 }

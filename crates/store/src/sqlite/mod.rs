@@ -24,8 +24,8 @@ use agentledger_core::verdict::Decision;
 use agentledger_core::{Event, EventId, Kind, Micros, NewEvent, ProjectId, Session};
 
 use crate::{
-    ApiKeyInfo, AppendedEvent, EventStore, NewSession, ProjectRef, SavedPolicySet, StoreError,
-    StoreResult, WriterObserver,
+    ApiKeyInfo, AppendedEvent, DerivedColumns, EventStore, NewSession, ProjectRef, SavedPolicySet,
+    StoreError, StoreResult, WriterObserver,
 };
 use crate::{
     Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery, UsageGroup, UsageRow,
@@ -809,20 +809,71 @@ impl EventStore for SqliteStore {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
+        Ok(self
+            .session_events_with_columns(project, session_id, after_seq, limit)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    async fn session_events_with_columns(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(Event, DerivedColumns)>> {
         let (project, session_id) = (project.clone(), session_id.to_owned());
         self.read(move |c| {
+            // Rows of this session whatever their project_id says: an edited
+            // project_id is then caught by verification, not hidden from it.
             let mut st = c.prepare_cached(&format!(
-                "SELECT {EVENT_COLS} FROM {EVENT_FROM}
+                "SELECT {EVENT_COLS}, e.project_id, e.decision, e.model, e.input_tokens, \
+                 e.output_tokens, e.cost_usd FROM {EVENT_FROM}
                  WHERE e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2)
                    AND e.seq > ?3 ORDER BY e.seq LIMIT ?4"
             ))?;
             let rows = st.query_map(
                 rusqlite::params![project.id.0, session_id, after_seq as i64, limit as i64],
-                |r| event_from_row(r, &project.name).map(|t| t.0),
+                |r| {
+                    let ev = event_from_row(r, &project.name)?.0;
+                    Ok((ev, rows::derived_from_row(r, rows::EVENT_COL_COUNT)?))
+                },
             )?;
             rows.collect()
         })
         .await
+    }
+
+    async fn redaction_salt(
+        &self,
+        project: &ProjectRef,
+        event: EventId,
+    ) -> StoreResult<Option<[u8; 32]>> {
+        let project = project.id.0;
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT r.salt FROM redaction_salts r JOIN events e ON e.id = r.event_id \
+                 WHERE r.event_id = ?1 AND e.project_id = ?2",
+            )?
+            .query_row(rusqlite::params![&event.to_bytes()[..], project], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+        })
+        .await?
+        .map(|v| {
+            v.try_into()
+                .map_err(|_| StoreError::Corrupt("a redaction salt is not 32 bytes".into()))
+        })
+        .transpose()
+    }
+
+    async fn destroy_redaction_salts(&self, before: Option<Micros>) -> StoreResult<u64> {
+        let before = before.map(|m| m.0);
+        self.admin(|reply| Cmd::DestroySalts { before, reply })
+            .await
     }
 
     async fn authenticate(&self, key_hash: [u8; 32]) -> StoreResult<Option<ApiKeyInfo>> {

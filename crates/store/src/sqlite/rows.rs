@@ -4,13 +4,18 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 use serde_json::value::RawValue;
 
+use agentledger_core::chain::SessionHeader;
+use agentledger_core::event::SessionHeaderOut;
 use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
 
 /// Columns of an event row; the query must alias events as `e` and sessions as `s`.
 pub const EVENT_COLS: &str = "e.rowid, e.id, s.id, e.seq, e.agent_id, e.kind, e.source_type, \
     e.dialect, e.severity, e.client_ts, e.server_ts, e.payload, e.metadata, e.payload_sha256, \
     e.prev_hash, e.hash, e.ts, e.envelope_version, e.verdict, e.original_payload_sha256, \
-    e.original_metadata_sha256";
+    e.original_metadata_sha256, s.agent_id, s.system_prompt, s.metadata, s.created_at";
+/// How many columns [`EVENT_COLS`] has.
+pub const EVENT_COL_COUNT: usize = 25;
+
 pub const EVENT_FROM: &str = "events e JOIN sessions s ON s.rowid = e.session_ref";
 
 pub const SESSION_COLS: &str = "s.id, s.agent_id, s.system_prompt, s.metadata, s.created_at, \
@@ -73,7 +78,31 @@ pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i6
             .transpose()?,
         original_payload_sha256: opt_hash32(r, 19)?,
         original_metadata_sha256: opt_hash32(r, 20)?,
+        session_sha256: None,
+        session_header: None,
     };
+    let mut ev = ev;
+    if ev.seq == 1 && ev.envelope_version >= 3 {
+        // The session's first event covers its header (read from the
+        // session row, so an edited row breaks this event's hash).
+        let header = SessionHeaderOut {
+            agent_id: r.get(21)?,
+            system_prompt: r.get(22)?,
+            metadata: json(r, 23)?,
+            created_at: Micros(r.get(24)?),
+        };
+        ev.session_sha256 = Some(
+            SessionHeader {
+                session_id: &ev.session_id,
+                agent_id: &header.agent_id,
+                system_prompt: header.system_prompt.as_deref(),
+                metadata: header.metadata.get().as_bytes(),
+                created_at: header.created_at,
+            }
+            .hash(),
+        );
+        ev.session_header = Some(Box::new(header));
+    }
     Ok((ev, r.get(0)?, r.get(16)?))
 }
 
@@ -95,5 +124,29 @@ pub fn session_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<Session>
         head_hash: opt_hash32(r, 7)?,
         first_event_at: r.get::<_, Option<i64>>(8)?.map(Micros),
         last_event_at: r.get::<_, Option<i64>>(9)?.map(Micros),
+    })
+}
+
+/// The derived columns (project_id, decision, model, input_tokens,
+/// output_tokens, cost_usd) selected from index `at` on.
+pub fn derived_from_row(r: &Row<'_>, at: usize) -> rusqlite::Result<crate::DerivedColumns> {
+    let decision = match r.get::<_, Option<i64>>(at + 1)? {
+        None => None,
+        Some(code) => Some(
+            u8::try_from(code)
+                .ok()
+                .and_then(agentledger_core::verdict::Decision::from_code)
+                .ok_or_else(|| bad(at + 1, "unknown decision code"))?,
+        ),
+    };
+    Ok(crate::DerivedColumns {
+        project_id: r.get(at)?,
+        decision,
+        usage: agentledger_core::usage::Usage {
+            model: r.get(at + 2)?,
+            input_tokens: r.get(at + 3)?,
+            output_tokens: r.get(at + 4)?,
+            cost_usd: r.get(at + 5)?,
+        },
     })
 }

@@ -98,6 +98,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE policy_sets ADD COLUMN project_id INTEGER REFERENCES projects(id);
     CREATE INDEX policy_sets_project ON policy_sets(project_id, id);
     "#,
+    // 6: salts of redaction commitments (envelope v3), kept apart from the
+    // events so they can be destroyed without touching the chain.
+    r#"
+    CREATE TABLE redaction_salts (
+        event_id    BLOB PRIMARY KEY,
+        salt        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

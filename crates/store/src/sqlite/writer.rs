@@ -75,6 +75,10 @@ pub(crate) enum Cmd {
         sources: Option<String>,
         reply: Reply<()>,
     },
+    DestroySalts {
+        before: Option<i64>,
+        reply: Reply<u64>,
+    },
     Shutdown,
 }
 
@@ -342,6 +346,12 @@ impl Writer {
             let payload = ev.payload.get();
             let metadata = ev.metadata.get();
             let payload_sha256 = sha256(payload.as_bytes());
+            // The first event of a session covers the session's header.
+            let session_sha256 = if seq == 1 {
+                Some(self.session_header_hash(head.session_rowid)?)
+            } else {
+                None
+            };
             let hash = HashInput {
                 project: &project.name,
                 session_id: ev.session_id.as_str(),
@@ -367,6 +377,7 @@ impl Writer {
                     .judgement
                     .as_ref()
                     .and_then(|j| j.original_metadata_sha256.as_ref()),
+                session_sha256: session_sha256.as_ref(),
             }
             .hash();
             let j = ev.judgement.as_ref();
@@ -404,6 +415,16 @@ impl Writer {
                 })
                 .map_err(storage)?;
             self.txn_rowid = self.txn_rowid.max(self.conn.last_insert_rowid());
+            if let Some(salt) = j.and_then(|j| j.redaction_salt.as_ref()) {
+                // Kept apart from the event (its own table, never exported)
+                // so it can be destroyed: `agentledger salts destroy`.
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO redaction_salts (event_id, salt, created_at) VALUES (?1, ?2, ?3)",
+                    )
+                    .and_then(|mut st| st.execute(params![&id.to_bytes()[..], &salt[..], now.0]))
+                    .map_err(storage)?;
+            }
 
             let t = ev.client_ts.unwrap_or(now).0;
             head.seq = seq;
@@ -441,6 +462,32 @@ impl Writer {
                 .map_err(storage)?;
         }
         Ok(out)
+    }
+
+    /// The hash of a session's header as its row holds it (this
+    /// transaction's own rows included).
+    fn session_header_hash(&mut self, session_rowid: i64) -> StoreResult<[u8; 32]> {
+        self.conn
+            .prepare_cached(
+                "SELECT id, agent_id, system_prompt, metadata, created_at FROM sessions WHERE rowid = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![session_rowid], |r| {
+                    let id: String = r.get(0)?;
+                    let agent: String = r.get(1)?;
+                    let prompt: Option<String> = r.get(2)?;
+                    let metadata: String = r.get(3)?;
+                    Ok(agentledger_core::chain::SessionHeader {
+                        session_id: &id,
+                        agent_id: &agent,
+                        system_prompt: prompt.as_deref(),
+                        metadata: metadata.as_bytes(),
+                        created_at: Micros(r.get(4)?),
+                    }
+                    .hash())
+                })
+            })
+            .map_err(storage)
     }
 
     fn insert_session_row(
@@ -535,6 +582,18 @@ impl Writer {
                             params![project, sources, Micros::now().0],
                         )
                         .map(|_| ())
+                        .map_err(storage)
+                });
+                let _ = reply.send(r);
+            }
+            Cmd::DestroySalts { before, reply } => {
+                let r = self.in_txn(|w| {
+                    w.conn
+                        .execute(
+                            "DELETE FROM redaction_salts WHERE ?1 IS NULL OR created_at < ?1",
+                            params![before],
+                        )
+                        .map(|n| n as u64)
                         .map_err(storage)
                 });
                 let _ = reply.send(r);
