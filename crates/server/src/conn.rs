@@ -85,10 +85,18 @@ impl Drop for AddressSlot {
     }
 }
 
-/// What a connection over a bound is told before it is closed.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-Content-Type: application/json\r\nConnection: close\r\nContent-Length: 112\r\n\r\n\
-{\"error\":{\"message\":\"too many open connections; retry shortly\",\"type\":\"overloaded\",\"code\":\"OVERLOADED\",\"details\":null}}";
+/// What a connection over a bound is told before it is closed: the error
+/// envelope every route uses.
+const BUSY_BODY: &str = r#"{"error":{"message":"too many open connections; retry shortly","type":"overloaded","code":"OVERLOADED","details":null}}"#;
+
+fn busy() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Connection: close\r\nContent-Length: {}\r\n\r\n{BUSY_BODY}",
+        BUSY_BODY.len()
+    )
+    .into_bytes()
+}
 
 async fn refuse(mut stream: TcpStream) {
     // Best effort, bounded to a second and 16 KiB: let the client finish
@@ -104,7 +112,7 @@ async fn refuse(mut stream: TcpStream) {
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = stream.write_all(BUSY).await;
+        let _ = stream.write_all(&busy()).await;
         let _ = stream.shutdown().await;
         let mut sink = [0u8; 4096];
         while let Ok(n) = stream.read(&mut sink).await {
@@ -184,7 +192,8 @@ mod tests {
 
     #[test]
     fn busy_answer_is_well_formed() {
-        let text = std::str::from_utf8(BUSY).unwrap();
+        let bytes = busy();
+        let text = std::str::from_utf8(&bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
