@@ -160,13 +160,27 @@ async fn disk_full_answers_507_moves_no_head_and_recovers_when_space_returns() {
     assert!(stored > 0, "some events fit before the disk filled");
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
     assert_eq!(body["error"]["code"], "STORAGE_FULL", "{body}");
-    let before = head(&app, "full").await;
+    let mut before = head(&app, "full").await;
     assert_eq!(before.0, stored);
+    // Retries while full: each refusal moves no head. (A background thread
+    // on the same filesystem, the search indexer or the checkpointer, may
+    // give back a little space after its own write failed; an append that
+    // then fits is a proper append, one seq further.)
+    let mut refused = 0;
     for i in 0..5 {
         let r = app.post_events(json!([event(1000 + i)])).await;
-        assert!(r.status().is_server_error(), "{}", r.status());
+        let now = head(&app, "full").await;
+        if r.status() == StatusCode::CREATED {
+            stored += 1;
+            assert_eq!(now.0, stored, "an accepted append is one seq further");
+        } else {
+            assert!(r.status().is_server_error(), "{}", r.status());
+            assert_eq!(now, before, "a refused append moved the head");
+            refused += 1;
+        }
+        before = now;
     }
-    assert_eq!(head(&app, "full").await, before, "the head did not move");
+    assert!(refused > 0, "the filesystem stayed full for some retries");
 
     mount("remount,size=64m");
     let ack = app.ingest(json!([event(2000)])).await;
