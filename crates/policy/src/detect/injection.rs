@@ -1,21 +1,17 @@
 //! Prompt injection: instruction-override phrases, chat-template role markers,
-//! invisible and Unicode tag characters, and the same phrase and marker checks
-//! on base64- and hex-decoded substrings.
+//! invisible and Unicode tag characters. The phrase and marker checks also
+//! run on the string's normalised form and on what %-encoding, base64 or hex
+//! hides in it ([`super::views`]); found there, they are reported as
+//! `<rule>_percent`, `_base64` or `_hex`.
 
-use base64::Engine;
 use regex::Regex;
 
+use super::decode::Encoding;
 use super::{Hit, dedup};
-
-/// Decoded candidates examined per string, and the longest decoded.
-const MAX_DECODED_CANDIDATES: usize = 16;
-const MAX_CANDIDATE_BYTES: usize = 64 * 1024;
 
 pub struct Injection {
     phrases: Regex,
     markers: Regex,
-    b64: Regex,
-    hex: Regex,
 }
 
 impl Default for Injection {
@@ -46,7 +42,7 @@ const MARKERS: &str = r"(?x)
   | \n\n(?:Human|Assistant):
 ";
 
-fn invisible(c: char) -> Option<&'static str> {
+fn invisible_kind(c: char) -> Option<&'static str> {
     match c as u32 {
         0xE0000..=0xE007F => Some("unicode_tag_characters"),
         0x200B..=0x200F | 0x2060..=0x2064 | 0xFEFF | 0x180E | 0x00AD => {
@@ -63,142 +59,90 @@ impl Injection {
         Injection {
             phrases: re(PHRASES),
             markers: re(MARKERS),
-            b64: re(r"[A-Za-z0-9+/]{24,}={0,2}|[A-Za-z0-9_-]{24,}={0,2}"),
-            hex: re(r"\b(?:[0-9a-fA-F]{2}){16,}\b"),
         }
     }
 
-    /// Phrases and markers in plain text, reported as `rule` + suffix.
-    fn text_hits(&self, s: &str, suffix: &'static str, out: &mut Vec<(String, usize, usize, f64)>) {
+    /// Phrases and markers in one text. The caller runs this on the
+    /// normalised and decoded forms of a string too ([`super::views`]) and
+    /// renames what it finds there with [`encoded_rule`].
+    pub fn scan(&self, s: &str) -> Vec<Hit> {
+        let mut hits = Vec::new();
         for m in self.phrases.find_iter(s) {
-            out.push((
-                format!("instruction_override{suffix}"),
-                m.start(),
-                m.end(),
-                0.9,
-            ));
+            hits.push(Hit {
+                rule: "instruction_override",
+                start: m.start(),
+                end: m.end(),
+                confidence: 0.9,
+            });
         }
         for m in self.markers.find_iter(s) {
-            out.push((format!("role_marker{suffix}"), m.start(), m.end(), 0.7));
+            hits.push(Hit {
+                rule: "role_marker",
+                start: m.start(),
+                end: m.end(),
+                confidence: 0.7,
+            });
         }
+        dedup(hits)
     }
 
-    pub fn scan(&self, s: &str) -> Vec<Hit> {
-        let mut raw: Vec<(String, usize, usize, f64)> = Vec::new();
-        self.text_hits(s, "", &mut raw);
-
-        // Invisible characters: runs of them, one finding per run.
+    /// Invisible characters in the string as received: runs of them, one
+    /// finding per run. (Normalisation removes them, so this looks at the
+    /// original only.)
+    pub fn invisible(&self, s: &str) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        if s.is_ascii() {
+            return hits;
+        }
         let mut run: Option<(&'static str, usize, usize, usize)> = None;
-        let flush = |run: &mut Option<(&'static str, usize, usize, usize)>,
-                     raw: &mut Vec<(String, usize, usize, f64)>| {
+        let flush = |run: &mut Option<(&'static str, usize, usize, usize)>, hits: &mut Vec<Hit>| {
             if let Some((rule, start, end, n)) = run.take() {
-                let conf = match rule {
+                let confidence = match rule {
                     "unicode_tag_characters" => 0.95,
                     "bidi_override" => 0.8,
                     _ if n >= 3 => 0.7,
                     _ => 0.0,
                 };
-                // A lone zero-width space or soft hyphen is common in pasted text.
-                if conf > 0.0 {
-                    raw.push((rule.to_owned(), start, end, conf));
+                // A lone zero-width space or soft hyphen is common in pasted
+                // text; what it may hide is found in the normalised text.
+                if confidence > 0.0 {
+                    hits.push(Hit {
+                        rule,
+                        start,
+                        end,
+                        confidence,
+                    });
                 }
             }
         };
         for (i, c) in s.char_indices() {
-            match (invisible(c), &mut run) {
+            match (invisible_kind(c), &mut run) {
                 (Some(r), Some((rule, _, end, n))) if *rule == r => {
                     *end = i + c.len_utf8();
                     *n += 1;
                 }
                 (Some(r), _) => {
-                    flush(&mut run, &mut raw);
+                    flush(&mut run, &mut hits);
                     run = Some((r, i, i + c.len_utf8(), 1));
                 }
-                (None, _) => flush(&mut run, &mut raw),
+                (None, _) => flush(&mut run, &mut hits),
             }
         }
-        flush(&mut run, &mut raw);
-
-        // Encoded payloads: decode and look again.
-        let mut tried = 0;
-        for m in self.b64.find_iter(s) {
-            if tried >= MAX_DECODED_CANDIDATES {
-                break;
-            }
-            if m.len() > MAX_CANDIDATE_BYTES {
-                continue;
-            }
-            tried += 1;
-            let t = m.as_str().trim_end_matches('=');
-            let decoded = base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(t)
-                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t));
-            if let Some(text) = decoded.ok().and_then(printable) {
-                let mut inner = Vec::new();
-                self.text_hits(&text, "_base64", &mut inner);
-                for (rule, _, _, conf) in inner {
-                    raw.push((rule, m.start(), m.end(), conf));
-                }
-            }
-        }
-        for m in self.hex.find_iter(s).take(MAX_DECODED_CANDIDATES) {
-            if m.len() > MAX_CANDIDATE_BYTES {
-                continue;
-            }
-            if let Some(text) = hex_decode(m.as_str()).and_then(printable) {
-                let mut inner = Vec::new();
-                self.text_hits(&text, "_hex", &mut inner);
-                for (rule, _, _, conf) in inner {
-                    raw.push((rule, m.start(), m.end(), conf));
-                }
-            }
-        }
-        let hits = raw
-            .into_iter()
-            .map(|(rule, start, end, confidence)| Hit {
-                rule: intern(&rule),
-                start,
-                end,
-                confidence,
-            })
-            .collect();
-        dedup(hits)
+        flush(&mut run, &mut hits);
+        hits
     }
 }
 
-/// Rule names are a small fixed set; map them to statics.
-fn intern(rule: &str) -> &'static str {
-    const NAMES: &[&str] = &[
-        "instruction_override",
-        "role_marker",
-        "instruction_override_base64",
-        "role_marker_base64",
-        "instruction_override_hex",
-        "role_marker_hex",
-        "unicode_tag_characters",
-        "invisible_characters",
-        "bidi_override",
-    ];
-    NAMES
-        .iter()
-        .find(|n| **n == rule)
-        .copied()
-        .unwrap_or("injection")
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
-/// Decoded bytes that read as text (UTF-8, mostly printable).
-fn printable(b: Vec<u8>) -> Option<String> {
-    let s = String::from_utf8(b).ok()?;
-    let ok = s
-        .chars()
-        .filter(|c| !c.is_control() || c.is_whitespace())
-        .count();
-    (ok * 10 >= s.chars().count() * 9).then_some(s)
+/// The rule a phrase or marker found inside an encoded text is reported
+/// under: `instruction_override_base64`, `role_marker_percent`, ...
+pub fn encoded_rule(rule: &'static str, encoding: Encoding) -> &'static str {
+    match (rule, encoding) {
+        ("instruction_override", Encoding::Base64) => "instruction_override_base64",
+        ("instruction_override", Encoding::Hex) => "instruction_override_hex",
+        ("instruction_override", Encoding::Percent) => "instruction_override_percent",
+        ("role_marker", Encoding::Base64) => "role_marker_base64",
+        ("role_marker", Encoding::Hex) => "role_marker_hex",
+        ("role_marker", Encoding::Percent) => "role_marker_percent",
+        (other, _) => other,
+    }
 }

@@ -14,6 +14,9 @@ pub struct Pii {
     card: Regex,
     iban: Regex,
     ssn: Regex,
+    /// An SSN without dashes (`123456789`, `123 45 6789`): reported only
+    /// with a context word, since nine digits are often something else.
+    ssn_plain: Regex,
     ipv4: Regex,
     ipv6: Regex,
 }
@@ -124,9 +127,83 @@ impl Pii {
             card: re(r"\b\d(?:[ -]?\d){12,18}\b"),
             iban: re(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"),
             ssn: re(r"\b(\d{3})-(\d{2})-(\d{4})\b"),
+            ssn_plain: re(r"\b(\d{3}) ?(\d{2}) ?(\d{4})\b"),
             ipv4: re(r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
             ipv6: re(r"(?i)\b[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}\b"),
         }
+    }
+
+    /// US social security numbers: dashed ones always (more confident with a
+    /// context word), undashed ones only with a context word.
+    fn ssns(&self, s: &str, hits: &mut Vec<Hit>) {
+        const WORDS: &[&str] = &["ssn", "social security", "social-security", "taxpayer"];
+        for (re, dashed) in [(&self.ssn, true), (&self.ssn_plain, false)] {
+            for c in re.captures_iter(s) {
+                let (Some(all), Some(a), Some(g), Some(n)) =
+                    (c.get(0), c.get(1), c.get(2), c.get(3))
+                else {
+                    continue;
+                };
+                let area: u32 = a.as_str().parse().unwrap_or(0);
+                let valid = area != 0
+                    && area != 666
+                    && area < 900
+                    && g.as_str() != "00"
+                    && n.as_str() != "0000";
+                if !valid {
+                    continue;
+                }
+                let ctx = context(s, all.start(), WORDS);
+                if !dashed && !ctx {
+                    continue;
+                }
+                hits.push(Hit {
+                    rule: "us_ssn",
+                    start: all.start(),
+                    end: all.end(),
+                    confidence: if ctx { 0.95 } else { 0.6 },
+                });
+            }
+        }
+    }
+
+    /// A JSON number (its text as serde_json writes it) under the member
+    /// `key`: a card number or SSN sent as a number rather than a string.
+    /// The member name is the context a string would have had before the
+    /// number ("card", "ssn"); an SSN sent as a number has lost its leading
+    /// zeros, so one of 7 or 8 digits under an SSN-like key is padded back.
+    /// Hits cover the whole number.
+    pub fn scan_number(&self, key: &str, number: &str) -> Vec<Hit> {
+        let digits = number.bytes().filter(u8::is_ascii_digit).count();
+        if digits < 7 {
+            return Vec::new();
+        }
+        let key = &key[..key.floor_char_boundary(32)];
+        let key = key.to_ascii_lowercase().replace(['_', '-'], " ");
+        let ssn_key = ["ssn", "social security", "taxpayer"]
+            .iter()
+            .any(|w| key.contains(w));
+        let padded;
+        let number_text = if ssn_key && digits < 9 && number.bytes().all(|b| b.is_ascii_digit()) {
+            padded = format!("{number:0>9}");
+            padded.as_str()
+        } else {
+            number
+        };
+        let text = format!("{key}: {number_text}");
+        let at = key.len() + 2;
+        let mut hits: Vec<Hit> = self
+            .scan(&text)
+            .into_iter()
+            .filter(|h| h.start >= at && matches!(h.rule, "payment_card" | "us_ssn"))
+            .map(|h| Hit {
+                start: 0,
+                end: number.len(),
+                ..h
+            })
+            .collect();
+        hits.truncate(1);
+        hits
     }
 
     pub fn scan(&self, s: &str) -> Vec<Hit> {
@@ -172,32 +249,7 @@ impl Pii {
                 });
             }
         }
-        for c in self.ssn.captures_iter(s) {
-            let (Some(all), Some(a), Some(g), Some(n)) = (c.get(0), c.get(1), c.get(2), c.get(3))
-            else {
-                continue;
-            };
-            let area: u32 = a.as_str().parse().unwrap_or(0);
-            let valid = area != 0
-                && area != 666
-                && area < 900
-                && g.as_str() != "00"
-                && n.as_str() != "0000";
-            if !valid {
-                continue;
-            }
-            let ctx = context(
-                s,
-                all.start(),
-                &["ssn", "social security", "social-security", "taxpayer"],
-            );
-            hits.push(Hit {
-                rule: "us_ssn",
-                start: all.start(),
-                end: all.end(),
-                confidence: if ctx { 0.95 } else { 0.6 },
-            });
-        }
+        self.ssns(s, &mut hits);
         for m in self.phone.find_iter(s) {
             let digits = m.as_str().bytes().filter(u8::is_ascii_digit).count();
             if !(10..=15).contains(&digits) {
