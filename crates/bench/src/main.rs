@@ -8,6 +8,7 @@ mod ceiling;
 mod chart;
 mod events;
 mod load;
+mod quality;
 mod queries;
 mod report;
 mod scenarios;
@@ -28,7 +29,7 @@ struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
     /// Scenario to run: ceiling, batch, single, sweep, agentlens, fabraix, otlp,
-    /// mix, policy, check, queries, or all.
+    /// mix, policy, check, detectors, queries, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Events for the batched scenarios (single-event scenarios use a quarter;
@@ -102,6 +103,7 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "mix",
         "policy",
         "check",
+        "detectors",
         "queries",
     ];
     if let (Some(url), Some(key)) = (&cli.url, &cli.key) {
@@ -216,6 +218,10 @@ async fn run(cli: &Cli) -> Result<(), String> {
         let n = (cli.events / 20).clamp(1000, 20_000);
         eprintln!("scenario check: {n} action checks at 1000/s...");
         rows.push(load::action_checks(dir.path(), n, 1000).await?);
+    }
+    if all || cli.scenario == "detectors" {
+        eprintln!("scenario detectors: precision and recall over the labelled corpus...");
+        rows.extend(quality::detector_quality(dir.path()).await?);
     }
     if all || cli.scenario == "queries" {
         let n = cli.events.max(1_000_000);

@@ -22,6 +22,9 @@ pub struct Row {
     pub peak_rss_mb: Option<f64>,
     pub disk_bytes_per_event: Option<f64>,
     pub note: String,
+    /// Detector quality rows only: precision and recall over the corpus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::quality::Quality>,
 }
 
 impl Row {
@@ -41,6 +44,7 @@ impl Row {
             peak_rss_mb: None,
             disk_bytes_per_event: None,
             note: String::new(),
+            quality: None,
         }
     }
 
@@ -122,6 +126,48 @@ pub fn print(rows: &[Row]) {
     }
     for r in rows.iter().filter(|r| !r.note.is_empty()) {
         println!("  {}: {}", r.scenario, r.note);
+    }
+    print_quality(rows);
+}
+
+/// Precision and recall per detector and per evasion class, and the samples
+/// scored wrong.
+fn print_quality(rows: &[Row]) {
+    let qs: Vec<&crate::quality::Quality> =
+        rows.iter().filter_map(|r| r.quality.as_ref()).collect();
+    if qs.is_empty() {
+        return;
+    }
+    println!(
+        "\n| {:<15} | {:<14} | {:>7} | {:>4} | {:>4} | {:>4} | {:>4} | {:>9} | {:>6} |",
+        "detector", "evasion", "samples", "TP", "FP", "FN", "TN", "precision", "recall"
+    );
+    println!(
+        "|{:-<17}|{:-<16}|{:-<9}|{:-<6}|{:-<6}|{:-<6}|{:-<6}|{:-<11}|{:-<8}|",
+        "", "", "", "", "", "", "", "", ""
+    );
+    for q in &qs {
+        let lines = std::iter::once(("all", &q.all))
+            .chain(q.by_evasion.iter().map(|(k, v)| (k.as_str(), v)));
+        for (class, s) in lines {
+            println!(
+                "| {:<15} | {:<14} | {:>7} | {:>4} | {:>4} | {:>4} | {:>4} | {:>9} | {:>6} |",
+                q.detector,
+                class,
+                s.samples,
+                s.tp,
+                s.fp,
+                s.fn_,
+                s.tn,
+                crate::quality::ratio(s.precision),
+                crate::quality::ratio(s.recall),
+            );
+        }
+    }
+    for q in &qs {
+        for w in &q.wrong {
+            println!("  wrong: {w}");
+        }
     }
 }
 
