@@ -746,6 +746,16 @@ impl Engine {
                     .push(f);
             }
             for (ptr, mut fs) in by_pointer {
+                // A card number or SSN sent as a JSON number: its finding
+                // covers the number's text; the number becomes the marker.
+                if let Some(slot @ Value::Number(_)) = value.pointer_mut(ptr) {
+                    let text = slot.to_string();
+                    if let Some(f) = fs.iter().find(|f| f.start == 0 && f.end == text.len()) {
+                        *slot = Value::String(format!("[REDACTED:{}]", f.rule));
+                        *changed = true;
+                    }
+                    continue;
+                }
                 let Some(Value::String(s)) = value.pointer_mut(ptr) else {
                     continue;
                 };

@@ -215,6 +215,27 @@ fn a_card_number_sent_as_a_json_number_is_flagged() {
 }
 
 #[test]
+fn a_card_number_sent_as_a_json_number_is_redacted() {
+    let e =
+        Engine::with_defaults(Duration::from_secs(5), "pii".parse::<Redact>().unwrap()).unwrap();
+    let mut ev = event(
+        Kind::ToolCall,
+        r#"{"toolName":"charge","arguments":{"card":4111111111111111,"amount":1299}}"#,
+    );
+    e.judge(&mut ev, &mut SessionState::default(), false);
+    let stored = ev.payload.get();
+    assert!(!stored.contains("4111111111111111"), "{stored}");
+    let v: serde_json::Value = serde_json::from_str(stored).unwrap();
+    assert!(
+        v["arguments"]["card"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("[REDACTED:")),
+        "{stored}"
+    );
+    assert_eq!(v["arguments"]["amount"], 1299, "other numbers untouched");
+}
+
+#[test]
 fn a_string_whose_decoded_forms_exceed_their_bound_is_flagged() {
     // More decodable base64 runs than are decoded per string: what hides
     // after them is not seen, so the event is flagged, never passed as clean.
