@@ -21,8 +21,9 @@ use agentledger_dialects::fabraix::SchemaCache;
 
 use crate::error::ApiError;
 
-/// Compiled Fabraix schemas kept in memory.
-const SCHEMA_CACHE_ENTRIES: usize = 1024;
+/// Bytes (estimated, regex caches included) of compiled Fabraix schemas kept
+/// in memory; see docs/dialects.md.
+const SCHEMA_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Trace ids whose session an OTLP span named, remembered for later requests.
 const TRACE_SESSION_ENTRIES: usize = 100_000;
 use crate::metrics::{CommitObserver, Metrics};
@@ -163,7 +164,7 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             metrics,
-            schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_ENTRIES)),
+            schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_BYTES)),
             traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
             policy,
             auth: Arc::default(),

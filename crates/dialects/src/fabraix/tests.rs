@@ -65,7 +65,7 @@ fn registration_rejects_bad_agent_ids_with_the_documented_code() {
 
 #[test]
 fn every_documented_event_validates_and_keeps_content_bytes() {
-    let cache = SchemaCache::new(16);
+    let cache = SchemaCache::new(64 << 20);
     for name in DOCUMENTED_EVENTS {
         let body = fixture(name).replace("TRACE_ID", "f4f4f4f4-f4f4-f4f4-f4f4-f4f4f4f4f4f4");
         let ev = parse_event(body.as_bytes(), &cache).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -87,7 +87,7 @@ fn every_documented_event_validates_and_keeps_content_bytes() {
 
 #[test]
 fn documented_schema_mismatch_has_the_documented_envelope_details() {
-    let cache = SchemaCache::new(4);
+    let cache = SchemaCache::new(64 << 20);
     let body = fixture("event_user_missing_user_id.json");
     let e = parse_event(body.as_bytes(), &cache).unwrap_err();
     let documented: Value = serde_json::from_str(&fixture("error_schema_mismatch.json")).unwrap();
@@ -104,7 +104,7 @@ fn documented_schema_mismatch_has_the_documented_envelope_details() {
 
 #[test]
 fn mismatch_paths_point_inside_nested_content() {
-    let cache = SchemaCache::new(4);
+    let cache = SchemaCache::new(64 << 20);
     let schema = r#"{"type":"object","properties":{"a":{"type":"object","properties":{"b":{"type":"array","items":{"type":"integer"}}}}}}"#;
     let body = serde_json::json!({"event_type": "tool", "trace_id": "t", "timestamp": 1.0,
         "content": r#"{"a":{"b":[1,"two"]}}"#, "schema": schema});
@@ -118,7 +118,7 @@ fn mismatch_paths_point_inside_nested_content() {
 
 #[test]
 fn bad_event_inputs_name_their_problem() {
-    let cache = SchemaCache::new(4);
+    let cache = SchemaCache::new(64 << 20);
     let ok = |f: &dyn Fn(&mut Value)| {
         let mut v: Value = serde_json::from_str(&fixture("event_user.json")).unwrap();
         f(&mut v);
@@ -176,4 +176,75 @@ fn event_types_map_to_canonical_kinds() {
     assert_eq!(kind_of("user"), Some(Kind::UserInput));
     assert_eq!(kind_of("thought"), None);
     assert_eq!(EVENT_TYPES.len(), 8);
+}
+
+/// The review's schema: 1,300 distinct patterns, each with a matching
+/// 500-character string.
+fn many_patterns_event(n: usize) -> String {
+    let mut props = serde_json::Map::new();
+    let mut content = serde_json::Map::new();
+    let s: String = (0..500)
+        .map(|i| if i % 3 == 1 { 'a' } else { 'b' })
+        .collect();
+    for i in 0..n {
+        props.insert(
+            format!("p{i}"),
+            serde_json::json!({"pattern": format!("[ab]*a[ab]{{12}}$|{i}")}),
+        );
+        content.insert(format!("p{i}"), Value::String(s.clone()));
+    }
+    serde_json::json!({
+        "event_type": "tool", "trace_id": "t", "timestamp": 1.0,
+        "content": Value::Object(content).to_string(),
+        "schema": serde_json::json!({"properties": props}).to_string(),
+    })
+    .to_string()
+}
+
+#[test]
+fn reading_an_event_compiles_nothing_and_planning_refuses_what_is_over_budget() {
+    let cache = SchemaCache::new(64 << 20);
+    let body = many_patterns_event(1300);
+    let ev = read_event(body.as_bytes(), &cache).expect("cheap checks pass");
+    assert!(cache.is_empty());
+    let e = ev.plan(&cache).unwrap_err();
+    assert_eq!((e.reason(), e.path()), ("TOO_LARGE", "schema"));
+    assert!(
+        e.to_string().contains("1300 distinct regular expressions"),
+        "{e}"
+    );
+    assert!(cache.is_empty(), "nothing compiled");
+    // Within the limits, the same kind of schema is validated and kept.
+    let ok = read_event(
+        many_patterns_event(cost::MAX_PATTERNS as usize).as_bytes(),
+        &cache,
+    )
+    .unwrap();
+    let plan = ok.plan(&cache).unwrap();
+    assert!(
+        !ok.is_light(&plan),
+        "first sight compiles: off the async workers"
+    );
+    ok.validate(&plan, &cache).unwrap();
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn repeated_members_in_a_schema_are_refused_before_anything_else() {
+    let mut v: Value = serde_json::from_str(&fixture("event_user.json")).unwrap();
+    v["schema"] = r#"{"type":"object","required":["message"],"required":[]}"#.into();
+    let e = read_event(v.to_string().as_bytes(), &SchemaCache::new(64 << 20)).unwrap_err();
+    assert_eq!((e.reason(), e.path()), ("INVALID_SCHEMA", "schema"));
+}
+
+#[test]
+fn a_cached_schema_with_small_work_is_light() {
+    let cache = SchemaCache::new(64 << 20);
+    let body = fixture("event_user.json");
+    let ev = read_event(body.as_bytes(), &cache).unwrap();
+    let plan = ev.plan(&cache).unwrap();
+    assert!(!ev.is_light(&plan));
+    ev.validate(&plan, &cache).unwrap();
+    let plan = ev.plan(&cache).unwrap();
+    assert!(ev.is_light(&plan), "{plan:?}");
 }

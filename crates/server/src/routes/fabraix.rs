@@ -1,12 +1,15 @@
-//! Fabraix: `/v1/register-agent-run` and `/v1/event`.
+//! Fabraix: `/v1/register-agent-run`, `/v1/event` and `/v1/check-action`.
 
-use axum::Json;
-use axum::Router;
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::routing::post;
+use axum::{Extension, Json, Router};
+use tokio::sync::Semaphore;
 
 use agentledger_core::{Dialect, SessionId};
-use agentledger_dialects::fabraix::{self, EventResponse, RegisterResponse};
+use agentledger_dialects::fabraix::{self, EventResponse, FabraixEvent, RegisterResponse};
 use agentledger_dialects::native::ErrorBody;
 use agentledger_store::NewSession;
 
@@ -16,11 +19,26 @@ use crate::body::JsonBytes;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Schema validations run off the async workers at once, at most. Each is
+/// bounded in work (see `fabraix::cost`) but may still take a second of CPU;
+/// two leave the workers, the writer and the other cores their share.
+const VALIDATION_SLOTS: usize = 2;
+/// How long an event waits for a validation slot before 503 (`Retry-After`).
+const VALIDATION_WAIT: Duration = Duration::from_secs(1);
+
+/// The Fabraix router's own slots for expensive validations (one set per
+/// server: the router is built once per application).
+#[derive(Clone)]
+pub struct ValidationSlots(Arc<Semaphore>);
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/register-agent-run", post(register))
         .route("/v1/event", post(event))
         .route("/v1/check-action", post(check_action))
+        .layer(Extension(ValidationSlots(Arc::new(Semaphore::new(
+            VALIDATION_SLOTS,
+        )))))
 }
 
 /// Register an agent run
@@ -66,22 +84,26 @@ pub async fn register(
 
 /// Log an event of a run
 ///
-/// `content` is validated against `schema` before anything is stored.
+/// `content` is validated against `schema` before anything is stored. The
+/// run is looked up before the schema is compiled; what compiling and
+/// validating may cost is measured first and refused over budget (413).
 #[utoipa::path(post, path = "/v1/event", tag = "fabraix",
     request_body = fabraix::EventRequest,
     responses((status = 200, body = EventResponse),
-        (status = 400, body = ErrorBody, description = "SCHEMA_MISMATCH (details.path, details.missing_field), INVALID_CONTENT, INVALID_SCHEMA, INVALID_EVENT_TYPE"),
+        (status = 400, body = ErrorBody, description = "SCHEMA_MISMATCH (details.path, details.missing_field), INVALID_CONTENT, INVALID_SCHEMA (including repeated member names), INVALID_EVENT_TYPE"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "Unknown trace_id"),
-        (status = 413, body = ErrorBody, description = "content over 1 MiB or schema over 64 KiB"),
-        (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)),
+        (status = 413, body = ErrorBody, description = "content over 1 MiB or schema over 64 KiB; or (details.path `schema`) a schema over the validation budget: more than 32 distinct regular expressions, a compiled form over 48 MiB, or more keyword evaluations or string scans for this content than allowed"),
+        (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Busy (Retry-After): the ledger, or every schema validation slot for over a second")),
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn event(
     State(st): State<AppState>,
+    Extension(slots): Extension<ValidationSlots>,
     caller: Caller,
     JsonBytes(body): JsonBytes,
 ) -> Result<Json<EventResponse>, ApiError> {
     let r = async {
-        let ev = fabraix::parse_event(&body, &st.schemas)?;
+        let ev = fabraix::read_event(&body, &st.schemas)?;
         let unknown = ApiError::NotFound("trace_id not found: register the run first");
         let session_id = SessionId::parse(ev.trace_id.as_str()).map_err(|_| unknown)?;
         let session = st
@@ -93,6 +115,7 @@ pub async fn event(
             ))?;
         let agent = agentledger_core::AgentId::parse(session.agent_id)
             .map_err(|e| ApiError::Internal(format!("stored agent id is invalid: {e}")))?;
+        let ev = validate(&st, &slots, ev).await?;
         let first = append_one(
             &st,
             &caller,
@@ -107,6 +130,43 @@ pub async fn event(
     }
     .await;
     counted(&st, Dialect::Fabraix, r).map(Json)
+}
+
+/// Validate an event's content against its schema, within the budget its
+/// plan measures. Cheap validations (a cached validator, little work) run in
+/// place; the rest (measuring and compiling a new schema, large contents,
+/// costly schemas) run on the blocking pool in one of the validation slots,
+/// so that no schema holds an async worker.
+async fn validate(
+    st: &AppState,
+    slots: &ValidationSlots,
+    ev: FabraixEvent,
+) -> Result<FabraixEvent, ApiError> {
+    let cached = ev.plan_if_cached(&st.schemas)?;
+    if let Some(plan) = &cached
+        && ev.is_light(plan)
+    {
+        ev.validate(plan, &st.schemas)?;
+        return Ok(ev);
+    }
+    let slot = tokio::time::timeout(VALIDATION_WAIT, slots.0.clone().acquire_owned())
+        .await
+        .map_err(|_| ApiError::Overloaded)?
+        .map_err(|_| ApiError::Internal("validation slots closed".into()))?;
+    let schemas = st.schemas.clone();
+    tokio::task::spawn_blocking(move || {
+        // Held until the work ends, even if the client has gone: the slots
+        // count the threads actually validating.
+        let _slot = slot;
+        let plan = match cached {
+            Some(plan) => plan,
+            None => ev.plan(&schemas)?,
+        };
+        ev.validate(&plan, &schemas).map(|()| ev)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("schema validation failed: {e}")))?
+    .map_err(ApiError::from)
 }
 
 /// `POST /v1/check-action`: an action a registered run proposes.

@@ -257,3 +257,95 @@ pub fn tamper(db: &Path, sql: &str) {
     let n = conn.execute(sql, []).expect("tamper");
     assert!(n > 0, "tamper statement changed nothing: {sql}");
 }
+
+/// The real binary in a process of its own, for what only a process shows:
+/// its memory (VmRSS) and its own runtime's workers. Killed when dropped.
+pub struct ServerProcess {
+    pub base: String,
+    pub key: String,
+    pub client: Client,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_process() -> ServerProcess {
+    spawn_process_with(&[]).await
+}
+
+/// As [`spawn_process`], with environment variables for the server
+/// (`TOKIO_WORKER_THREADS`, for one).
+pub async fn spawn_process_with(env: &[(&str, &str)]) -> ServerProcess {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = agentledger_core::keys::generate_key();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let db = dir.path().join("ledger.db");
+    let child = Command::new(bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(&db)
+        .args(["--log", "warn"])
+        .env("AGENTLEDGER_BOOTSTRAP_KEY", &key)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let server = ServerProcess {
+        base: format!("http://127.0.0.1:{port}"),
+        key,
+        client: Client::new(),
+        child,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server
+}
+
+impl ServerProcess {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Resident memory of the server process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .expect("VmRSS of the server process")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("x-api-key", &self.key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

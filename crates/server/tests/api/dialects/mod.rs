@@ -3,5 +3,6 @@
 mod agentlens;
 mod cross;
 mod fabraix;
+mod fabraix_limits;
 mod realm;
 mod secureagentics;
