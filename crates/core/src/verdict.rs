@@ -42,6 +42,18 @@ impl Verdict {
     }
 }
 
+/// The decision of a stored verdict's text, reading nothing else of it (no
+/// allocation: verification does this for every event).
+pub fn decision_of(verdict_text: &str) -> Option<Decision> {
+    #[derive(Deserialize)]
+    struct OnlyDecision {
+        decision: Decision,
+    }
+    serde_json::from_str::<OnlyDecision>(verdict_text)
+        .ok()
+        .map(|d| d.decision)
+}
+
 /// A verdict attached to an event on its way into the ledger.
 #[derive(Debug, Clone)]
 pub struct Judgement {
@@ -69,5 +81,28 @@ impl Judgement {
             original_metadata_sha256: None,
             redaction_salt: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_is_read_from_stored_verdict_text() {
+        let v = Verdict {
+            decision: Decision::Deny,
+            policies: vec!["p".into()],
+            reasons: vec![],
+            findings: vec![],
+        };
+        let j = Judgement::new(&v);
+        assert_eq!(decision_of(j.verdict.get()), Some(Decision::Deny));
+        assert_eq!(
+            decision_of(r#"{"policies":[],"decision":"flag"}"#),
+            Some(Decision::Flag)
+        );
+        assert_eq!(decision_of(r#"{"decision":"maybe"}"#), None);
+        assert_eq!(decision_of("{}"), None);
     }
 }

@@ -101,8 +101,7 @@ pub fn check_columns(
 }
 
 fn verdict_decision(text: &str) -> Option<Decision> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    serde_json::from_value(v.get("decision")?.clone()).ok()
+    agentledger_core::verdict::decision_of(text)
 }
 
 /// What the events say about their session row.
