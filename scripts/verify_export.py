@@ -23,7 +23,7 @@ _REQUIRED = (
     "dialect", "severity", "client_ts", "server_ts", "payload", "metadata",
     "payload_sha256", "prev_hash", "hash",
 )
-_OPTIONAL = ("erased",)
+_OPTIONAL = ()
 # Members that only some envelope versions hash, with those versions.
 _VERSIONED = {
     "verdict": (2, 3),
@@ -206,6 +206,8 @@ def session_sha256(ev, raw):
         return None
     if not isinstance(ev["session_created_at"], str) or not _canonical_ts(ev["session_created_at"]):
         raise BadLine("member \"session_created_at\" is not a canonical timestamp")
+    if not isinstance(ev["session_metadata"], dict):
+        raise BadLine("session_metadata must be a JSON object")
     if not isinstance(ev["session_agent_id"], str) or not isinstance(
         ev.get("session_system_prompt"), (str, type(None))
     ):

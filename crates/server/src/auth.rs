@@ -28,6 +28,14 @@ pub struct Caller {
     _read: Option<Arc<OwnedSemaphorePermit>>,
 }
 
+impl Caller {
+    /// This request's read slot, for a response that keeps reading after
+    /// the handler returns (a streamed export holds it until it ends).
+    pub fn read_slot(&self) -> Option<Arc<OwnedSemaphorePermit>> {
+        self._read.clone()
+    }
+}
+
 /// Reads in flight per API key. The read pool has a few connections; one
 /// key's expensive searches may take at most this share of them, so another
 /// key's reads (another project's) still find a connection free.
@@ -168,7 +176,11 @@ impl FromRequestParts<AppState> for Caller {
         {
             return Err(ApiError::RateLimited(secs));
         }
-        let read = if parts.method == axum::http::Method::GET {
+        // HEAD runs the GET handler too, so it takes a slot like GET.
+        let read = if matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        ) {
             Some(state.readers.enter(&info.id).await?)
         } else {
             None

@@ -140,12 +140,13 @@ struct ServeArgs {
     /// Open connections in all; more are answered 503 and closed.
     #[arg(long, env = "AGENTLEDGER_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
-    /// Open connections from one client address; more are answered 503 and
-    /// closed. Raise it behind a proxy that funnels every client through one address.
+    /// Open connections from one client address (an IPv6 /64 counts as one);
+    /// more are answered 503 and closed. Raise it behind a proxy that funnels
+    /// every client through one address.
     #[arg(
         long,
         env = "AGENTLEDGER_MAX_CONNECTIONS_PER_ADDRESS",
-        default_value_t = 1024
+        default_value_t = 256
     )]
     max_connections_per_address: usize,
     /// Reads (GET requests) one API key may have in flight at once; more wait
@@ -613,7 +614,6 @@ const EXPORT_MEMBERS: &[&str] = &[
     "payload_sha256",
     "prev_hash",
     "hash",
-    "erased",
 ];
 
 /// Members that only some envelope versions hash, with those versions: on a
@@ -660,6 +660,7 @@ fn read_export_line(line: &str) -> Result<agentledger_core::Event, String> {
     for (name, ts) in [
         ("client_ts", ev.client_ts.as_deref()),
         ("server_ts", Some(&ev.server_ts)),
+        ("session_created_at", ev.session_created_at.as_deref()),
     ] {
         if let Some(ts) = ts
             && agentledger_core::Micros::parse_rfc3339(ts).map(|t| t.to_rfc3339())
@@ -669,6 +670,42 @@ fn read_export_line(line: &str) -> Result<agentledger_core::Event, String> {
                 "member {name:?} is not a canonical timestamp (YYYY-MM-DDTHH:MM:SS.ffffffZ, UTC, years 0001 to 9999)"
             ));
         }
+    }
+    // Likewise hex digests and the id: the envelope holds the text as the
+    // server wrote it (lowercase hex, canonical ULID); another spelling would
+    // be re-encoded here and shown as it is to a reader.
+    let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    for (name, hex) in [
+        ("payload_sha256", Some(ev.payload_sha256.as_str())),
+        ("prev_hash", ev.prev_hash.as_deref()),
+        ("hash", Some(ev.hash.as_str())),
+        (
+            "original_payload_sha256",
+            ev.original_payload_sha256.as_deref(),
+        ),
+        (
+            "original_metadata_sha256",
+            ev.original_metadata_sha256.as_deref(),
+        ),
+        ("original_payload_hmac", ev.original_payload_hmac.as_deref()),
+        (
+            "original_metadata_hmac",
+            ev.original_metadata_hmac.as_deref(),
+        ),
+    ] {
+        if let Some(h) = hex
+            && !lower_hex(h)
+        {
+            return Err(format!("member {name:?} is not lowercase hex"));
+        }
+    }
+    if ev
+        .id
+        .parse::<agentledger_core::EventId>()
+        .map(|id| id.to_string())
+        != Ok(ev.id.clone())
+    {
+        return Err("member \"id\" is not a canonical event id (26-character ULID)".into());
     }
     if KNOWN_VERSIONS.contains(&ev.v) {
         for name in members.keys() {

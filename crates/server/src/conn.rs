@@ -43,7 +43,7 @@ impl Default for ConnLimits {
         ConnLimits {
             header_timeout: Duration::from_secs(10),
             max_connections: 4096,
-            max_per_address: 1024,
+            max_per_address: 256,
         }
     }
 }
@@ -58,8 +58,30 @@ struct AddressSlot {
     ip: IpAddr,
 }
 
+/// The key a client address is counted under: an IPv6 client usually holds
+/// a whole /64, so its addresses count as one.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(seg))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Refusals being answered at once, at most; beyond it a connection over
+/// a bound is closed without an answer (each refusal holds a descriptor for
+/// up to a second).
+const MAX_REFUSALS: usize = 256;
+
 impl PerAddress {
     fn take(table: &Arc<PerAddress>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let ip = client_key(ip);
         let mut m = table.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(ip).or_insert(0);
         if *n >= max {
@@ -133,6 +155,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let total = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let per_address = Arc::new(PerAddress::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -153,7 +176,12 @@ pub async fn serve(
         let slot = PerAddress::take(&per_address, peer.ip(), limits.max_per_address);
         let permit: Option<OwnedSemaphorePermit> = total.clone().try_acquire_owned().ok();
         let (Some(slot), Some(permit)) = (slot, permit) else {
-            tokio::spawn(refuse(stream));
+            if let Ok(r) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(r);
+                });
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -211,5 +239,11 @@ mod tests {
         assert!(PerAddress::take(&t, other, 2).is_some());
         drop(a);
         assert!(PerAddress::take(&t, ip, 2).is_some());
+        // One IPv6 /64 is one client.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let _x = PerAddress::take(&t, a, 1).unwrap();
+        assert!(PerAddress::take(&t, b, 1).is_none());
+        assert!(PerAddress::take(&t, "2001:db8:1:3::1".parse().unwrap(), 1).is_some());
     }
 }

@@ -367,16 +367,24 @@ async fn policy_engine(
     let mut projects = 0;
     for set in &saved {
         let Some(project) = set.project else { continue };
-        let sources = crate::routes::policy::deserialise(&set.sources).ok_or_else(|| {
-            StartupError::Policy(format!(
-                "project {}: saved policy set is unreadable",
-                project.0
-            ))
-        })?;
-        engine
-            .replace_for(project.0, sources)
-            .map_err(|e| StartupError::Policy(format!("project {}: {e}", project.0)))?;
-        projects += 1;
+        // One project's set that no longer compiles (a Cedar or schema
+        // upgrade) must not stop the server for every project: that project
+        // is judged by the default set, and the log says so loudly.
+        let compiled = crate::routes::policy::deserialise(&set.sources)
+            .ok_or_else(|| "the saved set is unreadable".to_owned())
+            .and_then(|sources| {
+                engine
+                    .replace_for(project.0, sources)
+                    .map_err(|e| e.to_string())
+            });
+        match compiled {
+            Ok(_) => projects += 1,
+            Err(e) => tracing::error!(
+                project = project.0,
+                error = %e,
+                "a project's saved policy set does not compile; the default set judges it until its admin saves a valid one"
+            ),
+        }
     }
     tracing::info!(
         policies = engine.current().info.len(),

@@ -237,7 +237,11 @@ pub async fn export(
         return Err(ApiError::NotFound("session not found"));
     }
     const CHUNK: u32 = 2_000;
+    // The stream reads after the handler returns: it holds the key's read
+    // slot until the last chunk, so exports count against --reads-per-key.
+    let slot = caller.read_slot();
     let stream = futures_util::stream::unfold(Some(0u64), move |after| {
+        let _slot = &slot;
         let (store, project, id) = (st.store.clone(), caller.project.clone(), id.clone());
         async move {
             let after = after?;

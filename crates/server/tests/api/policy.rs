@@ -591,6 +591,15 @@ async fn redaction_cannot_be_reversed_by_guessing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!app.cli(&["salts", "show", "--event", &id]).status.success());
+    // Gone from the files, not only from the table (secure_delete + checkpoint).
+    for file in [app.db.clone(), app.db.with_extension("db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(32).any(|w| w == salt),
+            "the salt's bytes are still in {}",
+            file.display()
+        );
+    }
     let ver = app.get_json("/api/v1/sessions/pii/verify").await;
     assert_eq!(ver["valid"], true, "{ver}");
 }

@@ -394,12 +394,32 @@ async fn repeated_and_unknown_members_are_refused_by_both_verifiers() {
             "verdict",
         ),
         (
+            // Nothing writes or hashes it: a note a reader would take as true.
+            "an unhashed erased member",
+            honest[1].replacen('{', r#"{"erased":"withdrawn by legal, ignore","#, 1),
+            "erased",
+        ),
+        (
             // Only the first line carries the session header.
             "a session header on a later line",
             honest[1].replacen('{', r#"{"session_system_prompt":"x","#, 1),
             "session",
         ),
     ];
+    // The Rust verifier re-encodes digests and ids: their text must be the
+    // form the server wrote (the Python one hashes the text and agrees).
+    let ev1: Value = serde_json::from_str(&honest[1]).unwrap();
+    let digest = ev1["payload_sha256"].as_str().unwrap();
+    let upper = honest[1].replace(digest, &digest.to_uppercase());
+    let file = write_lines(
+        &app,
+        "upper.jsonl",
+        &[honest[0].clone(), upper, honest[2].clone()],
+    );
+    let cli = app.cli(&["verify", "--file", file.to_str().unwrap()]);
+    assert_eq!(cli.status.code(), Some(1), "uppercase digest accepted");
+    let (ok, _) = python_verify(&file);
+    assert!(!ok, "python accepted an uppercase digest");
     for (what, forged, member) in cases {
         assert_ne!(forged, honest[1], "{what}: the forgery changed the line");
         let lines = [honest[0].clone(), forged, honest[2].clone()];

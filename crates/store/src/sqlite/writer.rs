@@ -587,6 +587,11 @@ impl Writer {
                 let _ = reply.send(r);
             }
             Cmd::DestroySalts { before, reply } => {
+                // Destroyed means gone from the file: secure_delete zeroes the
+                // freed bytes, and a TRUNCATE checkpoint writes the zeroed
+                // pages into the database and empties the WAL. (Backups and
+                // the filesystem's own copies are the operator's to destroy.)
+                let _ = self.conn.execute_batch("PRAGMA secure_delete = ON;");
                 let r = self.in_txn(|w| {
                     w.conn
                         .execute(
@@ -595,6 +600,29 @@ impl Writer {
                         )
                         .map(|n| n as u64)
                         .map_err(storage)
+                });
+                let _ = self.conn.execute_batch("PRAGMA secure_delete = OFF;");
+                let r = r.and_then(|n| {
+                    // A reader mid-statement blocks TRUNCATE: retry briefly.
+                    let mut busy = 1;
+                    for _ in 0..40 {
+                        busy = self
+                            .conn
+                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                                row.get::<_, i64>(0)
+                            })
+                            .map_err(storage)?;
+                        if busy == 0 {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    if busy != 0 {
+                        return Err(StoreError::Storage(
+                            "salts deleted, but the WAL could not be checkpointed while readers were active; run the command again".into(),
+                        ));
+                    }
+                    Ok(n)
                 });
                 let _ = reply.send(r);
             }
