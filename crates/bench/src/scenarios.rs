@@ -94,15 +94,17 @@ pub async fn singles_sweep(
 }
 
 /// While `stop` is false: every 200 ms append one event carrying a fresh
-/// token, then search for it every 5 ms; the time from the append's ack to
-/// the first search that finds it.
+/// token, then search for it at once and every 5 ms until found; the time
+/// from the append's ack to the first search that finds it, and how many
+/// first searches missed (an acknowledged event must be found: 0).
 pub async fn probe_freshness(
     base: String,
     key: String,
     stop: Arc<AtomicBool>,
-) -> Result<Vec<Duration>, String> {
+) -> Result<(Vec<Duration>, u64), String> {
     let client = Client::new();
     let mut lags = Vec::new();
+    let mut misses = 0u64;
     let mut k = 0u64;
     while !stop.load(Ordering::Relaxed) {
         k += 1;
@@ -120,6 +122,7 @@ pub async fn probe_freshness(
         )
         .await?;
         let acked = Instant::now();
+        let mut first = true;
         loop {
             let r = client
                 .get(format!("{base}/api/v1/events?q={token}&limit=1"))
@@ -133,6 +136,9 @@ pub async fn probe_freshness(
                 lags.push(acked.elapsed());
                 break;
             }
+            if std::mem::take(&mut first) {
+                misses += 1;
+            }
             if acked.elapsed() > Duration::from_secs(30) {
                 return Err(format!("probe {token} not searchable after 30 s"));
             }
@@ -140,5 +146,5 @@ pub async fn probe_freshness(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(lags)
+    Ok((lags, misses))
 }

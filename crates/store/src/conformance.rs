@@ -141,7 +141,8 @@ pub async fn projects_are_isolated(store: &dyn EventStore) {
     assert_eq!(out_b[0].seq, 1);
 }
 
-/// Full-text search may trail appends (a background indexer): wait, bounded.
+/// Wait, bounded, until the full-text index has caught up with the ledger
+/// (for tests of what the index itself holds; a search never needs it).
 pub async fn wait_for_search(store: &dyn EventStore) {
     for _ in 0..1000 {
         if store.search_backlog() == 0 {
@@ -153,6 +154,39 @@ pub async fn wait_for_search(store: &dyn EventStore) {
         "search index still {} events behind after 10 s",
         store.search_backlog()
     );
+}
+
+/// An acknowledged append is found by the next full-text search, at once,
+/// whatever the index's lag; and only in its own project.
+pub async fn search_finds_what_was_acknowledged(store: &dyn EventStore) {
+    let p = project(store, "p").await;
+    let other = project(store, "other").await;
+    for i in 0..200 {
+        let word = format!("ack{i}");
+        let payload = format!(r#"{{"note":"written {word} now"}}"#);
+        let out = store
+            .append(&p, vec![event("s", Kind::Memory, &payload)])
+            .await
+            .expect("append");
+        store
+            .append(&other, vec![event("s", Kind::Memory, &payload)])
+            .await
+            .expect("append");
+        let page = store
+            .query_events(
+                &p,
+                EventQuery {
+                    limit: 10,
+                    text: Some(format!("WRITTEN {word}")),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("search");
+        let ids: Vec<_> = page.events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![out[0].id], "search {i} right after its ack");
+        assert_eq!(page.total, Some(1));
+    }
 }
 
 /// Filters, full text, ordering and keyset paging.

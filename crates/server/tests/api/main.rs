@@ -17,6 +17,7 @@ mod otlp;
 mod policy;
 mod query;
 mod routes_auth;
+mod search_fresh;
 mod sessions;
 mod tenancy;
 mod timestamps;

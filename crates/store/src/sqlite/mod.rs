@@ -82,6 +82,8 @@ pub struct SqliteStore {
     /// The full-text indexer and the WAL checkpointer (stopped in that order).
     background: Mutex<Option<Background>>,
     search: Arc<search::Progress>,
+    /// Scratch full-text tables for matching the not-yet-indexed tail.
+    scratch: Arc<search::Scratch>,
     checkpoints: Arc<checkpoint::Stop>,
     path: PathBuf,
     query_budget: Duration,
@@ -200,6 +202,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             background: Mutex::new(Some(background)),
             search: progress,
+            scratch: Arc::new(search::Scratch::default()),
             checkpoints,
             path: opts.path,
             query_budget: opts.query_budget,
@@ -223,6 +226,9 @@ impl SqliteStore {
             f(&conn).map_err(|e| match e {
                 rusqlite::Error::ToSqlConversionFailure(b) if b.is::<BadCursor>() => {
                     StoreError::BadCursor
+                }
+                rusqlite::Error::ToSqlConversionFailure(b) if b.is::<search::TailTooLong>() => {
+                    StoreError::Overloaded
                 }
                 rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Corrupt(e.to_string()),
                 e if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
@@ -309,10 +315,26 @@ const LOOKUP_MATCHES: i64 = 5_000;
 
 /// WHERE clause and parameters shared by an event listing and its count.
 fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
-    event_filters_with(project, q, TextPlan::In)
+    event_filters_with(project, q, TextPlan::In, None)
 }
 
-fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (String, Vec<Value>) {
+/// The tail's matches as a JSON array of rowids, or `None` when it has none
+/// (then the SQL is exactly that of a search without a tail).
+fn tail_json(tail: &[i64]) -> Option<String> {
+    (!tail.is_empty()).then(|| {
+        let ids: Vec<String> = tail.iter().map(i64::to_string).collect();
+        format!("[{}]", ids.join(","))
+    })
+}
+
+/// `tail`: the full-text matches among events the index has not reached yet
+/// (`tail_json`), added to the index's own matches (the two are disjoint).
+fn event_filters_with(
+    project: ProjectId,
+    q: &EventQuery,
+    plan: TextPlan,
+    tail: Option<&str>,
+) -> (String, Vec<Value>) {
     // With a session, the project scope is the session lookup itself (a
     // session row belongs to one project), so the (session_ref, seq) index
     // answers alone, counts included, without reading event rows. Otherwise
@@ -403,23 +425,41 @@ fn event_filters_with(project: ProjectId, q: &EventQuery, plan: TextPlan) -> (St
         .and_then(|t| fts_query(project, t))
         .filter(|_| plan != TextPlan::Omit)
     {
-        sql.push_str(match plan {
-            TextPlan::In | TextPlan::Lookup | TextPlan::Omit => {
+        sql.push_str(match (plan, tail.is_some()) {
+            (TextPlan::In | TextPlan::Lookup | TextPlan::Omit, false) => {
                 " AND e.rowid IN (SELECT rowid FROM search.events_fts WHERE events_fts MATCH ?)"
             }
-            TextPlan::Probe => {
+            (TextPlan::In | TextPlan::Lookup | TextPlan::Omit, true) => {
+                " AND e.rowid IN (SELECT rowid FROM search.events_fts WHERE events_fts MATCH ? \
+                 UNION ALL SELECT value FROM json_each(?))"
+            }
+            (TextPlan::Probe, false) => {
                 " AND EXISTS (SELECT 1 FROM search.events_fts \
                  WHERE events_fts MATCH ? AND rowid = e.rowid)"
             }
+            (TextPlan::Probe, true) => {
+                " AND (EXISTS (SELECT 1 FROM search.events_fts \
+                 WHERE events_fts MATCH ? AND rowid = e.rowid) \
+                 OR e.rowid IN (SELECT value FROM json_each(?)))"
+            }
         });
         p.push(Value::Text(m));
+        if let Some(t) = tail {
+            p.push(Value::Text(t.to_owned()));
+        }
     }
     (sql, p)
 }
 
 /// Choose the plan for a full-text term by counting its matches in the
-/// caller's project (never another's), up to `LOOKUP_MATCHES`.
-fn text_plan(conn: &Connection, project: ProjectId, q: &EventQuery) -> rusqlite::Result<TextPlan> {
+/// caller's project (never another's), up to `LOOKUP_MATCHES`, the tail's
+/// (`tail` of them) included.
+fn text_plan(
+    conn: &Connection,
+    project: ProjectId,
+    q: &EventQuery,
+    tail: usize,
+) -> rusqlite::Result<TextPlan> {
     let Some(m) = q.text.as_deref().and_then(|t| fts_query(project, t)) else {
         return Ok(TextPlan::In);
     };
@@ -428,6 +468,7 @@ fn text_plan(conn: &Connection, project: ProjectId, q: &EventQuery) -> rusqlite:
         rusqlite::params![m, LOOKUP_MATCHES + 1],
         |r| r.get(0),
     )?;
+    let n = n.saturating_add(i64::try_from(tail).unwrap_or(i64::MAX));
     Ok(if n > LOOKUP_MATCHES {
         TextPlan::Probe
     } else {
@@ -481,11 +522,40 @@ fn usage_sync(
 
 fn query_events_sync(
     conn: &Connection,
+    scratch: &search::Scratch,
     project: &ProjectRef,
     q: &EventQuery,
 ) -> rusqlite::Result<EventPage> {
-    let plan = text_plan(conn, project.id, q)?;
-    let (filters, params) = event_filters_with(project.id, q, plan);
+    let Some(m) = q.text.as_deref().and_then(|t| fts_query(project.id, t)) else {
+        return query_events_in(conn, project, q, &[]);
+    };
+    // A search is one read transaction, so its plan, count and page see one
+    // snapshot of each file; the watermark is read first, pinning the index's
+    // snapshot before the ledger's (search.rs: "Search finds what was
+    // acknowledged"). A connection left inside a transaction by a failed
+    // rollback is brought back out first.
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    let tx = conn.unchecked_transaction()?;
+    let watermark = search::watermark(&tx)?;
+    let (rest, p) = event_filters_with(project.id, q, TextPlan::Omit, None);
+    let tail = search::tail_matches(&tx, scratch, watermark, &rest, &p, project.id, &m)?;
+    let page = query_events_in(&tx, project, q, &tail)?;
+    tx.commit()?;
+    Ok(page)
+}
+
+/// A listing whose full-text term (if any) also matches the rowids `tail`.
+fn query_events_in(
+    conn: &Connection,
+    project: &ProjectRef,
+    q: &EventQuery,
+    tail: &[i64],
+) -> rusqlite::Result<EventPage> {
+    let tail_ids = tail_json(tail);
+    let plan = text_plan(conn, project.id, q, tail.len())?;
+    let (filters, params) = event_filters_with(project.id, q, plan, tail_ids.as_deref());
     let (total, total_capped) = if q.skip_total {
         (None, false)
     } else {
@@ -496,8 +566,9 @@ fn query_events_sync(
         };
         let n = if plan == TextPlan::Probe {
             // Counted from the full-text side: its matches in index order,
-            // each looked up and filtered, until the cap.
-            let (rest, mut p) = event_filters_with(project.id, q, TextPlan::Omit);
+            // each looked up and filtered, until the cap; plus the tail's,
+            // which passed the same filters when they were scanned.
+            let (rest, mut p) = event_filters_with(project.id, q, TextPlan::Omit, None);
             let m = q
                 .text
                 .as_deref()
@@ -510,6 +581,7 @@ fn query_events_sync(
                  WHERE f.events_fts MATCH ? AND {rest} LIMIT {cap} + 1)"
             );
             conn.query_row(&sql, params_from_iter(p.iter()), |r| r.get::<_, i64>(0))?
+                .saturating_add(i64::try_from(tail.len()).unwrap_or(i64::MAX))
         } else {
             let sql = format!(
                 "SELECT count(*) FROM (SELECT 1 FROM events e WHERE {filters} LIMIT {cap} + 1)"
@@ -772,8 +844,8 @@ impl EventStore for SqliteStore {
     }
 
     async fn query_events(&self, project: &ProjectRef, q: EventQuery) -> StoreResult<EventPage> {
-        let project = project.clone();
-        self.read_budgeted(move |c| query_events_sync(c, &project, &q))
+        let (project, scratch) = (project.clone(), self.scratch.clone());
+        self.read_budgeted(move |c| query_events_sync(c, &scratch, &project, &q))
             .await
     }
 

@@ -1,4 +1,5 @@
-//! The full-text index, kept off the acknowledgement path.
+//! The full-text index, kept off the acknowledgement path, and the tail scan
+//! that makes every acknowledged event searchable anyway.
 //!
 //! Events are indexed by a background thread into a separate SQLite file next
 //! to the ledger (`<ledger>-fts`), a contentless FTS5 table keyed by the
@@ -8,10 +9,49 @@
 //! indexed rowid and that event's id, and if the pair does not match the ledger
 //! (file deleted, ledger restored from a backup) it is rebuilt from the ledger.
 //!
-//! Freshness: the indexer wakes on every commit and indexes in chunks of up to
-//! `CHUNK` events per transaction, so under load search trails ingest by about
-//! one chunk (measured by the benchmark, documented in docs/benchmarks.md).
-//! `backlog()` says how many committed events are not searchable yet.
+//! The indexer wakes on every commit and indexes in chunks of up to `CHUNK`
+//! events per transaction, so the index trails ingest by about one chunk or
+//! `MIN_INTERVAL`. `backlog()` says how many committed events are not indexed.
+//!
+//! # Search finds what was acknowledged
+//!
+//! A search answers from the index *and* from the tail: the committed events
+//! past the index's watermark (`indexed.last_rowid`), matched at query time.
+//! Why no acknowledged event can be missed, in order:
+//!
+//! 1. A search runs in one read transaction on the read connection (the
+//!    ledger with the index file attached). Its first statement reads the
+//!    watermark `W` from the index file, which pins the index's WAL snapshot:
+//!    the FTS rows and `W` are written in one index transaction, so that
+//!    snapshot holds exactly the events with rowid <= `W` (the indexer takes
+//!    rowids in order, and the single writer hands them out in commit order:
+//!    events are never deleted, so a rowid is never reused below `W`).
+//! 2. The ledger's snapshot is pinned by the next statement, after the search
+//!    began, hence after any acknowledgement that preceded it (an append is
+//!    acknowledged only after its COMMIT). Every acknowledged event is in it.
+//! 3. Such an event has rowid <= `W` (found by the index) or > `W` (found by
+//!    the tail scan, which reads rowid > `W` from that same ledger snapshot).
+//!    The two sets are disjoint, so counts add up and nothing is listed twice.
+//!
+//! The tail is matched exactly as FTS5 would once it is indexed, by the same
+//! code: its rows are inserted into a scratch FTS5 table of the same
+//! definition (`fts_table!`) in a private in-memory connection, and the very
+//! same MATCH expression is run there, inside a transaction that is rolled
+//! back. No second tokenizer exists to drift from unicode61 (case folding,
+//! diacritics, what is a token character). A property test compares the two
+//! on random payloads and terms (`sqlite::tests::search_tail`).
+//!
+//! Only the caller's project's tail is tokenized, and only its rows that pass
+//! the query's other filters (other projects' tail rows are walked past in
+//! rowid order, not read into the scratch table). The tail is bounded: past
+//! `TAIL_SPAN` committed rowids (any project) or `TAIL_EVENTS` / `TAIL_BYTES`
+//! of the caller's candidates, the search is refused as overloaded (503 with
+//! Retry-After) rather than answered without the events it could not scan.
+//! Refusing, not waiting for the indexer: only an index far behind gets there
+//! (a rebuild after start, or ingest above the indexer's rate for a while),
+//! where a short wait would not help and a long one would hold one of the few
+//! read connections; the client retrying is the back-pressure the rest of the
+//! API already uses.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -32,6 +72,22 @@ const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// the freshness floor under light load.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Committed rowids past the watermark (any project) above which a search is
+/// refused: finding the caller's rows in a longer tail costs too much (the
+/// walk costs about 70 ns per other project's small event: 256,000 of them
+/// about 18 ms, `tests::search_tail_cost`). The one bound that depends on
+/// other projects, as the index's lag does; the indexer runs at about
+/// 135,000 events/s, so only a rebuild or a long burst above that reaches it.
+pub(crate) const TAIL_SPAN: i64 = 64 * CHUNK;
+/// Candidate tail events (the caller's project, other filters applied) that
+/// one search tokenizes, at most: about 1 ms of work per thousand small
+/// events (`tests::search_tail_cost`, release build).
+pub(crate) const TAIL_EVENTS: usize = 2 * CHUNK as usize;
+/// Candidate tail payload bytes that one search tokenizes, at most.
+pub(crate) const TAIL_BYTES: usize = CHUNK_BYTES;
+/// Scratch connections kept for reuse (more are opened and dropped if needed).
+const SCRATCH_KEPT: usize = 8;
+
 /// The index file of the ledger at `ledger`.
 pub fn index_path(ledger: &Path) -> PathBuf {
     let mut p = ledger.as_os_str().to_owned();
@@ -45,11 +101,21 @@ pub fn index_path(ledger: &Path) -> PathBuf {
 /// of another layout is dropped and rebuilt from the ledger.
 const INDEX_LAYOUT: i64 = 2;
 
-const CREATE_FTS: &str = "CREATE VIRTUAL TABLE IF NOT EXISTS events_fts USING fts5(
-         payload, project, content='', tokenize='unicode61'
-     );
+/// The index table's definition. The tail scan builds its scratch table from
+/// this same text, so both tokenize and match alike by construction.
+macro_rules! fts_table {
+    () => {
+        "events_fts USING fts5(payload, project, content='', tokenize='unicode61')"
+    };
+}
+
+const CREATE_FTS: &str = concat!(
+    "CREATE VIRTUAL TABLE IF NOT EXISTS ",
+    fts_table!(),
+    ";
      -- Merge 8 segments per level, not 4: measured 101k -> 135k rows/s indexed.
-     INSERT INTO events_fts (events_fts, rank) VALUES ('automerge', 8);";
+     INSERT INTO events_fts (events_fts, rank) VALUES ('automerge', 8);"
+);
 
 /// The token that marks a project's events in the index's project column.
 pub(crate) fn project_token(project: agentledger_core::ProjectId) -> String {
@@ -102,6 +168,9 @@ pub(crate) struct Progress {
     wake: Mutex<bool>,
     cv: Condvar,
     stop: AtomicBool,
+    /// Tests hold the indexer to make a tail of known size.
+    #[cfg(test)]
+    held: AtomicBool,
 }
 
 impl Progress {
@@ -127,6 +196,13 @@ impl Progress {
             *w = true;
             self.cv.notify_one();
         }
+    }
+
+    /// Hold (or release) the indexer: it indexes nothing while held.
+    #[cfg(test)]
+    pub(crate) fn hold(&self, on: bool) {
+        self.held.store(on, Ordering::SeqCst);
+        self.committed(0);
     }
 
     fn wait(&self) {
@@ -237,6 +313,10 @@ impl Indexer {
 
     /// Index the next chunk after the watermark.
     pub(crate) fn index_chunk(&mut self) -> rusqlite::Result<Chunk> {
+        #[cfg(test)]
+        if self.progress.held.load(Ordering::SeqCst) {
+            return Ok(Chunk::Empty);
+        }
         let from = self.progress.indexed.load(Ordering::Relaxed);
         let mut rows: Vec<(i64, Vec<u8>, String, i64)> = Vec::new();
         let mut bytes = 0;
@@ -285,6 +365,148 @@ impl Indexer {
         self.progress.indexed.store(last, Ordering::Relaxed);
         self.progress.committed.fetch_max(last, Ordering::Relaxed);
         Ok(if full { Chunk::Full } else { Chunk::Partial })
+    }
+}
+
+/// The search is refused: the index is further behind than a search may scan.
+#[derive(Debug)]
+pub(crate) struct TailTooLong;
+
+impl std::fmt::Display for TailTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the full-text index is too far behind to scan the rest; retry shortly")
+    }
+}
+
+impl std::error::Error for TailTooLong {}
+
+fn tail_too_long() -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(TailTooLong))
+}
+
+/// The index's watermark as the read connection sees it. Read first in a
+/// search's transaction: it pins the index snapshot the search then uses.
+pub(crate) fn watermark(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce((SELECT last_rowid FROM search.indexed), 0)",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// The rowids of the caller's tail events that `fts_match` matches: events
+/// with rowid > `watermark` passing `filters` (a WHERE clause over `events e`
+/// without the full-text term, with its parameters), matched as the index
+/// would match them. Ascending. Refused (`TailTooLong`) past the bounds.
+pub(crate) fn tail_matches(
+    conn: &Connection,
+    scratch: &Scratch,
+    watermark: i64,
+    filters: &str,
+    params: &[rusqlite::types::Value],
+    project: agentledger_core::ProjectId,
+    fts_match: &str,
+) -> rusqlite::Result<Vec<i64>> {
+    let top: i64 = conn.query_row("SELECT coalesce(max(rowid), 0) FROM main.events", [], |r| {
+        r.get(0)
+    })?;
+    if top <= watermark {
+        return Ok(Vec::new());
+    }
+    if top - watermark > TAIL_SPAN {
+        return Err(tail_too_long());
+    }
+    // NOT INDEXED: walk the rowid range past the watermark, never a project
+    // or session index (which would read all of a project to find its tail).
+    let sql = format!(
+        "SELECT e.rowid, e.payload FROM events e NOT INDEXED \
+         WHERE e.rowid > ? AND {filters} ORDER BY e.rowid LIMIT {}",
+        TAIL_EVENTS + 1
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut it = st.query(rusqlite::params_from_iter(
+        std::iter::once(&rusqlite::types::Value::Integer(watermark)).chain(params.iter()),
+    ))?;
+    let mut rows: Vec<(i64, String)> = Vec::new();
+    let mut bytes = 0;
+    while let Some(r) = it.next()? {
+        let payload: String = r.get(1)?;
+        bytes += payload.len();
+        rows.push((r.get(0)?, payload));
+        if rows.len() > TAIL_EVENTS || bytes > TAIL_BYTES {
+            return Err(tail_too_long());
+        }
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    scratch.matches(&rows, &project_token(project), fts_match)
+}
+
+/// Private in-memory connections holding an empty FTS5 table of the index's
+/// definition, reused across searches.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Scratch {
+    fn open() -> rusqlite::Result<Connection> {
+        let c = Connection::open_in_memory()?;
+        c.execute_batch(concat!("CREATE VIRTUAL TABLE ", fts_table!(), ";"))?;
+        Ok(c)
+    }
+
+    /// Index `rows` (rowid, payload) of project `token` in a scratch table and
+    /// run `fts_match` there; the rows are rolled back afterwards.
+    pub(crate) fn matches(
+        &self,
+        rows: &[(i64, String)],
+        token: &str,
+        fts_match: &str,
+    ) -> rusqlite::Result<Vec<i64>> {
+        let kept = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match kept {
+            Some(c) => c,
+            None => Self::open()?,
+        };
+        let found = Self::run(&conn, rows, token, fts_match);
+        // A connection whose rollback failed may hold rows: never reuse it.
+        if found.is_ok()
+            && conn.is_autocommit()
+            && let Ok(mut idle) = self.idle.lock()
+            && idle.len() < SCRATCH_KEPT
+        {
+            idle.push(conn);
+        }
+        found
+    }
+
+    fn run(
+        conn: &Connection,
+        rows: &[(i64, String)],
+        token: &str,
+        fts_match: &str,
+    ) -> rusqlite::Result<Vec<i64>> {
+        // Dropped (rolled back) at the end: the table is empty again.
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO events_fts (rowid, payload, project) VALUES (?1, ?2, ?3)",
+            )?;
+            for (rowid, payload) in rows {
+                ins.execute(params![rowid, payload, token])?;
+            }
+        }
+        let mut st = tx.prepare_cached(
+            "SELECT rowid FROM events_fts WHERE events_fts MATCH ?1 ORDER BY rowid",
+        )?;
+        let found = st
+            .query_map(params![fts_match], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        drop(st);
+        tx.rollback()?;
+        Ok(found)
     }
 }
 
