@@ -212,6 +212,46 @@ pub struct Session {
     pub head_hash: Option<[u8; 32]>,
     pub first_event_at: Option<Micros>,
     pub last_event_at: Option<Micros>,
+    /// Summary figures, maintained by the store as events are appended (so
+    /// reading them never counts events).
+    pub counters: SessionCounters,
+    /// The `tags` (strings) of the session's first `session_started` event
+    /// that carries a `tags` array; empty when none did.
+    pub tags: Vec<String>,
+}
+
+/// A session's running totals over its committed events.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SessionCounters {
+    pub events: u64,
+    /// Events of kind `tool_call`.
+    pub tool_calls: u64,
+    /// Events of kind `tool_error` or `error`, or of severity error or critical.
+    pub errors: u64,
+    /// Events of kind `llm_call`.
+    pub llm_calls: u64,
+    /// Sums of the usage read out of payloads (`usage::Usage`).
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+impl SessionCounters {
+    /// Count one appended event (its kind, severity and usage).
+    pub fn add(&mut self, kind: Kind, severity: Severity, usage: &crate::usage::Usage) {
+        self.events += 1;
+        self.tool_calls += u64::from(kind == Kind::ToolCall);
+        self.llm_calls += u64::from(kind == Kind::LlmCall);
+        self.errors +=
+            u64::from(matches!(kind, Kind::ToolError | Kind::Error) || severity >= Severity::Error);
+        self.input_tokens = self
+            .input_tokens
+            .saturating_add(usage.input_tokens.unwrap_or(0));
+        self.output_tokens = self
+            .output_tokens
+            .saturating_add(usage.output_tokens.unwrap_or(0));
+        self.cost_usd += usage.cost_usd.unwrap_or(0.0);
+    }
 }
 
 impl ExportLine {

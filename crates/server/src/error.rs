@@ -43,6 +43,9 @@ pub enum ApiError {
          (a session, an agent, a time range, fewer or rarer words)"
     )]
     QueryBudget(std::time::Duration),
+    /// A feature of a vendor's API that agentledger does not have (named).
+    #[error("{0} is not implemented by agentledger")]
+    NotImplemented(&'static str),
     #[error("internal error")]
     Internal(String),
 }
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::StorageFull(_) => "STORAGE_FULL",
             ApiError::QueryBudget(_) => "QUERY_TOO_EXPENSIVE",
             ApiError::RequestTimeout(_) => "REQUEST_TIMEOUT",
+            ApiError::NotImplemented(_) => "NOT_IMPLEMENTED",
             ApiError::Internal(_) => "INTERNAL",
         }
     }
@@ -131,6 +136,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::StorageFull(_) => "storage_full",
             ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::NotImplemented(_) => "not_implemented",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -154,6 +160,7 @@ impl ApiError {
             }
             ApiError::BodyTooLarge(limit) => Some(json!({ "limit": limit })),
             ApiError::RateLimited(secs) => Some(json!({ "retry_after_seconds": secs })),
+            ApiError::NotImplemented(feature) => Some(json!({ "feature": feature })),
             _ => None,
         };
         ErrorBody {

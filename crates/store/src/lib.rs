@@ -73,6 +73,36 @@ pub struct NewSession {
     pub metadata: Box<RawValue>,
 }
 
+/// One agent as its sessions describe it (agents have no record of their
+/// own: an agent is the `agent_id` its sessions name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSummary {
+    pub id: String,
+    /// Earliest first-event time (a session's creation time until it has events).
+    pub first_seen_at: Micros,
+    /// Latest last-event time (likewise).
+    pub last_seen_at: Micros,
+    pub session_count: u64,
+}
+
+/// A page of agents, by id; `total` counts every agent of the project.
+#[derive(Debug, Clone)]
+pub struct AgentPage {
+    pub agents: Vec<AgentSummary>,
+    pub total: u64,
+}
+
+/// Offset paging and a tags filter over a session listing (AgentLens's
+/// listing pages by offset; the native one by cursor).
+#[derive(Debug, Clone, Default)]
+pub struct SessionListing {
+    /// Filters and page size (its cursor is not used here).
+    pub query: SessionQuery,
+    pub offset: u64,
+    /// Sessions carrying any of these tags (none: no tag filter).
+    pub any_tags: Vec<String>,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("session {0:?} already exists")]
@@ -135,6 +165,22 @@ pub trait EventStore: Send + Sync + 'static {
         project: &ProjectRef,
         q: SessionQuery,
     ) -> StoreResult<SessionPage>;
+    /// Sessions newest first, skipping `offset` (bounded by the caller), with
+    /// the same filters as [`EventStore::list_sessions`] plus tags.
+    async fn list_sessions_at(
+        &self,
+        project: &ProjectRef,
+        listing: SessionListing,
+    ) -> StoreResult<SessionPage>;
+    /// The project's agents ordered by id (`only`: that one agent), from their
+    /// sessions; a page of at most `limit` after `offset`.
+    async fn list_agents(
+        &self,
+        project: &ProjectRef,
+        only: Option<String>,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<AgentPage>;
 
     async fn query_events(&self, project: &ProjectRef, q: EventQuery) -> StoreResult<EventPage>;
     /// Token and cost sums over the events matching `q` (its paging fields are

@@ -1,6 +1,7 @@
 //! AgentLens (seed 002): batched ingest at `POST /api/events`, queries at
 //! `GET /api/events` and `GET /api/events/:id`, camelCase throughout.
 
+pub mod read;
 #[cfg(test)]
 mod tests;
 

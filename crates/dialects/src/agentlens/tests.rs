@@ -138,3 +138,64 @@ fn query_parameters_follow_the_document() {
         .is_err()
     );
 }
+
+mod read {
+    use agentledger_core::SessionStatus;
+
+    use crate::agentlens::read::{MAX_OFFSET, SessionsParams, TimelineParams};
+
+    fn params(status: &str) -> SessionsParams {
+        SessionsParams {
+            status: Some(status.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statuses_map_onto_the_ledgers() {
+        let r = params("active").to_request().unwrap();
+        assert_eq!(r.query.status, Some(SessionStatus::Active));
+        let r = params("completed").to_request().unwrap();
+        assert_eq!(r.query.status, Some(SessionStatus::Ended));
+        // Both: no status filter; error alone: nothing can match.
+        let r = params("active,completed").to_request().unwrap();
+        assert_eq!((r.query.status, r.matches_nothing), (None, false));
+        let r = params("error").to_request().unwrap();
+        assert!(r.matches_nothing);
+        let r = params("error,completed").to_request().unwrap();
+        assert_eq!(
+            (r.query.status, r.matches_nothing),
+            (Some(SessionStatus::Ended), false)
+        );
+        assert!(params("done").to_request().is_err());
+    }
+
+    #[test]
+    fn pages_and_tags_are_bounded() {
+        let p = SessionsParams {
+            limit: Some(100_000),
+            offset: Some(MAX_OFFSET),
+            tags: Some("a, b,,c".into()),
+            ..Default::default()
+        };
+        let r = p.to_request().unwrap();
+        assert_eq!(r.query.limit, 500);
+        assert_eq!(r.offset, MAX_OFFSET);
+        assert_eq!(r.tags, ["a", "b", "c"]);
+        let deep = SessionsParams {
+            offset: Some(MAX_OFFSET + 1),
+            ..Default::default()
+        };
+        assert!(deep.to_request().is_err());
+        let many = SessionsParams {
+            tags: Some(vec!["t"; 21].join(",")),
+            ..Default::default()
+        };
+        assert!(many.to_request().is_err());
+        let t = TimelineParams {
+            limit: Some(5_000),
+            offset: Some(u64::MAX),
+        };
+        assert_eq!(t.page().unwrap(), (1_000, i64::MAX as u64));
+    }
+}

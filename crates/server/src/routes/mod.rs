@@ -2,6 +2,7 @@
 //! the handlers' annotations.
 
 pub mod agentlens;
+pub mod agentlens_read;
 pub mod fabraix;
 pub mod native;
 pub mod ops;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .merge(native::router())
         .merge(fabraix::router())
         .merge(agentlens::router())
+        .merge(agentlens_read::router())
         .merge(secureagentics::router())
         .merge(realm::router())
         .merge(otlp::router())
@@ -43,6 +45,8 @@ pub fn router() -> Router<AppState> {
         native::verify, native::export, native::usage, ops::metrics,
         fabraix::register, fabraix::event,
         agentlens::ingest, agentlens::list, agentlens::get_one,
+        agentlens_read::list_sessions, agentlens_read::get_session, agentlens_read::timeline,
+        agentlens_read::list_agents, agentlens_read::get_agent, agentlens_read::llm_analytics,
         secureagentics::send, secureagentics::send_batch, secureagentics::list,
         realm::create, realm::create_batch, realm::get_one,
         otlp::traces, otlp::logs,

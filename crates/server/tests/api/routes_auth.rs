@@ -71,6 +71,12 @@ async fn seed(app: &TestApp) -> BTreeMap<&'static str, String> {
             "sess-of-project-a".to_owned(),
         ),
         ("/api/events/{id}", al_id),
+        ("/api/sessions/{id}", "sess-of-project-a".to_owned()),
+        (
+            "/api/sessions/{id}/timeline",
+            "sess-of-project-a".to_owned(),
+        ),
+        ("/api/agents/{id}", "my-agent".to_owned()),
         ("/v1/events/{id}", realm_id),
         ("/v1/agents/{id}/events", "agt_of_project_a".to_owned()),
         (

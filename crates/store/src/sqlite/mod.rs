@@ -1,6 +1,7 @@
 //! The embedded SQLite backend: WAL, `synchronous=FULL`, one group-commit
 //! writer thread, a pool of read-only connections that never block it.
 
+mod agents;
 mod checkpoint;
 mod faults;
 mod rows;
@@ -23,6 +24,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use agentledger_core::verdict::Decision;
 use agentledger_core::{Event, EventId, Kind, Micros, NewEvent, ProjectId, Session};
 
+use crate::{AgentPage, SessionListing};
 use crate::{
     ApiKeyInfo, AppendedEvent, DerivedColumns, EventStore, NewSession, ProjectRef, SavedPolicySet,
     StoreError, StoreResult, WriterObserver,
@@ -679,6 +681,8 @@ fn list_sessions_sync(
     conn: &Connection,
     project: &ProjectRef,
     q: &SessionQuery,
+    offset: u64,
+    any_tags: &[String],
 ) -> rusqlite::Result<SessionPage> {
     let mut filters = String::from("s.project_id = ?");
     let mut params: Vec<Value> = vec![Value::Integer(project.id.0)];
@@ -699,6 +703,15 @@ fn list_sessions_sync(
     if let Some(t) = q.to {
         filters.push_str(" AND s.created_at <= ?");
         params.push(Value::Integer(t.0));
+    }
+    if !any_tags.is_empty() {
+        // Tags are stored as the JSON array the client sent (writer.rs).
+        filters.push_str(" AND EXISTS (SELECT 1 FROM json_each(s.tags) t WHERE t.value IN (");
+        for (i, t) in any_tags.iter().enumerate() {
+            filters.push_str(if i == 0 { "?" } else { ", ?" });
+            params.push(Value::Text(t.clone()));
+        }
+        filters.push_str("))");
     }
     let total: i64 = conn.query_row(
         &format!("SELECT count(*) FROM sessions s WHERE {filters}"),
@@ -723,8 +736,9 @@ fn list_sessions_sync(
         params.push(Value::Integer(rowid));
     }
     let limit = q.limit.max(1) as i64;
-    sql.push_str(" ORDER BY s.created_at DESC, s.rowid DESC LIMIT ?");
+    sql.push_str(" ORDER BY s.created_at DESC, s.rowid DESC LIMIT ? OFFSET ?");
     params.push(Value::Integer(limit + 1));
+    params.push(Value::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(params.iter()))?;
     let mut sessions = Vec::new();
@@ -839,7 +853,31 @@ impl EventStore for SqliteStore {
         q: SessionQuery,
     ) -> StoreResult<SessionPage> {
         let project = project.clone();
-        self.read_budgeted(move |c| list_sessions_sync(c, &project, &q))
+        self.read_budgeted(move |c| list_sessions_sync(c, &project, &q, 0, &[]))
+            .await
+    }
+
+    async fn list_sessions_at(
+        &self,
+        project: &ProjectRef,
+        l: SessionListing,
+    ) -> StoreResult<SessionPage> {
+        let project = project.clone();
+        self.read_budgeted(move |c| {
+            list_sessions_sync(c, &project, &l.query, l.offset, &l.any_tags)
+        })
+        .await
+    }
+
+    async fn list_agents(
+        &self,
+        project: &ProjectRef,
+        only: Option<String>,
+        limit: u32,
+        offset: u64,
+    ) -> StoreResult<AgentPage> {
+        let project = project.clone();
+        self.read_budgeted(move |c| agents::list_agents_sync(c, &project, only, limit, offset))
             .await
     }
 

@@ -5,7 +5,7 @@ use rusqlite::types::Type;
 use serde_json::value::RawValue;
 
 use agentledger_core::chain::SessionHeader;
-use agentledger_core::event::SessionHeaderOut;
+use agentledger_core::event::{SessionCounters, SessionHeaderOut};
 use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
 
 /// Columns of an event row; the query must alias events as `e` and sessions as `s`.
@@ -19,7 +19,9 @@ pub const EVENT_COL_COUNT: usize = 25;
 pub const EVENT_FROM: &str = "events e JOIN sessions s ON s.rowid = e.session_ref";
 
 pub const SESSION_COLS: &str = "s.id, s.agent_id, s.system_prompt, s.metadata, s.created_at, \
-    s.status, s.head_seq, s.head_hash, s.first_event_at, s.last_event_at, s.rowid";
+    s.status, s.head_seq, s.head_hash, s.first_event_at, s.last_event_at, s.rowid, \
+    s.event_count, s.tool_call_count, s.error_count, s.llm_call_count, s.input_tokens, \
+    s.output_tokens, s.cost_usd, s.tags";
 
 fn bad(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Blob, what.to_owned().into())
@@ -124,7 +126,33 @@ pub fn session_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<Session>
         head_hash: opt_hash32(r, 7)?,
         first_event_at: r.get::<_, Option<i64>>(8)?.map(Micros),
         last_event_at: r.get::<_, Option<i64>>(9)?.map(Micros),
+        counters: SessionCounters {
+            events: r.get::<_, i64>(11)? as u64,
+            tool_calls: r.get::<_, i64>(12)? as u64,
+            errors: r.get::<_, i64>(13)? as u64,
+            llm_calls: r.get::<_, i64>(14)? as u64,
+            input_tokens: r.get(15)?,
+            output_tokens: r.get(16)?,
+            cost_usd: r.get(17)?,
+        },
+        tags: tags_of(r.get::<_, Option<String>>(18)?.as_deref()),
     })
+}
+
+/// A session's stored tags (a JSON array) as its string members; members of
+/// other types are not tags and are left out, in order.
+fn tags_of(stored: Option<&str>) -> Vec<String> {
+    let Some(s) = stored else { return Vec::new() };
+    match serde_json::from_str::<Vec<serde_json::Value>>(s) {
+        Ok(v) => v
+            .into_iter()
+            .filter_map(|t| match t {
+                serde_json::Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The derived columns (project_id, decision, model, input_tokens,

@@ -107,6 +107,40 @@ const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 7: session counters (AgentLens's session summary), kept by the writer
+    // in the append's own transaction so reading a session never counts its
+    // events; tags from its first `session_started` that carries a `tags`
+    // array; an index for per-agent listings. Existing sessions are
+    // backfilled from their events. Kind codes: session_started 0, llm_call
+    // 3, tool_call 5, tool_error 7, error 12; severity error 3, critical 4
+    // (pinned by `migration_7_codes_match_the_enums`).
+    r#"
+    ALTER TABLE sessions ADD COLUMN event_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN tool_call_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN error_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN llm_call_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0.0;
+    ALTER TABLE sessions ADD COLUMN tags TEXT;
+    UPDATE sessions SET
+        (event_count, tool_call_count, error_count, llm_call_count,
+         input_tokens, output_tokens, cost_usd) = (
+        SELECT count(*),
+               coalesce(sum(e.kind = 5), 0),
+               coalesce(sum(e.kind IN (7, 12) OR e.severity >= 3), 0),
+               coalesce(sum(e.kind = 3), 0),
+               coalesce(sum(e.input_tokens), 0),
+               coalesce(sum(e.output_tokens), 0),
+               coalesce(sum(e.cost_usd), 0.0)
+        FROM events e WHERE e.session_ref = sessions.rowid),
+        tags = (
+        SELECT json_extract(e.payload, '$.tags') FROM events e
+        WHERE e.session_ref = sessions.rowid AND e.kind = 0
+          AND json_valid(e.payload) AND json_type(e.payload, '$.tags') = 'array'
+        ORDER BY e.seq LIMIT 1);
+    CREATE INDEX sessions_project_agent ON sessions(project_id, agent_id, created_at);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -129,4 +163,129 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<usize> {
         tx.commit()?;
     }
     Ok(MIGRATIONS.len() - current)
+}
+
+#[cfg(test)]
+mod tests {
+    use agentledger_core::{Kind, Severity};
+
+    /// Migration 7's backfill names kinds and severities by their stored codes.
+    #[test]
+    fn migration_7_codes_match_the_enums() {
+        assert_eq!(Kind::SessionStarted.code(), 0);
+        assert_eq!(Kind::LlmCall.code(), 3);
+        assert_eq!(Kind::ToolCall.code(), 5);
+        assert_eq!(Kind::ToolError.code(), 7);
+        assert_eq!(Kind::Error.code(), 12);
+        assert_eq!(Severity::Error.code(), 3);
+        assert_eq!(Severity::Critical.code(), 4);
+    }
+
+    /// The counters the writer keeps as events are appended are exactly what
+    /// migration 7's backfill computes from the events of a database written
+    /// before it; appends after the backfill continue from there.
+    #[tokio::test]
+    async fn migration_7_backfills_what_the_writer_keeps() {
+        use crate::conformance::{event, project};
+        use crate::sqlite::{SqliteOptions, SqliteStore};
+        use crate::{EventStore, SessionListing};
+
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ledger.db");
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let p = project(&store, "p").await;
+        let mut failed = event("s1", Kind::Custom, r#"{"type":"x","data":1}"#);
+        failed.severity = Severity::Critical;
+        let batch = vec![
+            event("s1", Kind::SessionStarted, r#"{"tags":["prod",1,"eu"]}"#),
+            event("s1", Kind::SessionStarted, r#"{"tags":["later"]}"#),
+            event("s1", Kind::LlmCall, r#"{"model":"m"}"#),
+            event(
+                "s1",
+                Kind::LlmResponse,
+                r#"{"model":"m","usage":{"inputTokens":12,"outputTokens":5},"costUsd":0.5}"#,
+            ),
+            event("s2", Kind::Memory, "{}"),
+        ];
+        store.append(&p, batch).await.unwrap();
+        store
+            .append(
+                &p,
+                vec![
+                    event(
+                        "s1",
+                        Kind::ToolCall,
+                        r#"{"toolName":"t","callId":"c","arguments":{}}"#,
+                    ),
+                    event("s1", Kind::ToolError, "{}"),
+                    failed,
+                    event("s1", Kind::SessionEnded, r#"{"reason":"done"}"#),
+                ],
+            )
+            .await
+            .unwrap();
+        let kept = store.get_session(&p, "s1").await.unwrap().unwrap();
+        let c = kept.counters;
+        assert_eq!(
+            (c.events, c.llm_calls, c.tool_calls, c.errors),
+            (8, 1, 1, 2)
+        );
+        assert_eq!((c.input_tokens, c.output_tokens, c.cost_usd), (12, 5, 0.5));
+        assert_eq!(kept.tags, ["prod", "eu"]);
+        store.close().await;
+        drop(store);
+
+        // The same database as a binary before migration 7 would leave it.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX sessions_project_agent;
+             ALTER TABLE sessions DROP COLUMN event_count;
+             ALTER TABLE sessions DROP COLUMN tool_call_count;
+             ALTER TABLE sessions DROP COLUMN error_count;
+             ALTER TABLE sessions DROP COLUMN llm_call_count;
+             ALTER TABLE sessions DROP COLUMN input_tokens;
+             ALTER TABLE sessions DROP COLUMN output_tokens;
+             ALTER TABLE sessions DROP COLUMN cost_usd;
+             ALTER TABLE sessions DROP COLUMN tags;
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        drop(conn);
+
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let back = store.get_session(&p, "s1").await.unwrap().unwrap();
+        assert_eq!(back.counters, kept.counters);
+        assert_eq!(back.tags, kept.tags);
+        let s2 = store.get_session(&p, "s2").await.unwrap().unwrap();
+        assert_eq!((s2.counters.events, s2.tags.len()), (1, 0));
+        store
+            .append(&p, vec![event("s1", Kind::LlmCall, "{}")])
+            .await
+            .unwrap();
+        let after = store.get_session(&p, "s1").await.unwrap().unwrap();
+        assert_eq!((after.counters.events, after.counters.llm_calls), (9, 2));
+
+        // Tag filter and agents over the migrated rows.
+        let tagged = store
+            .list_sessions_at(
+                &p,
+                SessionListing {
+                    query: crate::SessionQuery {
+                        limit: 10,
+                        ..Default::default()
+                    },
+                    offset: 0,
+                    any_tags: vec!["eu".into()],
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(tagged.total, 1);
+        assert_eq!(tagged.sessions[0].id, "s1");
+        let agents = store.list_agents(&p, None, 10, 0).await.unwrap();
+        assert_eq!(agents.total, 1);
+        assert_eq!(agents.agents[0].id, "agent-1");
+        assert_eq!(agents.agents[0].session_count, 2);
+        store.close().await;
+    }
 }

@@ -18,6 +18,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use agentledger_core::chain::{ENVELOPE_VERSION, HashInput, sha256};
+use agentledger_core::event::SessionCounters;
 use agentledger_core::usage::Usage;
 use agentledger_core::{EventId, Kind, Micros, NewEvent, Session};
 
@@ -101,6 +102,11 @@ struct Head {
     ended: bool,
     first_at: Option<i64>,
     last_at: Option<i64>,
+    /// Running totals, written with the head in the append's transaction.
+    counters: SessionCounters,
+    /// The session's tags as stored (a JSON array), once a `session_started`
+    /// event carried them.
+    tags: Option<String>,
 }
 
 pub(crate) struct Writer {
@@ -291,7 +297,9 @@ impl Writer {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT rowid, head_seq, head_hash, status, first_event_at, last_event_at
+                "SELECT rowid, head_seq, head_hash, status, first_event_at, last_event_at,
+                    event_count, tool_call_count, error_count, llm_call_count,
+                    input_tokens, output_tokens, cost_usd, tags
                  FROM sessions WHERE project_id = ?1 AND id = ?2",
             )
             .and_then(|mut st| {
@@ -305,6 +313,16 @@ impl Writer {
                         ended: r.get::<_, i64>(3)? == 1,
                         first_at: r.get(4)?,
                         last_at: r.get(5)?,
+                        counters: SessionCounters {
+                            events: r.get::<_, i64>(6)? as u64,
+                            tool_calls: r.get::<_, i64>(7)? as u64,
+                            errors: r.get::<_, i64>(8)? as u64,
+                            llm_calls: r.get::<_, i64>(9)? as u64,
+                            input_tokens: r.get(10)?,
+                            output_tokens: r.get(11)?,
+                            cost_usd: r.get(12)?,
+                        },
+                        tags: r.get(13)?,
                     })
                 })
                 .optional()
@@ -434,6 +452,10 @@ impl Writer {
             if ev.kind == Kind::SessionEnded {
                 head.ended = true;
             }
+            head.counters.add(ev.kind, ev.severity, &usage);
+            if head.tags.is_none() && ev.kind == Kind::SessionStarted {
+                head.tags = session_tags(payload);
+            }
             local.insert(key, head);
             out.push(AppendedEvent {
                 id,
@@ -447,7 +469,10 @@ impl Writer {
             self.conn
                 .prepare_cached(
                     "UPDATE sessions SET head_seq = ?1, head_hash = ?2, status = ?3,
-                        first_event_at = ?4, last_event_at = ?5 WHERE rowid = ?6",
+                        first_event_at = ?4, last_event_at = ?5, event_count = ?7,
+                        tool_call_count = ?8, error_count = ?9, llm_call_count = ?10,
+                        input_tokens = ?11, output_tokens = ?12, cost_usd = ?13, tags = ?14
+                     WHERE rowid = ?6",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
@@ -456,7 +481,15 @@ impl Writer {
                         head.ended as i64,
                         head.first_at,
                         head.last_at,
-                        head.session_rowid
+                        head.session_rowid,
+                        head.counters.events as i64,
+                        head.counters.tool_calls as i64,
+                        head.counters.errors as i64,
+                        head.counters.llm_calls as i64,
+                        head.counters.input_tokens,
+                        head.counters.output_tokens,
+                        head.counters.cost_usd,
+                        head.tags,
                     ])
                 })
                 .map_err(storage)?;
@@ -523,6 +556,8 @@ impl Writer {
             ended: false,
             first_at: None,
             last_at: None,
+            counters: SessionCounters::default(),
+            tags: None,
         })
     }
 
@@ -755,4 +790,15 @@ impl Writer {
             revoked_at: None,
         })
     }
+}
+
+/// The `tags` array of a `session_started` payload, as stored JSON (the
+/// AgentLens document types it as an array; anything else carries no tags).
+/// Read back as its string members (rows.rs).
+fn session_tags(payload: &str) -> Option<String> {
+    // Only session_started payloads come here (small, validated objects).
+    let mut members: HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(payload).ok()?;
+    let tags = members.remove("tags")?;
+    tags.get().starts_with('[').then(|| tags.get().to_owned())
 }
