@@ -124,7 +124,8 @@ impl TestApp {
             .expect("request")
     }
 
-    /// Full-text search trails ingest by design (a background indexer):
+    /// The background indexer trails ingest (searches still find the tail by
+    /// scanning it); tests that need the index itself caught up wait here:
     /// wait until `/metrics` says nothing committed is unsearchable.
     pub async fn wait_for_search(&self) {
         for _ in 0..1000 {
