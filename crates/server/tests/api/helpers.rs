@@ -126,7 +126,7 @@ impl TestApp {
 
     /// The background indexer trails ingest (searches still find the tail by
     /// scanning it); tests that need the index itself caught up wait here:
-    /// wait until `/metrics` says nothing committed is unsearchable.
+    /// until `/metrics` says the search backlog is 0.
     pub async fn wait_for_search(&self) {
         for _ in 0..1000 {
             let text = self.metrics().await;
