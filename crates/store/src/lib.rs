@@ -103,6 +103,36 @@ pub struct SessionListing {
     pub any_tags: Vec<String>,
 }
 
+/// How [`EventStore::llm_usage`] groups LLM responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmGroup {
+    /// By the provider and model the payload names.
+    Model,
+    /// By time bucket of this many microseconds (an hour, a day; a week's
+    /// buckets start on Mondays, UTC).
+    Time(i64),
+}
+
+/// LLM calls (events of kind `llm_response`) of one group: their count,
+/// the usage columns' sums, and the `latencyMs` their payloads carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmUsageRow {
+    /// The payload's `provider` (grouped by model; else `None`).
+    pub provider: Option<String>,
+    /// The usage column's model (grouped by model; else `None`).
+    pub model: Option<String>,
+    /// The bucket's start (grouped by time; else `None`).
+    pub bucket: Option<Micros>,
+    pub calls: u64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+    /// Sum and count of the numeric `latencyMs` members (calls without one
+    /// are not averaged in).
+    pub latency_ms_sum: f64,
+    pub latency_count: u64,
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("session {0:?} already exists")]
@@ -191,6 +221,17 @@ pub trait EventStore: Send + Sync + 'static {
         q: EventQuery,
         group: Option<UsageGroup>,
     ) -> StoreResult<Vec<UsageRow>>;
+    /// LLM responses matching `q` (its kinds and paging fields are ignored;
+    /// `provider`: only responses whose payload names it), grouped; at most
+    /// 1,001 groups, so a caller can tell "more than 1,000" (by model:
+    /// largest cost first; by time: in time order).
+    async fn llm_usage(
+        &self,
+        project: &ProjectRef,
+        q: EventQuery,
+        provider: Option<String>,
+        group: LlmGroup,
+    ) -> StoreResult<Vec<LlmUsageRow>>;
     async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>>;
     /// Events of one session with seq > `after_seq`, in seq order.
     async fn session_events(

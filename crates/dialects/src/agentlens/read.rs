@@ -294,11 +294,28 @@ pub struct LlmAnalyticsParams {
     pub agent_id: Option<String>,
     /// Only this model.
     pub model: Option<String>,
-    /// Accepted for compatibility; the ledger's usage columns record no
-    /// provider, so a provider filter is refused (400) rather than ignored.
+    /// Only calls whose response names this provider.
     pub provider: Option<String>,
-    /// hour, day or week: accepted; `byTime` is not computed (always empty).
+    /// `byTime` buckets: hour, day (default) or week (weeks start on
+    /// Mondays, UTC). More than 1,000 buckets is 400: narrow the range.
     pub granularity: Option<String>,
+}
+
+const HOUR_MICROS: i64 = 3_600 * 1_000_000;
+
+impl LlmAnalyticsParams {
+    /// The `byTime` bucket width in microseconds.
+    pub fn bucket_micros(&self) -> Result<i64, InputError> {
+        match self.granularity.as_deref() {
+            Some("hour") => Ok(HOUR_MICROS),
+            None | Some("day") => Ok(24 * HOUR_MICROS),
+            Some("week") => Ok(7 * 24 * HOUR_MICROS),
+            Some(_) => Err(InputError::invalid(
+                "granularity",
+                "granularity: must be hour, day or week",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -309,7 +326,7 @@ pub struct LlmSummary {
     pub total_cost_usd: f64,
     pub total_input_tokens: i64,
     pub total_output_tokens: i64,
-    /// Latency is not summed by the ledger: always 0.
+    /// Mean of the responses' numeric `latencyMs` (0 when none has one).
     pub avg_latency_ms: f64,
     pub avg_cost_per_call: f64,
 }
@@ -318,14 +335,14 @@ pub struct LlmSummary {
 #[schema(as = agentlens::LlmAnalyticsByModel)]
 #[serde(rename_all = "camelCase")]
 pub struct LlmByModel {
-    /// The usage columns record no provider: always "".
+    /// The responses' `provider` ("" when they name none).
     pub provider: String,
     pub model: String,
     pub calls: u64,
     pub cost_usd: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,
-    /// Always 0 (see the summary).
+    /// Mean of the responses' numeric `latencyMs` (0 when none has one).
     pub avg_latency_ms: f64,
 }
 
@@ -333,6 +350,7 @@ pub struct LlmByModel {
 #[schema(as = agentlens::LlmAnalyticsByTime)]
 #[serde(rename_all = "camelCase")]
 pub struct LlmByTime {
+    /// The bucket's start.
     pub bucket: String,
     pub calls: u64,
     pub cost_usd: f64,
@@ -346,8 +364,9 @@ pub struct LlmByTime {
 #[serde(rename_all = "camelCase")]
 pub struct LlmAnalytics {
     pub summary: LlmSummary,
-    /// Largest cost first, at most 1,000 models.
+    /// By provider and model, largest cost first.
     pub by_model: Vec<LlmByModel>,
-    /// Not computed by agentledger: always empty.
+    /// By time bucket (`granularity`), in time order; buckets without calls
+    /// are left out.
     pub by_time: Vec<LlmByTime>,
 }

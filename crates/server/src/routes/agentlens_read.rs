@@ -8,17 +8,17 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 
-use agentledger_core::Kind;
+use agentledger_core::Micros;
 use agentledger_core::query::EventQuery;
 use agentledger_dialects::InputError;
 use agentledger_dialects::agentlens::EventOut;
 use agentledger_dialects::agentlens::read::{
     AgentList, AgentOut, AgentsParams, HealthOut, LlmAnalytics, LlmAnalyticsParams, LlmByModel,
-    LlmSummary, SessionList, SessionOut, SessionsParams, TimelineOut, TimelineParams,
+    LlmByTime, LlmSummary, SessionList, SessionOut, SessionsParams, TimelineOut, TimelineParams,
 };
 use agentledger_dialects::native::{ErrorBody, time_param};
 use agentledger_store::verify::verify_session;
-use agentledger_store::{AgentSummary, SessionListing, UsageGroup};
+use agentledger_store::{AgentSummary, LlmGroup, SessionListing};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -213,10 +213,11 @@ pub async fn get_agent(
 
 /// LLM analytics
 ///
-/// Calls (events of type `llm_response` carrying usage), tokens and cost over
-/// a time range, in all and by model, from the usage columns the ledger keeps
-/// for every event. The ledger records no provider or latency: `provider` is
-/// "", latencies 0, and `byTime` empty.
+/// Calls (events of type `llm_response`: AgentLens records a call as an
+/// `llm_call`/`llm_response` pair and the response carries the usage),
+/// tokens and cost from the usage columns the ledger keeps for every event;
+/// provider and latency from the responses' payloads. In all, by provider and
+/// model, and by time bucket.
 #[utoipa::path(get, path = "/api/analytics/llm", tag = "agentlens", params(LlmAnalyticsParams),
     responses((status = 200, body = LlmAnalytics), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("bearer" = []), ("api_key" = [])))]
@@ -225,34 +226,44 @@ pub async fn llm_analytics(
     caller: Caller,
     QueryParams(p): QueryParams<LlmAnalyticsParams>,
 ) -> Result<Json<LlmAnalytics>, ApiError> {
-    if p.provider.is_some() {
-        return Err(InputError::invalid(
-            "provider",
-            "provider: agentledger's usage figures record no provider; filter by model",
-        )
-        .into());
-    }
-    if let Some(g) = &p.granularity
-        && !matches!(g.as_str(), "hour" | "day" | "week")
-    {
-        return Err(
-            InputError::invalid("granularity", "granularity: must be hour, day or week").into(),
-        );
-    }
-    // AgentLens records a call as an llm_call/llm_response pair and the
-    // response carries the usage: one response, one call.
+    let width = p.bucket_micros()?;
     let q = EventQuery {
         agent_id: p.agent_id.clone(),
-        kinds: vec![Kind::LlmResponse],
         from: time_param("from", &p.from)?,
         to: time_param("to", &p.to)?,
         model: p.model.clone(),
         ..Default::default()
     };
-    let rows = st
+    let by_model = st
         .store
-        .usage(&caller.project, q, Some(UsageGroup::Model))
+        .llm_usage(
+            &caller.project,
+            q.clone(),
+            p.provider.clone(),
+            LlmGroup::Model,
+        )
         .await?;
+    let by_time = st
+        .store
+        .llm_usage(
+            &caller.project,
+            q,
+            p.provider.clone(),
+            LlmGroup::Time(width),
+        )
+        .await?;
+    // Never answer a part as if it were the whole.
+    if by_model.len() > MAX_GROUPS || by_time.len() > MAX_GROUPS {
+        return Err(InputError::invalid(
+            "granularity",
+            format!(
+                "more than {MAX_GROUPS} models or time buckets: narrow the range (from, to), \
+                 filter by agentId or model, or use a coarser granularity"
+            ),
+        )
+        .into());
+    }
+    let mean = |sum: f64, n: u64| if n == 0 { 0.0 } else { sum / n as f64 };
     let mut summary = LlmSummary {
         total_calls: 0,
         total_cost_usd: 0.0,
@@ -261,32 +272,48 @@ pub async fn llm_analytics(
         avg_latency_ms: 0.0,
         avg_cost_per_call: 0.0,
     };
-    let mut by_model = Vec::with_capacity(rows.len());
-    for r in rows {
-        summary.total_calls += r.events;
+    let (mut latency_sum, mut latency_n) = (0.0, 0);
+    for r in &by_model {
+        summary.total_calls += r.calls;
         summary.total_cost_usd += r.cost_usd;
         summary.total_input_tokens = summary.total_input_tokens.saturating_add(r.input_tokens);
         summary.total_output_tokens = summary.total_output_tokens.saturating_add(r.output_tokens);
-        by_model.push(LlmByModel {
-            provider: String::new(),
-            // Responses that named no model are grouped under "".
-            model: r.group.unwrap_or_default(),
-            calls: r.events,
-            cost_usd: r.cost_usd,
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            avg_latency_ms: 0.0,
-        });
+        latency_sum += r.latency_ms_sum;
+        latency_n += r.latency_count;
     }
-    if summary.total_calls > 0 {
-        summary.avg_cost_per_call = summary.total_cost_usd / summary.total_calls as f64;
-    }
+    summary.avg_latency_ms = mean(latency_sum, latency_n);
+    summary.avg_cost_per_call = mean(summary.total_cost_usd, summary.total_calls);
     Ok(Json(LlmAnalytics {
         summary,
-        by_model,
-        by_time: Vec::new(),
+        by_model: by_model
+            .into_iter()
+            .map(|r| LlmByModel {
+                // Responses that named no provider or model are grouped under "".
+                provider: r.provider.unwrap_or_default(),
+                model: r.model.unwrap_or_default(),
+                calls: r.calls,
+                cost_usd: r.cost_usd,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                avg_latency_ms: mean(r.latency_ms_sum, r.latency_count),
+            })
+            .collect(),
+        by_time: by_time
+            .into_iter()
+            .map(|r| LlmByTime {
+                bucket: r.bucket.unwrap_or(Micros(0)).to_rfc3339_millis(),
+                calls: r.calls,
+                cost_usd: r.cost_usd,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                avg_latency_ms: mean(r.latency_ms_sum, r.latency_count),
+            })
+            .collect(),
     }))
 }
+
+/// Models or time buckets in one analytics answer, at most.
+const MAX_GROUPS: usize = 1_000;
 
 /// A handler per SDK route of a feature agentledger does not have: 501 with
 /// the envelope naming the feature, once the key is checked (so the answer

@@ -123,12 +123,21 @@ def main():
     check(agent.first_seen_at <= agent.last_seen_at, "agent seen times", agent)
     health = client.health()
     check(health.status == "ok" and health.version, "health", health)
-    analytics = client.get_llm_analytics(LlmAnalyticsParams(agent_id=agent_id))
+    analytics = client.get_llm_analytics(
+        LlmAnalyticsParams(agent_id=agent_id, granularity="hour"))
     check(analytics.summary.total_calls == 1, "analytics calls", analytics.summary)
     check(analytics.summary.total_input_tokens == 13
           and analytics.summary.total_output_tokens == 7, "analytics tokens", analytics.summary)
-    check([(m.model, m.calls) for m in analytics.by_model] == [(MODEL, 1)],
-          "analytics by model", analytics.by_model)
+    check(analytics.summary.total_cost_usd == resp.payload["costUsd"], "analytics cost",
+          analytics.summary)
+    check(analytics.summary.avg_latency_ms == resp.payload["latencyMs"], "analytics latency",
+          (analytics.summary, resp.payload["latencyMs"]))
+    check([(m.provider, m.model, m.calls) for m in analytics.by_model]
+          == [(resp.payload["provider"], MODEL, 1)], "analytics by model", analytics.by_model)
+    check(resp.payload["provider"] == "openai", "provider recorded", resp.payload)
+    check(len(analytics.by_time) == 1 and analytics.by_time[0].calls == 1
+          and analytics.by_time[0].bucket.endswith(":00:00.000Z"), "analytics by hour",
+          analytics.by_time)
 
     # A feature agentledger does not have: the SDK raises its error for a 501.
     try:

@@ -4,6 +4,7 @@
 mod agents;
 mod checkpoint;
 mod faults;
+mod llm;
 mod rows;
 mod schema;
 mod search;
@@ -24,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use agentledger_core::verdict::Decision;
 use agentledger_core::{Event, EventId, Kind, Micros, NewEvent, ProjectId, Session};
 
-use crate::{AgentPage, SessionListing};
+use crate::{AgentPage, LlmGroup, LlmUsageRow, SessionListing};
 use crate::{
     ApiKeyInfo, AppendedEvent, DerivedColumns, EventStore, NewSession, ProjectRef, SavedPolicySet,
     StoreError, StoreResult, WriterObserver,
@@ -895,6 +896,18 @@ impl EventStore for SqliteStore {
     ) -> StoreResult<Vec<UsageRow>> {
         let project = project.clone();
         self.read_budgeted(move |c| usage_sync(c, &project, &q, group))
+            .await
+    }
+
+    async fn llm_usage(
+        &self,
+        project: &ProjectRef,
+        q: EventQuery,
+        provider: Option<String>,
+        group: LlmGroup,
+    ) -> StoreResult<Vec<LlmUsageRow>> {
+        let project = project.clone();
+        self.read_budgeted(move |c| llm::llm_usage_sync(c, &project, &q, provider, group))
             .await
     }
 

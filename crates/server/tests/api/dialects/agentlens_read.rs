@@ -182,17 +182,38 @@ async fn llm_analytics_sums_the_usage_columns() {
     assert_eq!(a["summary"]["totalOutputTokens"], 10);
     assert_eq!(a["summary"]["totalCostUsd"], 0.5);
     assert_eq!(a["summary"]["avgCostPerCall"], 0.25);
+    assert_eq!(a["summary"]["avgLatencyMs"], 300.0);
+    assert_eq!(a["byModel"][0]["provider"], "openai");
     assert_eq!(a["byModel"][0]["model"], "gpt-4o");
     assert_eq!(a["byModel"][0]["calls"], 2);
-    assert_eq!(a["byTime"], json!([]));
+    assert_eq!(a["byModel"][0]["avgLatencyMs"], 300.0);
+    // One day bucket (default granularity), starting at midnight UTC.
+    let t = a["byTime"].as_array().unwrap();
+    assert_eq!(t.len(), 1, "{a}");
+    assert!(t[0]["bucket"].as_str().unwrap().ends_with("T00:00:00.000Z"));
+    assert_eq!(t[0]["calls"], 2);
+    assert_eq!(t[0]["inputTokens"], 24);
+    let h = app.get_json("/api/analytics/llm?granularity=hour").await;
+    assert!(
+        h["byTime"][0]["bucket"]
+            .as_str()
+            .unwrap()
+            .ends_with(":00:00.000Z")
+    );
     let one = app.get_json("/api/analytics/llm?agentId=booker").await;
     assert_eq!(one["summary"]["totalCalls"], 1);
+    let openai = app.get_json("/api/analytics/llm?provider=openai").await;
+    assert_eq!(openai["summary"]["totalCalls"], 2);
     let none = app
         .get_json("/api/analytics/llm?to=2000-01-01T00:00:00Z")
         .await;
     assert_eq!(none["summary"]["totalCalls"], 0);
+    assert_eq!(none["summary"]["avgLatencyMs"], 0.0);
     assert_eq!(none["byModel"], json!([]));
-    for bad in ["provider=openai", "granularity=minute", "from=x"] {
+    assert_eq!(none["byTime"], json!([]));
+    let other = app.get_json("/api/analytics/llm?provider=anthropic").await;
+    assert_eq!(other["summary"]["totalCalls"], 0);
+    for bad in ["granularity=minute", "from=x"] {
         let r = app.get(&format!("/api/analytics/llm?{bad}")).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
