@@ -3,14 +3,16 @@
 //! The chain covers every field of an event's envelope. Queries also read
 //! stored columns that are *derived* from covered fields: the event's
 //! `project_id` (listings), `decision` (from the verdict), the usage columns
-//! (from the payload), and the session row's `status`, `first_event_at` and
-//! `last_event_at` (from the events). Editing one of those moves an event
+//! (from the payload), and the session row's `status`, `first_event_at`,
+//! `last_event_at`, counters (events, tool calls, errors, LLM calls, tokens,
+//! cost) and tags (from the events). Editing one of those moves an event
 //! between listings or forges figures without touching a hash, so
 //! verification re-derives each from the covered fields and compares. The
 //! session row's header (agent, system prompt, metadata, creation time) is
 //! covered by the first event's hash (envelope v3). docs/hash-chain.md lists
 //! exactly what is covered and how.
 
+use agentledger_core::event::SessionCounters;
 use agentledger_core::usage::Usage;
 use agentledger_core::verdict::Decision;
 use agentledger_core::{ChainVerifier, Event, Kind, Micros, SessionStatus, VerifyReport};
@@ -118,6 +120,9 @@ struct SessionFacts {
     ended: bool,
     first: Option<Micros>,
     last: Option<Micros>,
+    counters: SessionCounters,
+    /// The `tags` array of the first `session_started` event that has one.
+    tags: Option<Vec<String>>,
 }
 
 impl SessionFacts {
@@ -127,6 +132,20 @@ impl SessionFacts {
         self.last = Some(self.last.map_or(t, |l| l.max(t)));
         if ev.kind == Kind::SessionEnded {
             self.ended = true;
+        }
+        let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
+        self.counters.add(ev.kind, ev.severity, &usage);
+        if self.tags.is_none() && ev.kind == Kind::SessionStarted {
+            self.tags = serde_json::from_str::<serde_json::Value>(ev.payload.get())
+                .ok()
+                .and_then(|p| match p.get("tags") {
+                    Some(serde_json::Value::Array(a)) => Some(
+                        a.iter()
+                            .filter_map(|t| t.as_str().map(str::to_owned))
+                            .collect(),
+                    ),
+                    _ => None,
+                });
         }
     }
 
@@ -145,6 +164,33 @@ impl SessionFacts {
         }
         if (s.first_event_at, s.last_event_at) != (self.first, self.last) {
             return Err("session row first/last event times do not match its events".into());
+        }
+        let (a, b) = (&s.counters, &self.counters);
+        // Cost is a float sum: the backfill of older rows (SQL SUM) may
+        // round differently from the writer's running sum in the last bits.
+        let cost_close = (a.cost_usd - b.cost_usd).abs() <= 1e-9 * b.cost_usd.abs().max(1.0);
+        if (
+            a.events,
+            a.tool_calls,
+            a.errors,
+            a.llm_calls,
+            a.input_tokens,
+            a.output_tokens,
+        ) != (
+            b.events,
+            b.tool_calls,
+            b.errors,
+            b.llm_calls,
+            b.input_tokens,
+            b.output_tokens,
+        ) || !cost_close
+        {
+            return Err(format!(
+                "session row counters do not match its events: stored {a:?}, events say {b:?}"
+            ));
+        }
+        if s.tags != self.tags.clone().unwrap_or_default() {
+            return Err("session row tags do not match its session_started event".into());
         }
         Ok(())
     }

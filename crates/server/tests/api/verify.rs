@@ -258,6 +258,18 @@ async fn the_cli_names_the_seq_of_every_kind_of_tampering() {
             "s",
             "seq 5",
         ),
+        (
+            "session row's counters (the AgentLens session summary)",
+            "UPDATE sessions SET error_count = 7, cost_usd = 12.5 WHERE id = 's'",
+            "s",
+            "seq 5",
+        ),
+        (
+            "session row's tags",
+            "UPDATE sessions SET tags = '[\"prod\"]' WHERE id = 's'",
+            "s",
+            "seq 5",
+        ),
     ];
     for (what, sql, session, expect) in cases {
         let app = spawn_app().await;
