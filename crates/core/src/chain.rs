@@ -165,7 +165,7 @@ pub struct HashInput<'a> {
     pub original_payload_sha256: Option<&'a [u8; 32]>,
     pub original_metadata_sha256: Option<&'a [u8; 32]>,
     /// v3: the session header's hash, on the session's first event only.
-    pub session_sha256: Option<&'a [u8; 32]>,
+    pub session_sha256: Option<[u8; 32]>,
 }
 
 impl HashInput<'_> {
@@ -265,7 +265,10 @@ impl Event {
             verdict: self.verdict.as_ref().map(|v| v.get().as_bytes()),
             original_payload_sha256: self.original_payload_sha256.as_ref(),
             original_metadata_sha256: self.original_metadata_sha256.as_ref(),
-            session_sha256: self.session_sha256.as_ref(),
+            session_sha256: self
+                .session_header
+                .as_ref()
+                .map(|h| h.hash(&self.session_id)),
         }
     }
 
@@ -435,7 +438,6 @@ mod tests {
                 }),
                 original_payload_sha256: (seq == 2).then_some([9; 32]),
                 original_metadata_sha256: None,
-                session_sha256: None,
                 session_header: None,
             };
             ev.hash = ev.compute_hash();
@@ -479,7 +481,6 @@ mod tests {
                 verdict: None,
                 original_payload_sha256: None,
                 original_metadata_sha256: None,
-                session_sha256: None,
                 session_header: None,
             }
         };
@@ -647,8 +648,14 @@ mod props {
                 verdict: None,
                 original_payload_sha256: None,
                 original_metadata_sha256: None,
-                session_sha256: (seq == 1).then_some([7; 32]),
-                session_header: None,
+                session_header: (seq == 1).then(|| {
+                    Box::new(crate::event::SessionHeaderOut {
+                        agent_id: agent.into(),
+                        system_prompt: Some("be careful".into()),
+                        metadata: empty_object(),
+                        created_at: Micros(1_700_000_000_000_000),
+                    })
+                }),
             };
             ev.hash = ev.compute_hash();
             out.push(ev);
@@ -791,7 +798,9 @@ mod props {
         assert_eq!(evs[0].envelope_version, 3);
         assert!(verify(&evs).valid);
         let mut forged = evs.clone();
-        forged[0].session_sha256 = Some(base);
+        if let Some(h) = forged[0].session_header.as_mut() {
+            h.system_prompt = Some("be reckless".into());
+        }
         let r = verify(&forged);
         assert_eq!((r.valid, r.first_invalid_seq), (false, Some(1)));
         let env =

@@ -58,10 +58,8 @@ pub struct Event {
     /// event's redaction salt (v3).
     pub original_payload_sha256: Option<[u8; 32]>,
     pub original_metadata_sha256: Option<[u8; 32]>,
-    /// v3, first event of a session: the hash of the session's header
-    /// (`chain::SessionHeader`), as the store recomputes it from the session.
-    pub session_sha256: Option<[u8; 32]>,
-    /// v3, first event of a session: the header itself, for exports.
+    /// v3, first event of a session: the session's header as the store
+    /// holds it (the envelope covers its hash; exports carry it).
     pub session_header: Option<Box<SessionHeaderOut>>,
 }
 
@@ -73,6 +71,20 @@ pub struct SessionHeaderOut {
     pub system_prompt: Option<String>,
     pub metadata: Box<RawValue>,
     pub created_at: Micros,
+}
+
+impl SessionHeaderOut {
+    /// The hash the first event's v3 envelope covers (`session_sha256`).
+    pub fn hash(&self, session_id: &str) -> [u8; 32] {
+        crate::chain::SessionHeader {
+            session_id,
+            agent_id: &self.agent_id,
+            system_prompt: self.system_prompt.as_deref(),
+            metadata: self.metadata.get().as_bytes(),
+            created_at: self.created_at,
+        }
+        .hash()
+    }
 }
 
 impl Event {
@@ -297,7 +309,6 @@ impl ExportLine {
             hash: h32("hash", &self.hash)?,
             envelope_version: self.v,
             verdict: self.verdict,
-            session_sha256: None,
             session_header: None,
             original_payload_sha256: self
                 .original_payload_sha256
@@ -354,16 +365,6 @@ impl ExportLine {
         if self.v < 3 && header.is_some() {
             return Err("the session header belongs to envelope v3".into());
         }
-        ev.session_sha256 = header.as_ref().map(|h| {
-            crate::chain::SessionHeader {
-                session_id: &ev.session_id,
-                agent_id: &h.agent_id,
-                system_prompt: h.system_prompt.as_deref(),
-                metadata: h.metadata.get().as_bytes(),
-                created_at: h.created_at,
-            }
-            .hash()
-        });
         ev.session_header = header.map(Box::new);
         Ok(ev)
     }

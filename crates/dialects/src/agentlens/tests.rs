@@ -57,7 +57,6 @@ fn rendered_events_have_exactly_the_documented_keys() {
         verdict: None,
         original_payload_sha256: None,
         original_metadata_sha256: None,
-        session_sha256: None,
         session_header: None,
     };
     let ours = serde_json::to_value(EventOut::from(stored)).unwrap();

@@ -4,7 +4,6 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 use serde_json::value::RawValue;
 
-use agentledger_core::chain::SessionHeader;
 use agentledger_core::event::{SessionCounters, SessionHeaderOut};
 use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
 
@@ -80,7 +79,6 @@ pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i6
             .transpose()?,
         original_payload_sha256: opt_hash32(r, 19)?,
         original_metadata_sha256: opt_hash32(r, 20)?,
-        session_sha256: None,
         session_header: None,
     };
     let mut ev = ev;
@@ -93,16 +91,6 @@ pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i6
             metadata: json(r, 23)?,
             created_at: Micros(r.get(24)?),
         };
-        ev.session_sha256 = Some(
-            SessionHeader {
-                session_id: &ev.session_id,
-                agent_id: &header.agent_id,
-                system_prompt: header.system_prompt.as_deref(),
-                metadata: header.metadata.get().as_bytes(),
-                created_at: header.created_at,
-            }
-            .hash(),
-        );
         ev.session_header = Some(Box::new(header));
     }
     Ok((ev, r.get(0)?, r.get(16)?))

@@ -395,7 +395,7 @@ impl Writer {
                     .judgement
                     .as_ref()
                     .and_then(|j| j.original_metadata_sha256.as_ref()),
-                session_sha256: session_sha256.as_ref(),
+                session_sha256,
             }
             .hash();
             let j = ev.judgement.as_ref();
