@@ -233,16 +233,24 @@ async fn health_answers_while_expensive_validations_run() {
     // Let the requests arrive and the first two start validating.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let asked = started.elapsed();
+    // The timeout only keeps a broken server from hanging the test; what is
+    // asserted is the order: /healthz is answered before any validation has
+    // finished (inline on the workers, it waited for one to end first).
     let health = tokio::time::timeout(
-        Duration::from_secs(2),
+        Duration::from_secs(60),
         server.client.get(server.url("/healthz")).send(),
     )
     .await
-    .expect("/healthz answers within 2 s while validations run")
+    .expect("/healthz answers at all")
     .expect("healthz");
     assert_eq!(health.status(), StatusCode::OK);
     let answered = started.elapsed();
     let running = validations.iter().filter(|v| !v.is_finished()).count();
+    assert_eq!(
+        running,
+        validations.len(),
+        "/healthz waited for a validation to finish ({answered:?})"
+    );
     eprintln!(
         "/healthz asked at {asked:?}, answered at {answered:?}; {running} requests in flight"
     );
