@@ -21,26 +21,7 @@ use serde_json::Value;
 
 use crate::load::Server;
 use crate::report::Row;
-
-const CORPORA: &[(&str, &str)] = &[
-    ("secrets", include_str!("../../policy/corpus/secrets.jsonl")),
-    ("pii", include_str!("../../policy/corpus/pii.jsonl")),
-    (
-        "injection",
-        include_str!("../../policy/corpus/injection.jsonl"),
-    ),
-];
-
-#[derive(Deserialize)]
-struct Sample {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    json: Option<Value>,
-    rule: Option<String>,
-    #[serde(default)]
-    evasion: Option<String>,
-}
+use agentledger_policy::corpus::{CORPORA, samples};
 
 #[derive(Deserialize)]
 struct Finding {
@@ -119,13 +100,12 @@ pub async fn detector_quality(dir: &Path) -> Result<Vec<Row>, String> {
             wrong: Vec::new(),
         };
         let started = Instant::now();
-        for (n, line) in corpus.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-            let sample: Sample = serde_json::from_str(line)
-                .map_err(|e| format!("{detector} corpus line {}: {e}", n + 1))?;
+        for sample in samples(corpus) {
+            let (line, sample) = sample.map_err(|e| format!("{detector} {e}"))?;
             let payload = match (&sample.json, &sample.text) {
                 (Some(v @ Value::Object(_)), _) => v.clone(),
                 (None, Some(t)) => serde_json::json!({ "text": t }),
-                _ => return Err(format!("{detector} corpus line {}: no text", n + 1)),
+                _ => return Err(format!("{detector} corpus line {line}: no text")),
             };
             let body = serde_json::json!({
                 "session_id": format!("quality-{detector}"),
@@ -146,7 +126,7 @@ pub async fn detector_quality(dir: &Path) -> Result<Vec<Row>, String> {
             if status.as_u16() != 200 {
                 return Err(format!(
                     "check of {detector} sample {} answered {status}: {}",
-                    n + 1,
+                    line,
                     String::from_utf8_lossy(&bytes)
                 ));
             }
@@ -171,7 +151,11 @@ pub async fn detector_quality(dir: &Path) -> Result<Vec<Row>, String> {
             if q.all.tp + q.all.tn == before {
                 q.wrong.push(format!(
                     "{detector}: expected {expected:?}, got {reported:?} for {}",
-                    sample.text.as_deref().unwrap_or(line)
+                    sample.text.clone().unwrap_or_else(|| sample
+                        .json
+                        .as_ref()
+                        .map(Value::to_string)
+                        .unwrap_or_default())
                 ));
             }
         }

@@ -2,6 +2,7 @@
 //! injection; Cedar policies turn the event, the findings and the session's
 //! history into allow / flag / deny.
 
+pub mod corpus;
 pub mod detect;
 pub mod engine;
 #[cfg(test)]

@@ -12,21 +12,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Detectors, Enabled, Scan};
-
-#[derive(Deserialize)]
-struct Sample {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    json: Option<Value>,
-    rule: Option<String>,
-    #[serde(default)]
-    evasion: Option<String>,
-}
+use crate::corpus::{CORPORA, Sample, samples};
 
 #[derive(Default)]
 struct Score {
@@ -96,8 +85,8 @@ fn rules_of(d: &Detectors, detector: &str, sample: &Sample) -> Vec<String> {
 fn score(detector: &str, corpus: &str) -> BTreeMap<String, Score> {
     let d = Detectors::new();
     let mut by: BTreeMap<String, Score> = BTreeMap::new();
-    for line in corpus.lines().filter(|l| !l.trim().is_empty()) {
-        let sample: Sample = serde_json::from_str(line).expect("corpus line");
+    for sample in samples(corpus) {
+        let (_, sample) = sample.expect("corpus line");
         let rules = rules_of(&d, detector, &sample);
         let class = sample.evasion.clone().unwrap_or_else(|| "plain".into());
         let shown = sample.text.clone().unwrap_or_else(|| {
@@ -158,15 +147,23 @@ fn check(detector: &str, corpus: &str) {
 
 #[test]
 fn secrets_corpus() {
-    check("secrets", include_str!("../../corpus/secrets.jsonl"));
+    check("secrets", corpus_of("secrets"));
 }
 
 #[test]
 fn pii_corpus() {
-    check("pii", include_str!("../../corpus/pii.jsonl"));
+    check("pii", corpus_of("pii"));
 }
 
 #[test]
 fn injection_corpus() {
-    check("injection", include_str!("../../corpus/injection.jsonl"));
+    check("injection", corpus_of("injection"));
+}
+
+fn corpus_of(detector: &str) -> &'static str {
+    CORPORA
+        .iter()
+        .find(|(d, _)| *d == detector)
+        .map(|(_, c)| *c)
+        .expect("a corpus per detector")
 }
