@@ -96,7 +96,7 @@ pub struct AgentPage {
 /// listing pages by offset; the native one by cursor).
 #[derive(Debug, Clone, Default)]
 pub struct SessionListing {
-    /// Filters and page size (its cursor is not used here).
+    /// Filters, page size and cursor (a cursor with an offset skips after it).
     pub query: SessionQuery,
     pub offset: u64,
     /// Sessions carrying any of these tags (none: no tag filter).
@@ -190,11 +190,19 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<NewEvent>,
     ) -> StoreResult<(Session, Vec<AppendedEvent>)>;
     async fn get_session(&self, project: &ProjectRef, id: &str) -> StoreResult<Option<Session>>;
+    /// Sessions newest first, keyset-paged by `q.cursor`.
     async fn list_sessions(
         &self,
         project: &ProjectRef,
         q: SessionQuery,
-    ) -> StoreResult<SessionPage>;
+    ) -> StoreResult<SessionPage> {
+        let listing = SessionListing {
+            query: q,
+            offset: 0,
+            any_tags: Vec::new(),
+        };
+        self.list_sessions_at(project, listing).await
+    }
     /// Sessions newest first, skipping `offset` (bounded by the caller), with
     /// the same filters as [`EventStore::list_sessions`] plus tags.
     async fn list_sessions_at(

@@ -848,16 +848,6 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn list_sessions(
-        &self,
-        project: &ProjectRef,
-        q: SessionQuery,
-    ) -> StoreResult<SessionPage> {
-        let project = project.clone();
-        self.read_budgeted(move |c| list_sessions_sync(c, &project, &q, 0, &[]))
-            .await
-    }
-
     async fn list_sessions_at(
         &self,
         project: &ProjectRef,
