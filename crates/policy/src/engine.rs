@@ -778,6 +778,9 @@ impl Engine {
         // The originals are committed to with a keyed hash under a fresh
         // random salt (stored apart from the event, destroyable): a plain
         // digest of a redacted SSN was reversed by trying every SSN.
+        if !(changed_payload || changed_metadata) {
+            return;
+        }
         let salt = agentledger_core::keys::generate_salt();
         if changed_payload
             && let Ok(text) = serde_json::to_string(&payload)
