@@ -134,11 +134,19 @@ pub(crate) fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     let layout: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if layout != INDEX_LAYOUT {
-        tracing::warn!(
-            found = layout,
-            expected = INDEX_LAYOUT,
-            "full-text index has another layout; rebuilding it from the ledger"
-        );
+        let existed: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'events_fts'",
+            [],
+            |r| r.get(0),
+        )?;
+        // A new, empty index file is not worth a warning.
+        if existed {
+            tracing::warn!(
+                found = layout,
+                expected = INDEX_LAYOUT,
+                "full-text index has another layout; rebuilding it from the ledger"
+            );
+        }
         conn.execute_batch(
             "BEGIN IMMEDIATE;
              DROP TABLE IF EXISTS events_fts;
