@@ -22,6 +22,12 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// An `Idempotency-Key` already kept for a request with another body.
+    #[error(
+        "Idempotency-Key {0:?} was already used for a different request (another route or \
+         body); use a new key for a new request"
+    )]
+    IdempotencyConflict(String),
     #[error("this route does not take that method")]
     MethodNotAllowed,
     #[error("Content-Type must be application/json")]
@@ -57,6 +63,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(format!("session {id:?} already exists"))
             }
             StoreError::NoSuchProject(_) => ApiError::NotFound("project not found"),
+            StoreError::IdempotencyConflict(k) => ApiError::IdempotencyConflict(k),
             StoreError::Overloaded => ApiError::Overloaded,
             StoreError::ShuttingDown => ApiError::ShuttingDown,
             StoreError::Full(m) => ApiError::StorageFull(m),
@@ -83,7 +90,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::IdempotencyConflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded | ApiError::ShuttingDown | ApiError::QueryBudget(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -105,6 +112,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ApiError::Conflict(_) => "CONFLICT",
+            ApiError::IdempotencyConflict(_) => "IDEMPOTENCY_KEY_REUSED",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::BodyTooLarge(_) => "TOO_LARGE",
             ApiError::Overloaded => "OVERLOADED",
@@ -128,7 +136,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "permission_error",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::Conflict(_) | ApiError::IdempotencyConflict(_) => "conflict",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Overloaded | ApiError::ShuttingDown | ApiError::QueryBudget(_) => {
                 "overloaded"
@@ -161,6 +169,7 @@ impl ApiError {
             ApiError::BodyTooLarge(limit) => Some(json!({ "limit": limit })),
             ApiError::RateLimited(secs) => Some(json!({ "retry_after_seconds": secs })),
             ApiError::NotImplemented(feature) => Some(json!({ "feature": feature })),
+            ApiError::IdempotencyConflict(_) => Some(json!({ "path": "Idempotency-Key" })),
             _ => None,
         };
         ErrorBody {

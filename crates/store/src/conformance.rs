@@ -516,3 +516,113 @@ pub async fn usage_is_filtered_and_summed(store: &dyn EventStore) {
         .expect("query by model");
     assert_eq!(page.events.len(), 2, "tool_call payloads carry no usage");
 }
+
+fn keyed(key: &str, fingerprint: u8) -> (crate::IdempotencyKey, crate::Render) {
+    let render: crate::Render = Box::new(|c: &crate::Committed<'_>| crate::StoredReply {
+        status: 201,
+        content_type: "application/json".into(),
+        body: format!(
+            "{{\"ids\":{:?},\"session\":{}}}",
+            c.appended
+                .iter()
+                .map(|a| a.id.to_string())
+                .collect::<Vec<_>>(),
+            c.session.is_some()
+        )
+        .into_bytes(),
+    });
+    (
+        crate::IdempotencyKey {
+            key: key.into(),
+            fingerprint: [fingerprint; 32],
+        },
+        render,
+    )
+}
+
+/// A request under an idempotency key commits once; the same key and
+/// fingerprint replays the kept reply and appends nothing; another
+/// fingerprint is a conflict; keys are per project.
+pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
+    use crate::{AppendOutcome, AppendRequest};
+    let a = project(store, "idem-a").await;
+    let b = project(store, "idem-b").await;
+    let req = |fp: u8| AppendRequest {
+        session: None,
+        events: vec![event("s", Kind::ToolCall, r#"{"toolName":"x"}"#)],
+        idempotency: Some(keyed("k-1", fp)),
+    };
+    let first = match store.append_request(&a, req(1)).await.expect("first") {
+        AppendOutcome::Committed {
+            reply: Some(r),
+            appended,
+            ..
+        } => {
+            assert_eq!(appended.len(), 1);
+            assert!(String::from_utf8_lossy(&r.body).contains(&appended[0].id.to_string()));
+            r
+        }
+        _ => panic!("the first request must commit and keep its reply"),
+    };
+    match store.append_request(&a, req(1)).await.expect("retry") {
+        AppendOutcome::Replayed(r) => assert_eq!(r, first, "the kept reply, byte for byte"),
+        _ => panic!("a retry must replay"),
+    }
+    let s = store
+        .get_session(&a, "s")
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(s.head_seq, 1, "the retry appended nothing");
+    match store.append_request(&a, req(2)).await {
+        Err(crate::StoreError::IdempotencyConflict(k)) => assert_eq!(k, "k-1"),
+        _ => panic!("another body under the same key must conflict"),
+    }
+    assert_eq!(
+        store.idempotent_reply(&a, "k-1").await.expect("read"),
+        Some(([1; 32], first.clone()))
+    );
+    assert_eq!(store.idempotent_reply(&b, "k-1").await.expect("read"), None);
+    // Another project's key of the same name is its own.
+    assert!(matches!(
+        store.append_request(&b, req(2)).await.expect("b"),
+        AppendOutcome::Committed { reply: Some(_), .. }
+    ));
+    // Creating a session under a key: the retry replays instead of
+    // answering that the session exists.
+    let create = || AppendRequest {
+        session: Some(crate::NewSession {
+            id: SessionId::parse("created").expect("id"),
+            agent_id: AgentId::parse("agent-1").expect("id"),
+            system_prompt: None,
+            metadata: empty_object(),
+        }),
+        events: Vec::new(),
+        idempotency: Some(keyed("k-2", 3)),
+    };
+    let made = match store.append_request(&a, create()).await.expect("create") {
+        AppendOutcome::Committed {
+            session: Some(_),
+            reply: Some(r),
+            ..
+        } => r,
+        _ => panic!("creating must commit the session"),
+    };
+    match store
+        .append_request(&a, create())
+        .await
+        .expect("retry create")
+    {
+        AppendOutcome::Replayed(r) => assert_eq!(r, made),
+        _ => panic!("a retried create must replay"),
+    }
+    // Without a key, a second create is refused as before.
+    let plain = AppendRequest {
+        idempotency: None,
+        ..create()
+    };
+    assert!(matches!(
+        store.append_request(&a, plain).await,
+        Err(crate::StoreError::SessionExists(_))
+    ));
+}

@@ -73,6 +73,67 @@ pub struct NewSession {
     pub metadata: Box<RawValue>,
 }
 
+/// What a committed request leaves for its renderer: the events as stored
+/// (judged, redacted where configured), their places in the chain, and the
+/// session it created, if it created one.
+pub struct Committed<'a> {
+    pub events: &'a [NewEvent],
+    pub appended: &'a [AppendedEvent],
+    pub session: Option<&'a Session>,
+}
+
+/// An ingest request's answer as sent: kept with its idempotency key and
+/// replayed byte for byte when the request is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Renders a committed request's answer. Called by the store inside the
+/// append's transaction (before COMMIT), so the answer is kept atomically
+/// with the events: it must be quick and must not block.
+pub type Render = Box<dyn FnOnce(&Committed<'_>) -> StoredReply + Send>;
+
+/// A client's `Idempotency-Key` for one request: the key (unique per
+/// project) and a fingerprint of what the request asked (route and body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// One ingest request for the store: optionally create a session, append
+/// events, and keep the answer under an idempotency key, all in one
+/// transaction (or nothing of it).
+#[derive(Default)]
+pub struct AppendRequest {
+    /// Create this session first (`SessionExists` if the id is taken); every
+    /// event must then name it.
+    pub session: Option<NewSession>,
+    pub events: Vec<NewEvent>,
+    /// If a live reply is already kept under this key in the project, the
+    /// request appends nothing: the same fingerprint replays it, another is
+    /// `IdempotencyConflict`. Otherwise the reply is rendered and kept.
+    pub idempotency: Option<(IdempotencyKey, Render)>,
+}
+
+/// What an [`AppendRequest`] did.
+pub enum AppendOutcome {
+    Committed {
+        session: Option<Box<Session>>,
+        appended: Vec<AppendedEvent>,
+        /// The request's events, handed back for rendering.
+        events: Vec<NewEvent>,
+        /// The rendered reply, when the request had an idempotency key.
+        reply: Option<StoredReply>,
+    },
+    /// An earlier request with this key and fingerprint committed; nothing
+    /// was appended now.
+    Replayed(StoredReply),
+}
+
 /// One agent as its sessions describe it (agents have no record of their
 /// own: an agent is the `agent_id` its sessions name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +211,9 @@ pub enum StoreError {
     /// A listing ran past its time budget and was stopped.
     #[error("the query ran past its time budget of {0:?} and was stopped")]
     QueryBudget(std::time::Duration),
+    /// An idempotency key kept for a request with another fingerprint.
+    #[error("idempotency key {0:?} was used for a different request")]
+    IdempotencyConflict(String),
     #[error("the store is shutting down")]
     ShuttingDown,
     #[error("storage failure: {0}")]
@@ -173,13 +237,42 @@ pub trait WriterObserver: Send + Sync {
 /// caller's project: nothing is reachable across projects.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
+    /// The one write path of ingest: create the session if asked, append the
+    /// events (seqs and hashes from core's `chain::link`), and keep the
+    /// rendered reply under the idempotency key if one is given, committed
+    /// durably in one transaction before this returns, or nothing stored.
+    async fn append_request(
+        &self,
+        project: &ProjectRef,
+        req: AppendRequest,
+    ) -> StoreResult<AppendOutcome>;
+
+    /// The reply kept under an idempotency key of the project, with its
+    /// fingerprint, if one is kept and has not expired.
+    async fn idempotent_reply(
+        &self,
+        project: &ProjectRef,
+        key: &str,
+    ) -> StoreResult<Option<([u8; 32], StoredReply)>>;
+
     /// Append a batch atomically: all events get seqs and hashes and are
     /// committed durably before this returns, or none is stored.
     async fn append(
         &self,
         project: &ProjectRef,
         events: Vec<NewEvent>,
-    ) -> StoreResult<Vec<AppendedEvent>>;
+    ) -> StoreResult<Vec<AppendedEvent>> {
+        let req = AppendRequest {
+            events,
+            ..AppendRequest::default()
+        };
+        match self.append_request(project, req).await? {
+            AppendOutcome::Committed { appended, .. } => Ok(appended),
+            AppendOutcome::Replayed(_) => Err(StoreError::Storage(
+                "a request without an idempotency key was replayed".into(),
+            )),
+        }
+    }
 
     /// Create a session (`SessionExists` if the id is taken) and append
     /// `events` to it, all in one transaction. Every event must name this session.
@@ -188,7 +281,23 @@ pub trait EventStore: Send + Sync + 'static {
         project: &ProjectRef,
         session: NewSession,
         events: Vec<NewEvent>,
-    ) -> StoreResult<(Session, Vec<AppendedEvent>)>;
+    ) -> StoreResult<(Session, Vec<AppendedEvent>)> {
+        let req = AppendRequest {
+            session: Some(session),
+            events,
+            idempotency: None,
+        };
+        match self.append_request(project, req).await? {
+            AppendOutcome::Committed {
+                session: Some(s),
+                appended,
+                ..
+            } => Ok((*s, appended)),
+            _ => Err(StoreError::Storage(
+                "creating a session returned no session".into(),
+            )),
+        }
+    }
     async fn get_session(&self, project: &ProjectRef, id: &str) -> StoreResult<Option<Session>>;
     /// Sessions newest first, keyset-paged by `q.cursor`.
     async fn list_sessions(

@@ -12,10 +12,10 @@
 //! covered by the first event's hash (envelope v3). docs/hash-chain.md lists
 //! exactly what is covered and how.
 
-use agentledger_core::event::SessionCounters;
+use agentledger_core::chain::{SessionHead, tag_list};
 use agentledger_core::usage::Usage;
 use agentledger_core::verdict::Decision;
-use agentledger_core::{ChainVerifier, Event, Kind, Micros, SessionStatus, VerifyReport};
+use agentledger_core::{ChainVerifier, Event, Micros, SessionStatus, VerifyReport};
 
 use crate::{DerivedColumns, EventStore, ProjectRef, StoreResult};
 
@@ -114,43 +114,21 @@ fn verdict_decision(text: &str) -> Option<Decision> {
     agentledger_core::verdict::decision_of(text)
 }
 
-/// What the events say about their session row.
+/// What the events say about their session row: the same fold the
+/// writer does as it appends (core's `SessionHead::advance`).
 #[derive(Default)]
-struct SessionFacts {
-    ended: bool,
-    first: Option<Micros>,
-    last: Option<Micros>,
-    counters: SessionCounters,
-    /// The `tags` array of the first `session_started` event that has one.
-    tags: Option<Vec<String>>,
-}
+struct SessionFacts(SessionHead);
 
 impl SessionFacts {
     fn add(&mut self, ev: &Event) {
-        let t = ev.time();
-        self.first = Some(self.first.map_or(t, |f| f.min(t)));
-        self.last = Some(self.last.map_or(t, |l| l.max(t)));
-        if ev.kind == Kind::SessionEnded {
-            self.ended = true;
-        }
         let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
-        self.counters.add(ev.kind, ev.severity, &usage);
-        if self.tags.is_none() && ev.kind == Kind::SessionStarted {
-            self.tags = serde_json::from_str::<serde_json::Value>(ev.payload.get())
-                .ok()
-                .and_then(|p| match p.get("tags") {
-                    Some(serde_json::Value::Array(a)) => Some(
-                        a.iter()
-                            .filter_map(|t| t.as_str().map(str::to_owned))
-                            .collect(),
-                    ),
-                    _ => None,
-                });
-        }
+        self.0
+            .advance(ev.kind, ev.severity, ev.time(), ev.payload.get(), &usage);
     }
 
     fn compare(&self, s: &agentledger_core::Session) -> Result<(), String> {
-        let status = if self.ended {
+        let f = &self.0;
+        let status = if f.ended {
             SessionStatus::Ended
         } else {
             SessionStatus::Active
@@ -162,10 +140,10 @@ impl SessionFacts {
                 status.as_str()
             ));
         }
-        if (s.first_event_at, s.last_event_at) != (self.first, self.last) {
+        if (s.first_event_at, s.last_event_at) != (f.first_at.map(Micros), f.last_at.map(Micros)) {
             return Err("session row first/last event times do not match its events".into());
         }
-        let (a, b) = (&s.counters, &self.counters);
+        let (a, b) = (&s.counters, &f.counters);
         // Cost is a float sum: the backfill of older rows (SQL SUM) may
         // round differently from the writer's running sum in the last bits.
         let cost_close = (a.cost_usd - b.cost_usd).abs() <= 1e-9 * b.cost_usd.abs().max(1.0);
@@ -189,7 +167,8 @@ impl SessionFacts {
                 "session row counters do not match its events: stored {a:?}, events say {b:?}"
             ));
         }
-        if s.tags != self.tags.clone().unwrap_or_default() {
+        // The row's tags are read back as the array's string members.
+        if s.tags != tag_list(f.tags.as_deref()) {
             return Err("session row tags do not match its session_started event".into());
         }
         Ok(())

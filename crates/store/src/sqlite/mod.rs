@@ -23,12 +23,12 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use agentledger_core::verdict::Decision;
-use agentledger_core::{Event, EventId, Kind, Micros, NewEvent, ProjectId, Session};
+use agentledger_core::{Event, EventId, Kind, Micros, ProjectId, Session};
 
 use crate::{AgentPage, LlmGroup, LlmUsageRow, SessionListing};
 use crate::{
-    ApiKeyInfo, AppendedEvent, DerivedColumns, EventStore, NewSession, ProjectRef, SavedPolicySet,
-    StoreError, StoreResult, WriterObserver,
+    ApiKeyInfo, AppendOutcome, AppendRequest, DerivedColumns, EventStore, ProjectRef,
+    SavedPolicySet, StoreError, StoreResult, StoredReply, WriterObserver,
 };
 use crate::{
     Cursor, EventPage, EventQuery, Order, SessionPage, SessionQuery, UsageGroup, UsageRow,
@@ -58,6 +58,8 @@ pub struct SqliteOptions {
     pub query_budget: Duration,
     /// Longest a read waits for a free connection before it is refused as busy.
     pub read_wait: Duration,
+    /// How long a reply stays kept under its idempotency key.
+    pub idempotency_ttl: Duration,
 }
 
 impl SqliteOptions {
@@ -71,6 +73,7 @@ impl SqliteOptions {
             faults: None,
             query_budget: Duration::from_secs(2),
             read_wait: Duration::from_secs(1),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -90,6 +93,7 @@ pub struct SqliteStore {
     checkpoints: Arc<checkpoint::Stop>,
     path: PathBuf,
     query_budget: Duration,
+    idempotency_ttl: Duration,
 }
 
 struct Background {
@@ -178,6 +182,7 @@ impl SqliteStore {
             depth.clone(),
             progress.clone(),
             opts.faults.clone(),
+            opts.idempotency_ttl,
         );
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -209,6 +214,7 @@ impl SqliteStore {
             checkpoints,
             path: opts.path,
             query_budget: opts.query_budget,
+            idempotency_ttl: opts.idempotency_ttl,
         })
     }
 
@@ -781,15 +787,20 @@ const KEY_SELECT: &str = "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, 
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn append(
+    async fn append_request(
         &self,
         project: &ProjectRef,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<Vec<AppendedEvent>> {
-        if events.is_empty() {
-            return Ok(Vec::new());
+        req: AppendRequest,
+    ) -> StoreResult<AppendOutcome> {
+        if req.events.is_empty() && req.session.is_none() && req.idempotency.is_none() {
+            return Ok(AppendOutcome::Committed {
+                session: None,
+                appended: Vec::new(),
+                events: Vec::new(),
+                reply: None,
+            });
         }
-        let n = u32::try_from(events.len()).map_err(|_| StoreError::Overloaded)?;
+        let n = u32::try_from(req.events.len().max(1)).map_err(|_| StoreError::Overloaded)?;
         let permit = self
             .permits
             .clone()
@@ -799,7 +810,7 @@ impl EventStore for SqliteStore {
         self.depth.fetch_add(1, Ordering::Relaxed);
         let cmd = Cmd::Append {
             project: project.clone(),
-            events,
+            req,
             reply,
             _permit: permit,
         };
@@ -813,23 +824,15 @@ impl EventStore for SqliteStore {
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
-    async fn create_session(
+    async fn idempotent_reply(
         &self,
         project: &ProjectRef,
-        session: NewSession,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<(Session, Vec<AppendedEvent>)> {
-        if events.iter().any(|e| e.session_id != session.id) {
-            return Err(StoreError::Storage(
-                "opening events must name the new session".into(),
-            ));
-        }
-        let project = project.clone();
-        self.admin(|reply| Cmd::CreateSession {
-            project,
-            session,
-            events,
-            reply,
+        key: &str,
+    ) -> StoreResult<Option<([u8; 32], StoredReply)>> {
+        let (project, key) = (project.id.0, key.to_owned());
+        let ttl = i64::try_from(self.idempotency_ttl.as_micros()).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            writer::kept_reply(c, project, &key, Micros::now().0.saturating_sub(ttl))
         })
         .await
     }

@@ -4,6 +4,7 @@ use rusqlite::Row;
 use rusqlite::types::Type;
 use serde_json::value::RawValue;
 
+use agentledger_core::chain::tag_list;
 use agentledger_core::event::{SessionCounters, SessionHeaderOut};
 use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
 
@@ -123,24 +124,8 @@ pub fn session_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<Session>
             output_tokens: r.get(16)?,
             cost_usd: r.get(17)?,
         },
-        tags: tags_of(r.get::<_, Option<String>>(18)?.as_deref()),
+        tags: tag_list(r.get::<_, Option<String>>(18)?.as_deref()),
     })
-}
-
-/// A session's stored tags (a JSON array) as its string members; members of
-/// other types are not tags and are left out, in order.
-fn tags_of(stored: Option<&str>) -> Vec<String> {
-    let Some(s) = stored else { return Vec::new() };
-    match serde_json::from_str::<Vec<serde_json::Value>>(s) {
-        Ok(v) => v
-            .into_iter()
-            .filter_map(|t| match t {
-                serde_json::Value::String(s) => Some(s),
-                _ => None,
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    }
 }
 
 /// The derived columns (project_id, decision, model, input_tokens,

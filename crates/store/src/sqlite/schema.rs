@@ -141,6 +141,21 @@ const MIGRATIONS: &[&str] = &[
         ORDER BY e.seq LIMIT 1);
     CREATE INDEX sessions_project_agent ON sessions(project_id, agent_id, created_at);
     "#,
+    // 8: replies kept under clients' idempotency keys, written in the
+    // append's own transaction; expired ones are deleted by the writer.
+    r#"
+    CREATE TABLE idempotency_keys (
+        project_id    INTEGER NOT NULL,
+        key           TEXT NOT NULL,
+        fingerprint   BLOB NOT NULL,
+        status        INTEGER NOT NULL,
+        content_type  TEXT NOT NULL,
+        body          BLOB NOT NULL,
+        created_at    INTEGER NOT NULL,
+        PRIMARY KEY (project_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -238,7 +253,8 @@ mod tests {
         // The same database as a binary before migration 7 would leave it.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP INDEX sessions_project_agent;
+            "DROP TABLE idempotency_keys;
+             DROP INDEX sessions_project_agent;
              ALTER TABLE sessions DROP COLUMN event_count;
              ALTER TABLE sessions DROP COLUMN tool_call_count;
              ALTER TABLE sessions DROP COLUMN error_count;

@@ -57,6 +57,12 @@ async fn conformance_policy_sets() {
 }
 
 #[tokio::test]
+async fn conformance_idempotency() {
+    let d = tempfile::tempdir().unwrap();
+    c::idempotency_keys_replay_once(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn conformance_usage() {
     let d = tempfile::tempdir().unwrap();
     c::usage_is_filtered_and_summed(&open(&d)).await;

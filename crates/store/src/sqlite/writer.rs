@@ -17,16 +17,16 @@ use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use agentledger_core::chain::{ENVELOPE_VERSION, HashInput, sha256};
+use agentledger_core::chain::{LinkFacts, SessionHead, SessionHeader, link};
 use agentledger_core::event::SessionCounters;
-use agentledger_core::usage::Usage;
-use agentledger_core::{EventId, Kind, Micros, NewEvent, Session};
+use agentledger_core::{EventId, Micros, NewEvent};
 
 use super::faults::Faults;
 use super::rows::{SESSION_COLS, session_from_row};
 use super::search::Progress;
 use crate::{
-    ApiKeyInfo, AppendedEvent, NewSession, ProjectRef, StoreError, StoreResult, WriterObserver,
+    ApiKeyInfo, AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, NewSession,
+    ProjectRef, StoreError, StoreResult, StoredReply, WriterObserver,
 };
 
 /// Upper bound of events in one group-commit transaction.
@@ -47,16 +47,10 @@ pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 pub(crate) enum Cmd {
     Append {
         project: ProjectRef,
-        events: Vec<NewEvent>,
-        reply: Reply<Vec<AppendedEvent>>,
+        req: AppendRequest,
+        reply: Reply<AppendOutcome>,
         /// Released just before the reply is sent.
         _permit: OwnedSemaphorePermit,
-    },
-    CreateSession {
-        project: ProjectRef,
-        session: NewSession,
-        events: Vec<NewEvent>,
-        reply: Reply<(Session, Vec<AppendedEvent>)>,
     },
     CreateKey {
         id: String,
@@ -86,7 +80,7 @@ pub(crate) enum Cmd {
 impl Cmd {
     fn event_count(&self) -> usize {
         match self {
-            Cmd::Append { events, .. } => events.len(),
+            Cmd::Append { req, .. } => req.events.len().max(1),
             _ => 1,
         }
     }
@@ -97,16 +91,9 @@ type HeadKey = (i64, String);
 #[derive(Debug, Clone)]
 struct Head {
     session_rowid: i64,
-    seq: u64,
-    hash: Option<[u8; 32]>,
-    ended: bool,
-    first_at: Option<i64>,
-    last_at: Option<i64>,
-    /// Running totals, written with the head in the append's transaction.
-    counters: SessionCounters,
-    /// The session's tags as stored (a JSON array), once a `session_started`
-    /// event carried them.
-    tags: Option<String>,
+    /// Where the chain ends and the row's running facts (core's `link`
+    /// moves it), written back with the events in the append's transaction.
+    chain: SessionHead,
 }
 
 pub(crate) struct Writer {
@@ -119,6 +106,9 @@ pub(crate) struct Writer {
     /// Highest event rowid inserted by the open transaction.
     txn_rowid: i64,
     faults: Option<Arc<Faults>>,
+    /// How long a reply stays kept under its idempotency key.
+    idempotency_ttl: std::time::Duration,
+    last_purge: Instant,
 }
 
 fn storage(e: rusqlite::Error) -> StoreError {
@@ -132,6 +122,7 @@ impl Writer {
         depth: Arc<AtomicUsize>,
         search: Arc<Progress>,
         faults: Option<Arc<Faults>>,
+        idempotency_ttl: std::time::Duration,
     ) -> Self {
         let cap = NonZeroUsize::new(HEAD_CACHE).unwrap_or(NonZeroUsize::MIN);
         Writer {
@@ -142,6 +133,8 @@ impl Writer {
             search,
             txn_rowid: 0,
             faults,
+            idempotency_ttl,
+            last_purge: Instant::now() - std::time::Duration::from_secs(3600),
         }
     }
 
@@ -203,20 +196,21 @@ impl Writer {
         }
         let mut txn_heads: HashMap<HeadKey, Head> = HashMap::new();
         let mut results = Vec::with_capacity(cmds.len());
+        self.purge_idempotency_keys();
         let mut events_in_txn = 0;
         for cmd in cmds {
             let Cmd::Append {
                 project,
-                events,
+                req,
                 reply,
                 _permit,
             } = cmd
             else {
                 continue;
             };
-            let outcome = self.append_one(&mut txn_heads, &project, &events);
-            if let Ok(ok) = &outcome {
-                events_in_txn += ok.len();
+            let outcome = self.append_one(&mut txn_heads, &project, req);
+            if let Ok(AppendOutcome::Committed { appended, .. }) = &outcome {
+                events_in_txn += appended.len();
             }
             results.push((reply, outcome, _permit));
         }
@@ -256,18 +250,18 @@ impl Writer {
         }
     }
 
-    /// Append one request's events inside a savepoint, so a failure leaves the
+    /// Carry out one request inside a savepoint, so a failure leaves the
     /// rest of the group intact and stores nothing of this request.
     fn append_one(
         &mut self,
         txn_heads: &mut HashMap<HeadKey, Head>,
         project: &ProjectRef,
-        events: &[NewEvent],
-    ) -> StoreResult<Vec<AppendedEvent>> {
+        req: AppendRequest,
+    ) -> StoreResult<AppendOutcome> {
         self.conn.execute_batch("SAVEPOINT req").map_err(storage)?;
         let mut local: HashMap<HeadKey, Head> = HashMap::new();
         let rowid_before = self.txn_rowid;
-        let result = self.insert_events(txn_heads, &mut local, project, events);
+        let result = self.run_request(txn_heads, &mut local, project, req);
         if result.is_err() {
             self.txn_rowid = rowid_before;
         }
@@ -280,6 +274,142 @@ impl Writer {
             txn_heads.extend(local);
         }
         result
+    }
+
+    fn run_request(
+        &mut self,
+        txn_heads: &HashMap<HeadKey, Head>,
+        local: &mut HashMap<HeadKey, Head>,
+        project: &ProjectRef,
+        req: AppendRequest,
+    ) -> StoreResult<AppendOutcome> {
+        let AppendRequest {
+            session,
+            events,
+            idempotency,
+        } = req;
+        if let Some((key, _)) = &idempotency
+            && let Some((fingerprint, reply)) = self.kept_reply(project, &key.key)?
+        {
+            return if fingerprint == key.fingerprint {
+                Ok(AppendOutcome::Replayed(reply))
+            } else {
+                Err(StoreError::IdempotencyConflict(key.key.clone()))
+            };
+        }
+        let created = match &session {
+            Some(s) => {
+                if events.iter().any(|e| e.session_id != s.id) {
+                    return Err(StoreError::Storage(
+                        "opening events must name the new session".into(),
+                    ));
+                }
+                let head = self.create_session_row(project, s)?;
+                let rowid = head.session_rowid;
+                local.insert((project.id.0, s.id.as_str().to_owned()), head);
+                Some(rowid)
+            }
+            None => None,
+        };
+        let appended = self.insert_events(txn_heads, local, project, &events)?;
+        let session = match created {
+            Some(rowid) => Some(
+                self.conn
+                    .query_row(
+                        &format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.rowid = ?1"),
+                        params![rowid],
+                        |r| session_from_row(r, &project.name),
+                    )
+                    .map(Box::new)
+                    .map_err(storage)?,
+            ),
+            None => None,
+        };
+        let reply = match idempotency {
+            Some((key, render)) => {
+                let committed = Committed {
+                    events: &events,
+                    appended: &appended,
+                    session: session.as_deref(),
+                };
+                // The renderer is the server's code; a panic in it must not
+                // take the only writer thread down with it.
+                let reply =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| render(&committed)))
+                        .map_err(|_| StoreError::Storage("rendering the reply failed".into()))?;
+                self.keep_reply(project, &key, &reply)?;
+                Some(reply)
+            }
+            None => None,
+        };
+        Ok(AppendOutcome::Committed {
+            session,
+            appended,
+            events,
+            reply,
+        })
+    }
+
+    /// The live reply kept under `key` (this transaction's included).
+    fn kept_reply(
+        &mut self,
+        project: &ProjectRef,
+        key: &str,
+    ) -> StoreResult<Option<([u8; 32], StoredReply)>> {
+        let oldest = Micros::now()
+            .0
+            .saturating_sub(self.idempotency_ttl_micros());
+        kept_reply(&self.conn, project.id.0, key, oldest).map_err(storage)
+    }
+
+    fn keep_reply(
+        &mut self,
+        project: &ProjectRef,
+        key: &IdempotencyKey,
+        reply: &StoredReply,
+    ) -> StoreResult<()> {
+        // An expired row under the same key is replaced.
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO idempotency_keys
+                    (project_id, key, fingerprint, status, content_type, body, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    project.id.0,
+                    &key.key,
+                    &key.fingerprint[..],
+                    reply.status,
+                    &reply.content_type,
+                    &reply.body,
+                    Micros::now().0,
+                ])
+            })
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn idempotency_ttl_micros(&self) -> i64 {
+        i64::try_from(self.idempotency_ttl.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    /// Delete expired idempotency keys, at most once a minute, in the
+    /// group's open transaction.
+    fn purge_idempotency_keys(&mut self) {
+        if self.last_purge.elapsed() < std::time::Duration::from_secs(60) {
+            return;
+        }
+        self.last_purge = Instant::now();
+        let oldest = Micros::now()
+            .0
+            .saturating_sub(self.idempotency_ttl_micros());
+        if let Err(e) = self.conn.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < ?1",
+            params![oldest],
+        ) {
+            tracing::warn!(error = %e, "could not delete expired idempotency keys");
+        }
     }
 
     fn head(
@@ -306,23 +436,25 @@ impl Writer {
                 st.query_row(params![key.0, key.1], |r| {
                     Ok(Head {
                         session_rowid: r.get(0)?,
-                        seq: r.get::<_, i64>(1)? as u64,
-                        hash: r
-                            .get::<_, Option<Vec<u8>>>(2)?
-                            .and_then(|v| v.try_into().ok()),
-                        ended: r.get::<_, i64>(3)? == 1,
-                        first_at: r.get(4)?,
-                        last_at: r.get(5)?,
-                        counters: SessionCounters {
-                            events: r.get::<_, i64>(6)? as u64,
-                            tool_calls: r.get::<_, i64>(7)? as u64,
-                            errors: r.get::<_, i64>(8)? as u64,
-                            llm_calls: r.get::<_, i64>(9)? as u64,
-                            input_tokens: r.get(10)?,
-                            output_tokens: r.get(11)?,
-                            cost_usd: r.get(12)?,
+                        chain: SessionHead {
+                            seq: r.get::<_, i64>(1)? as u64,
+                            hash: r
+                                .get::<_, Option<Vec<u8>>>(2)?
+                                .and_then(|v| v.try_into().ok()),
+                            ended: r.get::<_, i64>(3)? == 1,
+                            first_at: r.get(4)?,
+                            last_at: r.get(5)?,
+                            counters: SessionCounters {
+                                events: r.get::<_, i64>(6)? as u64,
+                                tool_calls: r.get::<_, i64>(7)? as u64,
+                                errors: r.get::<_, i64>(8)? as u64,
+                                llm_calls: r.get::<_, i64>(9)? as u64,
+                                input_tokens: r.get(10)?,
+                                output_tokens: r.get(11)?,
+                                cost_usd: r.get(12)?,
+                            },
+                            tags: r.get(13)?,
                         },
-                        tags: r.get(13)?,
                     })
                 })
                 .optional()
@@ -358,48 +490,29 @@ impl Writer {
                     now,
                 )?,
             };
-            let seq = head.seq + 1;
             let id = EventId::generate(now);
-            let id_text = id.to_string();
-            let payload = ev.payload.get();
-            let metadata = ev.metadata.get();
-            let payload_sha256 = sha256(payload.as_bytes());
             // The first event of a session covers the session's header.
-            let session_sha256 = if seq == 1 {
-                Some(self.session_header_hash(head.session_rowid)?)
+            let header = if head.chain.seq == 0 {
+                Some(self.session_header(head.session_rowid)?)
             } else {
                 None
             };
-            let hash = HashInput {
-                project: &project.name,
-                session_id: ev.session_id.as_str(),
-                seq,
-                event_id: &id_text,
-                agent_id: ev.agent_id.as_str(),
-                kind: ev.kind.as_str(),
-                source_type: &ev.source_type,
-                dialect: ev.dialect.as_str(),
-                severity: ev.severity.as_str(),
-                client_ts: ev.client_ts,
-                server_ts: now,
-                payload_sha256: &payload_sha256,
-                metadata: metadata.as_bytes(),
-                prev_hash: head.hash.as_ref(),
-                version: ENVELOPE_VERSION,
-                verdict: ev.judgement.as_ref().map(|j| j.verdict.get().as_bytes()),
-                original_payload_sha256: ev
-                    .judgement
-                    .as_ref()
-                    .and_then(|j| j.original_payload_sha256.as_ref()),
-                original_metadata_sha256: ev
-                    .judgement
-                    .as_ref()
-                    .and_then(|j| j.original_metadata_sha256.as_ref()),
-                session_sha256,
-            }
-            .hash();
+            let prev_hash = head.chain.hash;
+            let linked = link(
+                &mut head.chain,
+                ev,
+                LinkFacts {
+                    project: &project.name,
+                    id,
+                    server_ts: now,
+                    header: header.as_ref().map(OwnedHeader::borrow),
+                },
+            )
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+            let (seq, hash, usage) = (linked.seq, linked.hash, linked.usage);
+            let payload = ev.payload.get();
+            let metadata = ev.metadata.get();
             let j = ev.judgement.as_ref();
-            let usage = Usage::of(ev.kind, payload).unwrap_or_default();
             self.conn
                 .prepare_cached(INSERT_EVENT_SQL)
                 .and_then(|mut st| {
@@ -417,14 +530,14 @@ impl Writer {
                         now.0,
                         payload,
                         metadata,
-                        &payload_sha256[..],
-                        head.hash.as_ref().map(|h| &h[..]),
+                        &linked.payload_sha256[..],
+                        prev_hash.as_ref().map(|h| &h[..]),
                         &hash[..],
                         usage.model,
                         usage.input_tokens,
                         usage.output_tokens,
                         usage.cost_usd,
-                        ENVELOPE_VERSION,
+                        linked.envelope_version,
                         j.map(|j| j.verdict.get()),
                         j.map(|j| j.decision.code()),
                         j.and_then(|j| j.original_payload_sha256.as_ref().map(|h| &h[..])),
@@ -444,18 +557,6 @@ impl Writer {
                     .map_err(storage)?;
             }
 
-            let t = ev.client_ts.unwrap_or(now).0;
-            head.seq = seq;
-            head.hash = Some(hash);
-            head.first_at = Some(head.first_at.map_or(t, |f| f.min(t)));
-            head.last_at = Some(head.last_at.map_or(t, |l| l.max(t)));
-            if ev.kind == Kind::SessionEnded {
-                head.ended = true;
-            }
-            head.counters.add(ev.kind, ev.severity, &usage);
-            if head.tags.is_none() && ev.kind == Kind::SessionStarted {
-                head.tags = session_tags(payload);
-            }
             local.insert(key, head);
             out.push(AppendedEvent {
                 id,
@@ -476,20 +577,20 @@ impl Writer {
                 )
                 .and_then(|mut st| {
                     st.execute(params![
-                        head.seq as i64,
-                        head.hash.as_ref().map(|h| &h[..]),
-                        head.ended as i64,
-                        head.first_at,
-                        head.last_at,
+                        head.chain.seq as i64,
+                        head.chain.hash.as_ref().map(|h| &h[..]),
+                        head.chain.ended as i64,
+                        head.chain.first_at,
+                        head.chain.last_at,
                         head.session_rowid,
-                        head.counters.events as i64,
-                        head.counters.tool_calls as i64,
-                        head.counters.errors as i64,
-                        head.counters.llm_calls as i64,
-                        head.counters.input_tokens,
-                        head.counters.output_tokens,
-                        head.counters.cost_usd,
-                        head.tags,
+                        head.chain.counters.events as i64,
+                        head.chain.counters.tool_calls as i64,
+                        head.chain.counters.errors as i64,
+                        head.chain.counters.llm_calls as i64,
+                        head.chain.counters.input_tokens,
+                        head.chain.counters.output_tokens,
+                        head.chain.counters.cost_usd,
+                        head.chain.tags,
                     ])
                 })
                 .map_err(storage)?;
@@ -497,27 +598,22 @@ impl Writer {
         Ok(out)
     }
 
-    /// The hash of a session's header as its row holds it (this
-    /// transaction's own rows included).
-    fn session_header_hash(&mut self, session_rowid: i64) -> StoreResult<[u8; 32]> {
+    /// A session's header as its row holds it (this transaction's own rows
+    /// included).
+    fn session_header(&mut self, session_rowid: i64) -> StoreResult<OwnedHeader> {
         self.conn
             .prepare_cached(
                 "SELECT id, agent_id, system_prompt, metadata, created_at FROM sessions WHERE rowid = ?1",
             )
             .and_then(|mut st| {
                 st.query_row(params![session_rowid], |r| {
-                    let id: String = r.get(0)?;
-                    let agent: String = r.get(1)?;
-                    let prompt: Option<String> = r.get(2)?;
-                    let metadata: String = r.get(3)?;
-                    Ok(agentledger_core::chain::SessionHeader {
-                        session_id: &id,
-                        agent_id: &agent,
-                        system_prompt: prompt.as_deref(),
-                        metadata: metadata.as_bytes(),
+                    Ok(OwnedHeader {
+                        session_id: r.get(0)?,
+                        agent_id: r.get(1)?,
+                        system_prompt: r.get(2)?,
+                        metadata: r.get(3)?,
                         created_at: Micros(r.get(4)?),
-                    }
-                    .hash())
+                    })
                 })
             })
             .map_err(storage)
@@ -551,32 +647,13 @@ impl Writer {
             .map_err(storage)?;
         Ok(Head {
             session_rowid: self.conn.last_insert_rowid(),
-            seq: 0,
-            hash: None,
-            ended: false,
-            first_at: None,
-            last_at: None,
-            counters: SessionCounters::default(),
-            tags: None,
+            chain: SessionHead::default(),
         })
     }
 
     /// Administrative writes: each in its own transaction, answered after COMMIT.
     fn run_admin(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::CreateSession {
-                project,
-                session,
-                events,
-                reply,
-            } => {
-                let r = self.in_txn(|w| w.create_session(&project, &session, &events));
-                if let Ok((_, _, head)) = &r {
-                    self.heads
-                        .put((project.id.0, session.id.to_string()), head.clone());
-                }
-                let _ = reply.send(r.map(|(s, appended, _)| (s, appended)));
-            }
             Cmd::CreateKey {
                 id,
                 project,
@@ -689,53 +766,27 @@ impl Writer {
         r
     }
 
-    /// Create a session and append its opening events, in the caller's transaction.
-    fn create_session(
-        &mut self,
-        project: &ProjectRef,
-        s: &NewSession,
-        events: &[NewEvent],
-    ) -> StoreResult<(Session, Vec<AppendedEvent>, Head)> {
+    /// Insert a new session's row (`SessionExists` if the id is taken).
+    fn create_session_row(&mut self, project: &ProjectRef, s: &NewSession) -> StoreResult<Head> {
         let exists: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2",
-                params![project.id.0, s.id.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![project.id.0, s.id.as_str()], |r| r.get(0))
+                    .optional()
+            })
             .map_err(storage)?;
         if exists.is_some() {
             return Err(StoreError::SessionExists(s.id.to_string()));
         }
-        let head = self.insert_session_row(
+        self.insert_session_row(
             project,
             s.id.as_str(),
             s.agent_id.as_str(),
             s.system_prompt.as_deref(),
             s.metadata.get(),
             Micros::now(),
-        )?;
-        let key: HeadKey = (project.id.0, s.id.as_str().to_owned());
-        let mut local = HashMap::from([(key.clone(), head)]);
-        let appended = self.insert_events(&HashMap::new(), &mut local, project, events)?;
-        let head = local
-            .remove(&key)
-            .ok_or_else(|| StoreError::Storage("opening events named another session".into()))?;
-        if !local.is_empty() {
-            return Err(StoreError::Storage(
-                "opening events named another session".into(),
-            ));
-        }
-        let session = self
-            .conn
-            .query_row(
-                &format!("SELECT {SESSION_COLS} FROM sessions s WHERE s.rowid = ?1"),
-                params![head.session_rowid],
-                |r| session_from_row(r, &project.name),
-            )
-            .map_err(storage)?;
-        Ok((session, appended, head))
+        )
     }
 
     fn create_key(
@@ -792,13 +843,48 @@ impl Writer {
     }
 }
 
-/// The `tags` array of a `session_started` payload, as stored JSON (the
-/// AgentLens document types it as an array; anything else carries no tags).
-/// Read back as its string members (rows.rs).
-fn session_tags(payload: &str) -> Option<String> {
-    // Only session_started payloads come here (small, validated objects).
-    let mut members: HashMap<String, Box<serde_json::value::RawValue>> =
-        serde_json::from_str(payload).ok()?;
-    let tags = members.remove("tags")?;
-    tags.get().starts_with('[').then(|| tags.get().to_owned())
+/// The reply kept under an idempotency key of a project, if it was kept
+/// at or after `oldest` (µs).
+pub(crate) fn kept_reply(
+    conn: &Connection,
+    project: i64,
+    key: &str,
+    oldest: i64,
+) -> rusqlite::Result<Option<([u8; 32], StoredReply)>> {
+    conn.prepare_cached(
+        "SELECT fingerprint, status, content_type, body FROM idempotency_keys
+         WHERE project_id = ?1 AND key = ?2 AND created_at >= ?3",
+    )?
+    .query_row(params![project, key, oldest], |r| {
+        Ok((
+            r.get::<_, [u8; 32]>(0)?,
+            StoredReply {
+                status: r.get(1)?,
+                content_type: r.get(2)?,
+                body: r.get(3)?,
+            },
+        ))
+    })
+    .optional()
+}
+
+/// A session row's header, owned (core's `SessionHeader` borrows it).
+struct OwnedHeader {
+    session_id: String,
+    agent_id: String,
+    system_prompt: Option<String>,
+    metadata: String,
+    created_at: Micros,
+}
+
+impl OwnedHeader {
+    fn borrow(&self) -> SessionHeader<'_> {
+        SessionHeader {
+            session_id: &self.session_id,
+            agent_id: &self.agent_id,
+            system_prompt: self.system_prompt.as_deref(),
+            metadata: self.metadata.as_bytes(),
+            created_at: self.created_at,
+        }
+    }
 }

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{Event, Micros};
 
+mod link;
+pub use link::{LinkError, LinkFacts, Linked, SessionHead, link, session_tags, tag_list};
+
 /// The version new events are hashed with. Versions 1 (no verdict) and 2
 /// (unsalted digests of redacted originals, no session header) still verify.
 pub const ENVELOPE_VERSION: u32 = 3;
