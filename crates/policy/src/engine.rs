@@ -37,8 +37,6 @@ pub const BUDGET_EXCEEDED: &str = "evaluation_budget_exceeded";
 const MAX_TAGS: usize = 64;
 const MAX_TAG_BYTES: usize = 4096;
 const MAX_ARGUMENTS_BYTES: usize = 64 * 1024;
-/// Sessions whose state is kept in memory (others are rebuilt on use).
-const SESSION_CACHE: usize = 50_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
@@ -308,10 +306,7 @@ pub struct Engine {
     authorizer: Authorizer,
     pub budget: Duration,
     pub redact: Redact,
-    sessions: Mutex<LruCache<(i64, String), SessionHandle>>,
 }
-
-pub type SessionHandle = Arc<Mutex<SessionState>>;
 
 impl Engine {
     pub fn new(policies: Compiled, schema: Schema, budget: Duration, redact: Redact) -> Engine {
@@ -323,9 +318,6 @@ impl Engine {
             authorizer: Authorizer::new(),
             budget,
             redact,
-            sessions: Mutex::new(LruCache::new(
-                NonZeroUsize::new(SESSION_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
         }
     }
 
@@ -397,22 +389,6 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&project);
-    }
-
-    /// The cached state of a session, if loaded.
-    pub fn session(&self, project: i64, session: &str) -> Option<SessionHandle> {
-        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&(project, session.to_owned())).cloned()
-    }
-
-    /// Install a session's state rebuilt from the ledger (unless another
-    /// request did first); the handle in force.
-    pub fn install(&self, project: i64, session: &str, state: SessionState) -> SessionHandle {
-        let mut m = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        m.get_or_insert((project, session.to_owned()), || {
-            Arc::new(Mutex::new(state))
-        })
-        .clone()
     }
 
     /// Judge an event against the session so far: attach the verdict (and

@@ -157,6 +157,10 @@ struct ServeArgs {
     /// Seconds a listing, count or search may run before it is stopped with 503.
     #[arg(long, env = "AGENTLEDGER_QUERY_BUDGET", default_value_t = 2.0)]
     query_budget: f64,
+    /// Hours an answer stays kept under its Idempotency-Key: a retry with the
+    /// same key within this time gets the same answer and appends nothing.
+    #[arg(long, env = "AGENTLEDGER_IDEMPOTENCY_TTL", default_value_t = 24.0)]
+    idempotency_ttl: f64,
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
@@ -304,6 +308,10 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .ok()
                     .filter(|d| !d.is_zero())
                     .ok_or("--query-budget must be a positive number of seconds")?,
+                idempotency_ttl: std::time::Duration::try_from_secs_f64(a.idempotency_ttl * 3600.0)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or("--idempotency-ttl must be a positive number of hours")?,
                 operator_token: a.operator_token,
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;

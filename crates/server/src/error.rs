@@ -201,6 +201,8 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let mut resp = (status, axum::Json(self.body())).into_response();
+        resp.extensions_mut()
+            .insert(crate::ingest::Refusal(self.reason()));
         if let Some(v) = retry {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }

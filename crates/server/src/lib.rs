@@ -7,6 +7,7 @@ pub mod cli;
 pub mod conn;
 pub mod error;
 pub mod extract;
+pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;

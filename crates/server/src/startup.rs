@@ -30,7 +30,7 @@ use crate::metrics::{CommitObserver, Metrics};
 use crate::routes;
 use agentledger_policy::{Engine, Redact, Source};
 
-use crate::routes::otlp::TraceSessions;
+use crate::ingest::traces::TraceSessions;
 use crate::state::AppState;
 
 /// Everything `serve` needs (each field is a CLI flag and an AGENTLEDGER_* variable).
@@ -56,6 +56,8 @@ pub struct ServeConfig {
     pub reads_per_key: usize,
     /// Longest a listing, count or search may run before it is stopped (503).
     pub query_budget: Duration,
+    /// How long an answer stays kept under its `Idempotency-Key`.
+    pub idempotency_ttl: Duration,
     /// The operator's credential for server-wide routes (`/metrics`): no
     /// project's key, not even an admin's, sees other projects' figures.
     pub operator_token: Option<String>,
@@ -100,6 +102,7 @@ impl ServeConfig {
             connections: crate::conn::ConnLimits::default(),
             reads_per_key: 2,
             query_budget: Duration::from_secs(2),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
             operator_token: None,
         }
     }
@@ -144,6 +147,7 @@ impl Application {
         opts.observer = Some(Arc::new(CommitObserver(metrics.clone())));
         opts.faults = cfg.faults.clone();
         opts.query_budget = cfg.query_budget;
+        opts.idempotency_ttl = cfg.idempotency_ttl;
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(opts)?);
         bootstrap_key(store.as_ref(), cfg.bootstrap_key.as_deref()).await?;
         let policy = policy_engine(store.as_ref(), &cfg.policy).await?;
@@ -167,6 +171,7 @@ impl Application {
             schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_BYTES)),
             traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
             policy,
+            sessions: Arc::default(),
             auth: Arc::default(),
             operator,
             readers: Arc::new(crate::auth::ReadGate::new(cfg.reads_per_key)),
@@ -260,6 +265,16 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
     let resp = next.run(req).await;
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
+    // A refused write, counted the same way for every dialect whatever
+    // refused it (an extractor or the pipeline).
+    if method == axum::http::Method::POST
+        && let (Some(dialect), Some(refusal)) = (
+            resp.extensions().get::<agentledger_core::Dialect>(),
+            resp.extensions().get::<crate::ingest::Refusal>(),
+        )
+    {
+        st.metrics.rejected(dialect.as_str(), refusal.0);
+    }
     st.metrics.request(method.as_str(), &route, status, elapsed);
     tracing::debug!(%method, %route, status, us = elapsed.as_micros() as u64, "request");
     resp

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 
 use agentledger_core::Dialect;
@@ -12,17 +13,19 @@ use agentledger_dialects::agentlens::{
 };
 use agentledger_dialects::native::ErrorBody;
 
-use super::shared::{append, counted, fetch_event};
+use super::shared::fetch_event;
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
 use crate::extract::{PathParam, QueryParams};
+use crate::ingest::{Done, Idempotency, Submission, json_reply, submit};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/api/events", get(list).post(ingest))
-        .route("/api/events/{id}", get(get_one))
+        .route("/api/events/{id}", get(get_one));
+    crate::ingest::ingest_routes(Dialect::AgentLens, r)
 }
 
 /// Ingest a batch of events
@@ -36,27 +39,33 @@ pub fn router() -> Router<AppState> {
 pub async fn ingest(
     State(st): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    let r = async {
-        let events = agentlens::parse_ingest(&body)?;
-        append(&st, &caller, Dialect::AgentLens, events).await
-    }
-    .await;
-    let out = counted(&st, Dialect::AgentLens, r)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(IngestResponse {
-            ingested: out.len(),
-            events: out
-                .into_iter()
-                .map(|e| IngestedEvent {
-                    id: e.id.to_string(),
-                    hash: hex::encode(e.hash),
-                })
-                .collect(),
+) -> Result<Response, ApiError> {
+    let events = agentlens::parse_ingest(&body)?;
+    let sub = Submission::events(Dialect::AgentLens, events, idem.key_for(&body));
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(|d: &Done<'_>| {
+            json_reply(
+                StatusCode::CREATED,
+                &IngestResponse {
+                    ingested: d.appended.len(),
+                    events: d
+                        .appended
+                        .iter()
+                        .map(|e| IngestedEvent {
+                            id: e.id.to_string(),
+                            hash: hex::encode(e.hash),
+                        })
+                        .collect(),
+                },
+            )
         }),
-    ))
+    )
+    .await
 }
 
 /// Query events

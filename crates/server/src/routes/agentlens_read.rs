@@ -37,10 +37,13 @@ pub fn router() -> Router<AppState> {
         .merge(not_implemented())
 }
 
-/// Health
+/// Health (AgentLens)
 ///
 /// No key needed (the SDK calls it without one): says the server answers and
 /// which version it is, nothing about any project.
+#[utoipa::path(get, path = "/api/health", tag = "agentlens",
+    responses((status = 200, body = HealthOut)),
+    security(()))]
 pub async fn health() -> Json<HealthOut> {
     Json(HealthOut {
         status: "ok".into(),

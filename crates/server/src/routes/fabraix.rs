@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use tokio::sync::Semaphore;
 
 use agentledger_core::{Dialect, SessionId};
@@ -13,10 +15,10 @@ use agentledger_dialects::fabraix::{self, EventResponse, FabraixEvent, RegisterR
 use agentledger_dialects::native::ErrorBody;
 use agentledger_store::NewSession;
 
-use super::shared::{append_one, counted};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
+use crate::ingest::{Done, Idempotency, Submission, check, internal_reply, json_reply, submit};
 use crate::state::AppState;
 
 /// Schema validations run off the async workers at once, at most. Each is
@@ -32,13 +34,14 @@ const VALIDATION_WAIT: Duration = Duration::from_secs(1);
 pub struct ValidationSlots(Arc<Semaphore>);
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/v1/register-agent-run", post(register))
         .route("/v1/event", post(event))
         .route("/v1/check-action", post(check_action))
         .layer(Extension(ValidationSlots(Arc::new(Semaphore::new(
             VALIDATION_SLOTS,
-        )))))
+        )))));
+    crate::ingest::ingest_routes(Dialect::Fabraix, r)
 }
 
 /// Register an agent run
@@ -55,31 +58,35 @@ pub fn router() -> Router<AppState> {
 pub async fn register(
     State(st): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<Json<RegisterResponse>, ApiError> {
-    let r = async {
-        let reg = fabraix::parse_register(&body)?;
-        let session = NewSession {
+) -> Result<Response, ApiError> {
+    let reg = fabraix::parse_register(&body)?;
+    let sub = Submission {
+        session: Some(NewSession {
             id: reg.session_id,
             agent_id: reg.agent_id,
             system_prompt: Some(reg.system_prompt),
             metadata: agentledger_core::event::empty_object(),
-        };
-        let mut opening = vec![reg.opening];
-        super::policy::judge(&st, &caller, &mut opening, false).await?;
-        let (s, appended) = st
-            .store
-            .create_session(&caller.project, session, opening)
-            .await?;
-        st.metrics
-            .ingested(Dialect::Fabraix.as_str(), appended.len());
-        Ok(RegisterResponse {
-            trace_id: s.id,
-            timestamp: s.created_at.to_rfc3339_millis(),
-        })
-    }
-    .await;
-    counted(&st, Dialect::Fabraix, r).map(Json)
+        }),
+        ..Submission::events(Dialect::Fabraix, vec![reg.opening], idem.key_for(&body))
+    };
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(|d: &Done<'_>| match d.session {
+            Some(s) => json_reply(
+                StatusCode::OK,
+                &RegisterResponse {
+                    trace_id: s.id.clone(),
+                    timestamp: s.created_at.to_rfc3339_millis(),
+                },
+            ),
+            None => internal_reply(),
+        }),
+    )
+    .await
 }
 
 /// Log an event of a run
@@ -100,36 +107,43 @@ pub async fn event(
     State(st): State<AppState>,
     Extension(slots): Extension<ValidationSlots>,
     caller: Caller,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<Json<EventResponse>, ApiError> {
-    let r = async {
-        let ev = fabraix::read_event(&body, &st.schemas)?;
-        let unknown = ApiError::NotFound("trace_id not found: register the run first");
-        let session_id = SessionId::parse(ev.trace_id.as_str()).map_err(|_| unknown)?;
-        let session = st
-            .store
-            .get_session(&caller.project, session_id.as_str())
-            .await?
-            .ok_or(ApiError::NotFound(
-                "trace_id not found: register the run first",
-            ))?;
-        let agent = agentledger_core::AgentId::parse(session.agent_id)
-            .map_err(|e| ApiError::Internal(format!("stored agent id is invalid: {e}")))?;
-        let ev = validate(&st, &slots, ev).await?;
-        let first = append_one(
-            &st,
-            &caller,
-            Dialect::Fabraix,
-            ev.into_new_event(session_id, agent),
-        )
-        .await?;
-        Ok(EventResponse {
-            event_id: first.id.to_uuid_string(),
-            timestamp: first.server_ts.as_unix_seconds_f64(),
-        })
-    }
-    .await;
-    counted(&st, Dialect::Fabraix, r).map(Json)
+) -> Result<Response, ApiError> {
+    let ev = fabraix::read_event(&body, &st.schemas)?;
+    let unknown = ApiError::NotFound("trace_id not found: register the run first");
+    let session_id = SessionId::parse(ev.trace_id.as_str()).map_err(|_| unknown)?;
+    let session = st
+        .store
+        .get_session(&caller.project, session_id.as_str())
+        .await?
+        .ok_or(ApiError::NotFound(
+            "trace_id not found: register the run first",
+        ))?;
+    let agent = agentledger_core::AgentId::parse(session.agent_id)
+        .map_err(|e| ApiError::Internal(format!("stored agent id is invalid: {e}")))?;
+    let ev = validate(&st, &slots, ev).await?;
+    let sub = Submission::events(
+        Dialect::Fabraix,
+        vec![ev.into_new_event(session_id, agent)],
+        idem.key_for(&body),
+    );
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(|d: &Done<'_>| match d.appended.first() {
+            Some(a) => json_reply(
+                StatusCode::OK,
+                &EventResponse {
+                    event_id: a.id.to_uuid_string(),
+                    timestamp: a.server_ts.as_unix_seconds_f64(),
+                },
+            ),
+            None => internal_reply(),
+        }),
+    )
+    .await
 }
 
 /// Validate an event's content against its schema, within the budget its
@@ -215,9 +229,10 @@ pub struct CheckActionResponse {
 pub async fn check_action(
     State(st): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<Json<CheckActionResponse>, ApiError> {
-    let r = async {
+) -> Result<Response, ApiError> {
+    {
         let req: CheckActionRequest = agentledger_dialects::error::parse_json(&body)?;
         let kind = match req.action_type.as_deref() {
             None => agentledger_core::Kind::ToolCall,
@@ -241,32 +256,39 @@ pub async fn check_action(
             .ok_or_else(unknown)?;
         let agent = agentledger_core::AgentId::parse(session.agent_id)
             .map_err(|e| ApiError::Internal(format!("stored agent id is invalid: {e}")))?;
-        let c = super::policy::run_check(
+        let proposed = check::Proposed {
+            session_id,
+            agent_id: agent,
+            kind,
+            tool: req.tool_name,
+            arguments: req.arguments,
+            extra: None,
+            dialect: Dialect::Fabraix,
+        };
+        let trace_id = req.trace_id;
+        super::policy::submit_check(
             &st,
             &caller,
-            super::policy::Proposed {
-                session_id,
-                agent_id: agent,
-                kind,
-                tool: req.tool_name,
-                arguments: req.arguments,
-                extra: None,
-                dialect: Dialect::Fabraix,
-            },
+            proposed,
+            idem.key_for(&body),
+            Box::new(
+                move |d: &Done<'_>| match (d.verdicts.first(), d.appended.first()) {
+                    (Some(v), Some(a)) => json_reply(
+                        StatusCode::OK,
+                        &CheckActionResponse {
+                            allowed: v.allowed(),
+                            decision: v.decision.as_str().into(),
+                            policies: v.policies.clone(),
+                            reasons: v.reasons.clone(),
+                            findings: v.findings.clone(),
+                            event_id: a.id.to_uuid_string(),
+                            trace_id,
+                        },
+                    ),
+                    _ => internal_reply(),
+                },
+            ),
         )
-        .await?;
-        let id = agentledger_core::EventId::parse_any(&c.event_id)
-            .map_err(|_| ApiError::Internal("bad event id".into()))?;
-        Ok(CheckActionResponse {
-            allowed: c.allowed,
-            decision: c.decision,
-            policies: c.policies,
-            reasons: c.reasons,
-            findings: c.findings,
-            event_id: id.to_uuid_string(),
-            trace_id: req.trace_id,
-        })
+        .await
     }
-    .await;
-    counted(&st, Dialect::Fabraix, r).map(Json)
 }

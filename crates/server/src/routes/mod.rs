@@ -36,16 +36,17 @@ pub fn router() -> Router<AppState> {
     info(
         title = "agentledger",
         description = "Tamper-evident audit trail and policy checkpoint for AI agents. \
-            Every route except /healthz and /openapi.json takes an API key, as \
-            `Authorization: Bearer <key>` or `x-api-key: <key>`."
+            Every route except /healthz, /api/health and /openapi.json takes an API key, as \
+            `Authorization: Bearer <key>` or `x-api-key: <key>`. Every POST route records \
+            events and takes an optional `Idempotency-Key` header for safe retries."
     ),
     paths(
         native::ingest, native::list_events, native::get_event,
         native::create_session, native::list_sessions, native::get_session,
-        native::verify, native::export, native::usage, ops::metrics,
+        native::verify, native::export, native::usage, ops::healthz, ops::metrics,
         fabraix::register, fabraix::event,
         agentlens::ingest, agentlens::list, agentlens::get_one,
-        agentlens_read::list_sessions, agentlens_read::get_session, agentlens_read::timeline,
+        agentlens_read::health, agentlens_read::list_sessions, agentlens_read::get_session, agentlens_read::timeline,
         agentlens_read::list_agents, agentlens_read::get_agent, agentlens_read::llm_analytics,
         secureagentics::send, secureagentics::send_batch, secureagentics::list,
         realm::create, realm::create_batch, realm::get_one,
@@ -72,18 +73,30 @@ struct CommonErrors;
 
 impl Modify for CommonErrors {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::ObjectBuilder;
+        use utoipa::openapi::{Content, Ref, RefOr, Required, ResponseBuilder};
         for (path, item) in doc.paths.paths.iter_mut() {
             // OTLP answers a google.rpc.Status in the request's encoding.
             let otlp = path == "/v1/traces" || path == "/v1/logs";
             let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+                (false, &mut item.get),
+                (false, &mut item.put),
+                (true, &mut item.post),
+                (false, &mut item.delete),
+                (false, &mut item.patch),
             ];
-            for op in ops.into_iter().flatten() {
+            for (post, op) in ops {
+                let Some(op) = op else { continue };
+                // Health probes are documented as open (`security: [{}]`):
+                // nothing below applies to them.
+                let public = op.security.as_ref().is_some_and(|s| {
+                    s.iter()
+                        .all(|r| *r == utoipa::openapi::security::SecurityRequirement::default())
+                });
+                if public {
+                    continue;
+                }
                 let body = op.request_body.is_some();
                 let writes = op.responses.responses.contains_key("503");
                 let mut add = |code: &str, description: &str| {
@@ -118,6 +131,33 @@ impl Modify for CommonErrors {
                 }
                 if writes {
                     add("507", "The ledger's storage is full; nothing stored");
+                }
+                // Every POST records events: it takes an Idempotency-Key.
+                if post && op.request_body.is_some() {
+                    add(
+                        "409",
+                        "Idempotency-Key already used for a different request (or, \
+                         where documented, another conflict); nothing stored",
+                    );
+                    let p = ParameterBuilder::new()
+                        .name("Idempotency-Key")
+                        .parameter_in(ParameterIn::Header)
+                        .required(Required::False)
+                        .description(Some(
+                            "Safe retries: a retry with the same key and the same request \
+                             gets the original answer (header Idempotent-Replayed: true) and \
+                             appends nothing; the same key with another request is 409. Keys \
+                             belong to the project and are kept --idempotency-ttl hours (24). \
+                             1 to 255 visible ASCII characters.",
+                        ))
+                        .schema(Some(
+                            ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::String)
+                                .min_length(Some(1))
+                                .max_length(Some(255)),
+                        ))
+                        .build();
+                    op.parameters.get_or_insert_with(Vec::new).push(RefOr::T(p));
                 }
             }
         }

@@ -15,22 +15,24 @@ use agentledger_dialects::native::{
 };
 use agentledger_store::{NewSession, verify::verify_session};
 
-use super::shared::{append, counted, fetch_event};
+use super::shared::fetch_event;
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
 use crate::extract::{PathParam, QueryParams};
+use crate::ingest::{Done, Idempotency, Submission, json_reply, submit};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/api/v1/sessions", get(list_sessions).post(create_session))
         .route("/api/v1/sessions/{id}", get(get_session))
         .route("/api/v1/sessions/{id}/verify", get(verify))
         .route("/api/v1/sessions/{id}/export", get(export))
         .route("/api/v1/events", get(list_events).post(ingest))
         .route("/api/v1/usage", get(usage))
-        .route("/api/v1/events/{id}", get(get_event))
+        .route("/api/v1/events/{id}", get(get_event));
+    crate::ingest::ingest_routes(Dialect::Native, r)
 }
 
 /// Record a batch of events
@@ -49,27 +51,33 @@ pub fn router() -> Router<AppState> {
 pub async fn ingest(
     State(st): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
-    let r = async {
-        let events = native::parse_ingest(&body)?;
-        append(&st, &caller, Dialect::Native, events).await
-    }
-    .await;
-    let out = counted(&st, Dialect::Native, r)?;
-    let resp = IngestResponse {
-        ingested: out.len(),
-        events: out
-            .into_iter()
-            .map(|e| IngestedEvent {
-                id: e.id.to_string(),
-                session_id: e.session_id,
-                seq: e.seq,
-                hash: hex::encode(e.hash),
-            })
-            .collect(),
-    };
-    Ok((StatusCode::CREATED, Json(resp)).into_response())
+    let events = native::parse_ingest(&body)?;
+    let sub = Submission::events(Dialect::Native, events, idem.key_for(&body));
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(|d: &Done<'_>| {
+            let resp = IngestResponse {
+                ingested: d.appended.len(),
+                events: d
+                    .appended
+                    .iter()
+                    .map(|e| IngestedEvent {
+                        id: e.id.to_string(),
+                        session_id: e.session_id.clone(),
+                        seq: e.seq,
+                        hash: hex::encode(e.hash),
+                    })
+                    .collect(),
+            };
+            json_reply(StatusCode::CREATED, &resp)
+        }),
+    )
+    .await
 }
 
 /// Query events
@@ -139,23 +147,32 @@ pub async fn get_event(
 pub async fn create_session(
     State(st): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     let spec = native::parse_create_session(&body)?;
-    let (s, _) = st
-        .store
-        .create_session(
-            &caller.project,
-            NewSession {
-                id: spec.id,
-                agent_id: spec.agent_id,
-                system_prompt: spec.system_prompt,
-                metadata: spec.metadata,
-            },
-            Vec::new(),
-        )
-        .await?;
-    Ok((StatusCode::CREATED, Json(SessionOut::from(s))).into_response())
+    let sub = Submission {
+        session: Some(NewSession {
+            id: spec.id,
+            agent_id: spec.agent_id,
+            system_prompt: spec.system_prompt,
+            metadata: spec.metadata,
+        }),
+        ..Submission::events(Dialect::Native, Vec::new(), idem.key_for(&body))
+    };
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(|d: &Done<'_>| match d.session {
+            Some(s) => json_reply(StatusCode::CREATED, &SessionOut::from(s.clone())),
+            None => json_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &ApiError::Internal(String::new()).body(),
+            ),
+        }),
+    )
+    .await
 }
 
 /// List sessions

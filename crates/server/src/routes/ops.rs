@@ -21,7 +21,13 @@ pub fn router() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
-async fn healthz() -> impl IntoResponse {
+/// Liveness
+///
+/// No key needed: answers `{"status":"ok"}` while the server runs.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The server answers", body = Object)),
+    security(()))]
+pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 

@@ -4,8 +4,6 @@
 //! not be mapped, and a `google.rpc.Status` body on every error.
 
 use std::io::Read;
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -13,50 +11,24 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use lru::LruCache;
 
 use agentledger_core::Dialect;
 use agentledger_core::limits::MAX_BODY_BYTES;
 use agentledger_dialects::InputError;
 use agentledger_dialects::otlp::{self, Encoding, Mapped, RpcStatus};
-use agentledger_store::ProjectRef;
+use agentledger_store::StoredReply;
 
-use super::shared::{append, counted};
 use crate::auth::Caller;
 use crate::body::read_limited;
 use crate::error::ApiError;
+use crate::ingest::{Done, Idempotency, Submission, submit};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/v1/traces", post(traces))
-        .route("/v1/logs", post(logs))
-}
-
-/// Sessions learnt from span attributes, by project and trace id, so spans of
-/// one trace exported over several requests land in one session.
-pub struct TraceSessions(Mutex<LruCache<(i64, [u8; 16]), String>>);
-
-impl TraceSessions {
-    pub fn new(capacity: usize) -> Self {
-        let cap = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        TraceSessions(Mutex::new(LruCache::new(cap)))
-    }
-
-    fn get(&self, project: &ProjectRef, trace: &[u8; 16]) -> Option<String> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&(project.id.0, *trace)).cloned()
-    }
-
-    fn learn(&self, project: &ProjectRef, learnt: Vec<([u8; 16], String)>) {
-        if learnt.is_empty() {
-            return;
-        }
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for (t, s) in learnt {
-            m.put((project.id.0, t), s);
-        }
-    }
+        .route("/v1/logs", post(logs));
+    crate::ingest::ingest_routes(Dialect::Otlp, r)
 }
 
 /// An error on the OTLP edge: a `google.rpc.Status` in the request's encoding.
@@ -77,7 +49,8 @@ impl IntoResponse for OtlpError {
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::INSUFFICIENT_STORAGE => 8, // RESOURCE_EXHAUSTED
             StatusCode::SERVICE_UNAVAILABLE => 14,                                 // UNAVAILABLE
             StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
-            _ => 13, // INTERNAL
+            StatusCode::CONFLICT => 9, // FAILED_PRECONDITION (an Idempotency-Key reused)
+            _ => 13,                   // INTERNAL
         };
         let body = RpcStatus {
             code,
@@ -85,6 +58,8 @@ impl IntoResponse for OtlpError {
         }
         .encode_as(enc);
         let mut resp = (status, body).into_response();
+        resp.extensions_mut()
+            .insert(crate::ingest::Refusal(e.reason()));
         let h = resp.headers_mut();
         h.insert(
             header::CONTENT_TYPE,
@@ -153,59 +128,64 @@ fn decode_logs(
     otlp::map_logs(&otlp::decode_logs(b, e)?, k)
 }
 
-/// Authenticate, read, decode, map and append; the mapped result for the answer.
+/// Authenticate, read, decode and map; then the pipeline judges, appends and
+/// answers (an `Export…ServiceResponse` in the request's encoding, with
+/// `partial_success` for what could not be mapped).
 async fn export(
     st: &AppState,
     caller: Result<Caller, ApiError>,
+    idem: Idempotency,
     req: Request,
     enc: Encoding,
     decode: Decode,
-) -> Result<Mapped, ApiError> {
+    respond: fn(&Mapped, Encoding) -> Vec<u8>,
+) -> Result<Response, ApiError> {
     let caller = caller?;
     let bytes = body(req).await?;
+    let key = idem.key_for(&bytes);
     let project = caller.project.clone();
     let traces = st.traces.clone();
     let known = move |t: &[u8; 16]| traces.get(&project, t);
     let mut mapped = decode(&bytes, enc, &known)?;
     drop(bytes);
     let events = std::mem::take(&mut mapped.events);
-    st.traces
-        .learn(&caller.project, std::mem::take(&mut mapped.learnt));
-    if !events.is_empty() {
-        append(st, &caller, Dialect::Otlp, events).await?;
-    }
-    if mapped.rejected > 0 {
+    let learnt = std::mem::take(&mut mapped.learnt);
+    let rejected = mapped.rejected;
+    let answer = respond(&mapped, enc);
+    let resp = submit(
+        st,
+        &caller,
+        Submission::events(Dialect::Otlp, events, key),
+        Box::new(move |_: &Done<'_>| StoredReply {
+            status: 200,
+            content_type: enc.content_type().into(),
+            body: answer,
+        }),
+    )
+    .await?;
+    // Learnt only once committed: state follows the ledger.
+    st.traces.learn(&caller.project, learnt);
+    if rejected > 0 {
         st.metrics.rejected(Dialect::Otlp.as_str(), "UNMAPPABLE");
     }
-    Ok(mapped)
+    Ok(resp)
 }
 
 async fn handle(
     st: AppState,
     caller: Result<Caller, ApiError>,
+    idem: Result<Idempotency, ApiError>,
     req: Request,
     decode: Decode,
     respond: fn(&Mapped, Encoding) -> Vec<u8>,
 ) -> Result<Response, OtlpError> {
     let Some(enc) = encoding(req.headers()) else {
-        let e = counted(
-            &st,
-            Dialect::Otlp,
-            Err::<(), _>(ApiError::UnsupportedMediaType),
-        );
-        return Err(OtlpError(
-            e.err().unwrap_or(ApiError::UnsupportedMediaType),
-            Encoding::Json,
-        ));
+        return Err(OtlpError(ApiError::UnsupportedMediaType, Encoding::Json));
     };
-    let r = export(&st, caller, req, enc, decode).await;
-    let mapped = counted(&st, Dialect::Otlp, r).map_err(|e| OtlpError(e, enc))?;
-    let mut resp = (StatusCode::OK, respond(&mapped, enc)).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(enc.content_type()),
-    );
-    Ok(resp)
+    let idem = idem.map_err(|e| OtlpError(e, enc))?;
+    export(&st, caller, idem, req, enc, decode, respond)
+        .await
+        .map_err(|e| OtlpError(e, enc))
 }
 
 /// Export spans (OTLP/HTTP)
@@ -228,9 +208,10 @@ async fn handle(
 pub async fn traces(
     State(st): State<AppState>,
     caller: Result<Caller, ApiError>,
+    idem: Result<Idempotency, ApiError>,
     req: Request,
 ) -> Result<Response, OtlpError> {
-    handle(st, caller, req, decode_traces, otlp::traces_response).await
+    handle(st, caller, idem, req, decode_traces, otlp::traces_response).await
 }
 
 /// Export log records (OTLP/HTTP)
@@ -250,7 +231,8 @@ pub async fn traces(
 pub async fn logs(
     State(st): State<AppState>,
     caller: Result<Caller, ApiError>,
+    idem: Result<Idempotency, ApiError>,
     req: Request,
 ) -> Result<Response, OtlpError> {
-    handle(st, caller, req, decode_logs, otlp::logs_response).await
+    handle(st, caller, idem, req, decode_logs, otlp::logs_response).await
 }

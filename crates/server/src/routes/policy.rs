@@ -2,132 +2,38 @@
 //! stored; action checks answer before the agent acts; admins list and
 //! replace the policy set.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use agentledger_core::verdict::{Decision, Finding, Verdict};
-use agentledger_core::{AgentId, Dialect, Kind, NewEvent, SessionId, Severity};
+use agentledger_core::verdict::Finding;
+use agentledger_core::{AgentId, Dialect, Kind, SessionId};
 use agentledger_dialects::InputError;
 use agentledger_dialects::common::{field, optional_object};
 use agentledger_dialects::error::parse_json;
 use agentledger_dialects::native::ErrorBody;
-use agentledger_policy::engine::SessionHandle;
-use agentledger_policy::state::CHECK_SOURCE_TYPE;
-use agentledger_policy::{PolicyError, PolicyInfo, SessionState, Source};
+use agentledger_policy::{PolicyError, PolicyInfo, Source};
 use agentledger_store::ProjectRef;
 
-use super::shared::{append_judged, counted};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
+use crate::ingest::{
+    Done, Idempotency, Judge, Submission, check, internal_reply, json_reply, submit,
+};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/api/v1/policies", get(list).put(replace).delete(clear))
-        .route("/api/v1/check", post(check))
-}
-
-/// Batches up to this size are judged on the request's own task.
-const INLINE_JUDGE: usize = 16;
-
-/// Events read per page when a session's state is rebuilt from the ledger.
-const REBUILD_PAGE: u32 = 1000;
-
-/// The engine's state for a session, rebuilt from the ledger on first use
-/// (after a restart, or once evicted from the cache).
-async fn session_state(
-    st: &AppState,
-    project: &ProjectRef,
-    session: &str,
-) -> Result<Option<SessionHandle>, ApiError> {
-    let Some(engine) = &st.policy else {
-        return Ok(None);
-    };
-    if let Some(h) = engine.session(project.id.0, session) {
-        return Ok(Some(h));
-    }
-    let mut state = SessionState::default();
-    let mut after = 0;
-    loop {
-        let page = st
-            .store
-            .session_events(project, session, after, REBUILD_PAGE)
-            .await?;
-        for ev in &page {
-            state.apply_stored(ev);
-        }
-        match page.last() {
-            Some(last) if page.len() == REBUILD_PAGE as usize => after = last.seq,
-            _ => break,
-        }
-    }
-    Ok(Some(engine.install(project.id.0, session, state)))
-}
-
-/// Judge events in order (attaching verdicts, redacting if configured); their
-/// verdicts. Without a policy engine, nothing is attached and none returned.
-pub async fn judge(
-    st: &AppState,
-    caller: &Caller,
-    events: &mut Vec<NewEvent>,
-    check: bool,
-) -> Result<Vec<Verdict>, ApiError> {
-    let Some(engine) = st.policy.clone() else {
-        return Ok(Vec::new());
-    };
-    // One state handle per distinct session of the batch, one per event.
-    let mut by_session: HashMap<&str, SessionHandle> = HashMap::new();
-    let mut handles = Vec::with_capacity(events.len());
-    for ev in events.iter() {
-        let s = ev.session_id.as_str();
-        let h = match by_session.get(s) {
-            Some(h) => h.clone(),
-            None => {
-                let h = session_state(st, &caller.project, s)
-                    .await?
-                    .ok_or_else(|| ApiError::Internal("policy engine vanished".into()))?;
-                by_session.insert(s, h.clone());
-                h
-            }
-        };
-        handles.push(h);
-    }
-    drop(by_session);
-    // The caller's project is judged by its own set (or the operator's
-    // default), never by another project's.
-    let project = caller.project.id.0;
-    let run = move |mut evs: Vec<NewEvent>| {
-        let mut verdicts = Vec::with_capacity(evs.len());
-        for (ev, h) in evs.iter_mut().zip(&handles) {
-            let mut state = h.lock().unwrap_or_else(|p| p.into_inner());
-            verdicts.push(engine.judge_for(project, ev, &mut state, check));
-        }
-        (evs, verdicts)
-    };
-    let evs = std::mem::take(events);
-    // Detectors and Cedar are CPU work (about 15 µs an event): a few events
-    // are judged in place, a batch off the async workers.
-    let (evs, verdicts) = if evs.len() <= INLINE_JUDGE {
-        run(evs)
-    } else {
-        tokio::task::spawn_blocking(move || run(evs))
-            .await
-            .map_err(|e| ApiError::Internal(format!("policy evaluation failed: {e}")))?
-    };
-    *events = evs;
-    for v in &verdicts {
-        st.metrics.verdict(&caller.project.name, v);
-    }
-    Ok(verdicts)
+        .route("/api/v1/check", post(check));
+    crate::ingest::ingest_routes(Dialect::Native, r)
 }
 
 /// The policies in force for the caller's project
@@ -360,104 +266,21 @@ pub struct CheckResponse {
     pub seq: u64,
 }
 
-/// A proposed action, judged as the event it would be, and the recorded check.
-pub struct Proposed {
-    pub session_id: SessionId,
-    pub agent_id: AgentId,
-    pub kind: Kind,
-    pub tool: Option<String>,
-    pub arguments: Option<Box<RawValue>>,
-    pub extra: Option<Box<RawValue>>,
-    pub dialect: Dialect,
-}
-
-/// Judge a proposed action before it runs, record the check in the session's
-/// chain (kind `decision`, source type `action_check`, with the verdict), and
-/// answer.
-pub async fn run_check(
+/// Judge a proposed action and record the check, through the pipeline.
+pub async fn submit_check(
     st: &AppState,
     caller: &Caller,
-    p: Proposed,
-) -> Result<CheckResponse, ApiError> {
+    p: check::Proposed,
+    key: Option<agentledger_store::IdempotencyKey>,
+    render: crate::ingest::Renderer,
+) -> Result<Response, ApiError> {
     engine(st)?;
-    let mut payload = serde_json::Map::new();
-    if let Some(extra) = &p.extra {
-        let v: serde_json::Value = serde_json::from_str(extra.get())
-            .map_err(|e| ApiError::Input(InputError::invalid("payload", e.to_string())))?;
-        if let serde_json::Value::Object(m) = v {
-            payload.extend(m);
-        }
-    }
-    if let Some(t) = &p.tool {
-        payload.insert("toolName".into(), t.clone().into());
-    }
-    if let Some(a) = &p.arguments {
-        let v: serde_json::Value = serde_json::from_str(a.get())
-            .map_err(|e| ApiError::Input(InputError::invalid("arguments", e.to_string())))?;
-        payload.insert("arguments".into(), v);
-    }
-    let text = serde_json::Value::Object(payload).to_string();
-    if text.len() > agentledger_core::limits::MAX_PAYLOAD_BYTES {
-        return Err(InputError::too_large(
-            "arguments",
-            "proposed action",
-            agentledger_core::limits::MAX_PAYLOAD_BYTES,
-        )
-        .into());
-    }
-    let proposed = NewEvent {
-        session_id: p.session_id.clone(),
-        agent_id: p.agent_id.clone(),
-        kind: p.kind,
-        source_type: p.kind.as_str().into(),
-        dialect: p.dialect,
-        severity: Severity::Info,
-        client_ts: None,
-        payload: RawValue::from_string(text).map_err(|e| ApiError::Internal(e.to_string()))?,
-        metadata: agentledger_core::event::empty_object(),
-        judgement: None,
+    let dialect = p.dialect;
+    let sub = Submission {
+        judge: Judge::Check,
+        ..Submission::events(dialect, vec![check::proposal(p)?], key)
     };
-    let mut one = vec![proposed];
-    let verdict = judge(st, caller, &mut one, true)
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::Internal("no verdict".into()))?;
-    let judged = one
-        .pop()
-        .ok_or_else(|| ApiError::Internal("no event".into()))?;
-    // The recorded check: what was proposed (as stored, redacted if so
-    // configured) and the verdict, which the envelope covers.
-    let record_payload = format!(
-        r#"{{"check":{{"kind":{},"payload":{}}},"allowed":{}}}"#,
-        serde_json::Value::from(p.kind.as_str()),
-        judged.payload.get(),
-        verdict.allowed()
-    );
-    let record = NewEvent {
-        kind: Kind::Decision,
-        source_type: CHECK_SOURCE_TYPE.into(),
-        severity: if verdict.decision == Decision::Deny {
-            Severity::Warn
-        } else {
-            Severity::Info
-        },
-        payload: RawValue::from_string(record_payload)
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-        ..judged
-    };
-    let out = append_judged(st, caller, p.dialect, vec![record]).await?;
-    let a = out
-        .first()
-        .ok_or_else(|| ApiError::Internal("append returned no event".into()))?;
-    Ok(CheckResponse {
-        allowed: verdict.allowed(),
-        decision: verdict.decision.as_str().into(),
-        policies: verdict.policies,
-        reasons: verdict.reasons,
-        findings: verdict.findings,
-        event_id: a.id.to_string(),
-        seq: a.seq,
-    })
+    submit(st, caller, sub, render).await
 }
 
 /// Check an action before running it
@@ -474,9 +297,10 @@ pub async fn run_check(
 pub async fn check(
     State(st): State<AppState>,
     caller: Caller,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<CheckResponse>), ApiError> {
-    let r = async {
+) -> Result<Response, ApiError> {
+    {
         let req: CheckRequest = parse_json(&body)?;
         let kind = match &req.kind {
             Some(k) => field("kind", k.parse::<Kind>())?,
@@ -485,7 +309,7 @@ pub async fn check(
         if let Some(a) = &req.arguments {
             optional_object("arguments", Some(a))?;
         }
-        let p = Proposed {
+        let p = check::Proposed {
             session_id: field("session_id", SessionId::parse(req.session_id))?,
             agent_id: field("agent_id", AgentId::parse(req.agent_id))?,
             kind,
@@ -497,8 +321,29 @@ pub async fn check(
             },
             dialect: Dialect::Native,
         };
-        run_check(&st, &caller, p).await
+        submit_check(
+            &st,
+            &caller,
+            p,
+            idem.key_for(&body),
+            Box::new(
+                |d: &Done<'_>| match (d.verdicts.first(), d.appended.first()) {
+                    (Some(v), Some(a)) => json_reply(
+                        StatusCode::OK,
+                        &CheckResponse {
+                            allowed: v.allowed(),
+                            decision: v.decision.as_str().into(),
+                            policies: v.policies.clone(),
+                            reasons: v.reasons.clone(),
+                            findings: v.findings.clone(),
+                            event_id: a.id.to_string(),
+                            seq: a.seq,
+                        },
+                    ),
+                    _ => internal_reply(),
+                },
+            ),
+        )
+        .await
     }
-    .await;
-    counted(&st, Dialect::Native, r).map(|c| (StatusCode::OK, Json(c)))
 }

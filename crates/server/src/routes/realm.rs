@@ -4,24 +4,27 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use agentledger_core::{AgentId, Dialect, SessionId};
 use agentledger_dialects::native::ErrorBody;
 use agentledger_dialects::realm::{self, BatchResponse, EventOut, UNKNOWN_AGENT};
 
-use super::shared::{append, append_judged, counted, fetch_event};
+use super::shared::fetch_event;
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
 use crate::extract::PathParam;
+use crate::ingest::{Done, Idempotency, Submission, internal_reply, json_reply, submit};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/v1/sessions/{session_id}/events", post(create))
         .route("/v1/sessions/{session_id}/events/batch", post(create_batch))
-        .route("/v1/events/{id}", get(get_one))
+        .route("/v1/events/{id}", get(get_one));
+    crate::ingest::ingest_routes(Dialect::Realm, r)
 }
 
 /// The agent to record: the session's own, or "unknown" for a new session
@@ -51,21 +54,28 @@ pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
     PathParam(session_id): PathParam<String>,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<EventOut>), ApiError> {
-    let r = async {
-        let session = realm::session_param(&session_id)?;
-        let agent = agent_of(&st, &caller, &session).await?;
-        let mut evs = vec![realm::parse_event(&session, &agent, &body)?];
-        super::policy::judge(&st, &caller, &mut evs, false).await?;
-        let out = append_judged(&st, &caller, Dialect::Realm, evs.clone()).await?;
-        let (Some(ev), Some(first)) = (evs.pop(), out.first()) else {
-            return Err(ApiError::Internal("append returned no event".into()));
-        };
-        Ok(EventOut::created(ev, first.id, first.server_ts))
-    }
-    .await;
-    counted(&st, Dialect::Realm, r).map(|e| (StatusCode::CREATED, Json(e)))
+) -> Result<Response, ApiError> {
+    let session = realm::session_param(&session_id)?;
+    let agent = agent_of(&st, &caller, &session).await?;
+    let evs = vec![realm::parse_event(&session, &agent, &body)?];
+    let sub = Submission::events(Dialect::Realm, evs, idem.key_for(&body));
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(
+            |d: &Done<'_>| match (d.events.first(), d.appended.first()) {
+                (Some(ev), Some(a)) => json_reply(
+                    StatusCode::CREATED,
+                    &EventOut::created(ev.clone(), a.id, a.server_ts),
+                ),
+                _ => internal_reply(),
+            },
+        ),
+    )
+    .await
 }
 
 /// Batch create events
@@ -79,23 +89,32 @@ pub async fn create_batch(
     State(st): State<AppState>,
     caller: Caller,
     PathParam(session_id): PathParam<String>,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
-    let r = async {
-        let session = realm::session_param(&session_id)?;
-        let agent = agent_of(&st, &caller, &session).await?;
-        let events = realm::parse_batch(&session, &agent, &body)?;
-        let out = append(&st, &caller, Dialect::Realm, events).await?;
-        Ok(BatchResponse {
-            created: out.len(),
-            event_ids: out
-                .iter()
-                .map(|a| a.id.to_prefixed(realm::EVENT_PREFIX))
-                .collect(),
-        })
-    }
-    .await;
-    counted(&st, Dialect::Realm, r).map(|b| (StatusCode::CREATED, Json(b)))
+) -> Result<Response, ApiError> {
+    let session = realm::session_param(&session_id)?;
+    let agent = agent_of(&st, &caller, &session).await?;
+    let events = realm::parse_batch(&session, &agent, &body)?;
+    let sub = Submission::events(Dialect::Realm, events, idem.key_for(&body));
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(|d: &Done<'_>| {
+            json_reply(
+                StatusCode::CREATED,
+                &BatchResponse {
+                    created: d.appended.len(),
+                    event_ids: d
+                        .appended
+                        .iter()
+                        .map(|a| a.id.to_prefixed(realm::EVENT_PREFIX))
+                        .collect(),
+                },
+            )
+        }),
+    )
+    .await
 }
 
 /// Get an event

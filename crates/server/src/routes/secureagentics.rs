@@ -4,23 +4,25 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use agentledger_core::Dialect;
 use agentledger_dialects::native::ErrorBody;
 use agentledger_dialects::secureagentics::{self, BatchResponse, EventList, EventOut, ListParams};
 
-use super::shared::{append_judged, counted};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
 use crate::extract::{PathParam, QueryParams};
+use crate::ingest::{Done, Idempotency, Submission, internal_reply, json_reply, submit};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
+    let r = Router::new()
         .route("/v1/agents/{id}/events", get(list).post(send))
-        .route("/v1/agents/{id}/events/batch", post(send_batch))
+        .route("/v1/agents/{id}/events/batch", post(send_batch));
+    crate::ingest::ingest_routes(Dialect::Secureagentics, r)
 }
 
 /// Send an event
@@ -39,20 +41,27 @@ pub async fn send(
     State(st): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam<String>,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<EventOut>), ApiError> {
-    let r = async {
-        let agent = secureagentics::agent_param(&id)?;
-        let mut evs = vec![secureagentics::parse_event(&agent, &body)?];
-        super::policy::judge(&st, &caller, &mut evs, false).await?;
-        let out = append_judged(&st, &caller, Dialect::Secureagentics, evs.clone()).await?;
-        let (Some(ev), Some(first)) = (evs.pop(), out.first()) else {
-            return Err(ApiError::Internal("append returned no event".into()));
-        };
-        Ok(EventOut::created(ev, first.id, first.server_ts))
-    }
-    .await;
-    counted(&st, Dialect::Secureagentics, r).map(|e| (StatusCode::CREATED, Json(e)))
+) -> Result<Response, ApiError> {
+    let agent = secureagentics::agent_param(&id)?;
+    let evs = vec![secureagentics::parse_event(&agent, &body)?];
+    let sub = Submission::events(Dialect::Secureagentics, evs, idem.key_for(&body));
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(
+            |d: &Done<'_>| match (d.events.first(), d.appended.first()) {
+                (Some(ev), Some(a)) => json_reply(
+                    StatusCode::CREATED,
+                    &EventOut::created(ev.clone(), a.id, a.server_ts),
+                ),
+                _ => internal_reply(),
+            },
+        ),
+    )
+    .await
 }
 
 /// Send events in batch
@@ -71,25 +80,33 @@ pub async fn send_batch(
     State(st): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam<String>,
+    idem: Idempotency,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
-    let r = async {
-        let agent = secureagentics::agent_param(&id)?;
-        let mut events = secureagentics::parse_batch(&agent, &body)?;
-        super::policy::judge(&st, &caller, &mut events, false).await?;
-        let out = append_judged(&st, &caller, Dialect::Secureagentics, events.clone()).await?;
-        let results: Vec<EventOut> = events
-            .into_iter()
-            .zip(out)
-            .map(|(ev, a)| EventOut::created(ev, a.id, a.server_ts))
-            .collect();
-        Ok(BatchResponse {
-            total: results.len(),
-            results,
-        })
-    }
-    .await;
-    counted(&st, Dialect::Secureagentics, r).map(|b| (StatusCode::CREATED, Json(b)))
+) -> Result<Response, ApiError> {
+    let agent = secureagentics::agent_param(&id)?;
+    let events = secureagentics::parse_batch(&agent, &body)?;
+    let sub = Submission::events(Dialect::Secureagentics, events, idem.key_for(&body));
+    submit(
+        &st,
+        &caller,
+        sub,
+        Box::new(|d: &Done<'_>| {
+            let results: Vec<EventOut> = d
+                .events
+                .iter()
+                .zip(d.appended)
+                .map(|(ev, a)| EventOut::created(ev.clone(), a.id, a.server_ts))
+                .collect();
+            json_reply(
+                StatusCode::CREATED,
+                &BatchResponse {
+                    total: results.len(),
+                    results,
+                },
+            )
+        }),
+    )
+    .await
 }
 
 /// List events for an agent
