@@ -64,7 +64,9 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NoSuchProject(_) => ApiError::NotFound("project not found"),
             StoreError::IdempotencyConflict(k) => ApiError::IdempotencyConflict(k),
-            StoreError::Overloaded => ApiError::Overloaded,
+            // A session's head moved under a judged request more often than
+            // the pipeline re-judges: busy, retry.
+            StoreError::Overloaded | StoreError::HeadMoved(_) => ApiError::Overloaded,
             StoreError::ShuttingDown => ApiError::ShuttingDown,
             StoreError::Full(m) => ApiError::StorageFull(m),
             StoreError::QueryBudget(d) => ApiError::QueryBudget(d),

@@ -551,6 +551,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
         session: None,
         events: vec![event("s", Kind::ToolCall, r#"{"toolName":"x"}"#)],
         idempotency: Some(keyed("k-1", fp)),
+        expect_heads: Vec::new(),
     };
     let first = match store.append_request(&a, req(1)).await.expect("first") {
         AppendOutcome::Committed {
@@ -599,6 +600,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
         }),
         events: Vec::new(),
         idempotency: Some(keyed("k-2", 3)),
+        expect_heads: Vec::new(),
     };
     let made = match store.append_request(&a, create()).await.expect("create") {
         AppendOutcome::Committed {
@@ -625,4 +627,52 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
         store.append_request(&a, plain).await,
         Err(crate::StoreError::SessionExists(_))
     ));
+}
+
+/// A request that names the heads it was judged against commits only onto
+/// exactly those heads (0: a session with no event yet).
+pub async fn expected_heads_are_checked(store: &dyn EventStore) {
+    use crate::{AppendOutcome, AppendRequest, StoreError};
+    let p = project(store, "heads").await;
+    let req = |expect: Vec<(&str, u64)>| AppendRequest {
+        events: vec![
+            event("h1", Kind::ToolCall, r#"{"toolName":"x"}"#),
+            event("h2", Kind::ToolCall, r#"{"toolName":"x"}"#),
+        ],
+        expect_heads: expect.into_iter().map(|(s, n)| (s.to_owned(), n)).collect(),
+        ..AppendRequest::default()
+    };
+    assert!(matches!(
+        store
+            .append_request(&p, req(vec![("h1", 0), ("h2", 0)]))
+            .await,
+        Ok(AppendOutcome::Committed { .. })
+    ));
+    match store
+        .append_request(&p, req(vec![("h1", 1), ("h2", 0)]))
+        .await
+    {
+        Err(StoreError::HeadMoved(s)) => assert_eq!(s, "h2"),
+        other => panic!("h2 is at 1: {:?}", other.err()),
+    }
+    let s = store
+        .get_session(&p, "h1")
+        .await
+        .expect("read")
+        .expect("h1");
+    assert_eq!(s.head_seq, 1, "nothing of the refused request was stored");
+    assert!(matches!(
+        store
+            .append_request(&p, req(vec![("h1", 1), ("h2", 1)]))
+            .await,
+        Ok(AppendOutcome::Committed { .. })
+    ));
+    // Queued requests are carried out in the order they were queued.
+    let first = store
+        .enqueue(&p, req(vec![("h1", 2), ("h2", 2)]))
+        .expect("queue");
+    let second = store
+        .enqueue(&p, req(vec![("h1", 3), ("h2", 3)]))
+        .expect("queue");
+    assert!(second.await.is_ok() && first.await.is_ok());
 }

@@ -117,7 +117,17 @@ pub struct AppendRequest {
     /// request appends nothing: the same fingerprint replays it, another is
     /// `IdempotencyConflict`. Otherwise the reply is rendered and kept.
     pub idempotency: Option<(IdempotencyKey, Render)>,
+    /// Append only if each named session's head is at this seq (0: no event
+    /// yet, or no such session), checked inside the transaction; otherwise
+    /// `HeadMoved` and nothing is stored. The policy checkpoint judges
+    /// events against a session's state at some seq: this makes the events
+    /// commit only onto exactly that state.
+    pub expect_heads: Vec<(String, u64)>,
 }
+
+/// A queued [`AppendRequest`]'s outcome, to be awaited.
+pub type Queued =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<AppendOutcome>> + Send>>;
 
 /// What an [`AppendRequest`] did.
 pub enum AppendOutcome {
@@ -211,6 +221,9 @@ pub enum StoreError {
     /// A listing ran past its time budget and was stopped.
     #[error("the query ran past its time budget of {0:?} and was stopped")]
     QueryBudget(std::time::Duration),
+    /// A session's head was not at the seq the request expected.
+    #[error("session {0:?} moved past the head the request was judged against")]
+    HeadMoved(String),
     /// An idempotency key kept for a request with another fingerprint.
     #[error("idempotency key {0:?} was used for a different request")]
     IdempotencyConflict(String),
@@ -245,7 +258,17 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         project: &ProjectRef,
         req: AppendRequest,
-    ) -> StoreResult<AppendOutcome>;
+    ) -> StoreResult<AppendOutcome> {
+        self.enqueue(project, req)?.await
+    }
+
+    /// Queue a request for [`EventStore::append_request`] without waiting:
+    /// refused at once when the store is over its bounds (`Overloaded`);
+    /// otherwise the returned future resolves once it is committed (or
+    /// failed). Requests queued one after another by a caller are carried
+    /// out in that order, so a caller that queues under a lock and then
+    /// releases it keeps its order without waiting for the commit.
+    fn enqueue(&self, project: &ProjectRef, req: AppendRequest) -> StoreResult<Queued>;
 
     /// The reply kept under an idempotency key of the project, with its
     /// fingerprint, if one is kept and has not expired.
@@ -285,7 +308,7 @@ pub trait EventStore: Send + Sync + 'static {
         let req = AppendRequest {
             session: Some(session),
             events,
-            idempotency: None,
+            ..AppendRequest::default()
         };
         match self.append_request(project, req).await? {
             AppendOutcome::Committed {

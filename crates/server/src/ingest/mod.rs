@@ -31,7 +31,7 @@ use agentledger_core::verdict::Verdict;
 use agentledger_core::{Dialect, NewEvent, Session};
 use agentledger_store::{
     AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, NewSession, Render,
-    StoredReply,
+    StoreError, StoredReply,
 };
 
 use crate::auth::Caller;
@@ -90,7 +90,7 @@ pub struct Done<'a> {
 /// A route's renderer: the answer to a committed submission. With an
 /// idempotency key it runs inside the append's transaction (the answer is
 /// kept with the events), so it must be quick and pure.
-pub type Renderer = Box<dyn FnOnce(&Done<'_>) -> StoredReply + Send>;
+pub type Renderer = std::sync::Arc<dyn Fn(&Done<'_>) -> StoredReply + Send + Sync>;
 
 /// A JSON answer.
 pub fn json_reply<T: serde::Serialize>(status: StatusCode, body: &T) -> StoredReply {
@@ -121,12 +121,17 @@ pub fn internal_reply() -> StoredReply {
     )
 }
 
+/// How often a request is judged again because a request queued before it
+/// to one of its sessions failed (or another process appended), before it
+/// is answered 503.
+const ATTEMPTS: usize = 5;
+
 /// Run a submission through the pipeline; the answer as its renderer made
 /// it, or as kept under its idempotency key.
 pub async fn submit(
     st: &AppState,
     caller: &Caller,
-    mut sub: Submission,
+    sub: Submission,
     render: Renderer,
 ) -> Result<Response, ApiError> {
     // A retry of a request already answered: its answer, judging nothing.
@@ -139,63 +144,138 @@ pub async fn submit(
         }
         return Ok(response(reply, true));
     }
-
-    // Judge under the sessions' locks, held until the append is answered.
-    let mut held = None;
-    let mut verdicts = Vec::new();
-    if let Some(engine) = st.policy.clone() {
-        let mut h = st
+    // Events per session, as the request will append them.
+    let mut per_session: HashMap<String, u64> = HashMap::new();
+    if sub.judge == Judge::Check {
+        for ev in &sub.events {
+            per_session.insert(ev.session_id.as_str().to_owned(), 1);
+        }
+    } else {
+        for ev in &sub.events {
+            *per_session
+                .entry(ev.session_id.as_str().to_owned())
+                .or_default() += 1;
+        }
+    }
+    let Submission {
+        dialect,
+        session,
+        events,
+        judge: how,
+        key,
+    } = sub;
+    let Some(engine) = st.policy.clone() else {
+        // Nothing to judge: one attempt, no session state involved.
+        let req = request(session, events, key, &render, Vec::new(), Vec::new());
+        let outcome = st.store.enqueue(&caller.project, req)?.await?;
+        return finish(st, caller, dialect, outcome, &render, &[]);
+    };
+    for attempt in 1..=ATTEMPTS {
+        // Judge and queue under the sessions' locks; the commit is awaited
+        // after they are released.
+        let held = st
             .sessions
             .hold(
                 st.store.as_ref(),
                 &caller.project,
-                sub.events.iter().map(|e| e.session_id.as_str().to_owned()),
+                per_session.keys().cloned(),
             )
             .await?;
-        let check = sub.judge == Judge::Check;
-        let events = std::mem::take(&mut sub.events);
-        let (events, v, working) = judge(
-            engine,
+        let heads = held.heads();
+        let (judged, verdicts, held) = judge(
+            engine.clone(),
             caller.project.id.0,
-            events,
-            std::mem::take(&mut h.working),
-            check,
+            events.clone(),
+            held,
+            how == Judge::Check,
         )
         .await?;
-        h.working = working;
-        sub.events = events;
-        verdicts = v;
-        held = Some(h);
-    }
-    if sub.judge == Judge::Check {
-        sub.events = check::record(std::mem::take(&mut sub.events), &verdicts)?;
-    }
-
-    let n = sub.events.len();
-    let dialect = sub.dialect;
-    // The renderer goes into the store when the answer is to be kept with
-    // the events; otherwise it runs here after COMMIT.
-    let (idempotency, local_render) = match sub.key.take() {
-        Some(key) => {
-            let verdicts = verdicts.clone();
-            let in_store: Render = Box::new(move |c: &Committed<'_>| {
-                render(&Done {
-                    events: c.events,
-                    appended: c.appended,
-                    session: c.session,
-                    verdicts: &verdicts,
-                })
-            });
-            (Some((key, in_store)), None)
+        let judged = if how == Judge::Check {
+            check::record(judged, &verdicts)?
+        } else {
+            judged
+        };
+        let req = request(
+            session.clone(),
+            judged,
+            key.clone(),
+            &render,
+            verdicts.clone(),
+            heads,
+        );
+        let queued = st.store.enqueue(&caller.project, req);
+        let queued = match queued {
+            Ok(q) => {
+                held.queued(&per_session);
+                q
+            }
+            // Refused before it was queued: the kept states are untouched.
+            Err(e) => return Err(e.into()),
+        };
+        let sessions = || per_session.keys().map(String::as_str);
+        match queued.await {
+            Ok(outcome @ AppendOutcome::Committed { .. }) => {
+                return finish(st, caller, dialect, outcome, &render, &verdicts);
+            }
+            Ok(replay @ AppendOutcome::Replayed(_)) => {
+                // Nothing was appended, yet the states were moved past it.
+                st.sessions.forget(&caller.project, sessions());
+                return finish(st, caller, dialect, replay, &render, &verdicts);
+            }
+            Err(StoreError::HeadMoved(_)) if attempt < ATTEMPTS => {
+                st.sessions.forget(&caller.project, sessions());
+            }
+            Err(e) => {
+                st.sessions.forget(&caller.project, sessions());
+                return Err(match e {
+                    StoreError::HeadMoved(_) => ApiError::Overloaded,
+                    other => other.into(),
+                });
+            }
         }
-        None => (None, Some(render)),
-    };
-    let req = AppendRequest {
-        session: sub.session.take(),
-        events: std::mem::take(&mut sub.events),
+    }
+    Err(ApiError::Overloaded)
+}
+
+/// The store request: with a key, the renderer goes into the store so the
+/// answer is kept with the events.
+fn request(
+    session: Option<NewSession>,
+    events: Vec<NewEvent>,
+    key: Option<IdempotencyKey>,
+    render: &Renderer,
+    verdicts: Vec<Verdict>,
+    expect_heads: Vec<(String, u64)>,
+) -> AppendRequest {
+    let idempotency = key.map(|key| {
+        let render = render.clone();
+        let in_store: Render = Box::new(move |c: &Committed<'_>| {
+            render(&Done {
+                events: c.events,
+                appended: c.appended,
+                session: c.session,
+                verdicts: &verdicts,
+            })
+        });
+        (key, in_store)
+    });
+    AppendRequest {
+        session,
+        events,
         idempotency,
-    };
-    let outcome = st.store.append_request(&caller.project, req).await?;
+        expect_heads,
+    }
+}
+
+/// Count and answer a request the store carried out.
+fn finish(
+    st: &AppState,
+    caller: &Caller,
+    dialect: Dialect,
+    outcome: AppendOutcome,
+    render: &Renderer,
+    verdicts: &[Verdict],
+) -> Result<Response, ApiError> {
     match outcome {
         AppendOutcome::Replayed(reply) => Ok(response(reply, true)),
         AppendOutcome::Committed {
@@ -204,60 +284,50 @@ pub async fn submit(
             events,
             reply,
         } => {
-            if let Some(h) = held {
-                h.committed(&appended);
-            }
-            st.metrics.ingested(dialect.as_str(), n);
-            for v in &verdicts {
+            st.metrics.ingested(dialect.as_str(), appended.len());
+            for v in verdicts {
                 st.metrics.verdict(&caller.project.name, v);
             }
-            let reply = match (reply, local_render) {
-                (Some(r), _) => r,
-                (None, Some(render)) => render(&Done {
+            let reply = reply.unwrap_or_else(|| {
+                render(&Done {
                     events: &events,
                     appended: &appended,
                     session: session.as_deref(),
-                    verdicts: &verdicts,
-                }),
-                (None, None) => {
-                    return Err(ApiError::Internal(
-                        "the store kept no answer for an idempotent request".into(),
-                    ));
-                }
-            };
+                    verdicts,
+                })
+            });
             Ok(response(reply, false))
         }
     }
 }
 
-type Working = HashMap<String, sessions::Folded>;
-
-/// Judge events in order against working copies of their sessions' states
-/// (attaching verdicts, redacting where configured): a few in place, a
-/// batch off the async workers (about 15 µs an event).
+/// Judge events in order against the held sessions' states (attaching
+/// verdicts, redacting where configured): a few in place, a batch off the
+/// async workers (about 15 µs an event).
 async fn judge(
     engine: std::sync::Arc<agentledger_policy::Engine>,
     project: i64,
     events: Vec<NewEvent>,
-    working: Working,
+    held: sessions::Held,
     check: bool,
-) -> Result<(Vec<NewEvent>, Vec<Verdict>, Working), ApiError> {
-    let run = move |mut evs: Vec<NewEvent>, mut working: Working| {
+) -> Result<(Vec<NewEvent>, Vec<Verdict>, sessions::Held), ApiError> {
+    let run = move |mut evs: Vec<NewEvent>, mut held: sessions::Held| {
         let mut verdicts = Vec::with_capacity(evs.len());
         for ev in evs.iter_mut() {
-            let state = working
+            let state = held
+                .working
                 .entry(ev.session_id.as_str().to_owned())
                 .or_default();
             // The caller's project is judged by its own set (or the
             // operator's default), never by another project's.
             verdicts.push(engine.judge_for(project, ev, &mut state.state, check));
         }
-        (evs, verdicts, working)
+        (evs, verdicts, held)
     };
     if events.len() <= INLINE_JUDGE {
-        Ok(run(events, working))
+        Ok(run(events, held))
     } else {
-        tokio::task::spawn_blocking(move || run(events, working))
+        tokio::task::spawn_blocking(move || run(events, held))
             .await
             .map_err(|e| ApiError::Internal(format!("policy evaluation failed: {e}")))
     }

@@ -1,25 +1,36 @@
-//! The policy checkpoint's session state, kept so that it is exactly the
-//! fold of the session's *committed* events, in commit order.
+//! The policy checkpoint's session state, kept so that what a request is
+//! judged against is exactly the fold of the session's events up to the
+//! head its events will be chained onto: never a request that failed, never
+//! an order other than the commit order.
 //!
 //! Flow rules ("no e-mail once a secret was read", "at most 20 shell calls")
-//! read this state. Two rules keep it honest:
+//! read this state. How it stays honest without giving up group commit:
 //!
-//! 1. **Judge and commit under one lock per session.** A request takes the
+//! 1. **Judge and queue under one lock per session.** A request takes the
 //!    lock of every session it touches (sorted, so two multi-session batches
-//!    cannot deadlock), judges against the state, appends, and only then
-//!    releases. Two concurrent requests to one session are therefore judged
-//!    in the order they commit, and the second sees the first's events.
-//! 2. **Judge a copy; keep it only after COMMIT.** Judging folds events into
-//!    a working copy. The copy replaces the kept state only when the append
-//!    committed; a request refused by the store (503 back-pressure, 507 disk
-//!    full, a failed COMMIT) leaves the state as it was, so its retry is not
-//!    counted twice.
+//!    cannot deadlock), judges its events against the state, *queues* them
+//!    for the writer naming, per session, the seq the state stands at
+//!    (`AppendRequest::expect_heads`), and releases the locks. The writer
+//!    carries out requests in queue order, so requests to one session are
+//!    judged in the order they are chained, and different requests still
+//!    share a commit.
+//! 2. **The writer checks the seq.** Inside the transaction, a request whose
+//!    sessions are not at the expected seqs is refused (`HeadMoved`) and
+//!    stores nothing. The state a request was judged against therefore is
+//!    the fold of exactly the events before it in the chain.
+//! 3. **A failure forgets, a retry re-judges.** The kept state runs ahead of
+//!    the commit by the queued requests (that is what lets the next request
+//!    be judged without waiting). When a request fails (503, 507, a failed
+//!    COMMIT) its sessions' states are dropped; requests queued behind it
+//!    were judged against a state that included it, so the writer refuses
+//!    them with `HeadMoved`, and the pipeline judges them again against the
+//!    state rebuilt from the ledger and queues them again. A client retrying
+//!    through failures is judged on what was recorded, once.
 //!
-//! The kept states are a cache: evicted or never loaded, a session's state is
-//! rebuilt from the ledger, under its lock (so no commit of that session is in
-//! flight). It remembers the seq it has folded up to; when a commit shows
-//! that the session moved past that on its own (another writer of the same
-//! database), the state is dropped and rebuilt on next use.
+//! The kept states are a cache of 50,000 sessions: evicted, never loaded, or
+//! dropped, a session's state is rebuilt from the ledger under its lock.
+//! Another process appending to the same database is caught the same way:
+//! its events move the head, the writer refuses, the state is rebuilt.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -29,7 +40,7 @@ use lru::LruCache;
 use tokio::sync::OwnedMutexGuard;
 
 use agentledger_policy::SessionState;
-use agentledger_store::{AppendedEvent, EventStore, ProjectRef, StoreError, StoreResult};
+use agentledger_store::{EventStore, ProjectRef, StoreError, StoreResult};
 
 /// Session states kept in memory.
 const STATE_CACHE: usize = 50_000;
@@ -43,7 +54,8 @@ const REBUILD_PAGE: u32 = 1000;
 
 type Key = (i64, String);
 
-/// A session's state and the seq of the last event folded into it.
+/// A session's state and the seq of the last event folded into it (queued
+/// events included).
 #[derive(Debug, Clone, Default)]
 pub struct Folded {
     pub state: SessionState,
@@ -149,35 +161,38 @@ async fn rebuild(
 }
 
 impl Held {
-    /// The request committed: keep the working states, each moved to the
-    /// seq its session reached. A session that also took events from
-    /// elsewhere (its first new seq is not the next one) is dropped, to be
-    /// rebuilt from the ledger.
-    pub fn committed(mut self, appended: &[AppendedEvent]) {
-        let mut first: HashMap<&str, u64> = HashMap::new();
-        let mut last: HashMap<&str, u64> = HashMap::new();
-        for a in appended {
-            first.entry(a.session_id.as_str()).or_insert(a.seq);
-            last.insert(a.session_id.as_str(), a.seq);
-        }
-        let project = match self.locks.first() {
-            Some((k, _)) => k.0,
-            None => return,
+    /// The seq each held session's state stands at: the heads the request
+    /// must be chained onto.
+    pub fn heads(&self) -> Vec<(String, u64)> {
+        self.working
+            .iter()
+            .map(|(s, f)| (s.clone(), f.seq))
+            .collect()
+    }
+
+    /// The request was queued with `events` events per session: keep the
+    /// judged states, moved past them, for the next request; release the
+    /// locks.
+    pub fn queued(mut self, events: &HashMap<String, u64>) {
+        let Some(project) = self.locks.first().map(|(k, _)| k.0) else {
+            return;
         };
         let mut kept = self.owner.kept.lock().unwrap_or_else(|p| p.into_inner());
         for (session, mut folded) in self.working.drain() {
-            let key = (project, session);
-            match first.get(key.1.as_str()) {
-                // Judged but nothing appended to it (a replay): unchanged.
-                None => {}
-                Some(&f) if f == folded.seq + 1 => {
-                    folded.seq = last.get(key.1.as_str()).copied().unwrap_or(f);
-                    kept.put(key, folded);
-                }
-                Some(_) => {
-                    kept.pop(&key);
-                }
-            }
+            folded.seq += events.get(&session).copied().unwrap_or(0);
+            kept.put((project, session), folded);
+        }
+    }
+}
+
+impl SessionStates {
+    /// Drop the kept states of `sessions` (a request to them failed or was
+    /// replayed after they were advanced): they are rebuilt from the ledger
+    /// on next use.
+    pub fn forget<'a>(&self, project: &ProjectRef, sessions: impl IntoIterator<Item = &'a str>) {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        for s in sessions {
+            kept.pop(&(project.id.0, s.to_owned()));
         }
     }
 }

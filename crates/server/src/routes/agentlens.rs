@@ -48,7 +48,7 @@ pub async fn ingest(
         &st,
         &caller,
         sub,
-        Box::new(|d: &Done<'_>| {
+        std::sync::Arc::new(|d: &Done<'_>| {
             json_reply(
                 StatusCode::CREATED,
                 &IngestResponse {

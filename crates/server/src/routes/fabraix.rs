@@ -75,7 +75,7 @@ pub async fn register(
         &st,
         &caller,
         sub,
-        Box::new(|d: &Done<'_>| match d.session {
+        std::sync::Arc::new(|d: &Done<'_>| match d.session {
             Some(s) => json_reply(
                 StatusCode::OK,
                 &RegisterResponse {
@@ -132,7 +132,7 @@ pub async fn event(
         &st,
         &caller,
         sub,
-        Box::new(|d: &Done<'_>| match d.appended.first() {
+        std::sync::Arc::new(|d: &Done<'_>| match d.appended.first() {
             Some(a) => json_reply(
                 StatusCode::OK,
                 &EventResponse {
@@ -271,8 +271,8 @@ pub async fn check_action(
             &caller,
             proposed,
             idem.key_for(&body),
-            Box::new(
-                move |d: &Done<'_>| match (d.verdicts.first(), d.appended.first()) {
+            std::sync::Arc::new(move |d: &Done<'_>| {
+                match (d.verdicts.first(), d.appended.first()) {
                     (Some(v), Some(a)) => json_reply(
                         StatusCode::OK,
                         &CheckActionResponse {
@@ -282,12 +282,12 @@ pub async fn check_action(
                             reasons: v.reasons.clone(),
                             findings: v.findings.clone(),
                             event_id: a.id.to_uuid_string(),
-                            trace_id,
+                            trace_id: trace_id.clone(),
                         },
                     ),
                     _ => internal_reply(),
-                },
-            ),
+                }
+            }),
         )
         .await
     }

@@ -60,7 +60,7 @@ pub async fn ingest(
         &st,
         &caller,
         sub,
-        Box::new(|d: &Done<'_>| {
+        std::sync::Arc::new(|d: &Done<'_>| {
             let resp = IngestResponse {
                 ingested: d.appended.len(),
                 events: d
@@ -164,7 +164,7 @@ pub async fn create_session(
         &st,
         &caller,
         sub,
-        Box::new(|d: &Done<'_>| match d.session {
+        std::sync::Arc::new(|d: &Done<'_>| match d.session {
             Some(s) => json_reply(StatusCode::CREATED, &SessionOut::from(s.clone())),
             None => json_reply(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -156,10 +156,10 @@ async fn export(
         st,
         &caller,
         Submission::events(Dialect::Otlp, events, key),
-        Box::new(move |_: &Done<'_>| StoredReply {
+        std::sync::Arc::new(move |_: &Done<'_>| StoredReply {
             status: 200,
             content_type: enc.content_type().into(),
-            body: answer,
+            body: answer.clone(),
         }),
     )
     .await?;

@@ -326,7 +326,7 @@ pub async fn check(
             &caller,
             p,
             idem.key_for(&body),
-            Box::new(
+            std::sync::Arc::new(
                 |d: &Done<'_>| match (d.verdicts.first(), d.appended.first()) {
                     (Some(v), Some(a)) => json_reply(
                         StatusCode::OK,

@@ -65,7 +65,7 @@ pub async fn create(
         &st,
         &caller,
         sub,
-        Box::new(
+        std::sync::Arc::new(
             |d: &Done<'_>| match (d.events.first(), d.appended.first()) {
                 (Some(ev), Some(a)) => json_reply(
                     StatusCode::CREATED,
@@ -100,7 +100,7 @@ pub async fn create_batch(
         &st,
         &caller,
         sub,
-        Box::new(|d: &Done<'_>| {
+        std::sync::Arc::new(|d: &Done<'_>| {
             json_reply(
                 StatusCode::CREATED,
                 &BatchResponse {

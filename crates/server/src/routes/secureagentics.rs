@@ -51,7 +51,7 @@ pub async fn send(
         &st,
         &caller,
         sub,
-        Box::new(
+        std::sync::Arc::new(
             |d: &Done<'_>| match (d.events.first(), d.appended.first()) {
                 (Some(ev), Some(a)) => json_reply(
                     StatusCode::CREATED,
@@ -90,7 +90,7 @@ pub async fn send_batch(
         &st,
         &caller,
         sub,
-        Box::new(|d: &Done<'_>| {
+        std::sync::Arc::new(|d: &Done<'_>| {
             let results: Vec<EventOut> = d
                 .events
                 .iter()

@@ -190,3 +190,49 @@ when { context.session.secret_seen };"#,
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_commits_among_concurrent_requests_leave_exactly_n_allowed() {
+    // Requests queued behind a failed one were judged against a state that
+    // included it: they must be judged again, not committed on that state.
+    const N: usize = 4;
+    const REQUESTS: usize = 30;
+    let faults = Arc::new(Faults::default());
+    let f = faults.clone();
+    let app = Arc::new(spawn_app_with(move |c| c.faults = Some(f)).await);
+    put_policies(&app, &at_most(N as u32)).await;
+    for round in 0..3 {
+        let session = format!("fail-{round}");
+        faults.fail_next_commits(2);
+        faults.fail_next_writes(2);
+        let mut tasks = Vec::new();
+        for i in 0..REQUESTS {
+            let app = app.clone();
+            let session = session.clone();
+            tasks.push(tokio::spawn(async move {
+                // A client retrying through 5xx until it is acknowledged.
+                for _ in 0..20 {
+                    let r = app.post_events(json!([shell(&session, i)])).await;
+                    if r.status() == StatusCode::CREATED {
+                        return;
+                    }
+                    assert!(r.status().is_server_error(), "{}", r.status());
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                panic!("never acknowledged");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let d = decisions(&app, &session).await;
+        let expected: Vec<&str> = (0..REQUESTS)
+            .map(|i| if i < N { "allow" } else { "deny" })
+            .collect();
+        assert_eq!(d, expected, "round {round}");
+        let v = app
+            .get_json(&format!("/api/v1/sessions/{session}/verify"))
+            .await;
+        assert_eq!(v["valid"], true, "{v}");
+    }
+}

@@ -27,7 +27,7 @@ use agentledger_core::{Event, EventId, Kind, Micros, ProjectId, Session};
 
 use crate::{AgentPage, LlmGroup, LlmUsageRow, SessionListing};
 use crate::{
-    ApiKeyInfo, AppendOutcome, AppendRequest, DerivedColumns, EventStore, ProjectRef,
+    ApiKeyInfo, AppendOutcome, AppendRequest, DerivedColumns, EventStore, ProjectRef, Queued,
     SavedPolicySet, StoreError, StoreResult, StoredReply, WriterObserver,
 };
 use crate::{
@@ -787,18 +787,14 @@ const KEY_SELECT: &str = "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, 
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn append_request(
-        &self,
-        project: &ProjectRef,
-        req: AppendRequest,
-    ) -> StoreResult<AppendOutcome> {
+    fn enqueue(&self, project: &ProjectRef, req: AppendRequest) -> StoreResult<Queued> {
         if req.events.is_empty() && req.session.is_none() && req.idempotency.is_none() {
-            return Ok(AppendOutcome::Committed {
+            return Ok(Box::pin(std::future::ready(Ok(AppendOutcome::Committed {
                 session: None,
                 appended: Vec::new(),
                 events: Vec::new(),
                 reply: None,
-            });
+            }))));
         }
         let n = u32::try_from(req.events.len().max(1)).map_err(|_| StoreError::Overloaded)?;
         let permit = self
@@ -821,7 +817,9 @@ impl EventStore for SqliteStore {
                 mpsc::error::TrySendError::Closed(_) => StoreError::ShuttingDown,
             });
         }
-        rx.await.map_err(|_| StoreError::ShuttingDown)?
+        Ok(Box::pin(async move {
+            rx.await.map_err(|_| StoreError::ShuttingDown)?
+        }))
     }
 
     async fn idempotent_reply(

@@ -63,6 +63,12 @@ async fn conformance_idempotency() {
 }
 
 #[tokio::test]
+async fn conformance_expected_heads() {
+    let d = tempfile::tempdir().unwrap();
+    c::expected_heads_are_checked(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn conformance_usage() {
     let d = tempfile::tempdir().unwrap();
     c::usage_is_filtered_and_summed(&open(&d)).await;

@@ -287,6 +287,7 @@ impl Writer {
             session,
             events,
             idempotency,
+            expect_heads,
         } = req;
         if let Some((key, _)) = &idempotency
             && let Some((fingerprint, reply)) = self.kept_reply(project, &key.key)?
@@ -296,6 +297,15 @@ impl Writer {
             } else {
                 Err(StoreError::IdempotencyConflict(key.key.clone()))
             };
+        }
+        for (session_id, seq) in &expect_heads {
+            let key: HeadKey = (project.id.0, session_id.clone());
+            let at = self
+                .head(txn_heads, local, &key)?
+                .map_or(0, |h| h.chain.seq);
+            if at != *seq {
+                return Err(StoreError::HeadMoved(session_id.clone()));
+            }
         }
         let created = match &session {
             Some(s) => {
