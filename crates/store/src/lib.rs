@@ -3,9 +3,12 @@
 //! nodes on one database); nothing here leaks either's types to callers.
 
 pub mod conformance;
+mod open;
 pub mod postgres;
 pub mod sqlite;
 pub mod verify;
+
+pub use open::{Backend, open};
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;

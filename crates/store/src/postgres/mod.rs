@@ -134,7 +134,7 @@ fn pool_of(cfg: tokio_postgres::Config, size: usize, opts: &PostgresOptions) -> 
 }
 
 /// The URL without its password, for messages.
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let cred = &url[s + 3..at];

@@ -362,3 +362,13 @@ async fn an_unavailable_database_is_busy_then_recovers() {
     assert!(report.valid && report.events == 2, "{report:?}");
     store.close().await;
 }
+
+/// `--db postgres://...` through the composition root opens this backend.
+#[tokio::test]
+async fn the_composition_root_opens_postgres() {
+    let db = TestDb::new().await;
+    let store = crate::open(&db.url()).await.expect("open");
+    let p = c::project(store.as_ref(), "p").await;
+    assert_eq!(store.project_by_name("p").await.expect("read"), Some(p));
+    store.close().await;
+}
