@@ -210,6 +210,10 @@ enum Decided {
 enum Failure {
     /// Nothing of it committed and it may succeed again.
     Retry(StoreError),
+    /// No connection could be had: the database is away. Tried once more,
+    /// then answered (503), rather than holding the queue for many
+    /// connection timeouts.
+    Down(StoreError),
     /// A statement was refused for what some request holds.
     Data(StoreError),
 }
@@ -340,6 +344,11 @@ impl Writer {
                         attempts = 0;
                     }
                 }
+                Err(Failure::Down(e)) => {
+                    last_error = e;
+                    attempts = attempts.max(MAX_ATTEMPTS - 1);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Err(Failure::Retry(e)) => {
                     last_error = e;
                     // Contention resolves at once; a lost connection needs
@@ -379,7 +388,7 @@ impl Writer {
         self.pool
             .get()
             .await
-            .map_err(|e| Failure::Retry(pool_error(e)))
+            .map_err(|e| Failure::Down(pool_error(e)))
     }
 
     /// One transaction over the jobs `batch` (indexes into `jobs`). Sets the
