@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 use agentledger_core::{ChainVerifier, ExportLine, keys};
-use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
+use agentledger_store::Backend;
 use agentledger_store::verify::verify_session;
 use agentledger_store::{EventStore, ProjectRef, SessionQuery};
 
@@ -76,9 +77,11 @@ enum SaltsCommand {
 
 #[derive(Args)]
 struct DbArg {
-    /// SQLite database file.
+    /// The ledger: a SQLite file (`sqlite:PATH`, or a bare path), or a
+    /// PostgreSQL URL (`postgres://user@host:5432/db`, several hosts and
+    /// `target_session_attrs=read-write` for failover).
     #[arg(long, env = "AGENTLEDGER_DB", default_value = "./agentledger.db")]
-    db: PathBuf,
+    db: String,
 }
 
 #[derive(Args)]
@@ -249,10 +252,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn open(db: &DbArg) -> Result<SqliteStore, String> {
-    let mut opts = SqliteOptions::new(&db.db);
-    opts.read_connections = 2;
-    SqliteStore::open(opts).map_err(|e| format!("cannot open {}: {e}", db.db.display()))
+async fn open(db: &DbArg) -> Result<Arc<dyn EventStore>, String> {
+    let mut backend = Backend::parse(&db.db).map_err(|e| e.to_string())?;
+    if let Backend::Sqlite(o) = &mut backend {
+        o.read_connections = 2;
+    }
+    backend
+        .open()
+        .await
+        .map_err(|e| format!("cannot open the ledger: {e}"))
 }
 
 fn rate_limit(
@@ -335,7 +343,7 @@ async fn salts_cmd(cmd: SaltsCommand) -> Result<ExitCode, String> {
         SaltsCommand::Show { db, project, event } => {
             let id = agentledger_core::EventId::parse_any(&event)
                 .map_err(|_| format!("--event: {event:?} is not an event id"))?;
-            let store = open(&db)?;
+            let store = open(&db).await?;
             let p = store
                 .project_by_name(&project)
                 .await
@@ -366,7 +374,7 @@ async fn salts_cmd(cmd: SaltsCommand) -> Result<ExitCode, String> {
                 ),
                 (None, false) => return Err("give --before TIME or --all".into()),
             };
-            let store = open(&db)?;
+            let store = open(&db).await?;
             let n = store
                 .destroy_redaction_salts(before)
                 .await
@@ -386,7 +394,7 @@ async fn keys_cmd(cmd: KeysCommand) -> Result<ExitCode, String> {
             name,
             admin,
         } => {
-            let store = open(&db)?;
+            let store = open(&db).await?;
             let key = keys::generate_key();
             store
                 .create_key(
@@ -403,7 +411,7 @@ async fn keys_cmd(cmd: KeysCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::List { db } => {
-            let store = open(&db)?;
+            let store = open(&db).await?;
             let list = store.list_keys().await.map_err(|e| e.to_string())?;
             println!(
                 "{:<21} {:<16} {:<12} {:<8} {:<5} {:<28} revoked",
@@ -427,7 +435,7 @@ async fn keys_cmd(cmd: KeysCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Revoke { db, id } => {
-            let store = open(&db)?;
+            let store = open(&db).await?;
             let done = store.revoke_key(&id).await.map_err(|e| e.to_string())?;
             store.close().await;
             if done {
@@ -442,7 +450,7 @@ async fn keys_cmd(cmd: KeysCommand) -> Result<ExitCode, String> {
 }
 
 /// The projects a command covers.
-async fn projects(store: &SqliteStore, only: Option<&str>) -> Result<Vec<ProjectRef>, String> {
+async fn projects(store: &dyn EventStore, only: Option<&str>) -> Result<Vec<ProjectRef>, String> {
     match only {
         Some(name) => match store
             .project_by_name(name)
@@ -457,7 +465,7 @@ async fn projects(store: &SqliteStore, only: Option<&str>) -> Result<Vec<Project
 }
 
 /// Every session id of a project, oldest first.
-async fn session_ids(store: &SqliteStore, p: &ProjectRef) -> Result<Vec<String>, String> {
+async fn session_ids(store: &dyn EventStore, p: &ProjectRef) -> Result<Vec<String>, String> {
     let mut ids = Vec::new();
     let mut cursor = None;
     loop {
@@ -484,7 +492,7 @@ async fn session_ids(store: &SqliteStore, p: &ProjectRef) -> Result<Vec<String>,
 
 /// The (project, session) pairs a command covers, oldest sessions first.
 async fn scoped_sessions(
-    store: &SqliteStore,
+    store: &dyn EventStore,
     scope: &Scope,
 ) -> Result<Vec<(ProjectRef, String)>, String> {
     let mut out = Vec::new();
@@ -499,12 +507,12 @@ async fn scoped_sessions(
 }
 
 async fn verify_db(scope: &Scope) -> Result<ExitCode, String> {
-    let store = open(&scope.db)?;
+    let store = open(&scope.db).await?;
     let mut failures = 0;
     let mut checked = 0;
     let mut events = 0;
-    for (p, id) in scoped_sessions(&store, scope).await? {
-        let report = verify_session(&store, &p, &id)
+    for (p, id) in scoped_sessions(store.as_ref(), scope).await? {
+        let report = verify_session(store.as_ref(), &p, &id)
             .await
             .map_err(|e| e.to_string())?;
         match report {
@@ -749,10 +757,10 @@ fn lenient_seq(line: &str) -> Option<u64> {
 }
 
 async fn export(scope: &Scope) -> Result<ExitCode, String> {
-    let store = open(&scope.db)?;
+    let store = open(&scope.db).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for (p, id) in scoped_sessions(&store, scope).await? {
+    for (p, id) in scoped_sessions(store.as_ref(), scope).await? {
         let mut after = 0;
         loop {
             let evs = store

@@ -63,6 +63,7 @@ pub struct Metrics {
     commit_seconds: Histogram,
     decisions: Family<DecisionLabel, Counter>,
     policy_verdicts: Family<PolicyLabel, Counter>,
+    durability_warnings: Gauge,
 }
 
 impl Default for Metrics {
@@ -134,7 +135,15 @@ impl Metrics {
             "Verdicts each policy took part in, by project, policy and decision",
             policy_verdicts.clone(),
         );
+        let durability_warnings = Gauge::default();
+        registry.register(
+            "durability_warnings",
+            "Database settings that weaken durability (PostgreSQL fsync, \
+             synchronous_commit, full_page_writes off), read at start; 0 is safe",
+            durability_warnings.clone(),
+        );
         Metrics {
+            durability_warnings,
             decisions,
             policy_verdicts,
             registry,
@@ -166,6 +175,11 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// How many durability-weakening settings the database reported.
+    pub fn durability_warnings(&self, n: usize) {
+        self.durability_warnings.set(n as i64);
     }
 
     pub fn ingested(&self, dialect: &str, n: usize) {

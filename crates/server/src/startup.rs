@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 
 use agentledger_core::keys;
+use agentledger_store::Backend;
 use agentledger_store::EventStore;
-use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
 
 use agentledger_dialects::fabraix::SchemaCache;
 
@@ -37,7 +37,9 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: String,
-    pub db: PathBuf,
+    /// `--db`: `sqlite:PATH` or a path (the embedded default), or a
+    /// `postgres://` URL.
+    pub db: String,
     pub bootstrap_key: Option<String>,
     pub read_connections: u32,
     pub max_pending_events: usize,
@@ -87,11 +89,11 @@ impl Default for PolicyConfig {
 }
 
 impl ServeConfig {
-    /// Defaults for tests and embedding: port 0 on loopback.
-    pub fn for_tests(db: PathBuf) -> Self {
+    /// Defaults for tests on a SQLite file (set `db` to a URL for another backend).
+    pub fn for_tests(db: impl AsRef<std::path::Path>) -> Self {
         ServeConfig {
             listen: "127.0.0.1:0".into(),
-            db,
+            db: db.as_ref().to_string_lossy().into_owned(),
             bootstrap_key: None,
             read_connections: 4,
             max_pending_events: 100_000,
@@ -141,14 +143,33 @@ impl Application {
             .transpose()
             .map_err(|e| StartupError::Config(format!("--operator-token: {e}")))?;
         let metrics = Arc::new(Metrics::new());
-        let mut opts = SqliteOptions::new(&cfg.db);
-        opts.read_connections = cfg.read_connections;
-        opts.max_pending_events = cfg.max_pending_events;
-        opts.observer = Some(Arc::new(CommitObserver(metrics.clone())));
-        opts.faults = cfg.faults.clone();
-        opts.query_budget = cfg.query_budget;
-        opts.idempotency_ttl = cfg.idempotency_ttl;
-        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(opts)?);
+        // The one composition root: --db picks the backend.
+        let mut backend = Backend::parse(&cfg.db)?
+            .observer(Arc::new(CommitObserver(metrics.clone())))
+            .query_budget(cfg.query_budget)
+            .idempotency_ttl(cfg.idempotency_ttl);
+        backend = match backend {
+            Backend::Sqlite(mut o) => {
+                o.read_connections = cfg.read_connections;
+                o.max_pending_events = cfg.max_pending_events;
+                o.faults = cfg.faults.clone();
+                Backend::Sqlite(o)
+            }
+            Backend::Postgres(mut o) => {
+                if cfg.faults.is_some() {
+                    return Err(StartupError::Config(
+                        "storage fault injection is for the SQLite backend only".into(),
+                    ));
+                }
+                o.max_pending_events = cfg.max_pending_events;
+                o.read_connections = cfg.read_connections as usize;
+                Backend::Postgres(o)
+            }
+        };
+        let backend_name = backend.name();
+        let store = backend.open().await?;
+        // The store logged each at open; /metrics shows the count.
+        metrics.durability_warnings(store.durability_warnings().len());
         bootstrap_key(store.as_ref(), cfg.bootstrap_key.as_deref()).await?;
         let policy = policy_engine(store.as_ref(), &cfg.policy).await?;
 
@@ -185,7 +206,7 @@ impl Application {
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
             .layer(axum::Extension(crate::body::BodyTimeout(cfg.body_timeout)))
             .with_state(state);
-        tracing::info!(%addr, db = %cfg.db.display(), ms = started.elapsed().as_millis() as u64, "agentledger ready");
+        tracing::info!(%addr, backend = backend_name, ms = started.elapsed().as_millis() as u64, "agentledger ready");
         Ok(Application {
             listener,
             router,

@@ -676,3 +676,426 @@ pub async fn expected_heads_are_checked(store: &dyn EventStore) {
         .expect("queue");
     assert!(second.await.is_ok() && first.await.is_ok());
 }
+
+/// Projects and keys as the operator's commands list them.
+pub async fn projects_and_keys_are_listed(store: &dyn EventStore) {
+    let hash = |b: u8| [b; 32];
+    let a = store
+        .create_key("alpha", "ci", hash(1), "al_aaaa", false)
+        .await
+        .expect("create");
+    let a2 = store
+        .create_key("alpha", "ops", hash(2), "al_bbbb", true)
+        .await
+        .expect("create");
+    let b = store
+        .create_key("beta", "ci", hash(3), "al_cccc", false)
+        .await
+        .expect("create");
+    assert_eq!(a.project, a2.project, "a second key joins the project");
+    assert_ne!(a.project.id, b.project.id);
+    let projects = store.list_projects().await.expect("projects");
+    assert_eq!(
+        projects.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        vec!["alpha", "beta"]
+    );
+    assert_eq!(
+        store.project_by_name("beta").await.expect("by name"),
+        Some(b.project.clone())
+    );
+    assert_eq!(store.project_by_name("gamma").await.expect("by name"), None);
+    assert!(store.revoke_key(&a.id).await.expect("revoke"));
+    let keys = store.list_keys().await.expect("keys");
+    let listed: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            (
+                k.id.as_str(),
+                k.project.name.as_str(),
+                k.name.as_str(),
+                k.prefix.as_str(),
+                k.admin,
+                k.revoked_at.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (a.id.as_str(), "alpha", "ci", "al_aaaa", false, true),
+            (a2.id.as_str(), "alpha", "ops", "al_bbbb", true, false),
+            (b.id.as_str(), "beta", "ci", "al_cccc", false, false),
+        ]
+    );
+    assert_eq!(store.count_keys().await.expect("count"), 3);
+    let found = store
+        .authenticate(hash(2))
+        .await
+        .expect("auth")
+        .expect("found");
+    assert!(found.admin);
+    assert_eq!(found.project, a.project);
+}
+
+fn new_session(id: &str, agent: &str) -> NewSession {
+    NewSession {
+        id: SessionId::parse(id).expect("id"),
+        agent_id: AgentId::parse(agent).expect("id"),
+        system_prompt: None,
+        metadata: empty_object(),
+    }
+}
+
+/// Session listings page by cursor and by offset, filter by agent, time and
+/// tags, and refuse a cursor of another listing; agents are summarised from
+/// their sessions.
+pub async fn sessions_and_agents_page_and_filter(store: &dyn EventStore) {
+    let p = project(store, "p").await;
+    let other = project(store, "other").await;
+    for i in 0..6 {
+        let agent = if i % 2 == 0 {
+            "even-agent"
+        } else {
+            "odd-agent"
+        };
+        let tags = match i {
+            0 => r#"{"tags":["prod","eu"]}"#,
+            1 => r#"{"tags":["dev"]}"#,
+            2 => r#"{"tags":[7,"us"]}"#,
+            _ => "{}",
+        };
+        let id = format!("s{i}");
+        let mut opening = event(&id, Kind::SessionStarted, tags);
+        opening.agent_id = AgentId::parse(agent).expect("id");
+        store
+            .create_session(&p, new_session(&id, agent), vec![opening])
+            .await
+            .expect("create");
+    }
+    store
+        .append(&other, vec![event("s9", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    let listing = |offset: u64, tags: &[&str], limit: u32| crate::SessionListing {
+        query: SessionQuery {
+            limit,
+            ..Default::default()
+        },
+        offset,
+        any_tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    let ids = |page: &crate::SessionPage| {
+        page.sessions
+            .iter()
+            .map(|s| s.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let all = store
+        .list_sessions_at(&p, listing(0, &[], 10))
+        .await
+        .expect("list");
+    assert_eq!(all.total, 6);
+    assert_eq!(
+        ids(&all),
+        ["s5", "s4", "s3", "s2", "s1", "s0"],
+        "newest first"
+    );
+    let page = store
+        .list_sessions_at(&p, listing(2, &[], 2))
+        .await
+        .expect("offset");
+    assert_eq!(
+        (ids(&page), page.total),
+        (vec!["s3".into(), "s2".into()], 6)
+    );
+    let tagged = store
+        .list_sessions_at(&p, listing(0, &["eu", "us", "7"], 10))
+        .await
+        .expect("tags");
+    assert_eq!(ids(&tagged), ["s2", "s0"], "string members only");
+    assert_eq!(tagged.sessions[1].tags, ["prod", "eu"]);
+    // Cursor paging, then a cursor naming another project's session.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_sessions(
+                &p,
+                SessionQuery {
+                    limit: 4,
+                    agent_id: Some("even-agent".into()),
+                    cursor,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("page");
+        assert_eq!(page.total, 3);
+        seen.extend(ids(&page));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["s4", "s2", "s0"]);
+    let foreign = store
+        .list_sessions(
+            &p,
+            SessionQuery {
+                limit: 4,
+                cursor: Some(Cursor::after(b"s9".to_vec())),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(matches!(foreign, Err(crate::StoreError::BadCursor)));
+
+    let agents = store.list_agents(&p, None, 10, 0).await.expect("agents");
+    assert_eq!(agents.total, 2);
+    let summary: Vec<_> = agents
+        .agents
+        .iter()
+        .map(|a| (a.id.as_str(), a.session_count))
+        .collect();
+    assert_eq!(summary, [("even-agent", 3), ("odd-agent", 3)]);
+    assert!(agents.agents[0].first_seen_at <= agents.agents[0].last_seen_at);
+    let page = store.list_agents(&p, None, 1, 1).await.expect("agents");
+    assert_eq!(page.agents.len(), 1);
+    assert_eq!((page.agents[0].id.as_str(), page.total), ("odd-agent", 2));
+    let only = store
+        .list_agents(&p, Some("odd-agent".into()), 10, 0)
+        .await
+        .expect("one agent");
+    assert_eq!((only.agents.len(), only.total), (1, 1));
+    let none = store
+        .list_agents(&other, Some("odd-agent".into()), 10, 0)
+        .await;
+    assert_eq!(none.expect("other").total, 0);
+}
+
+/// LLM responses grouped by model (provider from the payload) and by time
+/// bucket, with latency from the payload; the provider filter.
+pub async fn llm_usage_groups_by_model_and_time(store: &dyn EventStore) {
+    use crate::LlmGroup;
+    let p = project(store, "llm").await;
+    let hour = 3_600 * 1_000_000i64;
+    let resp = |provider: &str, model: &str, cost: f64, latency: &str, at: i64| {
+        let mut e = event(
+            "l",
+            Kind::LlmResponse,
+            &format!(
+                r#"{{"provider":{provider},"model":"{model}","usage":{{"inputTokens":10,"outputTokens":2}},"costUsd":{cost}{latency}}}"#
+            ),
+        );
+        e.client_ts = Some(Micros(at));
+        e
+    };
+    let base = 1_700_000_000_000_000 / hour * hour;
+    store
+        .append(
+            &p,
+            vec![
+                resp(r#""openai""#, "gpt-4o", 1.0, r#","latencyMs":100"#, base),
+                resp(
+                    r#""openai""#,
+                    "gpt-4o",
+                    2.0,
+                    r#","latencyMs":300"#,
+                    base + 10,
+                ),
+                resp(
+                    r#""anthropic""#,
+                    "claude",
+                    0.5,
+                    r#","latencyMs":"slow""#,
+                    base + hour,
+                ),
+                resp("7", "other", 0.1, "", base + hour + 1),
+                event("l", Kind::LlmCall, r#"{"model":"gpt-4o"}"#),
+            ],
+        )
+        .await
+        .expect("append");
+    let by_model = store
+        .llm_usage(&p, EventQuery::default(), None, LlmGroup::Model)
+        .await
+        .expect("by model");
+    let rows: Vec<_> = by_model
+        .iter()
+        .map(|r| {
+            (
+                r.provider.as_deref(),
+                r.model.as_deref(),
+                r.calls,
+                r.input_tokens,
+                r.latency_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Some("openai"), Some("gpt-4o"), 2, 20, 2),
+            (Some("anthropic"), Some("claude"), 1, 10, 0),
+            (None, Some("other"), 1, 10, 0),
+        ],
+        "largest cost first; a provider that is not a string is none"
+    );
+    assert!((by_model[0].cost_usd - 3.0).abs() < 1e-9);
+    assert!((by_model[0].latency_ms_sum - 400.0).abs() < 1e-9);
+    let openai = store
+        .llm_usage(
+            &p,
+            EventQuery::default(),
+            Some("openai".into()),
+            LlmGroup::Model,
+        )
+        .await
+        .expect("provider");
+    assert_eq!(openai.len(), 1);
+    let by_hour = store
+        .llm_usage(&p, EventQuery::default(), None, LlmGroup::Time(hour))
+        .await
+        .expect("by hour");
+    let buckets: Vec<_> = by_hour.iter().map(|r| (r.bucket, r.calls)).collect();
+    assert_eq!(
+        buckets,
+        [(Some(Micros(base)), 2), (Some(Micros(base + hour)), 2)]
+    );
+    let later = store
+        .llm_usage(
+            &p,
+            EventQuery {
+                from: Some(Micros(base + hour)),
+                ..Default::default()
+            },
+            None,
+            LlmGroup::Time(hour),
+        )
+        .await
+        .expect("from");
+    assert_eq!(later.len(), 1);
+}
+
+/// Events are read back by id (in their project only), with the columns
+/// verification re-derives; a redacted event's salt is kept apart, readable
+/// in its project, and destroyed on request without touching the chain.
+pub async fn events_columns_and_salts_are_read_back(store: &dyn EventStore) {
+    use agentledger_core::verdict::{Decision, Judgement};
+    let p = project(store, "p").await;
+    let other = project(store, "other").await;
+    let mut judged = event(
+        "s",
+        Kind::LlmResponse,
+        r#"{"model":"m","usage":{"inputTokens":3,"outputTokens":4},"costUsd":0.25}"#,
+    );
+    judged.judgement = Some(Judgement {
+        decision: Decision::Flag,
+        verdict: RawValue::from_string(
+            r#"{"decision":"flag","policies":["p1"],"reasons":[],"findings":[]}"#.into(),
+        )
+        .expect("json"),
+        original_payload_sha256: Some([9; 32]),
+        original_metadata_sha256: None,
+        redaction_salt: Some([5; 32]),
+    });
+    let out = store
+        .append(&p, vec![event("s", Kind::Memory, "{}"), judged])
+        .await
+        .expect("append");
+    let got = store
+        .get_event(&p, out[1].id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!((got.seq, got.hash), (2, out[1].hash));
+    assert_eq!(got.original_payload_sha256, Some([9; 32]));
+    assert!(got.verdict.is_some());
+    assert!(
+        store
+            .get_event(&other, out[1].id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let rows = store
+        .session_events_with_columns(&p, "s", 0, 10)
+        .await
+        .expect("columns");
+    assert_eq!(rows.len(), 2);
+    let (first, cols) = &rows[0];
+    assert!(
+        first.session_header.is_some(),
+        "the first event carries the header"
+    );
+    assert_eq!((cols.project_id, cols.decision), (p.id.0, None));
+    let (_, cols) = &rows[1];
+    assert_eq!(cols.decision, Some(Decision::Flag));
+    assert_eq!(cols.usage.model.as_deref(), Some("m"));
+    assert_eq!(
+        (cols.usage.input_tokens, cols.usage.output_tokens),
+        (Some(3), Some(4))
+    );
+    let after = store
+        .session_events_with_columns(&p, "s", 1, 10)
+        .await
+        .expect("after");
+    assert_eq!(after.len(), 1);
+    let flagged = store
+        .query_events(
+            &p,
+            EventQuery {
+                decisions: vec![Decision::Flag],
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("by decision");
+    assert_eq!(flagged.events.len(), 1);
+
+    assert_eq!(
+        store.redaction_salt(&p, out[1].id).await.expect("salt"),
+        Some([5; 32])
+    );
+    assert_eq!(
+        store.redaction_salt(&p, out[0].id).await.expect("salt"),
+        None
+    );
+    assert_eq!(
+        store.redaction_salt(&other, out[1].id).await.expect("salt"),
+        None
+    );
+    let kept = store
+        .destroy_redaction_salts(Some(Micros(0)))
+        .await
+        .expect("destroy none");
+    assert_eq!(kept, 0, "nothing stored before the epoch");
+    assert_eq!(
+        store.destroy_redaction_salts(None).await.expect("destroy"),
+        1
+    );
+    assert_eq!(
+        store.redaction_salt(&p, out[1].id).await.expect("salt"),
+        None
+    );
+    let report = verify_session(store, &p, "s")
+        .await
+        .expect("verify")
+        .expect("exists");
+    assert!(report.valid, "{report:?}");
+}
+
+/// The writer's gauges settle to zero once every append is answered, and a
+/// closed store refuses appends.
+pub async fn gauges_settle_and_close_refuses(store: &dyn EventStore) {
+    let p = project(store, "p").await;
+    store
+        .append(&p, vec![event("s", Kind::Memory, "{}"); 3])
+        .await
+        .expect("append");
+    assert_eq!((store.queue_depth(), store.pending_events()), (0, 0));
+    store.close().await;
+    let r = store.append(&p, vec![event("s", Kind::Memory, "{}")]).await;
+    assert!(matches!(r, Err(crate::StoreError::ShuttingDown)), "{r:?}");
+}

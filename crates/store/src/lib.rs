@@ -1,10 +1,14 @@
 //! Storage for the ledger: the backend-neutral [`EventStore`] trait and its
-//! SQLite implementation. A PostgreSQL backend implements the same trait;
-//! nothing here leaks SQLite types to callers.
+//! two implementations, SQLite (embedded, one node) and PostgreSQL (many
+//! nodes on one database); nothing here leaks either's types to callers.
 
 pub mod conformance;
+mod open;
+pub mod postgres;
 pub mod sqlite;
 pub mod verify;
+
+pub use open::{Backend, open};
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
@@ -445,6 +449,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// that index inside the append).
     fn search_backlog(&self) -> u64 {
         0
+    }
+    /// Settings of the storage underneath that weaken durability (a
+    /// PostgreSQL with `fsync=off`, say), for the log and /metrics; empty
+    /// when an acknowledgement is as durable as the backend promises.
+    fn durability_warnings(&self) -> Vec<String> {
+        Vec::new()
     }
     /// Finish what is queued, commit it, and stop the writer.
     async fn close(&self);

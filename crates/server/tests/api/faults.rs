@@ -138,7 +138,7 @@ async fn disk_full_answers_507_moves_no_head_and_recovers_when_space_returns() {
     let _guard = Unmount(mnt.path().to_owned());
     let db = mnt.path().join("ledger.db");
     let d = db.clone();
-    let mut app = spawn_app_with(move |c| c.db = d).await;
+    let mut app = spawn_app_with(move |c| c.db = d.display().to_string()).await;
 
     let big = "x".repeat(200_000);
     let event = |i: usize| {

@@ -16,6 +16,7 @@ mod ops;
 mod otel_sdk;
 mod otlp;
 mod policy;
+mod postgres;
 mod query;
 mod routes_auth;
 mod search_fresh;

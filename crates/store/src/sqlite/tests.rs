@@ -75,6 +75,36 @@ async fn conformance_usage() {
 }
 
 #[tokio::test]
+async fn conformance_projects_and_keys() {
+    let d = tempfile::tempdir().unwrap();
+    c::projects_and_keys_are_listed(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn conformance_sessions_and_agents() {
+    let d = tempfile::tempdir().unwrap();
+    c::sessions_and_agents_page_and_filter(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn conformance_llm_usage() {
+    let d = tempfile::tempdir().unwrap();
+    c::llm_usage_groups_by_model_and_time(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn conformance_events_columns_and_salts() {
+    let d = tempfile::tempdir().unwrap();
+    c::events_columns_and_salts_are_read_back(&open(&d)).await;
+}
+
+#[tokio::test]
+async fn conformance_gauges_and_close() {
+    let d = tempfile::tempdir().unwrap();
+    c::gauges_settle_and_close_refuses(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn reopen_continues_the_chain() {
     let d = tempfile::tempdir().unwrap();
     let store = open(&d);

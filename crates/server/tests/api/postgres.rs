@@ -1,0 +1,102 @@
+//! The same server on PostgreSQL (`--db postgres://…`): every dialect's
+//! writes, reads, search, verification and idempotent retries, end to end.
+//! Needs the PostgreSQL of CI (127.0.0.1:5432, or AGENTLEDGER_TEST_PG);
+//! each test makes its own database and drops it.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// A fresh database on the test server; dropped with the guard.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("AGENTLEDGER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql runs (PostgreSQL client installed)");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgDb {
+    pub fn new() -> PgDb {
+        let admin = admin_url();
+        let name = format!(
+            "agentledger_api_{}",
+            agentledger_core::EventId::generate(agentledger_core::Micros::now())
+                .to_string()
+                .to_lowercase()
+        );
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        PgDb {
+            url: format!("{base}/{name}"),
+            name,
+            admin,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        psql(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_server_runs_on_postgresql() {
+    let pg = PgDb::new();
+    let url = pg.url.clone();
+    let app = spawn_app_with(move |c| c.db = url).await;
+    app.ingest(json!([memory("s", 1), tool_call("s", "c1")])).await;
+    let r = app
+        .post(
+            "/api/events",
+            &json!({"events": [{"sessionId": "s", "agentId": "my-agent", "eventType": "custom",
+                "payload": {"type": "note", "data": {"word": "zanzibar"}}}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app
+        .post("/v1/sessions/s/events", &fixture_json("realm", "tool_call.json"))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Read your writes: search sees it at once.
+    let found = app.get_json("/api/v1/events?q=zanzibar").await;
+    assert_eq!(found["total"], 1, "{found}");
+    let v = app.get_json("/api/v1/sessions/s/verify").await;
+    assert_eq!((v["valid"].clone(), v["events"].clone()), (json!(true), json!(4)), "{v}");
+    let s: Value = app.get_json("/api/sessions/s").await;
+    assert_eq!(s["eventCount"], 4, "{s}");
+    // A retry under an idempotency key appends nothing.
+    let send = || {
+        app.client
+            .post(app.url("/api/v1/events"))
+            .bearer_auth(&app.key)
+            .header("idempotency-key", "pg-1")
+            .json(&json!({"events": [memory("s", 9)]}))
+            .send()
+    };
+    let a = send().await.unwrap().bytes().await.unwrap();
+    let b = send().await.unwrap();
+    assert_eq!(b.headers()["idempotent-replayed"], "true");
+    assert_eq!(b.bytes().await.unwrap(), a);
+    assert_eq!(app.event_total().await, 5);
+}
