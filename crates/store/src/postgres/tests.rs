@@ -24,6 +24,27 @@ fn url_of(db: &str) -> String {
     format!("{}/{db}{query}", &head[..cut])
 }
 
+/// Whether the test PostgreSQL answers. On a machine without one (a fresh
+/// checkout with only the Rust toolchain) the PostgreSQL tests say so and
+/// pass; CI sets `AGENTLEDGER_REQUIRE_PG=1`, so there they cannot skip.
+async fn available() -> bool {
+    let ok = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("AGENTLEDGER_REQUIRE_PG").is_none(),
+            "AGENTLEDGER_REQUIRE_PG is set but no PostgreSQL answers at {}",
+            admin_url()
+        );
+        eprintln!(
+            "skipped: no PostgreSQL at {} (set AGENTLEDGER_TEST_PG, or start one)",
+            admin_url()
+        );
+    }
+    ok
+}
+
 async fn admin() -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
         .await
@@ -38,7 +59,12 @@ pub(super) struct TestDb {
 }
 
 impl TestDb {
-    pub async fn new() -> TestDb {
+    /// `None` (the test passes, saying it skipped) when no PostgreSQL
+    /// answers and CI does not require one.
+    pub async fn new() -> Option<TestDb> {
+        if !available().await {
+            return None;
+        }
         let mut b = [0u8; 6];
         getrandom::fill(&mut b).expect("random");
         let name = format!("agentledger_t_{}", hex::encode(b));
@@ -47,7 +73,7 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create database");
-        TestDb { name }
+        Some(TestDb { name })
     }
 
     pub fn url(&self) -> String {
@@ -94,7 +120,9 @@ macro_rules! conformance {
     ($($name:ident => $check:ident),+ $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let db = TestDb::new().await;
+            let Some(db) = TestDb::new().await else {
+        return;
+    };
             let store = db.open().await;
             c::$check(&store).await;
             store.close().await;
@@ -122,7 +150,9 @@ conformance! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_concurrency() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     let store = Arc::new(db.open().await);
     c::concurrent_appends_do_not_fork(store.clone()).await;
     store.close().await;
@@ -134,7 +164,9 @@ async fn conformance_concurrency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_never_fork_a_chain() {
     use agentledger_core::Kind;
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     let nodes = [Arc::new(db.open().await), Arc::new(db.open().await)];
     let p = c::project(nodes[0].as_ref(), "p").await;
     let sessions = ["a", "b", "c", "d"];
@@ -195,7 +227,9 @@ async fn two_nodes_never_fork_a_chain() {
 /// waits and finds the schema current.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_migrate_once() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     let (a, b) = tokio::join!(
         PostgresStore::open(PostgresOptions::new(db.url())),
         PostgresStore::open(PostgresOptions::new(db.url()))
@@ -225,7 +259,9 @@ async fn concurrent_starts_migrate_once() {
 /// start, saying why.
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     db.open().await.close().await;
     db.client()
         .await
@@ -248,7 +284,9 @@ async fn a_newer_schema_is_refused() {
 /// without changing a constraint.
 #[tokio::test]
 async fn unique_indexes_lead_with_project() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     db.open().await.close().await;
     let rows = db
         .client()
@@ -286,7 +324,9 @@ async fn unique_indexes_lead_with_project() {
 /// `synchronous_commit=off` is reported (the writer still commits with it on).
 #[tokio::test]
 async fn durability_settings_are_reported() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     let store = db.open().await;
     assert_eq!(store.durability_warnings(), Vec::<String>::new());
     store.close().await;
@@ -315,7 +355,9 @@ async fn durability_settings_are_reported() {
 async fn an_unavailable_database_is_busy_then_recovers() {
     use crate::StoreError;
     use agentledger_core::Kind;
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     let mut opts = PostgresOptions::new(db.url());
     opts.read_wait = std::time::Duration::from_millis(200);
     opts.connect_timeout = std::time::Duration::from_millis(500);
@@ -367,7 +409,9 @@ async fn an_unavailable_database_is_busy_then_recovers() {
 /// `--db postgres://...` through the composition root opens this backend.
 #[tokio::test]
 async fn the_composition_root_opens_postgres() {
-    let db = TestDb::new().await;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
     let store = crate::open(&db.url()).await.expect("open");
     let p = c::project(store.as_ref(), "p").await;
     assert_eq!(store.project_by_name("p").await.expect("read"), Some(p));
