@@ -64,6 +64,16 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NoSuchProject(_) => ApiError::NotFound("project not found"),
             StoreError::IdempotencyConflict(k) => ApiError::IdempotencyConflict(k),
+            StoreError::TooLarge(m) => {
+                tracing::info!(cause = %m, "the database refused a value as too large");
+                InputError::invalid(
+                    "payload",
+                    "payload: too many distinct words for the database's full-text index \
+                     (PostgreSQL keeps at most 1 MB of index per event); split the payload",
+                )
+                .with_code("PAYLOAD_TOO_LARGE_FOR_INDEX")
+                .into()
+            }
             // A session's head moved under a judged request more often than
             // the pipeline re-judges: busy, retry.
             StoreError::Overloaded | StoreError::HeadMoved(_) => ApiError::Overloaded,

@@ -225,6 +225,11 @@ pub enum StoreError {
     /// A listing ran past its time budget and was stopped.
     #[error("the query ran past its time budget of {0:?} and was stopped")]
     QueryBudget(std::time::Duration),
+    /// A value of the request is past a limit of the database itself (on
+    /// PostgreSQL: a payload whose full-text vector is over 1 MB). Nothing
+    /// was stored.
+    #[error("the database refused a value of the request as too large: {0}")]
+    TooLarge(String),
     /// A session's head was not at the seq the request expected.
     #[error("session {0:?} moved past the head the request was judged against")]
     HeadMoved(String),

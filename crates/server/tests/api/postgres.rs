@@ -122,3 +122,24 @@ async fn the_server_runs_on_postgresql() {
     assert_eq!(b.bytes().await.unwrap(), a);
     assert_eq!(app.event_total().await, 5);
 }
+
+#[tokio::test]
+async fn a_payload_past_the_full_text_limit_is_refused_with_400() {
+    let Some(pg) = PgDb::new() else { return };
+    let url = pg.url.clone();
+    let app = spawn_app_with(move |c| c.db = url).await;
+    // 130,001 distinct words in 0.9 MB: a full-text vector of 1.3 MB.
+    let words: Vec<String> = (100_000..=230_000).map(|i| i.to_string()).collect();
+    let r = app
+        .post_events(
+            json!([{"session_id": "big", "agent_id": "a", "kind": "memory",
+                             "payload": {"text": words.join(" ")}}]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "PAYLOAD_TOO_LARGE_FOR_INDEX", "{e}");
+    assert_eq!(app.event_total().await, 0, "nothing stored");
+    // The writer goes on.
+    app.ingest(json!([memory("big", 1)])).await;
+}

@@ -19,6 +19,9 @@ pub(crate) enum Class {
     Budget,
     /// Disk or quota full.
     Full,
+    /// A value past one of PostgreSQL's own limits (SQLSTATE 54000: a
+    /// payload whose search vector is over 1 MB): the request's fault.
+    Limit,
     Other,
 }
 
@@ -34,6 +37,8 @@ pub(crate) fn classify(e: &tokio_postgres::Error) -> Class {
         Class::Budget
     } else if *code == SqlState::DISK_FULL {
         Class::Full
+    } else if *code == SqlState::PROGRAM_LIMIT_EXCEEDED {
+        Class::Limit
     } else if c.starts_with("08")
         || *code == SqlState::ADMIN_SHUTDOWN
         || *code == SqlState::CRASH_SHUTDOWN
@@ -67,6 +72,7 @@ pub(crate) fn store_error(e: tokio_postgres::Error, budget: std::time::Duration)
         Class::Transient | Class::Unavailable => StoreError::Overloaded,
         Class::Budget => StoreError::QueryBudget(budget),
         Class::Full => StoreError::Full(describe(&e)),
+        Class::Limit => StoreError::TooLarge(describe(&e)),
         Class::Other => StoreError::Storage(describe(&e)),
     }
 }

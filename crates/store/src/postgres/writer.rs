@@ -265,6 +265,7 @@ fn failure(e: tokio_postgres::Error) -> Failure {
         Class::Transient | Class::Unavailable => Failure::Retry(StoreError::Overloaded),
         Class::Budget => Failure::Retry(StoreError::Overloaded),
         Class::Full => Failure::Data(StoreError::Full(describe(&e))),
+        Class::Limit => Failure::Data(StoreError::TooLarge(describe(&e))),
         Class::Other => Failure::Data(StoreError::Storage(describe(&e))),
     }
 }
