@@ -86,7 +86,9 @@ impl From<StoreError> for ApiError {
                  listing that returned them)",
             )
             .into(),
-            StoreError::Storage(m) | StoreError::Corrupt(m) => ApiError::Internal(m),
+            StoreError::Storage(m) | StoreError::Corrupt(m) | StoreError::ImportConflict(m) => {
+                ApiError::Internal(m)
+            }
         }
     }
 }

@@ -1099,3 +1099,218 @@ pub async fn gauges_settle_and_close_refuses(store: &dyn EventStore) {
     let r = store.append(&p, vec![event("s", Kind::Memory, "{}")]).await;
     assert!(matches!(r, Err(crate::StoreError::ShuttingDown)), "{r:?}");
 }
+
+/// A store's events, sessions, salts and metadata, as one comparable text.
+async fn ledger_text(store: &dyn EventStore) -> String {
+    let mut out = format!("{:?}\n", store.ledger_meta().await.expect("meta"));
+    for p in store.list_projects().await.expect("projects") {
+        let mut page = store
+            .list_sessions(
+                &p,
+                SessionQuery {
+                    limit: 100,
+                    ..SessionQuery::default()
+                },
+            )
+            .await
+            .expect("sessions");
+        page.sessions.sort_by(|a, b| a.id.cmp(&b.id));
+        for s in page.sessions {
+            out.push_str(&format!("{s:?}\n"));
+            let rows = store
+                .session_events_with_columns(&p, &s.id, 0, 1000)
+                .await
+                .expect("events");
+            for (e, cols) in rows {
+                let salt = store.redaction_salt(&p, e.id).await.expect("salt");
+                out.push_str(&format!("{e:?} {cols:?} {salt:?}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// `import_session` stores events as they are (no new chaining), continues
+/// only the stored head, and with `import_meta` lets `copy_ledger` move a
+/// whole ledger (projects, keys with their hashes, policy sets, sessions with
+/// their headers, events with verdicts and salts) into another store,
+/// resumably, refusing a target that holds other data. Both stores are fresh.
+pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &dyn EventStore) {
+    use crate::import::{ImportedEvent, copy_ledger};
+    use agentledger_core::verdict::{Decision, Judgement};
+    let p = project(source, "p").await;
+    let q = project(source, "q").await;
+    let key = agentledger_core::keys::generate_key();
+    let revoked = source
+        .create_key(
+            "q",
+            "gone",
+            agentledger_core::keys::hash_key(&key),
+            "al_",
+            false,
+        )
+        .await
+        .expect("key");
+    assert!(source.revoke_key(&revoked.id).await.expect("revoke"));
+    source
+        .save_policy_set(&p, Some(r#"{"rules":1}"#.into()))
+        .await
+        .expect("policy");
+    source.save_policy_set(&p, None).await.expect("cleared");
+    source
+        .save_policy_set(&q, Some(r#"{"rules":2}"#.into()))
+        .await
+        .expect("policy");
+    let mut judged = event(
+        "s1",
+        Kind::LlmResponse,
+        r#"{"model":"m","usage":{"inputTokens":3,"outputTokens":4},"costUsd":0.25}"#,
+    );
+    judged.judgement = Some(Judgement {
+        decision: Decision::Flag,
+        verdict: RawValue::from_string(
+            r#"{"decision":"flag","policies":["p1"],"reasons":[],"findings":[]}"#.into(),
+        )
+        .expect("json"),
+        original_payload_sha256: Some([9; 32]),
+        original_metadata_sha256: None,
+        redaction_salt: Some([5; 32]),
+    });
+    source
+        .append(
+            &p,
+            vec![
+                event("s1", Kind::SessionStarted, r#"{"tags":["prod"]}"#),
+                judged,
+                event("s1", Kind::ToolCall, r#"{"toolName":"t"}"#),
+                event("s2", Kind::Memory, "{}"),
+            ],
+        )
+        .await
+        .expect("append");
+    source
+        .append(
+            &p,
+            vec![
+                event("s1", Kind::Error, r#"{"message":"x"}"#),
+                event("s1", Kind::SessionEnded, "{}"),
+            ],
+        )
+        .await
+        .expect("append");
+    let header = NewSession {
+        id: SessionId::parse("s3").expect("id"),
+        agent_id: AgentId::parse("agent-3").expect("agent"),
+        system_prompt: Some("be brief".into()),
+        metadata: RawValue::from_string(r#"{"team": "x"}"#.into()).expect("json"),
+    };
+    source
+        .create_session(&q, header, vec![event("s3", Kind::UserInput, r#"{"t":1}"#)])
+        .await
+        .expect("session");
+    let empty = NewSession {
+        id: SessionId::parse("s4").expect("id"),
+        agent_id: AgentId::parse("agent-4").expect("agent"),
+        system_prompt: None,
+        metadata: empty_object(),
+    };
+    source
+        .create_session(&q, empty, Vec::new())
+        .await
+        .expect("empty session");
+
+    let mut seen = 0;
+    let r = copy_ledger(source, target, 2, &mut |_| seen += 1)
+        .await
+        .expect("copy");
+    assert!(seen > 0, "progress was reported");
+    assert!(r.broken.is_empty(), "{:?}", r.broken);
+    assert_eq!(
+        (
+            r.projects,
+            r.keys,
+            r.policy_sets,
+            r.sessions,
+            r.events_copied
+        ),
+        (2, 3, 3, 4, 7)
+    );
+    assert_eq!(ledger_text(target).await, ledger_text(source).await);
+    // Keys authenticate by their hash; the revoked one stays revoked.
+    assert!(
+        target
+            .authenticate(agentledger_core::keys::hash_key(&key))
+            .await
+            .expect("auth")
+            .is_none()
+    );
+    assert_eq!(
+        target.load_policy_sets().await.expect("sets"),
+        source.load_policy_sets().await.expect("sets")
+    );
+
+    // Run again: nothing to do.
+    let r = copy_ledger(source, target, 2, &mut |_| {})
+        .await
+        .expect("again");
+    assert_eq!((r.events_copied, r.events_already), (0, 7));
+    // The source goes on; a rerun copies only what is new.
+    source
+        .append(&p, vec![event("s1", Kind::Memory, r#"{"late":1}"#)])
+        .await
+        .expect("append");
+    let r = copy_ledger(source, target, 2, &mut |_| {})
+        .await
+        .expect("resume");
+    assert_eq!((r.events_copied, r.events_already), (1, 7));
+    assert_eq!(ledger_text(target).await, ledger_text(source).await);
+
+    // An import must continue the stored head: a gap or a foreign chain is
+    // refused and stores nothing.
+    let rows = source
+        .session_events_with_columns(&p, "s1", 0, 100)
+        .await
+        .expect("rows");
+    let s1 = source
+        .get_session(&p, "s1")
+        .await
+        .expect("get")
+        .expect("s1");
+    let again: Vec<ImportedEvent> = rows[..2]
+        .iter()
+        .map(|(e, c)| ImportedEvent {
+            event: e.clone(),
+            columns: c.clone(),
+            redaction_salt: None,
+        })
+        .collect();
+    let err = target.import_session(&p, &s1, again).await;
+    assert!(
+        matches!(err, Err(crate::StoreError::ImportConflict(_))),
+        "{err:?}"
+    );
+    assert_eq!(ledger_text(target).await, ledger_text(source).await);
+
+    // The target takes appends on the imported heads, and new projects.
+    let out = target
+        .append(&p, vec![event("s2", Kind::Memory, r#"{"after":"copy"}"#)])
+        .await
+        .expect("append on the copy");
+    assert_eq!(out[0].seq, 2);
+    let v = verify_session(target, &p, "s2")
+        .await
+        .expect("verify")
+        .expect("s2");
+    assert!(v.valid, "{v:?}");
+    // Now the target holds an event the source does not: refused, untouched.
+    let before = ledger_text(target).await;
+    let err = copy_ledger(source, target, 2, &mut |_| {}).await;
+    assert!(
+        matches!(err, Err(crate::StoreError::ImportConflict(_))),
+        "{err:?}"
+    );
+    assert_eq!(ledger_text(target).await, before);
+    // Projects made after a copy get ids of their own.
+    let fresh = project(target, "fresh").await;
+    assert!(fresh.id != p.id && fresh.id != q.id);
+}

@@ -3,11 +3,13 @@
 //! nodes on one database); nothing here leaks either's types to callers.
 
 pub mod conformance;
+pub mod import;
 mod open;
 pub mod postgres;
 pub mod sqlite;
 pub mod verify;
 
+pub use import::{ImportedEvent, KeyRecord, LedgerMeta, PolicySetRecord, ProjectRecord};
 pub use open::{Backend, open};
 
 use async_trait::async_trait;
@@ -27,7 +29,7 @@ pub struct ProjectRef {
 }
 
 /// What an API key resolves to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyInfo {
     pub id: String,
     pub project: ProjectRef,
@@ -245,6 +247,11 @@ pub enum StoreError {
     Full(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    /// An import would change or contradict what the store already holds
+    /// (another event at a seq, another key under an id): nothing of it
+    /// was stored.
+    #[error("the target holds different data: {0}")]
+    ImportConflict(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -445,6 +452,32 @@ pub trait EventStore: Send + Sync + 'static {
 
     async fn list_projects(&self) -> StoreResult<Vec<ProjectRef>>;
     async fn project_by_name(&self, name: &str) -> StoreResult<Option<ProjectRef>>;
+
+    /// Everything of the ledger that is not a session or an event, as stored:
+    /// projects with their ids, keys with their hashes, every policy set
+    /// ever saved (in order). For copying a ledger ([`import::copy_ledger`]).
+    async fn ledger_meta(&self) -> StoreResult<LedgerMeta>;
+    /// Make this store hold `meta`'s projects, keys and policy-set history,
+    /// in one transaction: what is missing is added (ids kept), what is
+    /// already there must be equal (a key may have been revoked since: the
+    /// revocation is copied), and the stored policy-set history must be the
+    /// start of `meta`'s. Anything else is `ImportConflict`, nothing stored.
+    async fn import_meta(&self, meta: &LedgerMeta) -> StoreResult<()>;
+    /// Store `events` of `session` exactly as given (ids, seqs, times,
+    /// payloads, verdicts, hashes: not chained again), in one transaction,
+    /// creating the session with `session`'s header if it is new. The events
+    /// must continue the stored head (the first one's seq is the head's + 1
+    /// and its prev_hash the head's hash; each links to the one before), and
+    /// an existing session's header must equal `session`'s; otherwise
+    /// `ImportConflict` and nothing is stored. The row's running facts
+    /// (times, counters, ended, tags) are folded from the events by core's
+    /// `SessionHead::advance`, as an append does. Returns the new head seq.
+    async fn import_session(
+        &self,
+        project: &ProjectRef,
+        session: &Session,
+        events: Vec<ImportedEvent>,
+    ) -> StoreResult<u64>;
 
     /// Requests waiting for the writer (for metrics and back-pressure).
     fn queue_depth(&self) -> usize;

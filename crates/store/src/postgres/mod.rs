@@ -26,6 +26,7 @@
 //! * TLS is not supported yet: connect over a trusted network or a local socket.
 
 mod errors;
+mod import;
 mod reads;
 mod rows;
 mod schema;
@@ -682,6 +683,28 @@ impl EventStore for PostgresStore {
             .await
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
+    }
+
+    async fn ledger_meta(&self) -> StoreResult<crate::LedgerMeta> {
+        let conn = self.conn().await?;
+        Ok(crate::LedgerMeta {
+            projects: import::project_records(&**conn).await?,
+            keys: import::key_records(&**conn).await?,
+            policy_sets: import::policy_records(&**conn).await?,
+        })
+    }
+
+    async fn import_meta(&self, meta: &crate::LedgerMeta) -> StoreResult<()> {
+        self.import_meta_pg(meta).await
+    }
+
+    async fn import_session(
+        &self,
+        project: &ProjectRef,
+        session: &Session,
+        events: Vec<crate::ImportedEvent>,
+    ) -> StoreResult<u64> {
+        self.import_session_pg(project, session, &events).await
     }
 
     async fn count_keys(&self) -> StoreResult<u64> {

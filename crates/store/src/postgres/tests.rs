@@ -417,3 +417,14 @@ async fn the_composition_root_opens_postgres() {
     assert_eq!(store.project_by_name("p").await.expect("read"), Some(p));
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_import() {
+    let (Some(a), Some(b)) = (TestDb::new().await, TestDb::new().await) else {
+        return;
+    };
+    let (source, target) = (a.open().await, b.open().await);
+    c::import_copies_a_ledger_as_stored(&source, &target).await;
+    source.close().await;
+    target.close().await;
+}

@@ -221,7 +221,7 @@ enum Failure {
     Data(StoreError),
 }
 
-fn lock_key(kind: u8, project: i64, name: &str) -> i64 {
+pub(super) fn lock_key(kind: u8, project: i64, name: &str) -> i64 {
     let mut b = Vec::with_capacity(9 + name.len());
     b.push(kind);
     b.extend_from_slice(&project.to_be_bytes());

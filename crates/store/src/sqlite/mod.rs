@@ -785,6 +785,44 @@ fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
 const KEY_SELECT: &str = "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, k.revoked_at, \
     p.id, p.name FROM api_keys k JOIN projects p ON p.id = k.project_id";
 
+/// Every key with its hash, by creation time then id (for copying a ledger).
+pub(crate) fn read_key_records(c: &Connection) -> rusqlite::Result<Vec<crate::KeyRecord>> {
+    let mut st = c.prepare(
+        "SELECT k.id, k.name, k.prefix, k.admin, k.created_at, k.revoked_at, p.id, p.name, \
+         k.key_hash FROM api_keys k JOIN projects p ON p.id = k.project_id \
+         ORDER BY k.created_at, k.id",
+    )?;
+    let rows = st.query_map([], |r| {
+        let hash: Vec<u8> = r.get(8)?;
+        let key_hash = hash.try_into().map_err(|_| {
+            rusqlite::Error::FromSqlConversionFailure(
+                8,
+                rusqlite::types::Type::Blob,
+                "a key hash is not 32 bytes".into(),
+            )
+        })?;
+        Ok(crate::KeyRecord {
+            info: key_from_row(r)?,
+            key_hash,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The whole policy-set history, in the order it was saved.
+pub(crate) fn read_policy_records(c: &Connection) -> rusqlite::Result<Vec<crate::PolicySetRecord>> {
+    let mut st =
+        c.prepare("SELECT project_id, sources, created_at FROM policy_sets ORDER BY id")?;
+    let rows = st.query_map([], |r| {
+        Ok(crate::PolicySetRecord {
+            project: r.get::<_, Option<i64>>(0)?.map(ProjectId),
+            sources: r.get(1)?,
+            created_at: Micros(r.get(2)?),
+        })
+    })?;
+    rows.collect()
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     fn enqueue(&self, project: &ProjectRef, req: AppendRequest) -> StoreResult<Queued> {
@@ -1088,6 +1126,48 @@ impl EventStore for SqliteStore {
                 })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn ledger_meta(&self) -> StoreResult<crate::LedgerMeta> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id, name, created_at FROM projects ORDER BY id")?;
+            let projects = st
+                .query_map([], |r| {
+                    Ok(crate::ProjectRecord {
+                        id: ProjectId(r.get(0)?),
+                        name: r.get(1)?,
+                        created_at: Micros(r.get(2)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(crate::LedgerMeta {
+                projects,
+                keys: read_key_records(c)?,
+                policy_sets: read_policy_records(c)?,
+            })
+        })
+        .await
+    }
+
+    async fn import_meta(&self, meta: &crate::LedgerMeta) -> StoreResult<()> {
+        let meta = Box::new(meta.clone());
+        self.admin(|reply| Cmd::ImportMeta { meta, reply }).await
+    }
+
+    async fn import_session(
+        &self,
+        project: &ProjectRef,
+        session: &Session,
+        events: Vec<crate::ImportedEvent>,
+    ) -> StoreResult<u64> {
+        let (project, session) = (project.clone(), Box::new(session.clone()));
+        self.admin(|reply| Cmd::ImportSession {
+            project,
+            session,
+            events,
+            reply,
         })
         .await
     }

@@ -809,3 +809,10 @@ async fn search_tail_cost() {
     );
     store.search.hold(false);
 }
+
+#[tokio::test]
+async fn conformance_import() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (source, target) = (open(&a), open(&b));
+    c::import_copies_a_ledger_as_stored(&source, &target).await;
+}

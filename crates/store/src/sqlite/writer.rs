@@ -21,6 +21,8 @@ use agentledger_core::chain::{LinkFacts, SessionHead, SessionHeader, link};
 use agentledger_core::event::SessionCounters;
 use agentledger_core::{EventId, Micros, NewEvent};
 
+mod import;
+
 use super::faults::Faults;
 use super::rows::{SESSION_COLS, session_from_row};
 use super::search::Progress;
@@ -74,6 +76,16 @@ pub(crate) enum Cmd {
         before: Option<i64>,
         reply: Reply<u64>,
     },
+    ImportMeta {
+        meta: Box<crate::LedgerMeta>,
+        reply: Reply<()>,
+    },
+    ImportSession {
+        project: ProjectRef,
+        session: Box<agentledger_core::Session>,
+        events: Vec<crate::ImportedEvent>,
+        reply: Reply<u64>,
+    },
     Shutdown,
 }
 
@@ -81,6 +93,7 @@ impl Cmd {
     fn event_count(&self) -> usize {
         match self {
             Cmd::Append { req, .. } => req.events.len().max(1),
+            Cmd::ImportSession { events, .. } => events.len().max(1),
             _ => 1,
         }
     }
@@ -747,6 +760,17 @@ impl Writer {
                     Ok(n)
                 });
                 let _ = reply.send(r);
+            }
+            Cmd::ImportMeta { meta, reply } => {
+                let _ = reply.send(self.import_meta(&meta));
+            }
+            Cmd::ImportSession {
+                project,
+                session,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.import_session(&project, &session, &events));
             }
             Cmd::Append { .. } | Cmd::Shutdown => {}
         }
