@@ -47,6 +47,24 @@ enum Command {
         #[command(subcommand)]
         command: SaltsCommand,
     },
+    /// Copy a whole ledger to another database (SQLite to PostgreSQL or
+    /// back): projects, keys, policy sets and every event as stored, hashes
+    /// unchanged. Run it again to resume an interrupted copy; a target
+    /// holding other data is refused. Every chain is verified at the end.
+    Copy(CopyArgs),
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// The ledger to copy: sqlite:PATH, a path, or a postgres:// URL.
+    #[arg(long)]
+    from: String,
+    /// Where to copy it (created if new; the same forms).
+    #[arg(long)]
+    to: String,
+    /// Events per transaction in the target.
+    #[arg(long, default_value_t = 2_000)]
+    batch: u32,
 }
 
 #[derive(Subcommand)]
@@ -335,6 +353,62 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
         },
         Command::Export(a) => export(&a).await,
         Command::Salts { command } => salts_cmd(command).await,
+        Command::Copy(a) => copy(&a).await,
+    }
+}
+
+async fn copy(a: &CopyArgs) -> Result<ExitCode, String> {
+    // Opening a SQLite path creates it: a mistyped source must not become
+    // an empty ledger copied over the target.
+    if let Backend::Sqlite(o) = Backend::parse(&a.from).map_err(|e| e.to_string())?
+        && !o.path.exists()
+    {
+        return Err(format!("--from: no ledger at {}", o.path.display()));
+    }
+    let from = open(&DbArg { db: a.from.clone() }).await?;
+    let to = open(&DbArg { db: a.to.clone() }).await?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut shown = std::time::Instant::now();
+    let mut progress = |p: &agentledger_store::import::CopyProgress| {
+        if tty && (shown.elapsed().as_millis() >= 100 || p.sessions_done == p.sessions_total) {
+            shown = std::time::Instant::now();
+            let pct = (p.events_done * 100)
+                .checked_div(p.events_total)
+                .unwrap_or(100);
+            let width = 30;
+            let filled = (pct as usize * width / 100).min(width);
+            eprint!(
+                "\r[{}{}] {pct:>3}%  {}/{} events, {}/{} sessions ",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                p.events_done,
+                p.events_total,
+                p.sessions_done,
+                p.sessions_total
+            );
+        }
+    };
+    let r =
+        agentledger_store::import::copy_ledger(from.as_ref(), to.as_ref(), a.batch, &mut progress)
+            .await;
+    if tty {
+        eprintln!();
+    }
+    from.close().await;
+    to.close().await;
+    let r = r.map_err(|e| format!("copy failed: {e}"))?;
+    println!(
+        "copied {} events ({} were already there) in {} sessions; {} projects, {} keys, {} policy sets",
+        r.events_copied, r.events_already, r.sessions, r.projects, r.keys, r.policy_sets
+    );
+    if r.broken.is_empty() {
+        println!("verified: every chain of the target is intact");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (p, s, why) in &r.broken {
+            println!("FAIL project {p} session {s}: {why}");
+        }
+        Ok(ExitCode::FAILURE)
     }
 }
 

@@ -12,7 +12,7 @@ const GH_TOKEN: &str = "ghp_R8x2LmQ9vT4kZ7wN1pY6sD3fH5jB0cA2eG4i";
 const AWS_KEY: &str = "AKIAZ7Q2MPLEXAB3CD4E";
 
 /// The ```cedar blocks of docs/policy.md, in order.
-fn documented_policies() -> String {
+pub(crate) fn documented_policies() -> String {
     let doc = std::fs::read_to_string(format!(
         "{}/../../docs/policy.md",
         env!("CARGO_MANIFEST_DIR")
