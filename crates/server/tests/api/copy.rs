@@ -141,3 +141,76 @@ async fn copy_moves_a_ledger_to_postgresql_and_back_unchanged() {
     let (success, _, stderr) = run(&["copy", "--from", "/nonexistent/x.db", "--to", &back]);
     assert!(!success && stderr.contains("no ledger"), "{stderr}");
 }
+
+/// A copy killed half way (SIGKILL) is finished by running it again: what
+/// was committed stays, the rest follows, the result is the same ledger.
+#[tokio::test]
+async fn a_copy_killed_half_way_is_resumed_by_running_it_again() {
+    let Some(pg) = PgDb::new() else { return };
+    let mut app = spawn_app().await;
+    for r in 0..30 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| memory(&format!("s{}", r % 4), i))
+            .collect();
+        app.ingest(Value::Array(events)).await;
+    }
+    app.shutdown().await;
+    let from = sqlite(&app.db);
+    let mut child = std::process::Command::new(bin())
+        .args(["copy", "--from", &from, "--to", &pg.url, "--batch", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("copy starts");
+    // Kill it once some of the 3,000 events are in.
+    let count = || {
+        let out = std::process::Command::new("psql")
+            .args([pg.url.as_str(), "-qAtc", "SELECT count(*) FROM events"])
+            .output()
+            .expect("psql");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count() < 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "copy made no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    // Its sessions are gone from the server (a COMMIT it sent is done, one
+    // way or the other) before the count is taken.
+    let others = || {
+        let out = std::process::Command::new("psql")
+            .args([
+                pg.url.as_str(),
+                "-qAtc",
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            ])
+            .output()
+            .expect("psql");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    while others() != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed copy's sessions linger"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let partial = count();
+    assert!(partial < 3000, "the copy finished before it was killed");
+    let out = ok(&["copy", "--from", &from, "--to", &pg.url, "--batch", "20"]);
+    let expect = format!(
+        "copied {} events ({partial} were already there)",
+        3000 - partial
+    );
+    assert!(out.contains(&expect), "{out}");
+    assert_eq!(export(&pg.url), export(&from));
+}
