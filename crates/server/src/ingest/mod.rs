@@ -122,9 +122,17 @@ pub fn internal_reply() -> StoredReply {
 }
 
 /// How often a request is judged again because a request queued before it
-/// to one of its sessions failed (or another process appended), before it
-/// is answered 503.
-const ATTEMPTS: usize = 5;
+/// to one of its sessions failed, or another node appended to one of them,
+/// before it is answered 503. Between attempts a request waits a random
+/// while, growing with the attempt (at most ~64 ms), so two nodes racing
+/// for one session stop colliding.
+const ATTEMPTS: u32 = 10;
+
+/// The random wait before attempt `n` (2, 3, …): up to 2^n ms, capped.
+fn backoff(attempt: u32) -> std::time::Duration {
+    let cap = 1u64 << attempt.min(6);
+    std::time::Duration::from_micros(rand::random_range(0..cap * 1000))
+}
 
 /// Run a submission through the pipeline; the answer as its renderer made
 /// it, or as kept under its idempotency key.
@@ -224,6 +232,7 @@ pub async fn submit(
             }
             Err(StoreError::HeadMoved(_)) if attempt < ATTEMPTS => {
                 st.sessions.forget(&caller.project, sessions());
+                tokio::time::sleep(backoff(attempt + 1)).await;
             }
             Err(e) => {
                 st.sessions.forget(&caller.project, sessions());
