@@ -294,6 +294,20 @@ impl FromStr for Redact {
     }
 }
 
+/// An event's detector results and parsed parts, before the session is read
+/// (see [`Engine::scan`]).
+pub struct Scanned {
+    /// Time the scan took: the evaluation budget counts it and the decision,
+    /// not any wait between them (a session's lock).
+    spent: Duration,
+    payload: Value,
+    metadata: Value,
+    scan: Scan,
+    tool: Option<String>,
+    arguments: Option<Value>,
+    usage: Option<Usage>,
+}
+
 /// The engine: detectors, the current policy set (swapped atomically) and the
 /// per-session state.
 pub struct Engine {
@@ -417,6 +431,16 @@ impl Engine {
         state: &mut SessionState,
         check: bool,
     ) -> Verdict {
+        let scanned = self.scan(ev);
+        self.decide_scanned(compiled, ev, scanned, state, check)
+    }
+
+    /// The part of judging that does not read the session: parse the
+    /// payload and metadata, run the detectors, find the tool, arguments and
+    /// usage. Pure and the costly part, so callers may run it for many
+    /// events in parallel, outside any lock, then [`Engine::decide_for`]
+    /// each in session order.
+    pub fn scan(&self, ev: &NewEvent) -> Scanned {
         let started = Instant::now();
         let deadline = started + self.budget;
         let payload: Value = serde_json::from_str(ev.payload.get()).unwrap_or(Value::Null);
@@ -426,9 +450,52 @@ impl Engine {
             .scan_value("/payload", &payload, deadline, &mut scan);
         self.detectors
             .scan_value("/metadata", &metadata, deadline, &mut scan);
-
         let (tool, arguments) = tool_and_arguments(ev.kind, &payload);
         let usage = Usage::of(ev.kind, ev.payload.get());
+        Scanned {
+            spent: started.elapsed(),
+            payload,
+            metadata,
+            scan,
+            tool,
+            arguments,
+            usage,
+        }
+    }
+
+    /// The part of judging that reads the session: Cedar against the state,
+    /// the verdict attached (and redaction, if configured), then the event
+    /// folded into the state. `scanned` must be this event's [`Engine::scan`].
+    pub fn decide_for(
+        &self,
+        project: i64,
+        ev: &mut NewEvent,
+        scanned: Scanned,
+        state: &mut SessionState,
+        check: bool,
+    ) -> Verdict {
+        let (compiled, _) = self.current_for(project);
+        self.decide_scanned(&compiled, ev, scanned, state, check)
+    }
+
+    fn decide_scanned(
+        &self,
+        compiled: &Compiled,
+        ev: &mut NewEvent,
+        scanned: Scanned,
+        state: &mut SessionState,
+        check: bool,
+    ) -> Verdict {
+        let decided_from = Instant::now();
+        let Scanned {
+            spent,
+            payload,
+            metadata,
+            scan,
+            tool,
+            arguments,
+            usage,
+        } = scanned;
         let mut verdict = self.decide(
             compiled,
             ev,
@@ -440,7 +507,7 @@ impl Engine {
             state,
             check,
         );
-        if scan.budget_exceeded || started.elapsed() > self.budget {
+        if scan.budget_exceeded || spent + decided_from.elapsed() > self.budget {
             verdict.reasons.push(BUDGET_EXCEEDED.into());
             verdict.decision = verdict.decision.max(Decision::Flag);
         }

@@ -29,6 +29,7 @@ use axum::response::Response;
 
 use agentledger_core::verdict::Verdict;
 use agentledger_core::{Dialect, NewEvent, Session};
+use agentledger_policy::engine::Scanned;
 use agentledger_store::{
     AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, NewSession, Render,
     StoreError, StoredReply,
@@ -179,7 +180,10 @@ pub async fn submit(
         return finish(st, caller, dialect, outcome, &render, &[]);
     };
     for attempt in 1..=ATTEMPTS {
-        // Judge and queue under the sessions' locks; the commit is awaited
+        // The detectors read no session: run them before taking any lock,
+        // so concurrent requests scan in parallel.
+        let (scanned_events, scanned) = scan(engine.clone(), events.clone()).await?;
+        // Decide and queue under the sessions' locks; the commit is awaited
         // after they are released.
         let held = st
             .sessions
@@ -190,10 +194,11 @@ pub async fn submit(
             )
             .await?;
         let heads = held.heads();
-        let (judged, verdicts, held) = judge(
+        let (judged, verdicts, held) = decide(
             engine.clone(),
             caller.project.id.0,
-            events.clone(),
+            scanned_events,
+            scanned,
             held,
             how == Judge::Check,
         )
@@ -310,26 +315,46 @@ fn finish(
     }
 }
 
-/// Judge events in order against the held sessions' states (attaching
-/// verdicts, redacting where configured): a few in place, a batch off the
-/// async workers (about 15 µs an event).
-async fn judge(
+/// Run the detectors over events (no session state read): a few in place,
+/// a batch off the async workers.
+async fn scan(
+    engine: std::sync::Arc<agentledger_policy::Engine>,
+    events: Vec<NewEvent>,
+) -> Result<(Vec<NewEvent>, Vec<Scanned>), ApiError> {
+    let run = move |evs: Vec<NewEvent>| {
+        let scanned = evs.iter().map(|ev| engine.scan(ev)).collect();
+        (evs, scanned)
+    };
+    if events.len() <= INLINE_JUDGE {
+        Ok(run(events))
+    } else {
+        tokio::task::spawn_blocking(move || run(events))
+            .await
+            .map_err(|e| ApiError::Internal(format!("detectors failed: {e}")))
+    }
+}
+
+/// Decide scanned events in order against the held sessions' states
+/// (attaching verdicts, redacting where configured, folding each into its
+/// session): a few in place, a batch off the async workers.
+async fn decide(
     engine: std::sync::Arc<agentledger_policy::Engine>,
     project: i64,
     events: Vec<NewEvent>,
+    scanned: Vec<Scanned>,
     held: sessions::Held,
     check: bool,
 ) -> Result<(Vec<NewEvent>, Vec<Verdict>, sessions::Held), ApiError> {
     let run = move |mut evs: Vec<NewEvent>, mut held: sessions::Held| {
         let mut verdicts = Vec::with_capacity(evs.len());
-        for ev in evs.iter_mut() {
+        for (ev, sc) in evs.iter_mut().zip(scanned) {
             let state = held
                 .working
                 .entry(ev.session_id.as_str().to_owned())
                 .or_default();
             // The caller's project is judged by its own set (or the
             // operator's default), never by another project's.
-            verdicts.push(engine.judge_for(project, ev, &mut state.state, check));
+            verdicts.push(engine.decide_for(project, ev, sc, &mut state.state, check));
         }
         (evs, verdicts, held)
     };
