@@ -180,29 +180,28 @@ pub async fn submit(
         return finish(st, caller, dialect, outcome, &render, &[]);
     };
     for attempt in 1..=ATTEMPTS {
-        // The detectors read no session: run them before taking any lock,
-        // so concurrent requests scan in parallel.
+        // The detectors read no session: run them before taking a turn, so
+        // concurrent requests scan in parallel.
         let (scanned_events, scanned) = scan(engine.clone(), events.clone()).await?;
-        // Decide and queue under the sessions' locks; the commit is awaited
-        // after they are released.
-        let held = st
-            .sessions
-            .hold(
-                st.store.as_ref(),
-                &caller.project,
-                per_session.keys().cloned(),
-            )
-            .await?;
-        let heads = held.heads();
-        let (judged, verdicts, held) = decide(
+        let judged = judge_in_turn(
+            st,
+            caller,
             engine.clone(),
-            caller.project.id.0,
             scanned_events,
             scanned,
-            held,
+            &per_session,
             how == Judge::Check,
         )
-        .await?;
+        .await;
+        let (judged, verdicts, heads, tickets) = match judged {
+            Ok(j) => j,
+            Err(e) => {
+                // States already passed on may hold this request's events.
+                st.sessions
+                    .forget(&caller.project, per_session.keys().map(String::as_str));
+                return Err(e);
+            }
+        };
         let judged = if how == Judge::Check {
             check::record(judged, &verdicts)?
         } else {
@@ -216,14 +215,20 @@ pub async fn submit(
             verdicts.clone(),
             heads,
         );
-        let queued = st.store.enqueue(&caller.project, req);
-        let queued = match queued {
+        let queued = match st.store.enqueue(&caller.project, req) {
             Ok(q) => {
-                held.queued(&per_session);
+                tickets.queued();
                 q
             }
-            // Refused before it was queued: the kept states are untouched.
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // The states were passed on with this request's events in
+                // them: drop them (later requests are refused by the seq
+                // check and judged again).
+                drop(tickets);
+                st.sessions
+                    .forget(&caller.project, per_session.keys().map(String::as_str));
+                return Err(e.into());
+            }
         };
         let sessions = || per_session.keys().map(String::as_str);
         match queued.await {
@@ -334,34 +339,94 @@ async fn scan(
     }
 }
 
-/// Decide scanned events in order against the held sessions' states
-/// (attaching verdicts, redacting where configured, folding each into its
-/// session): a few in place, a batch off the async workers.
-async fn decide(
+type Judged = (
+    Vec<NewEvent>,
+    Vec<Verdict>,
+    Vec<(String, u64)>,
+    sessions::Tickets,
+);
+
+/// Decide scanned events against their sessions' states, session by
+/// session in ticket order, each in its turn (see [`sessions`]); the judged
+/// events and verdicts in the request's order, the heads they were judged
+/// at, and the tickets, still to be queued.
+async fn judge_in_turn(
+    st: &AppState,
+    caller: &Caller,
     engine: std::sync::Arc<agentledger_policy::Engine>,
-    project: i64,
     events: Vec<NewEvent>,
     scanned: Vec<Scanned>,
-    held: sessions::Held,
+    per_session: &HashMap<String, u64>,
     check: bool,
-) -> Result<(Vec<NewEvent>, Vec<Verdict>, sessions::Held), ApiError> {
-    let run = move |mut evs: Vec<NewEvent>, mut held: sessions::Held| {
-        let mut verdicts = Vec::with_capacity(evs.len());
-        for (ev, sc) in evs.iter_mut().zip(scanned) {
-            let state = held
-                .working
-                .entry(ev.session_id.as_str().to_owned())
-                .or_default();
-            // The caller's project is judged by its own set (or the
-            // operator's default), never by another project's.
-            verdicts.push(engine.decide_for(project, ev, sc, &mut state.state, check));
+) -> Result<Judged, ApiError> {
+    let mut tickets = st
+        .sessions
+        .tickets(&caller.project, per_session.keys().cloned());
+    let order: Vec<String> = tickets.sessions().map(str::to_owned).collect();
+    let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, ev) in events.iter().enumerate() {
+        at.entry(ev.session_id.as_str()).or_default().push(i);
+    }
+    let at: HashMap<String, Vec<usize>> = at.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let n = events.len();
+    let mut events: Vec<Option<NewEvent>> = events.into_iter().map(Some).collect();
+    let mut scanned: Vec<Option<Scanned>> = scanned.into_iter().map(Some).collect();
+    let mut verdicts: Vec<Option<Verdict>> = (0..n).map(|_| None).collect();
+    let mut heads = Vec::with_capacity(order.len());
+    for (i, session) in order.iter().enumerate() {
+        let folded = tickets.turn(i, st.store.as_ref(), &caller.project).await?;
+        heads.push((session.clone(), folded.seq));
+        let idx = at.get(session).cloned().unwrap_or_default();
+        let mut batch = Vec::with_capacity(idx.len());
+        for &j in &idx {
+            if let (Some(ev), Some(sc)) = (events[j].take(), scanned[j].take()) {
+                batch.push((ev, sc));
+            }
         }
-        (evs, verdicts, held)
+        let (batch, mut folded) =
+            decide_session(engine.clone(), caller.project.id.0, batch, folded, check).await?;
+        folded.seq += per_session.get(session).copied().unwrap_or(0);
+        tickets.judged(i, folded);
+        for (&j, (ev, v)) in idx.iter().zip(batch) {
+            events[j] = Some(ev);
+            verdicts[j] = Some(v);
+        }
+    }
+    tickets.queue_turn().await?;
+    let events: Option<Vec<NewEvent>> = events.into_iter().collect();
+    let verdicts: Option<Vec<Verdict>> = verdicts.into_iter().collect();
+    match (events, verdicts) {
+        (Some(e), Some(v)) => Ok((e, v, heads, tickets)),
+        _ => Err(ApiError::Internal("an event was not judged".into())),
+    }
+}
+
+/// Decide one session's scanned events in order against its state
+/// (attaching verdicts, redacting where configured, folding each in): a
+/// few in place, more off the async workers.
+async fn decide_session(
+    engine: std::sync::Arc<agentledger_policy::Engine>,
+    project: i64,
+    batch: Vec<(NewEvent, Scanned)>,
+    folded: sessions::Folded,
+    check: bool,
+) -> Result<(Vec<(NewEvent, Verdict)>, sessions::Folded), ApiError> {
+    let run = move |batch: Vec<(NewEvent, Scanned)>, mut folded: sessions::Folded| {
+        let out = batch
+            .into_iter()
+            .map(|(mut ev, sc)| {
+                // The caller's project is judged by its own set (or the
+                // operator's default), never by another project's.
+                let v = engine.decide_for(project, &mut ev, sc, &mut folded.state, check);
+                (ev, v)
+            })
+            .collect();
+        (out, folded)
     };
-    if events.len() <= INLINE_JUDGE {
-        Ok(run(events, held))
+    if batch.len() <= INLINE_JUDGE {
+        Ok(run(batch, folded))
     } else {
-        tokio::task::spawn_blocking(move || run(events, held))
+        tokio::task::spawn_blocking(move || run(batch, folded))
             .await
             .map_err(|e| ApiError::Internal(format!("policy evaluation failed: {e}")))
     }
