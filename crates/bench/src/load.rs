@@ -35,6 +35,10 @@ pub fn serve_child(db: PathBuf) -> ExitCode {
         // The harness reads /metrics (search backlog) with the same key.
         cfg.operator_token = cfg.bootstrap_key.clone();
         cfg.max_pending_events = 500_000;
+        // Every client of the harness comes from 127.0.0.1, as through a
+        // proxy: the per-address bound (256 by default) would refuse the
+        // sweep's 256 clients plus the harness's own probes.
+        cfg.connections.max_per_address = 4096;
         cfg.policy.enabled = std::env::var_os("AGENTLEDGER_NO_POLICY").is_none();
         let app = match Application::build(cfg).await {
             Ok(app) => app,

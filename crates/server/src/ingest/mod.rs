@@ -247,7 +247,10 @@ pub async fn submit(
             Err(e) => {
                 st.sessions.forget(&caller.project, sessions());
                 return Err(match e {
-                    StoreError::HeadMoved(_) => ApiError::Overloaded,
+                    StoreError::HeadMoved(s) => {
+                        tracing::warn!(session = %s, attempts = ATTEMPTS, "a session kept moving under a judged request; answered 503");
+                        ApiError::Overloaded
+                    }
                     other => other.into(),
                 });
             }

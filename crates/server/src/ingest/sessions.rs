@@ -222,9 +222,10 @@ async fn wait_for(slot: &Slot, ready: impl Fn(&Turns) -> bool) -> StoreResult<()
             notified.await;
         }
     };
-    tokio::time::timeout(TURN_WAIT, wait)
-        .await
-        .map_err(|_| StoreError::Overloaded)
+    tokio::time::timeout(TURN_WAIT, wait).await.map_err(|_| {
+        tracing::warn!("a request waited over 2 s for its turn on a session; answered 503");
+        StoreError::Overloaded
+    })
 }
 
 impl Tickets {
