@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod connections;
+mod console;
 mod crash;
 mod dialects;
 mod faults;
