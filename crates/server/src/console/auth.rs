@@ -250,23 +250,23 @@ impl FromRequestParts<AppState> for Signed {
     }
 }
 
-/// Whether a form post came from a page of this origin: `Sec-Fetch-Site`
-/// (sent by current browsers) must say same-origin, and an `Origin` header
-/// must name this host. A request with neither (an old client, curl) is
-/// judged by its CSRF token alone.
+/// Whether a form post came from a page of this origin. Current browsers
+/// send `Sec-Fetch-Site`, which decides: same-origin (or `none`, typed by
+/// the user). Without it, an `Origin` header must name this host; pages
+/// sent with `Referrer-Policy: no-referrer` make browsers post `Origin:
+/// null`, which says nothing either way. A request with neither (an old
+/// client, curl) is judged by its CSRF token alone.
 fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return false;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
     }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
+    let origin = match headers.get(header::ORIGIN) {
+        Some(o) if o.as_bytes() != b"null" => o.as_bytes(),
+        _ => return true,
     };
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return false;
     };
-    let origin = origin.as_bytes();
     origin == format!("http://{host}").as_bytes() || origin == format!("https://{host}").as_bytes()
 }
 

@@ -297,6 +297,20 @@ async fn forms_without_the_sessions_csrf_token_or_from_another_origin_are_refuse
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // The session survived every refused form.
     assert_eq!(b.get("/console/sessions").await.status(), StatusCode::OK);
+    // A page sent with no-referrer makes a browser post `Origin: null`:
+    // Sec-Fetch-Site decides.
+    let r = b
+        .client
+        .post(app.url("/console/sign-out"))
+        .header("cookie", &b.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .body(form_body(&[("csrf", &csrf)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed out");
 }
 
 #[tokio::test]
