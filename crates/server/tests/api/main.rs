@@ -2,6 +2,7 @@
 //! with a temporary database and talks HTTP to it as a client would.
 
 mod auth;
+mod browser;
 mod cli;
 mod connections;
 mod console;
