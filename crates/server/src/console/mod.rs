@@ -10,6 +10,7 @@
 mod assets;
 mod auth;
 mod error;
+mod keys;
 mod overview;
 mod pages;
 mod payload;
@@ -54,6 +55,8 @@ pub fn router() -> Router<AppState> {
             "/console/policies",
             get(policies::page).post(policies::submit),
         )
+        .route("/console/keys", get(keys::page).post(keys::create))
+        .route("/console/keys/revoke", post(keys::revoke))
         .route("/console/assets/{name}", get(assets::serve))
         .layer(middleware::from_fn(security_headers))
 }

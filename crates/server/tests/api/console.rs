@@ -719,3 +719,90 @@ async fn the_stream_route_sends_the_projects_committed_events_that_match_its_fil
     let doc = app.get_json("/openapi.json").await;
     assert!(doc["paths"]["/api/v1/events/stream"]["get"].is_object());
 }
+
+#[tokio::test]
+async fn an_admin_creates_a_key_shown_once_and_revokes_it_and_only_the_projects_keys() {
+    let app = spawn_app().await;
+    let other_admin = app.new_admin_key("other").await;
+    let b = sign_in(&app, &app.key).await;
+    let csrf = b.csrf().await;
+    let r = b
+        .post(
+            "/console/keys",
+            &[("csrf", &csrf), ("name", "ci <agent>"), ("admin", "on")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    let key = texts(&html, "#new-key").concat();
+    assert!(key.starts_with("al_") && key.len() > 40, "{key}");
+    assert_eq!(
+        app.get_with("/api/v1/events", &key).await.status(),
+        StatusCode::OK,
+        "the new key works on the API"
+    );
+    // Shown once: the listing never holds it again.
+    let (_, html) = b.page("/console/keys").await;
+    assert!(!html.html().contains(&key));
+    assert!(texts(&html, "table.keys td").contains(&"ci <agent>".to_owned()));
+    let ids: Vec<String> = {
+        let sel = Selector::parse("table.keys tbody tr").unwrap();
+        html.select(&sel)
+            .filter_map(|r| r.value().attr("id").map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        ids.len(),
+        2,
+        "the bootstrap key and the new one; not other's"
+    );
+    // Another project's key cannot be revoked from here.
+    let other_b = sign_in(&app, &other_admin).await;
+    let (_, other_html) = other_b.page("/console/keys").await;
+    let sel = Selector::parse("table.keys tbody tr").unwrap();
+    let other_id = other_html
+        .select(&sel)
+        .next()
+        .and_then(|r| r.value().attr("id"))
+        .unwrap()
+        .to_owned();
+    let r = b
+        .post(
+            "/console/keys/revoke",
+            &[("csrf", &csrf), ("id", &other_id)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        other_b.get("/console/keys").await.status(),
+        StatusCode::OK,
+        "the other project's key still works"
+    );
+    // Revoke the new key.
+    let new_id = ids
+        .iter()
+        .find(|id| {
+            texts(&html, &format!("tr#{id} td"))
+                .iter()
+                .any(|t| t == "ci <agent>")
+        })
+        .unwrap()
+        .clone();
+    let r = b
+        .post("/console/keys/revoke", &[("csrf", "00"), ("id", &new_id)])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "CSRF token required");
+    let r = b
+        .post("/console/keys/revoke", &[("csrf", &csrf), ("id", &new_id)])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    tokio::time::sleep(agentledger::auth::AUTH_CACHE_TTL + Duration::from_millis(100)).await;
+    assert_eq!(
+        app.get_with("/api/v1/events", &key).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A key that is not an admin's sees no Keys page.
+    let plain = app.new_key("default").await;
+    let p = sign_in(&app, &plain).await;
+    assert_eq!(p.get("/console/keys").await.status(), StatusCode::FORBIDDEN);
+}
