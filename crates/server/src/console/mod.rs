@@ -58,6 +58,11 @@ pub fn router() -> Router<AppState> {
         .route("/console/keys", get(keys::page).post(keys::create))
         .route("/console/keys/revoke", post(keys::revoke))
         .route("/console/assets/{name}", get(assets::serve))
+        // Any other console path: the console's own 404 page, under its headers.
+        .route(
+            "/console/{*rest}",
+            get(|| async { error::ConsoleError::NotFound("no such page") }),
+        )
         .layer(middleware::from_fn(security_headers))
 }
 

@@ -614,6 +614,15 @@ async fn assets_carry_their_hash_and_answer_revalidation_with_304() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = b.get("/console/no/such/page").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["content-security-policy"], CSP);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
 }
 
 /// Read SSE `data:` lines of `event: event` messages until `n` arrived.
