@@ -329,6 +329,10 @@ pub async fn sign_in(
     match caller_for_key_hash(&st, hash, false).await {
         Ok(caller) => match st.console.open(hash) {
             Ok(token) => {
+                // A browser signing in again leaves no older session behind.
+                if let Some(old) = st.console.token(&headers) {
+                    st.console.close(&old);
+                }
                 tracing::info!(key = %caller.key_id, project = %caller.project.name, "console sign-in");
                 let mut r = Redirect::to("/console").into_response();
                 r.headers_mut()

@@ -10,14 +10,14 @@ use axum::response::Response;
 
 use agentledger_core::Kind;
 use agentledger_core::Micros;
-use agentledger_core::query::{EventQuery, SessionQuery, UsageGroup};
+use agentledger_core::query::{EventQuery, SessionQuery};
 use agentledger_core::verdict::{Decision, Verdict};
 use agentledger_store::LlmGroup;
 use agentledger_store::verify::verify_session;
 
 use super::auth::Signed;
 use super::error::{ConsoleError, render};
-use super::views::{Nav, time, urlencode, usd};
+use super::views::{Nav, time, urlencode};
 use crate::state::AppState;
 
 const HOUR: i64 = 3_600_000_000;
@@ -161,7 +161,9 @@ pub async fn overview(
         let p = st.store.query_events(project, q).await?;
         per_hour.push((from, p.total.unwrap_or(0) as f64));
     }
-    let llm = st
+    // Sums over every LLM response of the day: on a busy ledger this can
+    // run past the query budget; the page then says so instead of failing.
+    let llm = match st
         .store
         .llm_usage(
             project,
@@ -169,13 +171,19 @@ pub async fn overview(
             None,
             LlmGroup::Time(HOUR),
         )
-        .await?;
+        .await
+    {
+        Ok(rows) => Some(rows),
+        Err(agentledger_store::StoreError::QueryBudget(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let hours: Vec<Micros> = (0..HOURS).map(|h| Micros(start.0 + h * HOUR)).collect();
     let of_hour = |f: &dyn Fn(&agentledger_store::LlmUsageRow) -> f64| -> Vec<(Micros, f64)> {
+        let rows = llm.as_deref().unwrap_or_default();
         hours
             .iter()
             .map(|h| {
-                let v = llm
+                let v = rows
                     .iter()
                     .filter(|r| r.bucket == Some(*h))
                     .map(f)
@@ -183,6 +191,15 @@ pub async fn overview(
                 (*h, v)
             })
             .collect()
+    };
+    let usage_caption = |c: &str| {
+        if llm.is_some() {
+            c.to_owned()
+        } else {
+            format!(
+                "{c}: too many LLM calls today to sum within the query budget (see /api/v1/usage with a narrower range)"
+            )
+        }
     };
     let tokens = of_hour(&|r| (r.input_tokens + r.output_tokens) as f64);
     let cost = of_hour(&|r| r.cost_usd);
@@ -227,30 +244,20 @@ pub async fn overview(
         let v: serde_json::Value = serde_json::from_str(e.payload.get()).ok()?;
         agentledger_policy::engine::tool_and_arguments(e.kind, &v).0
     }));
-    let by_agent = st
+    // The most active agents among the latest events (a bounded sample,
+    // like the tallies above).
+    let latest = st
         .store
-        .usage(
+        .query_events(
             project,
-            since(EventQuery::default()),
-            Some(UsageGroup::Agent),
+            since(EventQuery {
+                limit: SAMPLE,
+                skip_total: true,
+                ..Default::default()
+            }),
         )
         .await?;
-    let agents = by_agent
-        .into_iter()
-        .take(5)
-        .map(|r| Count {
-            label: r.group.unwrap_or_default(),
-            value: format!(
-                "{} events, {} tokens{}",
-                r.events,
-                r.input_tokens + r.output_tokens,
-                match usd(r.cost_usd) {
-                    c if c.is_empty() => String::new(),
-                    c => format!(", {c}"),
-                }
-            ),
-        })
-        .collect();
+    let agents = top(tally(latest.events.iter().map(|e| e.agent_id.clone())), 5);
 
     let recent = st
         .store
@@ -297,8 +304,16 @@ pub async fn overview(
         decisions,
         charts: vec![
             chart(&per_hour, |v| format!("{v:.0}"), "events per hour"),
-            chart(&tokens, |v| format!("{v:.0}"), "LLM tokens per hour"),
-            chart(&cost, |v| format!("${v:.4}"), "LLM cost per hour (USD)"),
+            chart(
+                &tokens,
+                |v| format!("{v:.0}"),
+                &usage_caption("LLM tokens per hour"),
+            ),
+            chart(
+                &cost,
+                |v| format!("${v:.4}"),
+                &usage_caption("LLM cost per hour (USD)"),
+            ),
         ],
         detectors: top(detectors, 8),
         tools: top(tools, 8),

@@ -204,6 +204,25 @@ async fn sign_in_exchanges_the_key_for_a_strict_cookie_and_sign_out_ends_it() {
     let (_, html) = b.page("/console").await;
     assert!(texts(&html, ".who").concat().contains("default"));
 
+    // Signing in again from this browser ends its older session.
+    let r = post_form(
+        &client,
+        &app.url("/console/sign-in"),
+        Some(&b.cookie),
+        &[("key", &app.key)],
+        None,
+    )
+    .await;
+    let fresh = set_cookie(r.headers()).expect("a new cookie");
+    assert_eq!(
+        b.get("/console/sessions").await.status(),
+        StatusCode::SEE_OTHER,
+        "the older token was forgotten"
+    );
+    let b = Browser {
+        cookie: fresh.split(';').next().unwrap().to_owned(),
+        ..b
+    };
     let csrf = b.csrf().await;
     let r = b.post("/console/sign-out", &[("csrf", &csrf)]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
