@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/sessions", get(pages::sessions))
         .route("/console/sessions/{id}", get(pages::session))
         .route("/console/sessions/{id}/verify", get(pages::verify))
+        .route("/console/sessions/{id}/finding", get(pages::finding))
         .route("/console/sessions/{id}/export", get(pages::export))
         .route("/console/events/{id}", get(pages::event))
         .route("/console/search", get(pages::search))

@@ -188,17 +188,39 @@ struct SessionPage {
     next_finding: Option<String>,
 }
 
-/// The event with a flag or deny nearest past `from` in the session, in
-/// `order` (the cursor is that event's id: paging by seq).
-async fn finding_after(
-    st: &AppState,
-    signed: &Signed,
-    session: &str,
-    from: &Event,
-    order: Order,
-) -> Result<Option<u64>, ConsoleError> {
+#[derive(Deserialize)]
+pub struct FindingQuery {
+    /// `next` (after `from`) or `prev` (before it).
+    dir: String,
+    from: u64,
+}
+
+/// "Next / previous flag or deny": found when asked, not while the page
+/// renders (in a long session with few findings the search reads many
+/// rows; the timeline page itself reads only its 200). Redirects to the
+/// page holding it, or says there is none.
+pub async fn finding(
+    State(st): State<AppState>,
+    signed: Signed,
+    PathParam(id): PathParam<String>,
+    Query(f): Query<FindingQuery>,
+) -> Result<Response, ConsoleError> {
+    let project = &signed.caller.project;
+    let order = match f.dir.as_str() {
+        "next" => Order::Asc,
+        "prev" => Order::Desc,
+        _ => return Err(ConsoleError::BadRequest("dir is next or prev".into())),
+    };
+    // The cursor is the event at `from` (its id): paging by seq from it.
+    let at = st
+        .store
+        .session_events(project, &id, f.from.saturating_sub(1), 1)
+        .await?;
+    let Some(from) = at.first().filter(|e| e.seq == f.from) else {
+        return Err(ConsoleError::NotFound("no such event in this session"));
+    };
     let q = EventQuery {
-        session_id: Some(session.to_owned()),
+        session_id: Some(id.clone()),
         decisions: vec![Decision::Flag, Decision::Deny],
         order,
         limit: 1,
@@ -206,8 +228,21 @@ async fn finding_after(
         skip_total: true,
         ..Default::default()
     };
-    let page = st.store.query_events(&signed.caller.project, q).await?;
-    Ok(page.events.first().map(|e| e.seq))
+    let page = st.store.query_events(project, q).await?;
+    match page.events.first() {
+        Some(e) => Ok(axum::response::Redirect::to(&format!(
+            "/console/sessions/{}?at={}#e{}",
+            urlencode(&id),
+            e.seq,
+            e.seq
+        ))
+        .into_response()),
+        None => Err(ConsoleError::NotFound(if order == Order::Asc {
+            "no flag or deny after this event in the session"
+        } else {
+            "no flag or deny before this event in the session"
+        })),
+    }
 }
 
 pub async fn session(
@@ -233,16 +268,6 @@ pub async fn session(
     let mut rows: Vec<Row> = events.iter().map(Row::of).collect();
     nest(&events, &mut rows);
     let base = format!("/console/sessions/{}", urlencode(&id));
-    let page_of = |seq: u64| format!("{base}?at={seq}#e{seq}");
-    let (mut prev_finding, mut next_finding) = (None, None);
-    if let (Some(first), Some(last)) = (events.first(), events.last()) {
-        prev_finding = finding_after(&st, &signed, &id, first, Order::Desc)
-            .await?
-            .map(page_of);
-        next_finding = finding_after(&st, &signed, &id, last, Order::Asc)
-            .await?
-            .map(page_of);
-    }
     let last = events.last().map_or(start, |e| e.seq);
     render(&SessionPage {
         nav: Nav::new(&signed, "sessions"),
@@ -253,8 +278,12 @@ pub async fn session(
         last,
         prev: (start > 0).then(|| format!("{base}?after={}", start.saturating_sub(PAGE))),
         next: (last < s.head_seq).then(|| format!("{base}?after={last}")),
-        prev_finding,
-        next_finding,
+        prev_finding: events
+            .first()
+            .map(|e| format!("{base}/finding?dir=prev&from={}", e.seq)),
+        next_finding: events
+            .last()
+            .map(|e| format!("{base}/finding?dir=next&from={}", e.seq)),
         rows,
     })
 }

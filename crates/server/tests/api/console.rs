@@ -491,8 +491,11 @@ async fn a_long_session_opens_at_a_page_of_seqs_and_links_the_next_finding() {
         .select(&next)
         .next()
         .and_then(|a| a.value().attr("href"))
-        .expect("a link to the next flag/deny");
-    assert_eq!(href, "/console/sessions/long?at=420#e420");
+        .expect("a link to the next flag/deny")
+        .to_owned();
+    let r = b.get(&href).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/console/sessions/long?at=420#e420");
     let (_, html) = b.page("/console/sessions/long?at=420").await;
     let seqs = texts(&html, "table.timeline tbody tr td:first-child");
     assert_eq!((seqs[0].as_str(), seqs.len()), ("401", 100));
@@ -501,9 +504,22 @@ async fn a_long_session_opens_at_a_page_of_seqs_and_links_the_next_finding() {
         html.select(&flagged).next().is_some(),
         "seq 420 shown flagged"
     );
-    assert!(
-        html.select(&next).next().is_none(),
-        "no finding after the last page"
+    // None after the last page; the previous one from there is seq 420.
+    let r = b
+        .get("/console/sessions/long/finding?dir=next&from=450")
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = b
+        .get("/console/sessions/long/finding?dir=prev&from=450")
+        .await;
+    assert_eq!(location(&r), "/console/sessions/long?at=420#e420");
+    let r = b
+        .get("/console/sessions/long/finding?dir=prev&from=420")
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "nothing before the only one"
     );
 }
 
