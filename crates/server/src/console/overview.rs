@@ -97,6 +97,16 @@ struct OverviewPage {
     health: Vec<Health>,
 }
 
+/// A section's query that ran past the query budget leaves that section
+/// empty (and says so) rather than failing the page.
+fn within_budget<T>(r: agentledger_store::StoreResult<T>) -> Result<Option<T>, ConsoleError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(agentledger_store::StoreError::QueryBudget(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn count_text(total: Option<u64>, capped: bool) -> String {
     match (total, capped) {
         (Some(n), true) => format!("{n}+"),
@@ -143,10 +153,10 @@ pub async fn overview(
             limit: 1,
             ..Default::default()
         });
-        let p = st.store.query_events(project, q).await?;
+        let p = within_budget(st.store.query_events(project, q).await)?;
         decisions.push(Count {
             label: d.as_str().into(),
-            value: count_text(p.total, p.total_capped),
+            value: p.map_or("?".into(), |p| count_text(p.total, p.total_capped)),
         });
     }
     let mut per_hour = Vec::new();
@@ -158,25 +168,21 @@ pub async fn overview(
             limit: 1,
             ..Default::default()
         };
-        let p = st.store.query_events(project, q).await?;
-        per_hour.push((from, p.total.unwrap_or(0) as f64));
+        let p = within_budget(st.store.query_events(project, q).await)?;
+        per_hour.push((from, p.and_then(|p| p.total).unwrap_or(0) as f64));
     }
     // Sums over every LLM response of the day: on a busy ledger this can
     // run past the query budget; the page then says so instead of failing.
-    let llm = match st
-        .store
-        .llm_usage(
-            project,
-            since(EventQuery::default()),
-            None,
-            LlmGroup::Time(HOUR),
-        )
-        .await
-    {
-        Ok(rows) => Some(rows),
-        Err(agentledger_store::StoreError::QueryBudget(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
+    let llm = within_budget(
+        st.store
+            .llm_usage(
+                project,
+                since(EventQuery::default()),
+                None,
+                LlmGroup::Time(HOUR),
+            )
+            .await,
+    )?;
     let hours: Vec<Micros> = (0..HOURS).map(|h| Micros(start.0 + h * HOUR)).collect();
     let of_hour = |f: &dyn Fn(&agentledger_store::LlmUsageRow) -> f64| -> Vec<(Micros, f64)> {
         let rows = llm.as_deref().unwrap_or_default();
@@ -204,19 +210,22 @@ pub async fn overview(
     let tokens = of_hour(&|r| (r.input_tokens + r.output_tokens) as f64);
     let cost = of_hour(&|r| r.cost_usd);
 
-    let flagged = st
-        .store
-        .query_events(
-            project,
-            since(EventQuery {
-                decisions: vec![Decision::Flag, Decision::Deny],
-                limit: SAMPLE,
-                skip_total: true,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    let detectors = tally(flagged.events.iter().flat_map(|e| {
+    let flagged = within_budget(
+        st.store
+            .query_events(
+                project,
+                since(EventQuery {
+                    decisions: vec![Decision::Flag, Decision::Deny],
+                    limit: SAMPLE,
+                    skip_total: true,
+                    ..Default::default()
+                }),
+            )
+            .await,
+    )?
+    .map(|p| p.events)
+    .unwrap_or_default();
+    let detectors = tally(flagged.iter().flat_map(|e| {
         e.verdict
             .as_ref()
             .and_then(|v| serde_json::from_str::<Verdict>(v.get()).ok())
@@ -228,36 +237,42 @@ pub async fn overview(
             })
             .unwrap_or_default()
     }));
-    let calls = st
-        .store
-        .query_events(
-            project,
-            since(EventQuery {
-                kinds: vec![Kind::ToolCall],
-                limit: SAMPLE,
-                skip_total: true,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    let tools = tally(calls.events.iter().filter_map(|e| {
+    let calls = within_budget(
+        st.store
+            .query_events(
+                project,
+                since(EventQuery {
+                    kinds: vec![Kind::ToolCall],
+                    limit: SAMPLE,
+                    skip_total: true,
+                    ..Default::default()
+                }),
+            )
+            .await,
+    )?
+    .map(|p| p.events)
+    .unwrap_or_default();
+    let tools = tally(calls.iter().filter_map(|e| {
         let v: serde_json::Value = serde_json::from_str(e.payload.get()).ok()?;
         agentledger_policy::engine::tool_and_arguments(e.kind, &v).0
     }));
     // The most active agents among the latest events (a bounded sample,
     // like the tallies above).
-    let latest = st
-        .store
-        .query_events(
-            project,
-            since(EventQuery {
-                limit: SAMPLE,
-                skip_total: true,
-                ..Default::default()
-            }),
-        )
-        .await?;
-    let agents = top(tally(latest.events.iter().map(|e| e.agent_id.clone())), 5);
+    let latest = within_budget(
+        st.store
+            .query_events(
+                project,
+                since(EventQuery {
+                    limit: SAMPLE,
+                    skip_total: true,
+                    ..Default::default()
+                }),
+            )
+            .await,
+    )?
+    .map(|p| p.events)
+    .unwrap_or_default();
+    let agents = top(tally(latest.iter().map(|e| e.agent_id.clone())), 5);
 
     let recent = st
         .store
