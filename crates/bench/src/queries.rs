@@ -258,6 +258,8 @@ pub async fn queries(dir: &Path, events: u64) -> Result<Vec<Row>, String> {
     .unit("verifies/s");
     rows.push(r);
 
+    rows.extend(console(&api, &mut rng, big, &label).await?);
+
     // Export: whole sessions, one after another, counted line by line, until
     // 1M events (every session at 1M).
     let t = Instant::now();
@@ -306,6 +308,114 @@ pub async fn queries(dir: &Path, events: u64) -> Result<Vec<Row>, String> {
     r.disk_bytes_per_event =
         Some(stopped_again.db_bytes.max(stopped.db_bytes) as f64 / events as f64);
     rows.push(r);
+    Ok(rows)
+}
+
+/// The web console's pages, as a signed-in browser asks for them: server
+/// time to the last byte of the HTML (issue 16's target: p95 under 100 ms).
+async fn console(
+    api: &Api,
+    rng: &mut Rng,
+    big: u64,
+    label: &dyn Fn(&str) -> String,
+) -> Result<Vec<Row>, String> {
+    eprintln!("  console pages...");
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let r = client
+        .post(format!("{}/console/sign-in", api.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={}", api.key))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .ok_or("console sign-in set no cookie")?
+        .to_owned();
+    let page = |path: String| {
+        let (client, cookie, url) = (
+            client.clone(),
+            cookie.clone(),
+            format!("{}{path}", api.base),
+        );
+        async move {
+            let t = Instant::now();
+            let r = client
+                .get(&url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let body = r.bytes().await.map_err(|e| e.to_string())?;
+            if status != reqwest::StatusCode::OK {
+                return Err(format!("GET {url} answered {status}"));
+            }
+            Ok::<(Duration, Bytes), String>((t.elapsed(), body))
+        }
+    };
+    let mut ids = Vec::new();
+    for _ in 0..SAMPLES / 4 {
+        let s = rng.next() % SESSIONS;
+        let (_, body) = api
+            .get(&format!("/api/v1/events?session_id=mix-{s}&limit=1"))
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if let Some(id) = v["events"][0]["id"].as_str() {
+            ids.push(id.to_owned());
+        }
+    }
+    let mut rows = Vec::new();
+    let mut run = async |name: &str, note: &str, paths: Vec<String>| -> Result<(), String> {
+        let mut lat = Vec::new();
+        for p in paths {
+            lat.push(page(p).await?.0);
+        }
+        rows.push(timed(&label(name), lat, note));
+        Ok(())
+    };
+    run(
+        "console: overview",
+        "GET /console: 24 h counts by decision and by hour, LLM usage by hour, tallies of the latest 500, chain health of 5 sessions",
+        (0..SAMPLES / 10).map(|_| "/console".to_owned()).collect(),
+    )
+    .await?;
+    run(
+        "console: sessions page",
+        "GET /console/sessions: 50 sessions, newest first, with the total",
+        (0..SAMPLES / 4)
+            .map(|_| "/console/sessions".to_owned())
+            .collect(),
+    )
+    .await?;
+    run(
+        &format!("console: a page of the {}-event session", human(big)),
+        "GET /console/sessions/big?at=<random seq>: 200 events by seq, previous/next flag or deny",
+        (0..SAMPLES / 4)
+            .map(|_| format!("/console/sessions/big?at={}", 1 + rng.next() % big))
+            .collect(),
+    )
+    .await?;
+    run(
+        "console: event page",
+        "GET /console/events/{id}: payload pretty-printed with findings marked, verdict, chain fields",
+        ids.iter().map(|id| format!("/console/events/{id}")).collect(),
+    )
+    .await?;
+    run(
+        "console: search page",
+        "GET /console/search?q=invoice: 50 hits of a common word, with the total",
+        (0..SAMPLES / 4)
+            .map(|_| "/console/search?q=invoice".to_owned())
+            .collect(),
+    )
+    .await?;
     Ok(rows)
 }
 

@@ -158,40 +158,53 @@ impl FromRequestParts<AppState> for Caller {
         if key.len() > 512 {
             return Err(ApiError::Unauthorized("invalid API key"));
         }
-        let hash = hash_key(key);
-        let info = match state.auth.get(&hash) {
-            Some(info) => info,
-            None => {
-                let info = state
-                    .store
-                    .authenticate(hash)
-                    .await?
-                    .ok_or(ApiError::Unauthorized("invalid API key"))?;
-                state.auth.put(hash, info.clone());
-                info
-            }
-        };
-        if let Some(limiter) = &state.limiter
-            && let Err(secs) = limiter.check(&info.id, Instant::now())
-        {
-            return Err(ApiError::RateLimited(secs));
-        }
-        // HEAD runs the GET handler too, so it takes a slot like GET.
-        let read = if matches!(
+        let read = matches!(
             parts.method,
             axum::http::Method::GET | axum::http::Method::HEAD
-        ) {
-            Some(state.readers.enter(&info.id).await?)
-        } else {
-            None
-        };
-        Ok(Caller {
-            project: info.project,
-            key_id: info.id,
-            admin: info.admin,
-            _read: read,
-        })
+        );
+        caller_for_key_hash(state, hash_key(key), read).await
     }
+}
+
+/// The caller a key's hash stands for, through the same cache, rate limit
+/// and read slots as a key presented in a header. The console keeps only
+/// this hash for a signed-in browser and resolves it on every request, so a
+/// revoked key ends its console sessions within [`AUTH_CACHE_TTL`].
+/// `read`: the request reads (it then holds one of the key's read slots).
+pub async fn caller_for_key_hash(
+    state: &AppState,
+    hash: [u8; 32],
+    read: bool,
+) -> Result<Caller, ApiError> {
+    let info = match state.auth.get(&hash) {
+        Some(info) => info,
+        None => {
+            let info = state
+                .store
+                .authenticate(hash)
+                .await?
+                .ok_or(ApiError::Unauthorized("invalid API key"))?;
+            state.auth.put(hash, info.clone());
+            info
+        }
+    };
+    if let Some(limiter) = &state.limiter
+        && let Err(secs) = limiter.check(&info.id, Instant::now())
+    {
+        return Err(ApiError::RateLimited(secs));
+    }
+    // HEAD runs the GET handler too, so it takes a slot like GET.
+    let read = if read {
+        Some(state.readers.enter(&info.id).await?)
+    } else {
+        None
+    };
+    Ok(Caller {
+        project: info.project,
+        key_id: info.id,
+        admin: info.admin,
+        _read: read,
+    })
 }
 
 #[cfg(test)]

@@ -119,6 +119,12 @@ struct ServeArgs {
     /// it, /metrics answers 403.
     #[arg(long, env = "AGENTLEDGER_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+    /// Mark the web console's session cookie `Secure` (sent over HTTPS
+    /// only). Set it when a TLS-terminating proxy serves the console: the
+    /// server speaks plain HTTP itself and does not trust a client's
+    /// `X-Forwarded-Proto` to decide (docs/console.md).
+    #[arg(long, env = "AGENTLEDGER_SECURE_COOKIES")]
+    secure_cookies: bool,
     /// Read-only database connections.
     #[arg(long, env = "AGENTLEDGER_READ_CONNECTIONS", default_value_t = 4)]
     read_connections: u32,
@@ -339,6 +345,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .filter(|d| !d.is_zero())
                     .ok_or("--idempotency-ttl must be a positive number of hours")?,
                 operator_token: a.operator_token,
+                secure_cookies: a.secure_cookies,
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())

@@ -63,6 +63,8 @@ pub struct ServeConfig {
     /// The operator's credential for server-wide routes (`/metrics`): no
     /// project's key, not even an admin's, sees other projects' figures.
     pub operator_token: Option<String>,
+    /// `--secure-cookies`: the console's session cookie is marked `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// The policy checkpoint's settings.
@@ -106,6 +108,7 @@ impl ServeConfig {
             query_budget: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             operator_token: None,
+            secure_cookies: false,
         }
     }
 }
@@ -131,6 +134,7 @@ pub struct Application {
     connections: crate::conn::ConnLimits,
     store: Arc<dyn EventStore>,
     addr: SocketAddr,
+    live: Arc<crate::live::Live>,
 }
 
 impl Application {
@@ -199,8 +203,12 @@ impl Application {
             limiter: cfg
                 .rate_limit
                 .map(|l| Arc::new(crate::ratelimit::RateLimiter::new(l))),
+            live: Arc::default(),
+            console: Arc::new(crate::console::ConsoleState::new(cfg.secure_cookies)),
         };
+        let live = state.live.clone();
         let router = routes::router()
+            .merge(crate::console::router())
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))
             .fallback(|| async { ApiError::NotFound("no such route").into_response() })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
@@ -213,6 +221,7 @@ impl Application {
             connections: cfg.connections,
             store,
             addr,
+            live,
         })
     }
 
@@ -226,6 +235,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        // Live streams never end by themselves: end them when the stop
+        // comes, so the graceful shutdown does not wait on them.
+        let live = self.live.clone();
+        let shutdown = async move {
+            shutdown.await;
+            live.close();
+        };
         let result =
             crate::conn::serve(self.listener, self.router, self.connections, shutdown).await;
         self.store.close().await;

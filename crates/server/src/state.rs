@@ -30,4 +30,8 @@ pub struct AppState {
     pub auth: Arc<crate::auth::AuthCache>,
     /// Per-key request rate limits (`--rate-limit`); `None` when off.
     pub limiter: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// Committed events for live streams.
+    pub live: Arc<crate::live::Live>,
+    /// Browsers signed in to the web console.
+    pub console: Arc<crate::console::ConsoleState>,
 }

@@ -307,6 +307,7 @@ fn finish(
             reply,
         } => {
             st.metrics.ingested(dialect.as_str(), appended.len());
+            st.live.publish(caller.project.id.0, &events, &appended);
             for v in verdicts {
                 st.metrics.verdict(&caller.project.name, v);
             }

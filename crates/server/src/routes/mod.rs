@@ -11,6 +11,7 @@ pub mod policy;
 pub mod realm;
 pub mod secureagentics;
 pub mod shared;
+pub mod stream;
 
 use axum::Router;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -21,6 +22,7 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(native::router())
+        .merge(stream::router())
         .merge(fabraix::router())
         .merge(agentlens::router())
         .merge(agentlens_read::router())
@@ -43,7 +45,7 @@ pub fn router() -> Router<AppState> {
     paths(
         native::ingest, native::list_events, native::get_event,
         native::create_session, native::list_sessions, native::get_session,
-        native::verify, native::export, native::usage, ops::healthz, ops::metrics,
+        native::verify, native::export, native::usage, stream::stream, ops::healthz, ops::metrics,
         fabraix::register, fabraix::event,
         agentlens::ingest, agentlens::list, agentlens::get_one,
         agentlens_read::health, agentlens_read::list_sessions, agentlens_read::get_session, agentlens_read::timeline,

@@ -2,8 +2,10 @@
 //! with a temporary database and talks HTTP to it as a client would.
 
 mod auth;
+mod browser;
 mod cli;
 mod connections;
+mod console;
 mod copy;
 mod crash;
 mod dialects;

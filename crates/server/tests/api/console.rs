@@ -1,0 +1,852 @@
+//! The web console over HTTP, as a browser would use it: sign-in and its
+//! cookie, CSRF refusals, tenancy, the CSP and escaping of hostile payloads
+//! (pages parsed with an HTML parser), paging by seq, findings, verify,
+//! policies and the event stream route.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::{Client, StatusCode};
+use scraper::{Html, Selector};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// A browser signed in to the console (no redirects followed, so each
+/// answer is seen as sent).
+struct Browser {
+    client: Client,
+    base: String,
+    cookie: String,
+}
+
+fn no_redirects() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn form_body(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc = |s: &str| {
+                s.bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect::<String>()
+            };
+            format!("{}={}", enc(k), enc(v))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn post_form(
+    client: &Client,
+    url: &str,
+    cookie: Option<&str>,
+    fields: &[(&str, &str)],
+    origin: Option<&str>,
+) -> reqwest::Response {
+    let mut r = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(fields));
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    r.send().await.expect("request")
+}
+
+fn set_cookie(h: &HeaderMap) -> Option<String> {
+    h.get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn sign_in(app: &TestApp, key: &str) -> Browser {
+    let client = no_redirects();
+    let r = post_form(
+        &client,
+        &app.url("/console/sign-in"),
+        None,
+        &[("key", key)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let sc = set_cookie(r.headers()).expect("a session cookie");
+    let cookie = sc.split(';').next().expect("name=value").to_owned();
+    Browser {
+        client,
+        base: app.base.clone(),
+        cookie,
+    }
+}
+
+impl Browser {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.base, path))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A page that must answer 200; its HTML parsed.
+    async fn page(&self, path: &str) -> (HeaderMap, Html) {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        let h = r.headers().clone();
+        (h, Html::parse_document(&r.text().await.expect("body")))
+    }
+
+    async fn csrf(&self) -> String {
+        let (_, html) = self.page("/console/sessions").await;
+        let sel = Selector::parse("input[name=csrf]").unwrap();
+        html.select(&sel)
+            .next()
+            .and_then(|e| e.value().attr("value"))
+            .expect("a csrf field")
+            .to_owned()
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        post_form(
+            &self.client,
+            &format!("{}{}", self.base, path),
+            Some(&self.cookie),
+            fields,
+            None,
+        )
+        .await
+    }
+}
+
+fn texts(html: &Html, css: &str) -> Vec<String> {
+    let sel = Selector::parse(css).unwrap();
+    html.select(&sel)
+        .map(|e| e.text().collect::<String>())
+        .collect()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn sign_in_exchanges_the_key_for_a_strict_cookie_and_sign_out_ends_it() {
+    let app = spawn_app().await;
+    let client = no_redirects();
+    let r = client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/console");
+    let r = client.get(app.url("/console")).send().await.unwrap();
+    assert_eq!(location(&r), "/console/sign-in", "not signed in");
+
+    let r = post_form(
+        &client,
+        &app.url("/console/sign-in"),
+        None,
+        &[("key", "al_wrong_0000000000000000000000000000")],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        set_cookie(r.headers()).is_none(),
+        "no cookie for a wrong key"
+    );
+
+    let r = post_form(
+        &client,
+        &app.url("/console/sign-in"),
+        None,
+        &[("key", &app.key)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = set_cookie(r.headers()).expect("cookie");
+    let attrs: Vec<&str> = cookie.split("; ").collect();
+    for want in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(attrs.contains(&want), "{want} missing from {cookie}");
+    }
+    assert!(
+        !attrs.contains(&"Secure"),
+        "plain HTTP without --secure-cookies"
+    );
+    assert!(!cookie.contains(&app.key), "the cookie is not the key");
+    let b = Browser {
+        client: client.clone(),
+        base: app.base.clone(),
+        cookie: attrs[0].to_owned(),
+    };
+    let (_, html) = b.page("/console").await;
+    assert!(texts(&html, ".who").concat().contains("default"));
+
+    // Signing in again from this browser ends its older session.
+    let r = post_form(
+        &client,
+        &app.url("/console/sign-in"),
+        Some(&b.cookie),
+        &[("key", &app.key)],
+        None,
+    )
+    .await;
+    let fresh = set_cookie(r.headers()).expect("a new cookie");
+    assert_eq!(
+        b.get("/console/sessions").await.status(),
+        StatusCode::SEE_OTHER,
+        "the older token was forgotten"
+    );
+    let b = Browser {
+        cookie: fresh.split(';').next().unwrap().to_owned(),
+        ..b
+    };
+    let csrf = b.csrf().await;
+    let r = b.post("/console/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(set_cookie(r.headers()).unwrap().contains("Max-Age=0"));
+    let r = b.get("/console/sessions").await;
+    assert_eq!(
+        location(&r),
+        "/console/sign-in",
+        "the old cookie no longer works: the session was revoked server-side"
+    );
+}
+
+#[tokio::test]
+async fn with_secure_cookies_the_cookie_is_secure_and_host_prefixed() {
+    let app = spawn_app_with(|c| c.secure_cookies = true).await;
+    let r = post_form(
+        &no_redirects(),
+        &app.url("/console/sign-in"),
+        None,
+        &[("key", &app.key)],
+        None,
+    )
+    .await;
+    let cookie = set_cookie(r.headers()).unwrap();
+    assert!(
+        cookie.starts_with("__Host-agentledger_console="),
+        "{cookie}"
+    );
+    assert!(cookie.split("; ").any(|a| a == "Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn forms_without_the_sessions_csrf_token_or_from_another_origin_are_refused() {
+    let app = spawn_app().await;
+    let b = sign_in(&app, &app.key).await;
+    let csrf = b.csrf().await;
+    let before = app.get_json("/api/v1/policies").await;
+
+    for fields in [
+        vec![],
+        vec![("csrf", "00".repeat(32))],
+        vec![("csrf", "x".into())],
+    ] {
+        let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = b.post("/console/sign-out", &f).await;
+        // A missing field is refused by the form extractor (422), a wrong one by the check.
+        assert!(
+            r.status() == StatusCode::FORBIDDEN || r.status() == StatusCode::UNPROCESSABLE_ENTITY,
+            "{fields:?}: {}",
+            r.status()
+        );
+    }
+    let r = post_form(
+        &b.client,
+        &app.url("/console/sign-out"),
+        Some(&b.cookie),
+        &[("csrf", &csrf)],
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "right token, wrong origin"
+    );
+    let r = b
+        .post(
+            "/console/policies",
+            &[
+                ("csrf", &"ab".repeat(32)),
+                ("policies", "forbid(principal, action, resource);"),
+                ("action", "save"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get_json("/api/v1/policies").await,
+        before,
+        "nothing was saved"
+    );
+    // Signing this browser in to another project from another site: refused.
+    let r = post_form(
+        &no_redirects(),
+        &app.url("/console/sign-in"),
+        None,
+        &[("key", &app.key)],
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The session survived every refused form.
+    assert_eq!(b.get("/console/sessions").await.status(), StatusCode::OK);
+    // A page sent with no-referrer makes a browser post `Origin: null`:
+    // Sec-Fetch-Site decides.
+    let r = b
+        .client
+        .post(app.url("/console/sign-out"))
+        .header("cookie", &b.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .body(form_body(&[("csrf", &csrf)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed out");
+}
+
+#[tokio::test]
+async fn another_projects_sessions_and_events_are_404_in_the_console() {
+    let app = spawn_app().await;
+    let ingested = app.ingest(json!([tool_call("sess-a", "c1")])).await;
+    let event = ingested["events"][0]["id"].as_str().unwrap().to_owned();
+    let other = app.new_key("other").await;
+    let b = sign_in(&app, &other).await;
+    for path in [
+        "/console/sessions/sess-a".to_owned(),
+        "/console/sessions/sess-a/verify".to_owned(),
+        "/console/sessions/sess-a/export".to_owned(),
+        format!("/console/events/{event}"),
+    ] {
+        let r = b.get(&path).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(!r.text().await.unwrap().contains("search_database"));
+    }
+    let (_, html) = b.page("/console/sessions").await;
+    assert!(texts(&html, "table.list a").is_empty(), "no session listed");
+    let (_, html) = b.page("/console/search?q=user").await;
+    assert!(!html.html().contains("sess-a"));
+    // The owner sees it.
+    let owner = sign_in(&app, &app.key).await;
+    owner.page("/console/sessions/sess-a").await;
+    owner.page(&format!("/console/events/{event}")).await;
+}
+
+#[tokio::test]
+async fn hostile_payloads_render_as_inert_text_under_a_strict_csp_on_every_page() {
+    let app = spawn_app().await;
+    let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)><a href=\"javascript:alert(3)\">x</a>";
+    let r = app
+        .ingest(json!([{
+            "session_id": "<script>alert('sid')</script>",
+            "agent_id": "agent\"><img src=x onerror=alert(4)>",
+            "kind": "tool_call",
+            "payload": {"toolName": "<b onmouseover=alert(5)>t</b>", "callId": "c1",
+                "arguments": {"q": hostile, "<script>k</script>": "javascript:alert(6)"}}
+        }]))
+        .await;
+    let event = r["events"][0]["id"].as_str().unwrap().to_owned();
+    let b = sign_in(&app, &app.key).await;
+    let sid = "%3Cscript%3Ealert%28%27sid%27%29%3C%2Fscript%3E";
+    let pages = [
+        "/console".to_owned(),
+        "/console/sessions".to_owned(),
+        format!("/console/sessions/{sid}"),
+        format!("/console/sessions/{sid}/verify"),
+        format!("/console/events/{event}"),
+        "/console/search?q=alert".to_owned(),
+        "/console/search?q=%3Cscript%3E&agent_id=%22%3E%3Cimg".to_owned(),
+        "/console/live".to_owned(),
+        "/console/policies".to_owned(),
+    ];
+    let script = Selector::parse("script").unwrap();
+    let any = Selector::parse("*").unwrap();
+    for path in &pages {
+        let (h, html) = b.page(path).await;
+        assert_eq!(h["content-security-policy"], CSP, "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+        let scripts: Vec<_> = html.select(&script).collect();
+        assert_eq!(scripts.len(), 1, "{path}: only our own script");
+        let src = scripts[0].value().attr("src").unwrap_or_default();
+        assert!(src.starts_with("/console/assets/console-"), "{path}: {src}");
+        for el in html.select(&any) {
+            for (name, value) in el.value().attrs() {
+                assert!(!name.starts_with("on"), "{path}: an {name} attribute");
+                assert!(
+                    !value
+                        .trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with("javascript:"),
+                    "{path}: {name}={value}"
+                );
+            }
+            assert!(
+                !matches!(el.value().name(), "img" | "b" | "iframe" | "object"),
+                "{path}: a <{}> element from a payload",
+                el.value().name()
+            );
+        }
+    }
+    // The event page shows the payload as the text it is.
+    let (_, html) = b.page(&format!("/console/events/{event}")).await;
+    let payload = texts(&html, "#payload").concat();
+    assert!(
+        payload.contains("<script>alert(1)</script><img src=x onerror=alert(2)>"),
+        "{payload}"
+    );
+    assert!(payload.contains("javascript:alert(6)"));
+}
+
+#[tokio::test]
+async fn a_revoked_key_ends_its_console_sessions() {
+    let app = spawn_app().await;
+    let key = app.new_key("default").await;
+    let b = sign_in(&app, &key).await;
+    assert_eq!(b.get("/console/sessions").await.status(), StatusCode::OK);
+    let list = String::from_utf8(app.cli(&["keys", "list"]).stdout).unwrap();
+    let prefix: String = key.chars().take(7).collect();
+    let id = list
+        .lines()
+        .find(|l| l.contains(&prefix) && l.contains("cli"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("key listed")
+        .to_owned();
+    assert!(app.cli(&["keys", "revoke", &id]).status.success());
+    tokio::time::sleep(agentledger::auth::AUTH_CACHE_TTL + Duration::from_millis(100)).await;
+    let r = b.get("/console/sessions").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/console/sign-in");
+}
+
+#[tokio::test]
+async fn policies_need_an_admin_key() {
+    let app = spawn_app().await;
+    let key = app.new_key("default").await;
+    let b = sign_in(&app, &key).await;
+    assert_eq!(
+        b.get("/console/policies").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let (_, html) = b.page("/console").await;
+    assert!(
+        !texts(&html, "header nav a").iter().any(|t| t == "Policies"),
+        "no Policies tab for a non-admin key"
+    );
+}
+
+#[tokio::test]
+async fn a_long_session_opens_at_a_page_of_seqs_and_links_the_next_finding() {
+    let app = spawn_app().await;
+    for chunk in 0..5 {
+        let events: Vec<_> = (0..100)
+            .map(|i| {
+                let n = chunk * 100 + i + 1;
+                if n == 420 {
+                    json!({"session_id": "long", "agent_id": "a", "kind": "memory",
+                        "payload": {"note": "AKIAIOSFODNN7EXAMPLE"}})
+                } else {
+                    memory("long", n)
+                }
+            })
+            .collect();
+        app.ingest(json!(events)).await;
+    }
+    let b = sign_in(&app, &app.key).await;
+    let (_, html) = b.page("/console/sessions/long").await;
+    let seqs = texts(&html, "table.timeline tbody tr td:first-child");
+    assert_eq!(seqs.len(), 200);
+    assert_eq!(seqs[0], "1");
+    assert_eq!(seqs[199], "200");
+    let next = Selector::parse("#next-finding").unwrap();
+    let href = html
+        .select(&next)
+        .next()
+        .and_then(|a| a.value().attr("href"))
+        .expect("a link to the next flag/deny")
+        .to_owned();
+    let r = b.get(&href).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/console/sessions/long?at=420#e420");
+    let (_, html) = b.page("/console/sessions/long?at=420").await;
+    let seqs = texts(&html, "table.timeline tbody tr td:first-child");
+    assert_eq!((seqs[0].as_str(), seqs.len()), ("401", 100));
+    let flagged = Selector::parse("tr#e420.finding .chip.flag").unwrap();
+    assert!(
+        html.select(&flagged).next().is_some(),
+        "seq 420 shown flagged"
+    );
+    // None after the last page; the previous one from there is seq 420.
+    let r = b
+        .get("/console/sessions/long/finding?dir=next&from=450")
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = b
+        .get("/console/sessions/long/finding?dir=prev&from=450")
+        .await;
+    assert_eq!(location(&r), "/console/sessions/long?at=420#e420");
+    let r = b
+        .get("/console/sessions/long/finding?dir=prev&from=420")
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "nothing before the only one"
+    );
+}
+
+#[tokio::test]
+async fn the_event_page_marks_each_finding_at_its_span_with_the_chain_fields() {
+    let app = spawn_app().await;
+    let r = app
+        .ingest(json!([{"session_id": "s", "agent_id": "a", "kind": "tool_call",
+            "payload": {"toolName": "http", "callId": "c", "arguments": {"q": "use AKIAIOSFODNN7EXAMPLE now"}}}]))
+        .await;
+    let id = r["events"][0]["id"].as_str().unwrap();
+    let b = sign_in(&app, &app.key).await;
+    let (_, html) = b.page(&format!("/console/events/{id}")).await;
+    assert_eq!(texts(&html, "#payload mark"), ["AKIAIOSFODNN7EXAMPLE"]);
+    assert_eq!(texts(&html, "#verdict"), ["flag"]);
+    let facts = texts(&html, ".facts dd").join(" ");
+    assert!(facts.contains(r["events"][0]["hash"].as_str().unwrap()));
+    assert!(facts.contains("(none: first event)"));
+}
+
+#[tokio::test]
+async fn the_verify_page_names_the_first_broken_seq() {
+    let app = spawn_app().await;
+    app.ingest(json!([memory("t", 1), memory("t", 2), memory("t", 3)]))
+        .await;
+    let b = sign_in(&app, &app.key).await;
+    let (_, html) = b.page("/console/sessions/t/verify").await;
+    assert!(
+        texts(&html, "#server-verdict")
+            .concat()
+            .starts_with("Valid: 3 events")
+    );
+    tamper(
+        &app.db,
+        "UPDATE events SET payload = '{\"n\":99}' WHERE seq = 2",
+    );
+    let (_, html) = b.page("/console/sessions/t/verify").await;
+    assert_eq!(texts(&html, "#broken-seq"), ["2"]);
+}
+
+#[tokio::test]
+async fn a_policy_draft_is_refused_at_its_line_and_a_dry_run_lists_changed_verdicts() {
+    let app = spawn_app().await;
+    app.ingest(json!([tool_call("dry", "c1"), memory("dry", 2)]))
+        .await;
+    let b = sign_in(&app, &app.key).await;
+    let csrf = b.csrf().await;
+    let bad = "permit(principal, action, resource);\n\nforbid(principal, action, resource) when { nonsense };\n";
+    let r = b
+        .post(
+            "/console/policies",
+            &[("csrf", &csrf), ("policies", bad), ("action", "validate")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    assert!(texts(&html, "#policy-error").concat().contains("line 3"));
+    assert!(texts(&html, "#bad-line").concat().starts_with("3forbid"));
+
+    let draft = "@id(\"no-search\")\n@reason(\"no database searches\")\nforbid (principal, action == Action::\"tool_call\", resource == Tool::\"search_database\");\n";
+    let before = app.get_json("/api/v1/policies").await;
+    let r = b
+        .post(
+            "/console/policies",
+            &[
+                ("csrf", &csrf),
+                ("policies", draft),
+                ("session", "dry"),
+                ("action", "dry_run"),
+            ],
+        )
+        .await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let html = Html::parse_document(&body);
+    let summary = texts(&html, "#dry-run-summary").concat();
+    assert!(summary.contains("1 verdicts would change"), "{summary}");
+    let cells = texts(&html, "table.list tbody td");
+    assert!(cells.contains(&"deny".to_owned()), "{cells:?}");
+    assert_eq!(
+        app.get_json("/api/v1/policies").await,
+        before,
+        "a dry run saves nothing"
+    );
+}
+
+#[tokio::test]
+async fn assets_carry_their_hash_and_answer_revalidation_with_304() {
+    let app = spawn_app().await;
+    let b = sign_in(&app, &app.key).await;
+    let (_, html) = b.page("/console/sessions").await;
+    let sel = Selector::parse("script[src]").unwrap();
+    let src = html
+        .select(&sel)
+        .next()
+        .and_then(|s| s.value().attr("src"))
+        .unwrap()
+        .to_owned();
+    let r = b.client.get(app.url(&src)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let etag = r.headers()["etag"].clone();
+    let r = b
+        .client
+        .get(app.url(&src))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    let r = b
+        .client
+        .get(app.url("/console/assets/console-0000.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = b.get("/console/no/such/page").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.headers()["content-security-policy"], CSP);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+}
+
+/// Read SSE `data:` lines of `event: event` messages until `n` arrived.
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<serde_json::Value> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("events arrive in time")
+            .expect("stream open")
+            .expect("chunk");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let msg: String = buf.drain(..end + 2).collect();
+            if msg.lines().any(|l| l == "event: event") {
+                let data = msg
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data: "))
+                    .expect("data");
+                out.push(serde_json::from_str(data).expect("json"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_stream_route_sends_the_projects_committed_events_that_match_its_filters() {
+    let app = spawn_app().await;
+    let other = app.new_key("other").await;
+    let open = |key: String, query: &'static str| {
+        let client = app.client.clone();
+        let url = app.url(&format!("/api/v1/events/stream{query}"));
+        async move { client.get(url).bearer_auth(key).send().await.unwrap() }
+    };
+    let all = open(app.key.clone(), "").await;
+    assert_eq!(all.status(), StatusCode::OK);
+    assert!(
+        all.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let agent_b = open(app.key.clone(), "?agent_id=b").await;
+    let others = open(other.clone(), "").await;
+    assert_eq!(others.status(), StatusCode::OK);
+    // A third and fourth stream of the key are allowed, a fifth is not.
+    let third = open(app.key.clone(), "").await;
+    assert_eq!(third.status(), StatusCode::OK);
+    let fourth = open(app.key.clone(), "").await;
+    assert_eq!(fourth.status(), StatusCode::OK);
+    let fifth = open(app.key.clone(), "").await;
+    assert_eq!(fifth.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop((third, fourth));
+    let r = open(app.key.clone(), "?q=secret").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "no full text on a stream"
+    );
+    let r = app
+        .client
+        .get(app.url("/api/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    app.ingest(json!([
+        {"session_id": "live", "agent_id": "a", "kind": "memory", "payload": {"n": 1}},
+        {"session_id": "live", "agent_id": "b", "kind": "memory", "payload": {"n": 2}},
+    ]))
+    .await;
+    app.post_with(
+        "/api/v1/events",
+        &json!({"events": [memory("theirs", 1)]}),
+        &other,
+    )
+    .await;
+    let got = read_events(all, 2).await;
+    assert_eq!(
+        got.iter()
+            .map(|e| (
+                e["session_id"].as_str().unwrap(),
+                e["seq"].as_u64().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [("live", 1), ("live", 2)],
+        "this project's events in commit order, none of the other project's"
+    );
+    assert_eq!(got[0]["decision"], "allow");
+    let b = read_events(agent_b, 1).await;
+    assert_eq!(b[0]["agent_id"], "b");
+    let theirs = read_events(others, 1).await;
+    assert_eq!(
+        theirs[0]["session_id"], "theirs",
+        "the other project sees only its own"
+    );
+
+    let doc = app.get_json("/openapi.json").await;
+    assert!(doc["paths"]["/api/v1/events/stream"]["get"].is_object());
+}
+
+#[tokio::test]
+async fn an_admin_creates_a_key_shown_once_and_revokes_it_and_only_the_projects_keys() {
+    let app = spawn_app().await;
+    let other_admin = app.new_admin_key("other").await;
+    let b = sign_in(&app, &app.key).await;
+    let csrf = b.csrf().await;
+    let r = b
+        .post(
+            "/console/keys",
+            &[("csrf", &csrf), ("name", "ci <agent>"), ("admin", "on")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    let key = texts(&html, "#new-key").concat();
+    assert!(key.starts_with("al_") && key.len() > 40, "{key}");
+    assert_eq!(
+        app.get_with("/api/v1/events", &key).await.status(),
+        StatusCode::OK,
+        "the new key works on the API"
+    );
+    // Shown once: the listing never holds it again.
+    let (_, html) = b.page("/console/keys").await;
+    assert!(!html.html().contains(&key));
+    assert!(texts(&html, "table.keys td").contains(&"ci <agent>".to_owned()));
+    let ids: Vec<String> = {
+        let sel = Selector::parse("table.keys tbody tr").unwrap();
+        html.select(&sel)
+            .filter_map(|r| r.value().attr("id").map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        ids.len(),
+        2,
+        "the bootstrap key and the new one; not other's"
+    );
+    // Another project's key cannot be revoked from here.
+    let other_b = sign_in(&app, &other_admin).await;
+    let (_, other_html) = other_b.page("/console/keys").await;
+    let sel = Selector::parse("table.keys tbody tr").unwrap();
+    let other_id = other_html
+        .select(&sel)
+        .next()
+        .and_then(|r| r.value().attr("id"))
+        .unwrap()
+        .to_owned();
+    let r = b
+        .post(
+            "/console/keys/revoke",
+            &[("csrf", &csrf), ("id", &other_id)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        other_b.get("/console/keys").await.status(),
+        StatusCode::OK,
+        "the other project's key still works"
+    );
+    // Revoke the new key.
+    let new_id = ids
+        .iter()
+        .find(|id| {
+            texts(&html, &format!("tr#{id} td"))
+                .iter()
+                .any(|t| t == "ci <agent>")
+        })
+        .unwrap()
+        .clone();
+    let r = b
+        .post("/console/keys/revoke", &[("csrf", "00"), ("id", &new_id)])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "CSRF token required");
+    let r = b
+        .post("/console/keys/revoke", &[("csrf", &csrf), ("id", &new_id)])
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    tokio::time::sleep(agentledger::auth::AUTH_CACHE_TTL + Duration::from_millis(100)).await;
+    assert_eq!(
+        app.get_with("/api/v1/events", &key).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A key that is not an admin's sees no Keys page.
+    let plain = app.new_key("default").await;
+    let p = sign_in(&app, &plain).await;
+    assert_eq!(p.get("/console/keys").await.status(), StatusCode::FORBIDDEN);
+}
