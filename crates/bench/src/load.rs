@@ -21,7 +21,8 @@ use crate::report::Row;
 const SESSIONS: u64 = 100;
 
 /// The server side: run in a child process of the harness.
-pub fn serve_child(db: PathBuf) -> ExitCode {
+/// `db` is a `--db` value: a SQLite path or a `postgres://` URL.
+pub fn serve_child(db: String) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,7 +64,8 @@ pub struct Server {
     child: Option<Child>,
     pub base: String,
     pub key: String,
-    db: PathBuf,
+    /// The `--db` value: a SQLite path or a `postgres://` URL.
+    db: String,
     started: Duration,
     policy: bool,
 }
@@ -89,10 +91,18 @@ impl Server {
     /// Spawn with the policy checkpoint on (the default set) or off.
     pub fn spawn_with(dir: &Path, name: &str, policy: bool) -> Result<Server, String> {
         Server::start(
-            dir.join(format!("{name}.db")),
+            dir.join(format!("{name}.db"))
+                .to_string_lossy()
+                .into_owned(),
             agentledger_core::keys::generate_key(),
             policy,
         )
+    }
+
+    /// Spawn on the database `db` (a `--db` value, e.g. a `postgres://`
+    /// URL) with the admin key `key` (created if the database has none).
+    pub fn spawn_db(db: String, key: String, policy: bool) -> Result<Server, String> {
+        Server::start(db, key, policy)
     }
 
     /// Stop and start again on the same database (cold start on a full ledger).
@@ -106,7 +116,7 @@ impl Server {
         Ok((Server::start(db, key, policy)?, stopped))
     }
 
-    fn start(db: PathBuf, key: String, policy: bool) -> Result<Server, String> {
+    fn start(db: String, key: String, policy: bool) -> Result<Server, String> {
         if let Some((url, key)) = EXTERNAL.get() {
             return Ok(Server {
                 child: None,
@@ -181,10 +191,12 @@ impl Server {
         }
         // Everything the ledger keeps: the database, its WAL and the
         // full-text index file with its WAL.
+        // (A database URL has no files here: 0.)
         let size = |suffix: &str| {
-            let mut p = self.db.clone().into_os_string();
-            p.push(suffix);
-            std::fs::metadata(PathBuf::from(p))
+            if self.db.contains("://") {
+                return 0;
+            }
+            std::fs::metadata(PathBuf::from(format!("{}{suffix}", self.db)))
                 .map(|m| m.len())
                 .unwrap_or(0)
         };
@@ -236,22 +248,40 @@ pub async fn drive(
     requests: u64,
     clients: usize,
 ) -> Result<(Duration, Vec<Duration>), String> {
+    drive_many(&[server], target, bodies, requests, clients).await
+}
+
+/// As [`drive`], the clients split evenly across `servers` (client `k`
+/// posts to server `k % servers.len()`, all with the first server's key).
+pub async fn drive_many(
+    servers: &[&Server],
+    target: Target,
+    bodies: Arc<Vec<Bytes>>,
+    requests: u64,
+    clients: usize,
+) -> Result<(Duration, Vec<Duration>), String> {
+    let Some(first) = servers.first() else {
+        return Err("no server to drive".into());
+    };
     let content_type = target.content_type;
     let client = Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
         .map_err(|e| e.to_string())?;
     let next = Arc::new(AtomicU64::new(0));
-    let url = format!("{}{}", server.base, target.path);
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{}{}", s.base, target.path))
+        .collect();
     let ok = target.ok;
     let started = Instant::now();
     let mut tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, String>>> = Vec::new();
-    for _ in 0..clients {
+    for k in 0..clients {
         let (client, next, url, key, bodies) = (
             client.clone(),
             next.clone(),
-            url.clone(),
-            server.key.clone(),
+            urls[k % urls.len()].clone(),
+            first.key.clone(),
             bodies.clone(),
         );
         tasks.push(tokio::spawn(async move {

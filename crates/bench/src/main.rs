@@ -2,12 +2,13 @@
 //! this (separate) process and sets every figure beside the machine's own
 //! ceiling measured in the same run. A release binary, not a test.
 //!
-//! `cargo run --release -p agentledger-bench -- [--scenario NAME|all] [--events N] [--json FILE]`
+//! `cargo run --release -p agentledger-bench -- [--scenario NAME[,NAME…]|all] [--events N] [--db-url postgres://…] [--json FILE]`
 
 mod ceiling;
 mod chart;
 mod events;
 mod load;
+mod pg;
 mod quality;
 mod queries;
 mod report;
@@ -28,8 +29,9 @@ use report::Row;
 struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
-    /// Scenario to run: ceiling, batch, single, sweep, agentlens, fabraix, otlp,
-    /// mix, policy, check, detectors, queries, or all.
+    /// Scenarios to run, comma-separated: ceiling, batch, single, sweep,
+    /// agentlens, fabraix, otlp, mix, policy, check, detectors, queries,
+    /// postgres (needs --db-url), or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Events for the batched scenarios (single-event scenarios use a quarter;
@@ -49,6 +51,11 @@ struct Cli {
     /// (needs --key; no cold start, RSS or disk figures then).
     #[arg(long, requires = "key")]
     url: Option<String>,
+    /// Also run the PostgreSQL rows (scenario `postgres`, part of `all`)
+    /// on this server, e.g. postgres://postgres@127.0.0.1:5432/test: each
+    /// scenario creates a database of its own there and drops it after.
+    #[arg(long)]
+    db_url: Option<String>,
     /// An admin API key of the server given with --url.
     #[arg(long, env = "AGENTLEDGER_BENCH_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -60,7 +67,7 @@ enum Child {
     #[command(hide = true)]
     ServeChild {
         #[arg(long)]
-        db: PathBuf,
+        db: String,
     },
 }
 
@@ -90,7 +97,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<(), String> {
-    let all = cli.scenario == "all";
+    let chosen: Vec<&str> = cli.scenario.split(',').map(str::trim).collect();
+    let all = chosen.contains(&"all");
+    let want = |s: &str| all || chosen.contains(&s);
     let known = [
         "all",
         "ceiling",
@@ -105,17 +114,20 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "check",
         "detectors",
         "queries",
+        "postgres",
     ];
     if let (Some(url), Some(key)) = (&cli.url, &cli.key) {
         load::use_external(url.clone(), key.clone());
     }
     let started = std::time::Instant::now();
-    if !known.contains(&cli.scenario.as_str()) {
+    if let Some(unknown) = chosen.iter().find(|s| !known.contains(s)) {
         return Err(format!(
-            "unknown scenario {:?}; one of {}",
-            cli.scenario,
+            "unknown scenario {unknown:?}; one of {}",
             known.join(", ")
         ));
+    }
+    if chosen.contains(&"postgres") && cli.db_url.is_none() {
+        return Err("scenario postgres needs --db-url postgres://...".into());
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut rows: Vec<Row> = Vec::new();
@@ -134,13 +146,13 @@ async fn run(cli: &Cli) -> Result<(), String> {
     rows.extend(ceiling.rows());
     let batch_ceiling = Some(ceiling.batch_rows_per_sec);
 
-    if all || cli.scenario == "batch" {
+    if want("batch") {
         eprintln!("scenario batch: native batches of 1000 standard events...");
         let mut r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
         r[0] = r[0].clone().with_ceiling(batch_ceiling);
         rows.extend(r);
     }
-    if all || cli.scenario == "single" {
+    if want("single") {
         let n = (cli.events / 4).max(1000);
         eprintln!(
             "scenario single: {n} single-event requests from {} clients...",
@@ -149,7 +161,10 @@ async fn run(cli: &Cli) -> Result<(), String> {
         let r = load::native_singles(dir.path(), n, cli.clients).await?;
         rows.push(r.with_ceiling(batch_ceiling));
     }
-    if all || cli.scenario == "sweep" {
+    if let Some(admin) = cli.db_url.as_deref().filter(|_| want("postgres")) {
+        rows.extend(postgres_rows(admin, cli.events, cli.clients).await?);
+    }
+    if want("sweep") {
         eprintln!("scenario sweep: single events at 1..256 clients...");
         let (r, points) = scenarios::singles_sweep(dir.path(), &[1, 4, 16, 64, 256]).await?;
         rows.extend(r);
@@ -180,12 +195,12 @@ async fn run(cli: &Cli) -> Result<(), String> {
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
     }
-    if all || cli.scenario == "agentlens" {
+    if want("agentlens") {
         eprintln!("scenario agentlens: AgentLens batches of 1000 standard events...");
         let r = load::agentlens_batches(dir.path(), cli.events, 1000, 4).await?;
         rows.push(r.with_ceiling(batch_ceiling));
     }
-    if all || cli.scenario == "fabraix" {
+    if want("fabraix") {
         let n = (cli.events / 4).max(1000);
         eprintln!(
             "scenario fabraix: {n} schema-validated Fabraix events from {} clients...",
@@ -194,36 +209,36 @@ async fn run(cli: &Cli) -> Result<(), String> {
         let r = load::fabraix_singles(dir.path(), n, cli.clients).await?;
         rows.push(r.with_ceiling(batch_ceiling));
     }
-    if all || cli.scenario == "otlp" {
+    if want("otlp") {
         eprintln!("scenario otlp: OTLP protobuf batches of 512 GenAI spans...");
         let r = load::otlp_batches(dir.path(), cli.events, 512, 4).await?;
         rows.push(r.with_ceiling(batch_ceiling));
     }
-    if all || cli.scenario == "mix" {
+    if want("mix") {
         eprintln!("scenario mix: the realistic mix in native batches of 100...");
         let r = scenarios::mixed_batches(dir.path(), cli.events, 100, 8).await?;
         rows.push(r.with_ceiling(batch_ceiling));
     }
-    if all || cli.scenario == "policy" {
+    if want("policy") {
         eprintln!("scenario policy: native batches of 1000 with the policy checkpoint off...");
         let mut r = load::native_batches_with(dir.path(), cli.events, 1000, 4, false).await?;
         rows.push(r.remove(0).with_ceiling(batch_ceiling));
-        if cli.scenario == "policy" {
+        if !all {
             eprintln!("scenario policy: ... and with the default policy set...");
             let mut r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
             rows.push(r.remove(0).with_ceiling(batch_ceiling));
         }
     }
-    if all || cli.scenario == "check" {
+    if want("check") {
         let n = (cli.events / 20).clamp(1000, 20_000);
         eprintln!("scenario check: {n} action checks at 1000/s...");
         rows.push(load::action_checks(dir.path(), n, 1000).await?);
     }
-    if all || cli.scenario == "detectors" {
+    if want("detectors") {
         eprintln!("scenario detectors: precision and recall over the labelled corpus...");
         rows.extend(quality::detector_quality(dir.path()).await?);
     }
-    if all || cli.scenario == "queries" {
+    if want("queries") {
         let n = cli.events.max(1_000_000);
         eprintln!("scenario queries: a ledger of {n} events...");
         rows.extend(queries::queries(dir.path(), n).await?);
@@ -235,4 +250,28 @@ async fn run(cli: &Cli) -> Result<(), String> {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The PostgreSQL rows: the raw ceiling first, then batched and single
+/// ingest with one node and with two nodes on one database.
+async fn postgres_rows(admin: &str, events: u64, clients: usize) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    eprintln!("postgres: measuring the ceiling (raw INSERT … unnest, 1000-row txns)...");
+    let ceiling = pg::ceiling(admin, events.min(200_000)).await?;
+    let c = Some(ceiling.batch_per_sec());
+    rows.extend(ceiling.rows());
+    for nodes in [1, 2] {
+        eprintln!("postgres: native batches of 1000, 4 clients, {nodes} node(s)...");
+        rows.push(
+            pg::batches(admin, events, 1000, 4, nodes)
+                .await?
+                .with_ceiling(c),
+        );
+    }
+    let n = (events / 4).max(1000);
+    for nodes in [1, 2] {
+        eprintln!("postgres: {n} single-event requests, {clients} clients, {nodes} node(s)...");
+        rows.push(pg::singles(admin, n, clients, nodes).await?.with_ceiling(c));
+    }
+    Ok(rows)
 }
