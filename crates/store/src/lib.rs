@@ -396,7 +396,14 @@ pub trait EventStore: Send + Sync + 'static {
         session_id: &str,
         after_seq: u64,
         limit: u32,
-    ) -> StoreResult<Vec<Event>>;
+    ) -> StoreResult<Vec<Event>> {
+        Ok(self
+            .session_events_with_columns(project, session_id, after_seq, limit)
+            .await?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
 
     /// Like [`EventStore::session_events`], with the stored columns that
     /// queries filter on but the hash does not cover directly (they are

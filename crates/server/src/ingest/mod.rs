@@ -175,7 +175,7 @@ pub async fn submit(
     } = sub;
     let Some(engine) = st.policy.clone() else {
         // Nothing to judge: one attempt, no session state involved.
-        let req = request(session, events, key, &render, Vec::new(), Vec::new());
+        let req = request(session, events, key, &render, &[], Vec::new());
         let outcome = st.store.enqueue(&caller.project, req)?.await?;
         return finish(st, caller, dialect, outcome, &render, &[]);
     };
@@ -212,7 +212,7 @@ pub async fn submit(
             judged,
             key.clone(),
             &render,
-            verdicts.clone(),
+            &verdicts,
             heads,
         );
         let queued = match st.store.enqueue(&caller.project, req) {
@@ -266,11 +266,14 @@ fn request(
     events: Vec<NewEvent>,
     key: Option<IdempotencyKey>,
     render: &Renderer,
-    verdicts: Vec<Verdict>,
+    verdicts: &[Verdict],
     expect_heads: Vec<(String, u64)>,
 ) -> AppendRequest {
+    // Only a keyed request's renderer runs in the store (and needs its own
+    // copy of the verdicts); the others are rendered here after COMMIT.
     let idempotency = key.map(|key| {
         let render = render.clone();
+        let verdicts = verdicts.to_vec();
         let in_store: Render = Box::new(move |c: &Committed<'_>| {
             render(&Done {
                 events: c.events,

@@ -494,21 +494,6 @@ impl EventStore for PostgresStore {
         row.map(|r| event_from_row(&r, &project.name)).transpose()
     }
 
-    async fn session_events(
-        &self,
-        project: &ProjectRef,
-        session_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        Ok(self
-            .session_events_with_columns(project, session_id, after_seq, limit)
-            .await?
-            .into_iter()
-            .map(|(e, _)| e)
-            .collect())
-    }
-
     async fn session_events_with_columns(
         &self,
         project: &ProjectRef,

@@ -954,21 +954,6 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn session_events(
-        &self,
-        project: &ProjectRef,
-        session_id: &str,
-        after_seq: u64,
-        limit: u32,
-    ) -> StoreResult<Vec<Event>> {
-        Ok(self
-            .session_events_with_columns(project, session_id, after_seq, limit)
-            .await?
-            .into_iter()
-            .map(|(e, _)| e)
-            .collect())
-    }
-
     async fn session_events_with_columns(
         &self,
         project: &ProjectRef,
