@@ -74,9 +74,7 @@ impl From<StoreError> for ApiError {
                 .with_code("PAYLOAD_TOO_LARGE_FOR_INDEX")
                 .into()
             }
-            // A session's head moved under a judged request more often than
-            // the pipeline re-judges: busy, retry.
-            StoreError::Overloaded | StoreError::HeadMoved(_) => ApiError::Overloaded,
+            StoreError::Overloaded => ApiError::Overloaded,
             StoreError::ShuttingDown => ApiError::ShuttingDown,
             StoreError::Full(m) => ApiError::StorageFull(m),
             StoreError::QueryBudget(d) => ApiError::QueryBudget(d),
@@ -86,9 +84,10 @@ impl From<StoreError> for ApiError {
                  listing that returned them)",
             )
             .into(),
-            StoreError::Storage(m) | StoreError::Corrupt(m) | StoreError::ImportConflict(m) => {
-                ApiError::Internal(m)
-            }
+            StoreError::Storage(m)
+            | StoreError::Corrupt(m)
+            | StoreError::ImportConflict(m)
+            | StoreError::Judge(m) => ApiError::Internal(m),
         }
     }
 }

@@ -196,7 +196,6 @@ impl Application {
             schemas: Arc::new(SchemaCache::new(SCHEMA_CACHE_BYTES)),
             traces: Arc::new(TraceSessions::new(TRACE_SESSION_ENTRIES)),
             policy,
-            sessions: Arc::default(),
             auth: Arc::default(),
             operator,
             readers: Arc::new(crate::auth::ReadGate::new(cfg.reads_per_key)),

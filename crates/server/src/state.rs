@@ -6,7 +6,6 @@ use agentledger_dialects::fabraix::SchemaCache;
 use agentledger_policy::Engine;
 use agentledger_store::EventStore;
 
-use crate::ingest::sessions::SessionStates;
 use crate::ingest::traces::TraceSessions;
 use crate::metrics::Metrics;
 
@@ -20,8 +19,6 @@ pub struct AppState {
     pub traces: Arc<TraceSessions>,
     /// The policy checkpoint; `None` with `--no-policy`.
     pub policy: Option<Arc<Engine>>,
-    /// The checkpoint's per-session locks and states of committed events.
-    pub sessions: Arc<SessionStates>,
     /// SHA-256 of the operator token (`--operator-token`), if one is set.
     pub operator: Option<[u8; 32]>,
     /// Reads in flight per API key.

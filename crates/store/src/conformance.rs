@@ -551,7 +551,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
         session: None,
         events: vec![event("s", Kind::ToolCall, r#"{"toolName":"x"}"#)],
         idempotency: Some(keyed("k-1", fp)),
-        expect_heads: Vec::new(),
+        judge: None,
     };
     let first = match store.append_request(&a, req(1)).await.expect("first") {
         AppendOutcome::Committed {
@@ -600,7 +600,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
         }),
         events: Vec::new(),
         idempotency: Some(keyed("k-2", 3)),
-        expect_heads: Vec::new(),
+        judge: None,
     };
     let made = match store.append_request(&a, create()).await.expect("create") {
         AppendOutcome::Committed {
@@ -629,52 +629,200 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
     ));
 }
 
-/// A request that names the heads it was judged against commits only onto
-/// exactly those heads (0: a session with no event yet).
-pub async fn expected_heads_are_checked(store: &dyn EventStore) {
-    use crate::{AppendOutcome, AppendRequest, StoreError};
-    let p = project(store, "heads").await;
-    let req = |expect: Vec<(&str, u64)>| AppendRequest {
-        events: vec![
-            event("h1", Kind::ToolCall, r#"{"toolName":"x"}"#),
-            event("h2", Kind::ToolCall, r#"{"toolName":"x"}"#),
-        ],
-        expect_heads: expect.into_iter().map(|(s, n)| (s.to_owned(), n)).collect(),
-        ..AppendRequest::default()
+/// A judge that counts: a session's state is how many events it holds, and
+/// each judged event's verdict says how many it saw before it.
+#[derive(Clone, Default)]
+struct Count(u64);
+
+impl crate::SessionFold for Count {
+    fn apply_stored(&mut self, _ev: &agentledger_core::Event) {
+        self.0 += 1;
+    }
+    fn clone_box(&self) -> Box<dyn crate::SessionFold> {
+        Box::new(self.clone())
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+struct Counter {
+    seeds: Vec<(String, u64, u64)>,
+    /// Refuse to judge (as a judge may): nothing of the request is stored.
+    refuse: bool,
+}
+
+impl crate::Judge for Counter {
+    fn empty(&self) -> Box<dyn crate::SessionFold> {
+        Box::new(Count(0))
+    }
+    fn seed(&mut self, session: &str) -> Option<(u64, Box<dyn crate::SessionFold>)> {
+        self.seeds
+            .iter()
+            .find(|(s, _, _)| s == session)
+            .map(|(_, seq, n)| (*seq, Box::new(Count(*n)) as Box<dyn crate::SessionFold>))
+    }
+    fn judge(
+        &mut self,
+        events: &[NewEvent],
+        states: &mut crate::SessionStates,
+    ) -> crate::StoreResult<(Vec<NewEvent>, Vec<agentledger_core::verdict::Verdict>)> {
+        if self.refuse {
+            return Err(crate::StoreError::Judge("refused".into()));
+        }
+        let mut verdicts = Vec::new();
+        for ev in events {
+            let state = states
+                .get_mut(ev.session_id.as_str())
+                .and_then(|f| f.as_any_mut().downcast_mut::<Count>())
+                .ok_or_else(|| crate::StoreError::Judge("no state".into()))?;
+            verdicts.push(agentledger_core::verdict::Verdict {
+                decision: agentledger_core::verdict::Decision::Allow,
+                policies: Vec::new(),
+                reasons: vec![state.0.to_string()],
+                findings: Vec::new(),
+            });
+            state.0 += 1;
+        }
+        Ok((events.to_vec(), verdicts))
+    }
+}
+
+fn counted(n: usize, session: &str, judge: Counter) -> crate::AppendRequest {
+    crate::AppendRequest {
+        events: (0..n)
+            .map(|_| event(session, Kind::ToolCall, r#"{"toolName":"x"}"#))
+            .collect(),
+        judge: Some(Box::new(judge)),
+        ..crate::AppendRequest::default()
+    }
+}
+
+fn plain() -> Counter {
+    Counter {
+        seeds: Vec::new(),
+        refuse: false,
+    }
+}
+
+/// (seq, what the judge saw before it) of a committed request.
+fn seen(outcome: crate::AppendOutcome) -> Vec<(u64, u64)> {
+    match outcome {
+        crate::AppendOutcome::Committed {
+            appended, verdicts, ..
+        } => appended
+            .iter()
+            .zip(&verdicts)
+            .map(|(a, v)| (a.seq, v.reasons[0].parse().expect("a count")))
+            .collect(),
+        _ => panic!("the request must commit"),
+    }
+}
+
+/// The judge runs in the append's transaction: each event is judged against
+/// the fold of exactly the events before it in its chain, whatever order
+/// requests were queued in, whoever appended before (another node: here,
+/// appends without a judge), and nothing a refused request judged counts.
+pub async fn judged_in_commit_order(store: Arc<dyn EventStore>) {
+    use crate::AppendOutcome;
+    let p = project(store.as_ref(), "judge").await;
+    let r = store.append_request(&p, counted(2, "j", plain())).await;
+    assert_eq!(seen(r.expect("first")), vec![(1, 0), (2, 1)]);
+    // Appended by someone else (no judge): the kept state is moved on.
+    store
+        .append(&p, vec![event("j", Kind::ToolCall, "{}")])
+        .await
+        .expect("plain append");
+    let r = store.append_request(&p, counted(1, "j", plain())).await;
+    assert_eq!(seen(r.expect("after")), vec![(4, 3)]);
+    // A refused request stores nothing and moves nothing.
+    let refused = Counter {
+        seeds: Vec::new(),
+        refuse: true,
     };
     assert!(matches!(
-        store
-            .append_request(&p, req(vec![("h1", 0), ("h2", 0)]))
-            .await,
-        Ok(AppendOutcome::Committed { .. })
+        store.append_request(&p, counted(1, "j", refused)).await,
+        Err(crate::StoreError::Judge(_))
     ));
-    match store
-        .append_request(&p, req(vec![("h1", 1), ("h2", 0)]))
-        .await
-    {
-        Err(StoreError::HeadMoved(s)) => assert_eq!(s, "h2"),
-        other => panic!("h2 is at 1: {:?}", other.err()),
+    // Many requests queued at once, from many tasks: every event saw
+    // exactly the events before it.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (store, p) = (store.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            store.append_request(&p, counted(3, "j", plain())).await
+        }));
     }
-    let s = store
-        .get_session(&p, "h1")
+    for t in tasks {
+        for (seq, before) in seen(t.await.expect("task").expect("append")) {
+            assert_eq!(before, seq - 1, "event {seq} was judged out of order");
+        }
+    }
+    // A long session the store keeps no state of (created without a
+    // judge): handed back for a seed, then judged from it.
+    let long: Vec<NewEvent> = (0..crate::FOLD_IN_WRITER + 5)
+        .map(|_| event("long", Kind::ToolCall, "{}"))
+        .collect();
+    store.append(&p, long).await.expect("long");
+    let at = crate::FOLD_IN_WRITER + 5;
+    match store
+        .append_request(&p, counted(1, "long", plain()))
         .await
-        .expect("read")
-        .expect("h1");
-    assert_eq!(s.head_seq, 1, "nothing of the refused request was stored");
-    assert!(matches!(
+        .expect("unseeded")
+    {
+        AppendOutcome::NeedsState { sessions, request } => {
+            assert_eq!(sessions, vec!["long".to_owned()]);
+            assert_eq!(request.events.len(), 1, "the request comes back whole");
+        }
+        _ => panic!("a long session without a state must be handed back"),
+    }
+    assert_eq!(
         store
-            .append_request(&p, req(vec![("h1", 1), ("h2", 1)]))
-            .await,
-        Ok(AppendOutcome::Committed { .. })
-    ));
-    // Queued requests are carried out in the order they were queued.
-    let first = store
-        .enqueue(&p, req(vec![("h1", 2), ("h2", 2)]))
-        .expect("queue");
-    let second = store
-        .enqueue(&p, req(vec![("h1", 3), ("h2", 3)]))
-        .expect("queue");
-    assert!(second.await.is_ok() && first.await.is_ok());
+            .get_session(&p, "long")
+            .await
+            .expect("read")
+            .expect("long")
+            .head_seq,
+        at,
+        "nothing of it was stored"
+    );
+    // A seed a few events behind the head: the store folds the rest.
+    let seeded = Counter {
+        seeds: vec![("long".into(), at - 3, at - 3)],
+        refuse: false,
+    };
+    let r = store.append_request(&p, counted(1, "long", seeded)).await;
+    assert_eq!(seen(r.expect("seeded")), vec![(at + 1, at)]);
+}
+
+/// Two nodes (two stores on one database) judging requests to the same
+/// sessions at once: every event is judged against exactly the events
+/// before it in its chain, whichever node appended them.
+pub async fn judged_in_commit_order_across_nodes(nodes: [Arc<dyn EventStore>; 2]) {
+    let p = project(nodes[0].as_ref(), "judge-nodes").await;
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        for t in 0..8 {
+            let (node, p) = (node.clone(), p.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut seen_here = Vec::new();
+                for i in 0..10 {
+                    let session = ["x", "y"][(t + i) % 2];
+                    let r = node.append_request(&p, counted(2, session, plain())).await;
+                    seen_here.extend(seen(r.expect("append")));
+                }
+                seen_here
+            }));
+        }
+    }
+    let mut judged = 0;
+    for t in tasks {
+        for (seq, before) in t.await.expect("task") {
+            assert_eq!(before, seq - 1, "event {seq} was judged out of order");
+            judged += 1;
+        }
+    }
+    assert_eq!(judged, 2 * 8 * 10 * 2);
 }
 
 /// Projects and keys as the operator's commands list them.

@@ -15,6 +15,7 @@ pub use open::{Backend, open};
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
+use agentledger_core::verdict::Verdict;
 use agentledger_core::{AgentId, Event, EventId, Micros, NewEvent, ProjectId, Session, SessionId};
 
 pub use agentledger_core::query::{
@@ -86,6 +87,8 @@ pub struct Committed<'a> {
     pub events: &'a [NewEvent],
     pub appended: &'a [AppendedEvent],
     pub session: Option<&'a Session>,
+    /// The request's verdicts, one per event (none without a judge).
+    pub verdicts: &'a [Verdict],
 }
 
 /// An ingest request's answer as sent: kept with its idempotency key and
@@ -123,13 +126,61 @@ pub struct AppendRequest {
     /// request appends nothing: the same fingerprint replays it, another is
     /// `IdempotencyConflict`. Otherwise the reply is rendered and kept.
     pub idempotency: Option<(IdempotencyKey, Render)>,
-    /// Append only if each named session's head is at this seq (0: no event
-    /// yet, or no such session), checked inside the transaction; otherwise
-    /// `HeadMoved` and nothing is stored. The policy checkpoint judges
-    /// events against a session's state at some seq: this makes the events
-    /// commit only onto exactly that state.
-    pub expect_heads: Vec<(String, u64)>,
+    /// Judges the events inside the append's transaction, against the
+    /// state of each session's committed events up to the head they are
+    /// chained onto (see [`Judge`]). Without one, events are stored as given.
+    pub judge: Option<Box<dyn Judge>>,
 }
+
+/// A session's policy state as the store keeps it beside the chain head.
+/// The store does not look inside: the policy checkpoint owns the type; the
+/// store folds stored events into it, clones it into a transaction and
+/// keeps it only once that transaction committed.
+pub trait SessionFold: Send + Sync + std::any::Any {
+    /// Fold one stored event in (the state of a session the store had not
+    /// kept is rebuilt from its events, in seq order).
+    fn apply_stored(&mut self, ev: &Event);
+    fn clone_box(&self) -> Box<dyn SessionFold>;
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+}
+
+/// The states of one request's sessions, by session id.
+pub type SessionStates = std::collections::HashMap<String, Box<dyn SessionFold>>;
+
+/// The policy checkpoint, called by the store's writer for a request inside
+/// the transaction that appends it, after the sessions' heads are locked:
+/// so requests to one session are judged in exactly their commit order, and
+/// against the fold of exactly the events before them in the chain, whichever
+/// node appended those. What a failed transaction judged is forgotten with it.
+///
+/// Keep it quick: it runs on the writer's path. The costly, session-free part
+/// (detectors) belongs before the request is queued.
+pub trait Judge: Send {
+    /// The state of a session without events.
+    fn empty(&self) -> Box<dyn SessionFold>;
+    /// A state the caller rebuilt from the ledger for a session the store
+    /// keeps none of: the seq it was folded up to, and the state. The store
+    /// folds what was appended since; without a seed it rebuilds the state
+    /// itself if the session is short, and otherwise hands the request back
+    /// ([`AppendOutcome::NeedsState`]).
+    fn seed(&mut self, session: &str) -> Option<(u64, Box<dyn SessionFold>)>;
+    /// Judge the request's events as submitted, in order, against `states`
+    /// (every session the events name is there), folding each in: the events
+    /// to store (verdicts attached, redacted where configured) and one
+    /// verdict per stored event. May be called again for the same request if
+    /// its transaction is retried, always with the states before it.
+    fn judge(
+        &mut self,
+        events: &[NewEvent],
+        states: &mut SessionStates,
+    ) -> StoreResult<(Vec<NewEvent>, Vec<Verdict>)>;
+}
+
+/// Events the writer folds into a session's state itself, inside the
+/// transaction, when it keeps no state of the session or another node
+/// appended to it; past this it asks for a seed rather than hold the
+/// writer (and every other request) while it reads a long session.
+pub const FOLD_IN_WRITER: u64 = 2000;
 
 /// A queued [`AppendRequest`]'s outcome, to be awaited.
 pub type Queued =
@@ -144,6 +195,16 @@ pub enum AppendOutcome {
         events: Vec<NewEvent>,
         /// The rendered reply, when the request had an idempotency key.
         reply: Option<StoredReply>,
+        /// One per stored event, from the request's judge (none without one).
+        verdicts: Vec<Verdict>,
+    },
+    /// Not judged, nothing stored: the store keeps no state of these
+    /// sessions and each is longer than [`FOLD_IN_WRITER`] events. The
+    /// request comes back to be queued again once its judge can
+    /// [`Judge::seed`] them.
+    NeedsState {
+        request: Box<AppendRequest>,
+        sessions: Vec<String>,
     },
     /// An earlier request with this key and fingerprint committed; nothing
     /// was appended now.
@@ -232,9 +293,9 @@ pub enum StoreError {
     /// was stored.
     #[error("the database refused a value of the request as too large: {0}")]
     TooLarge(String),
-    /// A session's head was not at the seq the request expected.
-    #[error("session {0:?} moved past the head the request was judged against")]
-    HeadMoved(String),
+    /// The policy checkpoint refused to judge a request (it gives the reason).
+    #[error("the policy checkpoint could not judge the request: {0}")]
+    Judge(String),
     /// An idempotency key kept for a request with another fingerprint.
     #[error("idempotency key {0:?} was used for a different request")]
     IdempotencyConflict(String),
@@ -309,6 +370,9 @@ pub trait EventStore: Send + Sync + 'static {
             AppendOutcome::Committed { appended, .. } => Ok(appended),
             AppendOutcome::Replayed(_) => Err(StoreError::Storage(
                 "a request without an idempotency key was replayed".into(),
+            )),
+            AppendOutcome::NeedsState { .. } => Err(StoreError::Storage(
+                "a request without a judge was handed back to be judged".into(),
             )),
         }
     }

@@ -10,17 +10,16 @@
 //! Routes only parse their vendor's bytes into a [`Submission`] and give a
 //! renderer for the answer; everything between is here: the idempotency
 //! key, the policy checkpoint against the session state of committed events
-//! ([`sessions`]), the store's one write path (`append_request`, which chains
+//! ([`judge`]: detectors here, decisions in the store's writer), the store's
+//! one write path (`append_request`, which chains
 //! each event with core's `chain::link`), and the metrics. Refusals are
 //! counted once, by the router's observer, for every dialect alike, whether
 //! an extractor (401, 408, 413, 415, 429) or the pipeline refused.
 
 pub mod check;
 pub mod idempotency;
-pub mod sessions;
+pub mod judge;
 pub mod traces;
-
-use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Body;
@@ -32,7 +31,7 @@ use agentledger_core::{Dialect, NewEvent, Session};
 use agentledger_policy::engine::Scanned;
 use agentledger_store::{
     AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, NewSession, Render,
-    StoreError, StoredReply,
+    StoredReply,
 };
 
 use crate::auth::Caller;
@@ -41,7 +40,7 @@ use crate::state::AppState;
 
 pub use idempotency::Idempotency;
 
-/// Batches up to this size are judged on the request's own task.
+/// Batches up to this size are scanned on the request's own task.
 const INLINE_JUDGE: usize = 16;
 
 /// How the policy checkpoint treats a submission's events.
@@ -122,18 +121,11 @@ pub fn internal_reply() -> StoredReply {
     )
 }
 
-/// How often a request is judged again because a request queued before it
-/// to one of its sessions failed, or another node appended to one of them,
-/// before it is answered 503. Between attempts a request waits a random
-/// while, growing with the attempt (at most ~64 ms), so two nodes racing
-/// for one session stop colliding.
-const ATTEMPTS: u32 = 10;
-
-/// The random wait before attempt `n` (2, 3, …): up to 2^n ms, capped.
-fn backoff(attempt: u32) -> std::time::Duration {
-    let cap = 1u64 << attempt.min(6);
-    std::time::Duration::from_micros(rand::random_range(0..cap * 1000))
-}
+/// How often a request handed back for a session's state (a long session
+/// the store keeps no state of) is queued again with a state rebuilt from
+/// the ledger, before it is answered 503 (each time, the session must have
+/// grown by more than the store folds itself while the state was rebuilt).
+const ATTEMPTS: u32 = 3;
 
 /// Run a submission through the pipeline; the answer as its renderer made
 /// it, or as kept under its idempotency key.
@@ -153,19 +145,6 @@ pub async fn submit(
         }
         return Ok(response(reply, true));
     }
-    // Events per session, as the request will append them.
-    let mut per_session: HashMap<String, u64> = HashMap::new();
-    if sub.judge == Judge::Check {
-        for ev in &sub.events {
-            per_session.insert(ev.session_id.as_str().to_owned(), 1);
-        }
-    } else {
-        for ev in &sub.events {
-            *per_session
-                .entry(ev.session_id.as_str().to_owned())
-                .or_default() += 1;
-        }
-    }
     let Submission {
         dialect,
         session,
@@ -173,89 +152,52 @@ pub async fn submit(
         judge: how,
         key,
     } = sub;
-    let Some(engine) = st.policy.clone() else {
-        // Nothing to judge: one attempt, no session state involved.
-        let req = request(session, events, key, &render, &[], Vec::new());
-        let outcome = st.store.enqueue(&caller.project, req)?.await?;
-        return finish(st, caller, dialect, outcome, &render, &[]);
+    let (mut req, seeds) = match st.policy.clone() {
+        None => (request(session, events, key, &render, None), None),
+        Some(engine) => {
+            // The detectors read no session: they run here, for concurrent
+            // requests in parallel; the decisions run in the writer.
+            let (events, scanned) = scan(engine.clone(), events).await?;
+            let seeds = judge::Seeds::default();
+            let judge = judge::PolicyJudge {
+                engine,
+                project: caller.project.id.0,
+                scanned: scanned.into_iter().map(Some).collect(),
+                check: how == Judge::Check,
+                seeds: seeds.clone(),
+            };
+            (
+                request(session, events, key, &render, Some(Box::new(judge))),
+                Some(seeds),
+            )
+        }
     };
-    for attempt in 1..=ATTEMPTS {
-        // The detectors read no session: run them before taking a turn, so
-        // concurrent requests scan in parallel.
-        let (scanned_events, scanned) = scan(engine.clone(), events.clone()).await?;
-        let judged = judge_in_turn(
-            st,
-            caller,
-            engine.clone(),
-            scanned_events,
-            scanned,
-            &per_session,
-            how == Judge::Check,
-        )
-        .await;
-        let (judged, verdicts, heads, tickets) = match judged {
-            Ok(j) => j,
-            Err(e) => {
-                // States already passed on may hold this request's events.
-                st.sessions
-                    .forget(&caller.project, per_session.keys().map(String::as_str));
-                return Err(e);
+    for _ in 0..ATTEMPTS {
+        match st.store.enqueue(&caller.project, req)?.await? {
+            AppendOutcome::NeedsState { request, sessions } => {
+                // Long sessions the store keeps no state of: rebuilt here,
+                // on the read path, and offered to the writer as seeds.
+                let Some(seeds) = &seeds else {
+                    return Err(ApiError::Internal(
+                        "the store asked an unjudged request for a state".into(),
+                    ));
+                };
+                for s in sessions {
+                    let folded = judge::rebuild(st.store.as_ref(), &caller.project, &s).await?;
+                    seeds
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(s, folded);
+                }
+                req = *request;
             }
-        };
-        let judged = if how == Judge::Check {
-            check::record(judged, &verdicts)?
-        } else {
-            judged
-        };
-        let req = request(
-            session.clone(),
-            judged,
-            key.clone(),
-            &render,
-            &verdicts,
-            heads,
-        );
-        let queued = match st.store.enqueue(&caller.project, req) {
-            Ok(q) => {
-                tickets.queued();
-                q
-            }
-            Err(e) => {
-                // The states were passed on with this request's events in
-                // them: drop them (later requests are refused by the seq
-                // check and judged again).
-                drop(tickets);
-                st.sessions
-                    .forget(&caller.project, per_session.keys().map(String::as_str));
-                return Err(e.into());
-            }
-        };
-        let sessions = || per_session.keys().map(String::as_str);
-        match queued.await {
-            Ok(outcome @ AppendOutcome::Committed { .. }) => {
-                return finish(st, caller, dialect, outcome, &render, &verdicts);
-            }
-            Ok(replay @ AppendOutcome::Replayed(_)) => {
-                // Nothing was appended, yet the states were moved past it.
-                st.sessions.forget(&caller.project, sessions());
-                return finish(st, caller, dialect, replay, &render, &verdicts);
-            }
-            Err(StoreError::HeadMoved(_)) if attempt < ATTEMPTS => {
-                st.sessions.forget(&caller.project, sessions());
-                tokio::time::sleep(backoff(attempt + 1)).await;
-            }
-            Err(e) => {
-                st.sessions.forget(&caller.project, sessions());
-                return Err(match e {
-                    StoreError::HeadMoved(s) => {
-                        tracing::warn!(session = %s, attempts = ATTEMPTS, "a session kept moving under a judged request; answered 503");
-                        ApiError::Overloaded
-                    }
-                    other => other.into(),
-                });
-            }
+            outcome => return finish(st, caller, dialect, outcome, &render),
         }
     }
+    tracing::warn!(
+        attempts = ATTEMPTS,
+        "a long session kept growing while its policy state was rebuilt; answered 503"
+    );
     Err(ApiError::Overloaded)
 }
 
@@ -266,20 +208,18 @@ fn request(
     events: Vec<NewEvent>,
     key: Option<IdempotencyKey>,
     render: &Renderer,
-    verdicts: &[Verdict],
-    expect_heads: Vec<(String, u64)>,
+    judge: Option<Box<dyn agentledger_store::Judge>>,
 ) -> AppendRequest {
-    // Only a keyed request's renderer runs in the store (and needs its own
-    // copy of the verdicts); the others are rendered here after COMMIT.
+    // Only a keyed request's renderer runs in the store; the others are
+    // rendered here after COMMIT.
     let idempotency = key.map(|key| {
         let render = render.clone();
-        let verdicts = verdicts.to_vec();
         let in_store: Render = Box::new(move |c: &Committed<'_>| {
             render(&Done {
                 events: c.events,
                 appended: c.appended,
                 session: c.session,
-                verdicts: &verdicts,
+                verdicts: c.verdicts,
             })
         });
         (key, in_store)
@@ -288,7 +228,7 @@ fn request(
         session,
         events,
         idempotency,
-        expect_heads,
+        judge,
     }
 }
 
@@ -299,19 +239,20 @@ fn finish(
     dialect: Dialect,
     outcome: AppendOutcome,
     render: &Renderer,
-    verdicts: &[Verdict],
 ) -> Result<Response, ApiError> {
     match outcome {
         AppendOutcome::Replayed(reply) => Ok(response(reply, true)),
+        AppendOutcome::NeedsState { .. } => Err(ApiError::Overloaded),
         AppendOutcome::Committed {
             session,
             appended,
             events,
             reply,
+            verdicts,
         } => {
             st.metrics.ingested(dialect.as_str(), appended.len());
             st.live.publish(caller.project.id.0, &events, &appended);
-            for v in verdicts {
+            for v in &verdicts {
                 st.metrics.verdict(&caller.project.name, v);
             }
             let reply = reply.unwrap_or_else(|| {
@@ -319,7 +260,7 @@ fn finish(
                     events: &events,
                     appended: &appended,
                     session: session.as_deref(),
-                    verdicts,
+                    verdicts: &verdicts,
                 })
             });
             Ok(response(reply, false))
@@ -343,99 +284,6 @@ async fn scan(
         tokio::task::spawn_blocking(move || run(events))
             .await
             .map_err(|e| ApiError::Internal(format!("detectors failed: {e}")))
-    }
-}
-
-type Judged = (
-    Vec<NewEvent>,
-    Vec<Verdict>,
-    Vec<(String, u64)>,
-    sessions::Tickets,
-);
-
-/// Decide scanned events against their sessions' states, session by
-/// session in ticket order, each in its turn (see [`sessions`]); the judged
-/// events and verdicts in the request's order, the heads they were judged
-/// at, and the tickets, still to be queued.
-async fn judge_in_turn(
-    st: &AppState,
-    caller: &Caller,
-    engine: std::sync::Arc<agentledger_policy::Engine>,
-    events: Vec<NewEvent>,
-    scanned: Vec<Scanned>,
-    per_session: &HashMap<String, u64>,
-    check: bool,
-) -> Result<Judged, ApiError> {
-    let mut tickets = st
-        .sessions
-        .tickets(&caller.project, per_session.keys().cloned());
-    let order: Vec<String> = tickets.sessions().map(str::to_owned).collect();
-    let mut at: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, ev) in events.iter().enumerate() {
-        at.entry(ev.session_id.as_str()).or_default().push(i);
-    }
-    let at: HashMap<String, Vec<usize>> = at.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    let n = events.len();
-    let mut events: Vec<Option<NewEvent>> = events.into_iter().map(Some).collect();
-    let mut scanned: Vec<Option<Scanned>> = scanned.into_iter().map(Some).collect();
-    let mut verdicts: Vec<Option<Verdict>> = (0..n).map(|_| None).collect();
-    let mut heads = Vec::with_capacity(order.len());
-    for (i, session) in order.iter().enumerate() {
-        let folded = tickets.turn(i, st.store.as_ref(), &caller.project).await?;
-        heads.push((session.clone(), folded.seq));
-        let idx = at.get(session).cloned().unwrap_or_default();
-        let mut batch = Vec::with_capacity(idx.len());
-        for &j in &idx {
-            if let (Some(ev), Some(sc)) = (events[j].take(), scanned[j].take()) {
-                batch.push((ev, sc));
-            }
-        }
-        let (batch, mut folded) =
-            decide_session(engine.clone(), caller.project.id.0, batch, folded, check).await?;
-        folded.seq += per_session.get(session).copied().unwrap_or(0);
-        tickets.judged(i, folded);
-        for (&j, (ev, v)) in idx.iter().zip(batch) {
-            events[j] = Some(ev);
-            verdicts[j] = Some(v);
-        }
-    }
-    tickets.queue_turn().await?;
-    let events: Option<Vec<NewEvent>> = events.into_iter().collect();
-    let verdicts: Option<Vec<Verdict>> = verdicts.into_iter().collect();
-    match (events, verdicts) {
-        (Some(e), Some(v)) => Ok((e, v, heads, tickets)),
-        _ => Err(ApiError::Internal("an event was not judged".into())),
-    }
-}
-
-/// Decide one session's scanned events in order against its state
-/// (attaching verdicts, redacting where configured, folding each in): a
-/// few in place, more off the async workers.
-async fn decide_session(
-    engine: std::sync::Arc<agentledger_policy::Engine>,
-    project: i64,
-    batch: Vec<(NewEvent, Scanned)>,
-    folded: sessions::Folded,
-    check: bool,
-) -> Result<(Vec<(NewEvent, Verdict)>, sessions::Folded), ApiError> {
-    let run = move |batch: Vec<(NewEvent, Scanned)>, mut folded: sessions::Folded| {
-        let out = batch
-            .into_iter()
-            .map(|(mut ev, sc)| {
-                // The caller's project is judged by its own set (or the
-                // operator's default), never by another project's.
-                let v = engine.decide_for(project, &mut ev, sc, &mut folded.state, check);
-                (ev, v)
-            })
-            .collect();
-        (out, folded)
-    };
-    if batch.len() <= INLINE_JUDGE {
-        Ok(run(batch, folded))
-    } else {
-        tokio::task::spawn_blocking(move || run(batch, folded))
-            .await
-            .map_err(|e| ApiError::Internal(format!("policy evaluation failed: {e}")))
     }
 }
 

@@ -167,6 +167,43 @@ async fn flow_rule_holds_across_events_and_a_restart() {
     );
 }
 
+/// A session longer than the writer folds by itself
+/// (`agentledger_store::FOLD_IN_WRITER`), after a restart: its state is
+/// rebuilt from the ledger off the writer and handed to it, and the flow rule
+/// still holds.
+#[tokio::test]
+async fn flow_rule_holds_in_a_long_session_after_a_restart() {
+    let app = with_documented_policies().await;
+    let v = one(
+        &app,
+        tool_result("long", "read_file", &format!("token={GH_TOKEN}")),
+    )
+    .await;
+    assert_eq!(v["findings"][0]["rule"], "github_token", "{v}");
+    let n = agentledger_store::FOLD_IN_WRITER as usize + 100;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let notes: Vec<Value> = chunk
+            .iter()
+            .map(|i| note("long", &format!("step {i}")))
+            .collect();
+        app.ingest(json!(notes)).await;
+    }
+    let app = app.restart().await;
+    let v = one(
+        &app,
+        tool("long", "my-agent", "send_email", json!({"to": "a@b.c"})),
+    )
+    .await;
+    assert_eq!(
+        decided(&v),
+        ("deny", vec!["deny-email-after-secret"]),
+        "{v}"
+    );
+    let ver = app.get_json("/api/v1/sessions/long/verify").await;
+    assert_eq!(ver["valid"], true, "{ver}");
+    assert_eq!(ver["events"], n as u64 + 2);
+}
+
 #[tokio::test]
 async fn shell_limit_cost_flag_and_token_budget() {
     let app = with_documented_policies().await;

@@ -202,6 +202,11 @@ impl PostgresStore {
         let depth = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             pool: write_pool,
+            states: lru::LruCache::new(
+                std::num::NonZeroUsize::new(writer::STATE_CACHE)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+            pending_states: std::collections::HashMap::new(),
             check_pool: pool.clone(),
             observer: opts.observer.clone(),
             depth: depth.clone(),
@@ -348,6 +353,7 @@ impl EventStore for PostgresStore {
                 appended: Vec::new(),
                 events: Vec::new(),
                 reply: None,
+                verdicts: Vec::new(),
             }))));
         }
         let n = u32::try_from(req.events.len().max(1)).map_err(|_| StoreError::Overloaded)?;

@@ -145,7 +145,27 @@ conformance! {
     conformance_llm_usage => llm_usage_groups_by_model_and_time,
     conformance_events_columns_and_salts => events_columns_and_salts_are_read_back,
     conformance_gauges_and_close => gauges_settle_and_close_refuses,
-    conformance_expected_heads => expected_heads_are_checked,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_judged_in_commit_order() {
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = Arc::new(db.open().await);
+    c::judged_in_commit_order(store.clone()).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_judge_in_commit_order() {
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let (a, b) = (Arc::new(db.open().await), Arc::new(db.open().await));
+    c::judged_in_commit_order_across_nodes([a.clone(), b.clone()]).await;
+    a.close().await;
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -24,6 +24,17 @@
 //! serialization failures caused by anything else are retried here (a new
 //! transaction, fresh heads), never returned.
 //!
+//! # The policy checkpoint, under the same locks
+//! A request's [`Judge`](crate::Judge) runs in step 4 below, after its
+//! sessions' rows are locked and read: against the node's kept state of each
+//! session, moved on by the events any node appended since (read here, in
+//! the transaction), or folded from the session's events if the node keeps
+//! none and the session is short (else the request goes back for a seed, see
+//! `AppendOutcome::NeedsState`). So requests to one session are judged in
+//! exactly their commit order, whichever node takes them, and no node ever
+//! retries a request because another appended. States are kept only after
+//! COMMIT; a retried transaction judges its requests again from the kept ones.
+//!
 //! # What a retry may redo
 //! Everything a request needs is decided in memory first (replays, conflicts,
 //! `SessionExists`, seqs and hashes through core's `chain::link`), then the
@@ -54,16 +65,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
+use lru::LruCache;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use agentledger_core::chain::{LinkFacts, SessionHead, SessionHeader, link, sha256, tag_list};
+use agentledger_core::verdict::Verdict;
 use agentledger_core::{EventId, Micros, NewEvent, Session, SessionStatus};
 
 use super::errors::{Class, classify, describe, pool_error};
-use super::rows::{counters_from_row, get};
+use super::rows::{EVENT_COLS, EVENT_FROM, counters_from_row, event_from_row, get};
 use crate::{
-    AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, NewSession, ProjectRef,
-    Render, StoreError, StoreResult, StoredReply, WriterObserver,
+    AppendOutcome, AppendRequest, AppendedEvent, Committed, FOLD_IN_WRITER, IdempotencyKey, Judge,
+    NewSession, ProjectRef, Render, SessionFold, SessionStates, StoreError, StoreResult,
+    StoredReply, WriterObserver,
 };
 
 /// Upper bound of events in one group-commit transaction.
@@ -90,8 +104,30 @@ pub(crate) struct Append {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
+/// A session's policy state and the seq of the last event folded into it.
+pub(crate) struct State {
+    seq: u64,
+    fold: Box<dyn SessionFold>,
+}
+
+impl Clone for State {
+    fn clone(&self) -> Self {
+        State {
+            seq: self.seq,
+            fold: self.fold.clone_box(),
+        }
+    }
+}
+
+/// Policy session states a node keeps.
+pub(crate) const STATE_CACHE: usize = 50_000;
+
 pub(crate) struct Writer {
     pub(crate) pool: Pool,
+    /// Committed policy states (see the module doc).
+    pub(crate) states: LruCache<HeadKey, State>,
+    /// The states the open transaction moved, kept if it commits.
+    pub(crate) pending_states: HashMap<HeadKey, State>,
     /// For resolving an unknown COMMIT outcome on another connection.
     pub(crate) check_pool: Pool,
     pub(crate) observer: Option<Arc<dyn WriterObserver>>,
@@ -109,8 +145,11 @@ struct Job {
     events: Vec<NewEvent>,
     key: Option<IdempotencyKey>,
     render: Option<Render>,
-    /// The heads the request was judged against (checked on the locked rows).
-    expect_heads: Vec<(String, u64)>,
+    /// Judges the events in the transaction; then `submitted` holds them as
+    /// sent (each attempt judges them again) and `events` as judged.
+    judge: Option<Box<dyn Judge>>,
+    submitted: Vec<NewEvent>,
+    verdicts: Vec<Verdict>,
     ids: Vec<EventId>,
     now: Micros,
     reply: Option<Reply<AppendOutcome>>,
@@ -131,19 +170,48 @@ impl Job {
             Some((k, r)) => (Some(k), Some(r)),
             None => (None, None),
         };
+        let (events, submitted) = match req.judge {
+            Some(_) => (Vec::new(), req.events),
+            None => (req.events, Vec::new()),
+        };
         Job {
             project,
             session: req.session,
-            events: req.events,
+            events,
             key,
             render,
-            expect_heads: req.expect_heads,
+            judge: req.judge,
+            submitted,
+            verdicts: Vec::new(),
             ids,
             now,
             reply: Some(reply),
             permit: Some(permit),
             outcome: None,
         }
+    }
+
+    /// The events as the request sent them.
+    fn sent(&self) -> &[NewEvent] {
+        if self.judge.is_some() {
+            &self.submitted
+        } else {
+            &self.events
+        }
+    }
+
+    /// Hand the request back unjudged, to be queued again with seeds.
+    fn needs_state(&mut self, sessions: Vec<String>) {
+        let request = AppendRequest {
+            session: self.session.take(),
+            events: std::mem::take(&mut self.submitted),
+            idempotency: self.key.take().zip(self.render.take()),
+            judge: self.judge.take(),
+        };
+        self.outcome = Some(Ok(AppendOutcome::NeedsState {
+            request: Box::new(request),
+            sessions,
+        }));
     }
 
     fn answer(&mut self) {
@@ -252,7 +320,7 @@ fn check_job(job: &Job) -> StoreResult<()> {
     if let Some(k) = &job.key {
         check_text("the idempotency key", &k.key)?;
     }
-    for ev in &job.events {
+    for ev in job.sent() {
         check_text("the event's source type", &ev.source_type)?;
         check_text("the session id", ev.session_id.as_str())?;
         check_text("the agent id", ev.agent_id.as_str())?;
@@ -466,11 +534,19 @@ impl Writer {
                 }
             }
         };
+        let states = std::mem::take(&mut self.pending_states);
         if committed {
+            for (key, state) in states {
+                self.states.put(key, state);
+            }
             for &i in batch {
                 let job = &mut jobs[i];
-                if let Some(Ok(AppendOutcome::Committed { events, .. })) = &mut job.outcome {
+                if let Some(Ok(AppendOutcome::Committed {
+                    events, verdicts, ..
+                })) = &mut job.outcome
+                {
                     *events = std::mem::take(&mut job.events);
+                    *verdicts = std::mem::take(&mut job.verdicts);
                 }
             }
             return Ok(());
@@ -573,11 +649,8 @@ impl Writer {
             if let Some(s) = &job.session {
                 session_keys.push((p, s.id.as_str().to_owned()));
             }
-            for ev in &job.events {
+            for ev in job.sent() {
                 session_keys.push((p, ev.session_id.as_str().to_owned()));
-            }
-            for (s, _) in &job.expect_heads {
-                session_keys.push((p, s.clone()));
             }
             if let Some(k) = &job.key {
                 idem_keys.push((p, k.key.clone()));
@@ -653,12 +726,33 @@ impl Writer {
         }
         self.purge(client).await;
 
-        // 4. Decide every job in memory.
+        // 4. Judge (see the module doc) and decide every job in memory.
+        let mut states = self.states_at(client, jobs, batch, &heads).await?;
         let mut new_rows: Vec<NewRow> = Vec::new();
         let mut decided: Vec<(usize, Decided)> = Vec::new();
         let mut keyed_here: HashMap<(i64, String), (usize, [u8; 32])> = HashMap::new();
         for &i in batch {
-            match decide(&jobs[i], &mut heads, &mut new_rows, &kept, &keyed_here) {
+            if jobs[i].outcome.is_some() {
+                // Handed back for a seed.
+                continue;
+            }
+            let judged = match judge_job(&mut jobs[i], &states) {
+                Ok(j) => j,
+                Err(e) => {
+                    jobs[i].outcome = Some(Err(e));
+                    continue;
+                }
+            };
+            let result = decide(&jobs[i], &mut heads, &mut new_rows, &kept, &keyed_here);
+            if let (Ok(Decided::Append { .. }), Some(judged)) = (&result, judged) {
+                let p = jobs[i].project.id.0;
+                for (id, fold) in judged {
+                    let key = (p, id);
+                    let seq = heads.get(&key).map_or(0, |h| h.chain.seq);
+                    states.insert(key, State { seq, fold });
+                }
+            }
+            match result {
                 Ok(Decided::Kept(outcome)) => jobs[i].outcome = Some(outcome),
                 Ok(d) => {
                     if let (Some(k), Decided::Append { .. }) = (&jobs[i].key, &d) {
@@ -733,6 +827,7 @@ impl Writer {
                         events: &job.events,
                         appended: &plain,
                         session: session.as_deref(),
+                        verdicts: &job.verdicts,
                     };
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         render(&committed)
@@ -766,6 +861,7 @@ impl Writer {
                     appended: plain,
                     events: Vec::new(),
                     reply,
+                    verdicts: Vec::new(),
                 },
             ));
         }
@@ -807,7 +903,86 @@ impl Writer {
                 });
             }
         }
+        self.pending_states = states;
         Ok(Some(witness_of(first_event, &new_rows, &kept_rows)))
+    }
+
+    /// The policy states of the judged jobs' sessions at their locked heads:
+    /// kept ones moved on by what was appended since, seeds, or folds of
+    /// short sessions (read in this transaction). A job with a session that
+    /// has none of these is handed back for a seed.
+    async fn states_at(
+        &mut self,
+        client: &tokio_postgres::Client,
+        jobs: &mut [Job],
+        batch: &[usize],
+        heads: &HashMap<HeadKey, Head>,
+    ) -> Result<HashMap<HeadKey, State>, Failure> {
+        let mut states: HashMap<HeadKey, State> = HashMap::new();
+        for &i in batch {
+            let job = &mut jobs[i];
+            if job.judge.is_none() || job.outcome.is_some() {
+                continue;
+            }
+            let p = job.project.id.0;
+            let mut missing = Vec::new();
+            let mut ids: Vec<String> = job
+                .submitted
+                .iter()
+                .map(|e| e.session_id.as_str().to_owned())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            for id in ids {
+                let key = (p, id);
+                if states.contains_key(&key) {
+                    continue;
+                }
+                let at = heads.get(&key).map_or(0, |h| h.chain.seq);
+                let kept = self.states.get(&key).cloned();
+                let start = match kept {
+                    Some(s) if s.seq <= at && at - s.seq <= FOLD_IN_WRITER => Some((s.seq, s.fold)),
+                    _ => {
+                        let judge = job.judge.as_mut().ok_or_else(|| {
+                            Failure::Data(StoreError::Judge("the judge went missing".into()))
+                        })?;
+                        match judge.seed(&key.1) {
+                            Some((seq, fold)) if seq <= at && at - seq <= FOLD_IN_WRITER => {
+                                Some((seq, fold))
+                            }
+                            _ if at <= FOLD_IN_WRITER => Some((0, judge.empty())),
+                            _ => None,
+                        }
+                    }
+                };
+                let Some((from, mut fold)) = start else {
+                    missing.push(key.1);
+                    continue;
+                };
+                if from < at {
+                    let rows = client
+                        .query(
+                            &format!(
+                                "SELECT {EVENT_COLS} FROM {EVENT_FROM}
+                                 WHERE s.project_id = $1 AND s.id = $2 AND e.seq > $3 AND e.seq <= $4
+                                 ORDER BY e.seq"
+                            ),
+                            &[&key.0, &key.1, &(from as i64), &(at as i64)],
+                        )
+                        .await
+                        .map_err(failure)?;
+                    for r in &rows {
+                        let ev = event_from_row(r, &job.project.name).map_err(Failure::Data)?;
+                        fold.apply_stored(&ev);
+                    }
+                }
+                states.insert(key, State { seq: at, fold });
+            }
+            if !missing.is_empty() {
+                job.needs_state(missing);
+            }
+        }
+        Ok(states)
     }
 
     fn oldest_kept(&self) -> i64 {
@@ -922,14 +1097,6 @@ fn decide(
             };
         }
     }
-    // Judged against these heads: commit onto exactly them, or not at all
-    // (the heads are read from rows this transaction holds locked).
-    for (session, seq) in &job.expect_heads {
-        let at = heads.get(&(p, session.clone())).map_or(0, |h| h.chain.seq);
-        if at != *seq {
-            return Err(StoreError::HeadMoved(session.clone()));
-        }
-    }
     let mut local: HashMap<HeadKey, Head> = HashMap::new();
     let mut created: Vec<NewRow> = Vec::new();
     let base = new_rows.len();
@@ -1034,6 +1201,42 @@ fn decide(
     heads.extend(local);
     new_rows.extend(created);
     Ok(Decided::Append { appended, session })
+}
+
+/// Judge a job's events against the states of its sessions (cloned: they
+/// move on only if the job is decided); its judged states by session.
+fn judge_job(
+    job: &mut Job,
+    states: &HashMap<HeadKey, State>,
+) -> StoreResult<Option<SessionStates>> {
+    let Some(judge) = job.judge.as_mut() else {
+        return Ok(None);
+    };
+    let p = job.project.id.0;
+    let mut mine = SessionStates::new();
+    for ev in &job.submitted {
+        let id = ev.session_id.as_str();
+        if !mine.contains_key(id) {
+            let state = states
+                .get(&(p, id.to_owned()))
+                .ok_or_else(|| StoreError::Judge(format!("no state for session {id:?}")))?;
+            mine.insert(id.to_owned(), state.fold.clone_box());
+        }
+    }
+    // The judge is the server's code; a panic in it must not take the
+    // node's writer down with it.
+    let (events, verdicts) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        judge.judge(&job.submitted, &mut mine)
+    }))
+    .map_err(|_| StoreError::Judge("the policy checkpoint panicked".into()))??;
+    if events.len() != job.ids.len() || verdicts.len() != events.len() {
+        return Err(StoreError::Judge(
+            "a judged request must keep one event and one verdict per event sent".into(),
+        ));
+    }
+    job.events = events;
+    job.verdicts = verdicts;
+    Ok(Some(mine))
 }
 
 fn random8() -> [u8; 8] {

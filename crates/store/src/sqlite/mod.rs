@@ -832,6 +832,7 @@ impl EventStore for SqliteStore {
                 appended: Vec::new(),
                 events: Vec::new(),
                 reply: None,
+                verdicts: Vec::new(),
             }))));
         }
         let n = u32::try_from(req.events.len().max(1)).map_err(|_| StoreError::Overloaded)?;

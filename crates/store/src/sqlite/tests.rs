@@ -62,10 +62,10 @@ async fn conformance_idempotency() {
     c::idempotency_keys_replay_once(&open(&d)).await;
 }
 
-#[tokio::test]
-async fn conformance_expected_heads() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_judged_in_commit_order() {
     let d = tempfile::tempdir().unwrap();
-    c::expected_heads_are_checked(&open(&d)).await;
+    c::judged_in_commit_order(Arc::new(open(&d))).await;
 }
 
 #[tokio::test]

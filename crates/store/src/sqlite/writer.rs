@@ -6,6 +6,14 @@
 //! Because one thread assigns every seq, appends to a session are serialised
 //! and a chain cannot fork. Chain heads live in an LRU cache that is updated
 //! only after a successful COMMIT, so a failed transaction never moves a head.
+//!
+//! The policy checkpoint's session states live beside the heads, kept the
+//! same way: a request's [`Judge`](crate::Judge) runs here, in the
+//! transaction, against the state of exactly the committed events before it
+//! (cloned into the transaction, kept only after COMMIT), so requests to one
+//! session are judged in commit order and a failed one never counts. A state
+//! the writer does not hold is folded from the session's events here if the
+//! session is short, or seeded by the caller (see `AppendOutcome::NeedsState`).
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -24,17 +32,20 @@ use agentledger_core::{EventId, Micros, NewEvent};
 mod import;
 
 use super::faults::Faults;
-use super::rows::{SESSION_COLS, session_from_row};
+use super::rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
 use super::search::Progress;
 use crate::{
-    ApiKeyInfo, AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, NewSession,
-    ProjectRef, StoreError, StoreResult, StoredReply, WriterObserver,
+    ApiKeyInfo, AppendOutcome, AppendRequest, AppendedEvent, Committed, FOLD_IN_WRITER,
+    IdempotencyKey, Judge, NewSession, ProjectRef, SessionFold, SessionStates, StoreError,
+    StoreResult, StoredReply, WriterObserver,
 };
 
 /// Upper bound of events in one group-commit transaction.
 const MAX_EVENTS_PER_TXN: usize = 20_000;
 /// Chain heads kept in memory.
 const HEAD_CACHE: usize = 100_000;
+/// Policy session states kept in memory.
+const STATE_CACHE: usize = 50_000;
 
 /// The statement that stores one event (shared with the benchmark's ceiling).
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, project_id, session_ref, seq, \
@@ -109,9 +120,26 @@ struct Head {
     chain: SessionHead,
 }
 
+/// A session's policy state and the seq of the last event folded into it.
+struct State {
+    seq: u64,
+    fold: Box<dyn SessionFold>,
+}
+
+impl Clone for State {
+    fn clone(&self) -> Self {
+        State {
+            seq: self.seq,
+            fold: self.fold.clone_box(),
+        }
+    }
+}
+
 pub(crate) struct Writer {
     conn: Connection,
     heads: LruCache<HeadKey, Head>,
+    /// Committed policy states (see the module doc).
+    states: LruCache<HeadKey, State>,
     observer: Option<Arc<dyn WriterObserver>>,
     depth: Arc<AtomicUsize>,
     /// Tells the full-text indexer what was committed.
@@ -122,6 +150,16 @@ pub(crate) struct Writer {
     /// How long a reply stays kept under its idempotency key.
     idempotency_ttl: std::time::Duration,
     last_purge: Instant,
+}
+
+/// The sessions `events` name, each once, in order of first appearance.
+fn session_ids(events: &[NewEvent]) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
+    events
+        .iter()
+        .map(|e| e.session_id.as_str())
+        .filter(|s| seen.insert(*s))
+        .collect()
 }
 
 fn storage(e: rusqlite::Error) -> StoreError {
@@ -138,9 +176,11 @@ impl Writer {
         idempotency_ttl: std::time::Duration,
     ) -> Self {
         let cap = NonZeroUsize::new(HEAD_CACHE).unwrap_or(NonZeroUsize::MIN);
+        let state_cap = NonZeroUsize::new(STATE_CACHE).unwrap_or(NonZeroUsize::MIN);
         Writer {
             conn,
             heads: LruCache::new(cap),
+            states: LruCache::new(state_cap),
             observer,
             depth,
             search,
@@ -208,6 +248,7 @@ impl Writer {
             return;
         }
         let mut txn_heads: HashMap<HeadKey, Head> = HashMap::new();
+        let mut txn_states: HashMap<HeadKey, State> = HashMap::new();
         let mut results = Vec::with_capacity(cmds.len());
         self.purge_idempotency_keys();
         let mut events_in_txn = 0;
@@ -221,7 +262,7 @@ impl Writer {
             else {
                 continue;
             };
-            let outcome = self.append_one(&mut txn_heads, &project, req);
+            let outcome = self.append_one(&mut txn_heads, &mut txn_states, &project, req);
             if let Ok(AppendOutcome::Committed { appended, .. }) = &outcome {
                 events_in_txn += appended.len();
             }
@@ -240,6 +281,9 @@ impl Writer {
                 self.search.committed(std::mem::take(&mut self.txn_rowid));
                 for (key, head) in txn_heads {
                     self.heads.put(key, head);
+                }
+                for (key, state) in txn_states {
+                    self.states.put(key, state);
                 }
                 for (reply, outcome, permit) in results {
                     // Released before the answer, so a client that reads the
@@ -268,13 +312,21 @@ impl Writer {
     fn append_one(
         &mut self,
         txn_heads: &mut HashMap<HeadKey, Head>,
+        txn_states: &mut HashMap<HeadKey, State>,
         project: &ProjectRef,
         req: AppendRequest,
     ) -> StoreResult<AppendOutcome> {
         self.conn.execute_batch("SAVEPOINT req").map_err(storage)?;
         let mut local: HashMap<HeadKey, Head> = HashMap::new();
+        let mut local_states: HashMap<HeadKey, State> = HashMap::new();
         let rowid_before = self.txn_rowid;
-        let result = self.run_request(txn_heads, &mut local, project, req);
+        let result = self.run_request(
+            txn_heads,
+            &mut local,
+            (txn_states, &mut local_states),
+            project,
+            req,
+        );
         if result.is_err() {
             self.txn_rowid = rowid_before;
         }
@@ -285,6 +337,7 @@ impl Writer {
         self.conn.execute_batch(end).map_err(storage)?;
         if result.is_ok() {
             txn_heads.extend(local);
+            txn_states.extend(local_states);
         }
         result
     }
@@ -293,6 +346,7 @@ impl Writer {
         &mut self,
         txn_heads: &HashMap<HeadKey, Head>,
         local: &mut HashMap<HeadKey, Head>,
+        (txn_states, local_states): (&HashMap<HeadKey, State>, &mut HashMap<HeadKey, State>),
         project: &ProjectRef,
         req: AppendRequest,
     ) -> StoreResult<AppendOutcome> {
@@ -300,7 +354,7 @@ impl Writer {
             session,
             events,
             idempotency,
-            expect_heads,
+            judge,
         } = req;
         if let Some((key, _)) = &idempotency
             && let Some((fingerprint, reply)) = self.kept_reply(project, &key.key)?
@@ -311,15 +365,53 @@ impl Writer {
                 Err(StoreError::IdempotencyConflict(key.key.clone()))
             };
         }
-        for (session_id, seq) in &expect_heads {
-            let key: HeadKey = (project.id.0, session_id.clone());
-            let at = self
-                .head(txn_heads, local, &key)?
-                .map_or(0, |h| h.chain.seq);
-            if at != *seq {
-                return Err(StoreError::HeadMoved(session_id.clone()));
+        // Judge against the sessions' states at their heads (locked: this
+        // thread is the only writer).
+        let (events, verdicts, judged) = match judge {
+            None => (events, Vec::new(), None),
+            Some(mut judge) => {
+                let mut states = SessionStates::new();
+                let mut missing = Vec::new();
+                for id in session_ids(&events) {
+                    let key: HeadKey = (project.id.0, id.to_owned());
+                    let at = self
+                        .head(txn_heads, local, &key)?
+                        .map_or(0, |h| h.chain.seq);
+                    let kept = txn_states
+                        .get(&key)
+                        .cloned()
+                        .or_else(|| self.states.get(&key).cloned());
+                    match self.state_at(project, &key, at, kept, judge.as_mut())? {
+                        Some(fold) => {
+                            states.insert(key.1, fold);
+                        }
+                        None => missing.push(key.1),
+                    }
+                }
+                if !missing.is_empty() {
+                    return Ok(AppendOutcome::NeedsState {
+                        request: Box::new(AppendRequest {
+                            session,
+                            events,
+                            idempotency,
+                            judge: Some(judge),
+                        }),
+                        sessions: missing,
+                    });
+                }
+                // The judge is the server's code; a panic in it must not
+                // take the only writer thread down with it.
+                let (judged, verdicts) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        judge.judge(&events, &mut states)
+                    }))
+                    .map_err(|_| StoreError::Judge("the policy checkpoint panicked".into()))??;
+                if judged.len() != verdicts.len() {
+                    return Err(StoreError::Judge("a verdict per event".into()));
+                }
+                (judged, verdicts, Some(states))
             }
-        }
+        };
         let created = match &session {
             Some(s) => {
                 if events.iter().any(|e| e.session_id != s.id) {
@@ -335,6 +427,11 @@ impl Writer {
             None => None,
         };
         let appended = self.insert_events(txn_heads, local, project, &events)?;
+        for (id, fold) in judged.into_iter().flatten() {
+            let key: HeadKey = (project.id.0, id);
+            let seq = local.get(&key).map_or(0, |h| h.chain.seq);
+            local_states.insert(key, State { seq, fold });
+        }
         let session = match created {
             Some(rowid) => Some(
                 self.conn
@@ -354,6 +451,7 @@ impl Writer {
                     events: &events,
                     appended: &appended,
                     session: session.as_deref(),
+                    verdicts: &verdicts,
                 };
                 // The renderer is the server's code; a panic in it must not
                 // take the only writer thread down with it.
@@ -370,7 +468,51 @@ impl Writer {
             appended,
             events,
             reply,
+            verdicts,
         })
+    }
+
+    /// A session's policy state at seq `at` (its head): the kept one, moved
+    /// on by the events appended since (by another process); else the
+    /// judge's seed, likewise; else folded from the session's events if
+    /// there are at most [`FOLD_IN_WRITER`]. `None`: ask for a seed.
+    fn state_at(
+        &mut self,
+        project: &ProjectRef,
+        key: &HeadKey,
+        at: u64,
+        kept: Option<State>,
+        judge: &mut dyn Judge,
+    ) -> StoreResult<Option<Box<dyn SessionFold>>> {
+        let start = match kept {
+            Some(s) if s.seq <= at && at - s.seq <= FOLD_IN_WRITER => Some((s.seq, s.fold)),
+            _ => match judge.seed(&key.1) {
+                Some((seq, fold)) if seq <= at && at - seq <= FOLD_IN_WRITER => Some((seq, fold)),
+                _ if at <= FOLD_IN_WRITER => Some((0, judge.empty())),
+                _ => None,
+            },
+        };
+        let Some((from, mut fold)) = start else {
+            return Ok(None);
+        };
+        if from < at {
+            let mut st = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLS} FROM {EVENT_FROM}
+                     WHERE s.project_id = ?1 AND s.id = ?2 AND e.seq > ?3 AND e.seq <= ?4
+                     ORDER BY e.seq"
+                ))
+                .map_err(storage)?;
+            let mut rows = st
+                .query(params![key.0, key.1, from as i64, at as i64])
+                .map_err(storage)?;
+            while let Some(r) = rows.next().map_err(storage)? {
+                let (ev, _, _) = event_from_row(r, &project.name).map_err(storage)?;
+                fold.apply_stored(&ev);
+            }
+        }
+        Ok(Some(fold))
     }
 
     /// The live reply kept under `key` (this transaction's included).
