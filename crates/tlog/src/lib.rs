@@ -23,11 +23,15 @@
 //! [`tile::TileReader`] traits, or, for async storage, through the `*_plan` / `*_assemble`
 //! function pairs that split "which hashes do I need" from "compute with them".
 
+pub mod checkpoint;
+pub mod cosignature;
 pub mod hash;
+pub mod note;
 pub mod stored;
 pub mod tile;
 pub mod tree;
 
+pub use checkpoint::Checkpoint;
 pub use hash::{EMPTY_ROOT, HASH_SIZE, Hash, leaf_hash, node_hash};
 pub use stored::{HashReadError, HashReader, MemoryTree};
 pub use tile::{Tile, TileHashReader, TileReader};
