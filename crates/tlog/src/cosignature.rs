@@ -18,8 +18,8 @@
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 
 use crate::note::{
-    ALG_COSIGNATURE_V1, KeyError, NoteError, NoteSignature, NoteVerifier, ed25519_public,
-    format_skey, format_vkey, is_valid_key_name, key_id, parse_skey, parse_vkey,
+    ALG_COSIGNATURE_V1, ALG_ED25519, KeyError, NoteError, NoteSignature, NoteVerifier,
+    ed25519_public, format_skey, format_vkey, is_valid_key_name, key_id, parse_skey, parse_vkey,
 };
 
 /// Largest timestamp the spec allows (2^63 - 1).
@@ -57,11 +57,18 @@ impl CosignatureSigner {
         })
     }
 
-    /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x04 || seed)>`. The C2SP specs define
-    /// no private key text for cosigners; this is the signed-note signer encoding with type
-    /// 0x04 (our choice, documented in docs/transparency.md).
+    /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(type || seed)>` with type 0x04, or
+    /// type 0x01 (a plain note key, as `note.GenerateKey` makes; transparency-dev/formats'
+    /// `NewSignerForCosignatureV1` accepts both). The key ID in the text is checked against
+    /// its own type; the cosigner's key ID is always computed with 0x04. The C2SP specs define
+    /// no private key text for cosigners.
     pub fn parse(skey: &str) -> Result<CosignatureSigner, KeyError> {
-        let (name, key) = parse_skey(skey, ALG_COSIGNATURE_V1)?;
+        let (name, key) = match parse_skey(skey, ALG_COSIGNATURE_V1) {
+            Err(KeyError::WrongAlgorithm {
+                got: ALG_ED25519, ..
+            }) => parse_skey(skey, ALG_ED25519)?,
+            other => other?,
+        };
         CosignatureSigner::from_seed(&name, key.to_bytes())
     }
 
@@ -126,10 +133,13 @@ impl CosignatureVerifier {
         })
     }
 
-    /// Parses a vkey of type 0x04.
+    /// Parses a vkey of type 0x04, or of type 0x01 taken as the same Ed25519 key used for
+    /// cosigning (what transparency-dev/formats' `NewVerifierForCosignatureV1` does, since
+    /// many witnesses publish plain note vkeys). The key ID in the text is checked against its
+    /// own type; the cosignature key ID is always computed with 0x04.
     pub fn parse(vkey: &str) -> Result<CosignatureVerifier, KeyError> {
         let (name, _, alg, key) = parse_vkey(vkey)?;
-        if alg != ALG_COSIGNATURE_V1 {
+        if alg != ALG_COSIGNATURE_V1 && alg != ALG_ED25519 {
             return Err(KeyError::WrongAlgorithm {
                 got: alg,
                 want: ALG_COSIGNATURE_V1,

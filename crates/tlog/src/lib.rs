@@ -27,9 +27,12 @@ pub mod checkpoint;
 pub mod cosignature;
 pub mod hash;
 pub mod note;
+pub mod policy;
+pub mod proof;
 pub mod stored;
 pub mod tile;
 pub mod tree;
+pub mod witness;
 
 pub use checkpoint::Checkpoint;
 pub use hash::{EMPTY_ROOT, HASH_SIZE, Hash, leaf_hash, node_hash};
