@@ -36,6 +36,8 @@ pub enum CheckpointError {
     TooFewLines(usize),
     #[error("checkpoint origin line is empty")]
     EmptyOrigin,
+    #[error("checkpoint origin {0:?} contains a newline or control character")]
+    BadOrigin(String),
     #[error("checkpoint line {line} contains a control character")]
     ControlCharacter { line: usize },
     #[error("checkpoint size line {0:?} is not a decimal number without leading zeroes")]
@@ -54,6 +56,24 @@ pub(crate) fn parse_canonical_u64(s: &str) -> Option<u64> {
 }
 
 impl Checkpoint {
+    /// A checkpoint without extension lines, refusing an origin that would not survive
+    /// [`Checkpoint::to_text`] intact (empty, or holding a newline or control character).
+    /// The fields are public for reading; build checkpoints to sign with this.
+    pub fn new(origin: &str, size: u64, root: Hash) -> Result<Checkpoint, CheckpointError> {
+        if origin.is_empty() {
+            return Err(CheckpointError::EmptyOrigin);
+        }
+        if origin.chars().any(char::is_control) {
+            return Err(CheckpointError::BadOrigin(origin.to_owned()));
+        }
+        Ok(Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+            extensions: Vec::new(),
+        })
+    }
+
     /// The note text: three lines plus extensions, each ending in `\n`.
     pub fn to_text(&self) -> String {
         let mut text = format!(

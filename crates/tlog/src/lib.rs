@@ -22,6 +22,49 @@
 //! Storage is reached only through the synchronous [`stored::HashReader`] and
 //! [`tile::TileReader`] traits, or, for async storage, through the `*_plan` / `*_assemble`
 //! function pairs that split "which hashes do I need" from "compute with them".
+//!
+//! # How the server pieces use it
+//!
+//! ```
+//! use agentledger_tlog::stored::{stored_hash_count, stored_hashes_for_leaf};
+//! use agentledger_tlog::tile::{new_tiles, tile_data};
+//! use agentledger_tlog::{Checkpoint, MemoryTree, inclusion_proof, leaf_hash, tree_hash};
+//! use agentledger_tlog::note::{Ed25519Signer, open, sign};
+//! use agentledger_tlog::proof::TlogProof;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Integrator: append leaves. `MemoryTree` stands in for the store's hash table; a store
+//! // computes the same hashes with `stored_hashes_for_leaf` (or the plan/assemble pair) and
+//! // writes them at `stored_hash_count(n)..`.
+//! let mut tree = MemoryTree::new();
+//! for n in 0..300u64 {
+//!     let leaf = leaf_hash(format!("entry {n}").as_bytes());
+//!     let to_store = stored_hashes_for_leaf(n, leaf, &tree)?;
+//!     assert_eq!(tree.stored_hashes().len() as u64, stored_hash_count(n));
+//!     tree.append_leaf_hash(leaf);
+//!     assert_eq!(&tree.stored_hashes()[stored_hash_count(n) as usize..], &to_store[..]);
+//! }
+//! // Tiles to (re)write after growing from 0 to 300 leaves.
+//! for tile in new_tiles(0, 300) {
+//!     let _bytes = tile_data(&tile, &tree)?; // store at tile.path()
+//! }
+//! // Publisher: sign a checkpoint (the seed comes from the key file, not from this crate).
+//! let log_key = Ed25519Signer::from_seed("log.example/project-1", [7; 32])?;
+//! let checkpoint = Checkpoint::new("log.example/project-1", 300, tree_hash(300, &tree)?)?;
+//! let note = sign(&checkpoint.to_text(), &[&log_key])?;
+//! // Read side: an inclusion proof as a C2SP tlog-proof, checked like a client would.
+//! let proof = TlogProof {
+//!     extra: None,
+//!     index: 42,
+//!     inclusion_proof: inclusion_proof(42, 300, &tree)?,
+//!     checkpoint: note.clone(),
+//! };
+//! let verifier = log_key.verifier();
+//! proof.verify(&leaf_hash(b"entry 42"), &[&verifier])?;
+//! assert_eq!(open(&note, &[&verifier])?.text, checkpoint.to_text());
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod checkpoint;
 pub mod cosignature;

@@ -208,20 +208,19 @@ impl MemoryTree {
     /// Appends a leaf by its leaf hash; returns its index.
     pub fn append_leaf_hash(&mut self, leaf: Hash) -> u64 {
         let n = self.size;
+        // Every planned index is below stored_hash_count(n) == self.hashes.len(): the siblings
+        // are already in memory, so this cannot fail (the indexing states that invariant).
         let siblings: Vec<Hash> = stored_hashes_plan(n)
             .into_iter()
-            .filter_map(|i| {
-                usize::try_from(i)
-                    .ok()
-                    .and_then(|i| self.hashes.get(i))
-                    .copied()
-            })
+            .map(|i| self.hashes[i as usize])
             .collect();
-        // The plan only names indices below stored_hash_count(n), all present in memory.
-        if let Ok(new) = stored_hashes_assemble(n, leaf, &siblings) {
-            self.hashes.extend(new);
-            self.size += 1;
+        let mut h = leaf;
+        self.hashes.push(h);
+        for sibling in siblings.iter().rev() {
+            h = node_hash(sibling, &h);
+            self.hashes.push(h);
         }
+        self.size += 1;
         n
     }
 }

@@ -65,6 +65,14 @@ fn checkpoint_refusals_are_named() {
     for (text, want) in cases {
         assert_eq!(Checkpoint::parse(&text), Err(want), "{text:?}");
     }
+    assert_eq!(
+        Checkpoint::new("o\n2", 1, EMPTY_ROOT),
+        Err(CheckpointError::BadOrigin("o\n2".into()))
+    );
+    assert_eq!(
+        Checkpoint::new("", 1, EMPTY_ROOT),
+        Err(CheckpointError::EmptyOrigin)
+    );
     assert!(matches!(
         Checkpoint::parse("o\n1\nnot-base64\n"),
         Err(CheckpointError::BadRoot(_))
