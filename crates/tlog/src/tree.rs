@@ -467,3 +467,41 @@ pub fn verify_consistency(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The point of proving from stored hashes: at a million leaves a proof reads a few dozen
+    /// hashes, not the tree.
+    #[test]
+    fn proofs_read_logarithmically_many_hashes() {
+        let n = 1_000_000u64;
+        for index in [0, 1, 499_999, 524_288, n - 1] {
+            let plan = inclusion_proof_plan(index, n).expect("plan");
+            assert!(
+                plan.len() <= 2 * 20,
+                "{} reads for leaf {index}",
+                plan.len()
+            );
+        }
+        for old in [1, 3, 524_288, 999_999] {
+            let plan = consistency_proof_plan(old, n).expect("plan");
+            assert!(plan.len() <= 2 * 20, "{} reads from {old}", plan.len());
+        }
+        assert!(tree_hash_plan(n).len() <= 20);
+    }
+
+    #[test]
+    fn bad_sizes_are_named() {
+        assert!(matches!(
+            inclusion_proof_plan(5, 5),
+            Err(TreeError::IndexOutOfRange { index: 5, size: 5 })
+        ));
+        assert!(matches!(
+            consistency_proof_plan(6, 5),
+            Err(TreeError::OldSizeLarger { old: 6, new: 5 })
+        ));
+        assert!(tree_hash_assemble(1, &[]).is_err());
+    }
+}
