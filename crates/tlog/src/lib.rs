@@ -10,6 +10,7 @@
 //! | [`hash`], [`tree`] | RFC 6962 / RFC 9162 hashing, roots, inclusion and consistency proofs |
 //! | [`stored`] | the stored-hash layout of Go's `sumdb/tlog` (what the store persists) |
 //! | [`tile`] | C2SP `tlog-tiles` (tile coordinates, paths, entry bundles) |
+//! | [`integrate`] | appending leaves to a tree kept only as tiles (reads the right edge) |
 //! | [`checkpoint`] | C2SP `tlog-checkpoint` |
 //! | [`note`] | C2SP `signed-note` with Ed25519 keys (vkey/skey text encodings) |
 //! | [`cosignature`] | C2SP `tlog-cosignature` (timestamped Ed25519, type 0x04) |
@@ -69,6 +70,7 @@
 pub mod checkpoint;
 pub mod cosignature;
 pub mod hash;
+pub mod integrate;
 pub mod note;
 pub mod policy;
 pub mod proof;

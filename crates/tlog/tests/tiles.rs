@@ -199,3 +199,51 @@ fn entry_bundles_round_trip_and_fail_precisely() {
         })
     );
 }
+
+/// The integrator's path: a tree kept only as tiles, grown batch by batch from its right edge,
+/// ends with exactly the tiles and root of the same tree built in memory.
+#[test]
+fn integrating_from_tiles_matches_the_tree_in_memory() {
+    use agentledger_tlog::integrate::{integrate, right_edge_tiles};
+    use agentledger_tlog::leaf_hash;
+
+    let total = 70_100u64;
+    let leaves: Vec<_> = (0..total).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+    // The reference: the whole tree in memory (its first hashes are those of every smaller tree).
+    let memory = MemoryTree::from_entries((0..total).map(|i| i.to_be_bytes()));
+    let mut stored: HashMap<(u8, u64), Vec<u8>> = HashMap::new();
+    let mut size = 0u64;
+    // Batches that cross tile and level boundaries: 1, 255, 256, 65535, 65536, ...
+    for next in [
+        1, 2, 255, 256, 257, 1000, 65_535, 65_536, 65_537, 70_000, 70_100,
+    ] {
+        let edge: Vec<(Tile, Vec<u8>)> = right_edge_tiles(size)
+            .into_iter()
+            .map(|t| {
+                let data = stored[&(t.level, t.index)][..usize::from(t.width) * 32].to_vec();
+                (t, data)
+            })
+            .collect();
+        let out = integrate(size, &edge, &leaves[size as usize..next as usize]).expect("append");
+        assert_eq!(out.size, next);
+        for (tile, data) in out.tiles {
+            stored.insert((tile.level, tile.index), data);
+        }
+        assert_eq!(
+            out.root,
+            tree_hash(next, &memory).expect("root"),
+            "size {next}"
+        );
+        for tile in tiles_for_size(next) {
+            assert_eq!(
+                stored[&(tile.level, tile.index)][..usize::from(tile.width) * 32],
+                tile_data(&tile, &memory).expect("tile")[..],
+                "{} at size {next}",
+                tile.path()
+            );
+        }
+        size = next;
+    }
+    // Without its right edge, appending is refused rather than guessed.
+    assert!(integrate(size, &[], &leaves[..1]).is_err());
+}
