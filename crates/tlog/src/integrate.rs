@@ -18,7 +18,8 @@ use crate::tile::{TILE_HEIGHT, Tile, hash_from_tile, new_tiles, tile_data, tile_
 use crate::tree::tree_hash;
 
 /// The tiles [`integrate`] needs from a tree of `size` leaves: its partial tile at each level
-/// that has one (empty for size 0 and for sizes that are powers of 256… with no remainder).
+/// that has one. A level whose hash count is a multiple of 256 has none (so a tree of 65,536
+/// leaves needs only `tile/2/000.p/1`), and the empty tree needs nothing.
 pub fn right_edge_tiles(size: u64) -> Vec<Tile> {
     (0..8u32)
         .map_while(|level| {
@@ -114,4 +115,27 @@ pub fn integrate(
         root,
         tiles,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn right_edge_is_the_partial_tiles() {
+        assert_eq!(right_edge_tiles(0), vec![]);
+        assert_eq!(
+            right_edge_tiles(65_536),
+            vec![Tile {
+                level: 2,
+                index: 0,
+                width: 1
+            }]
+        );
+        let paths: Vec<String> = right_edge_tiles(70_000).iter().map(Tile::path).collect();
+        assert_eq!(
+            paths,
+            ["tile/0/273.p/112", "tile/1/001.p/17", "tile/2/000.p/1"]
+        );
+    }
 }
