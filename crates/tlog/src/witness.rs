@@ -12,7 +12,7 @@
 
 use crate::checkpoint::{Checkpoint, parse_canonical_u64};
 use crate::hash::{EMPTY_ROOT, Hash, HashParseError};
-use crate::note::{NoteSignature, NoteVerifier, OpenedNote, open};
+use crate::note::{NoteError, NoteSignature, NoteVerifier, OpenedNote, open};
 use crate::tree::{ProofError, verify_consistency};
 
 /// Most consistency-proof lines a request may carry.
@@ -175,8 +175,13 @@ pub fn verify_add_checkpoint(
     if log_keys.is_empty() {
         return Err(WitnessRefusal::UnknownOrigin(origin));
     }
-    let opened = open(&request.checkpoint, log_keys)
-        .map_err(|e| WitnessRefusal::Forbidden(e.to_string()))?;
+    let opened = open(&request.checkpoint, log_keys).map_err(|e| match e {
+        NoteError::NoVerifiedSignature
+        | NoteError::InvalidSignature { .. }
+        | NoteError::AmbiguousKey { .. } => WitnessRefusal::Forbidden(e.to_string()),
+        // Not a note at all: a malformed request rather than a signature problem.
+        other => WitnessRefusal::BadRequest(other.to_string()),
+    })?;
     let checkpoint =
         Checkpoint::parse(&opened.text).map_err(|e| WitnessRefusal::BadRequest(e.to_string()))?;
     if request.old_size > checkpoint.size {

@@ -298,6 +298,13 @@ fn witness_decisions_follow_the_spec() {
         status(verify_add_checkpoint(&same_size, &keys, at(20))),
         Err(422)
     );
+    // Not a note at all is a bad request, not a signature failure.
+    let mut garbage = request(0, 7);
+    garbage.checkpoint = b"example.com/log\n7\n".to_vec();
+    assert_eq!(
+        status(verify_add_checkpoint(&garbage, &keys, None)),
+        Err(400)
+    );
     // A proof from old size 0 must be empty.
     let mut padded = request(0, 7);
     padded.consistency_proof.push(EMPTY_ROOT);
