@@ -92,7 +92,7 @@ impl Tile {
             .then(|| format!("tile/entries/{}", index_and_width(self.index, self.width)))
     }
 
-    /// The first and one-past-last stored-level-`8·level` positions this tile covers.
+    /// Position (at stored level `8·level`) of the tile's first hash.
     fn first_hash(&self) -> u64 {
         self.index << TILE_HEIGHT
     }
