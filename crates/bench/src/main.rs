@@ -31,7 +31,7 @@ struct Cli {
     child: Option<Child>,
     /// Scenarios to run, comma-separated: ceiling, batch, single, sweep,
     /// agentlens, fabraix, otlp, mix, policy, check, detectors, queries,
-    /// postgres (needs --db-url), or all.
+    /// postgres and queries-postgres (need --db-url), or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Events for the batched scenarios (single-event scenarios use a quarter;
@@ -115,6 +115,7 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "detectors",
         "queries",
         "postgres",
+        "queries-postgres",
     ];
     if let (Some(url), Some(key)) = (&cli.url, &cli.key) {
         load::use_external(url.clone(), key.clone());
@@ -126,8 +127,10 @@ async fn run(cli: &Cli) -> Result<(), String> {
             known.join(", ")
         ));
     }
-    if chosen.contains(&"postgres") && cli.db_url.is_none() {
-        return Err("scenario postgres needs --db-url postgres://...".into());
+    if (chosen.contains(&"postgres") || chosen.contains(&"queries-postgres"))
+        && cli.db_url.is_none()
+    {
+        return Err("scenarios postgres and queries-postgres need --db-url postgres://...".into());
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut rows: Vec<Row> = Vec::new();
@@ -242,6 +245,11 @@ async fn run(cli: &Cli) -> Result<(), String> {
         let n = cli.events.max(1_000_000);
         eprintln!("scenario queries: a ledger of {n} events...");
         rows.extend(queries::queries(dir.path(), n).await?);
+    }
+    if let Some(admin) = cli.db_url.as_deref().filter(|_| want("queries-postgres")) {
+        let n = cli.events.max(1_000_000);
+        eprintln!("scenario queries-postgres: a ledger of {n} events on PostgreSQL...");
+        rows.extend(queries::queries_postgres(admin, n).await?);
     }
     report::print(&rows);
     eprintln!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());

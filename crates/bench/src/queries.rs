@@ -135,8 +135,26 @@ fn timed(name: &str, lat: Vec<Duration>, note: &str) -> Row {
 }
 
 pub async fn queries(dir: &Path, events: u64) -> Result<Vec<Row>, String> {
+    run(Server::spawn(dir, "queries")?, events, "", None).await
+}
+
+/// The same rows on PostgreSQL (issue 15): a fresh database of its own
+/// (dropped after), one server on it; the disk figure is the database's size.
+pub async fn queries_postgres(admin: &str, events: u64) -> Result<Vec<Row>, String> {
+    let db = crate::pg::Database::create(admin, "queries").await?;
+    let server = Server::spawn_db(db.url.clone(), agentledger_core::keys::generate_key(), true)?;
+    let rows = run(server, events, " (PostgreSQL)", Some(&db)).await;
+    db.remove().await?;
+    rows
+}
+
+async fn run(
+    server: Server,
+    events: u64,
+    backend: &str,
+    pg: Option<&crate::pg::Database>,
+) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
-    let server = Server::spawn(dir, "queries")?;
     eprintln!("  filling {events} mixed events...");
     let (took, from, to) = fill(&server, events).await?;
     let api = Api {
@@ -150,7 +168,7 @@ pub async fn queries(dir: &Path, events: u64) -> Result<Vec<Row>, String> {
     }
     rows.push(
         Row::throughput(
-            &format!("query dataset: {events} mixed events ingested"),
+            &format!("query dataset: {events} mixed events ingested{backend}"),
             events,
             took.as_secs_f64(),
             None,
@@ -162,7 +180,7 @@ pub async fn queries(dir: &Path, events: u64) -> Result<Vec<Row>, String> {
     );
     let big = events.min(1_000_000).div_ceil(10);
     let mut rng = Rng::new(42);
-    let label = |s: &str| format!("{s} @ {}", human(events));
+    let label = |s: &str| format!("{s} @ {}{backend}", human(events));
 
     eprintln!("  queries...");
     let mut lat = Vec::new();
@@ -305,8 +323,11 @@ pub async fn queries(dir: &Path, events: u64) -> Result<Vec<Row>, String> {
         ));
     r.p50_ms = Some(start_ms);
     r.peak_rss_mb = stopped.peak_rss_mb;
-    r.disk_bytes_per_event =
-        Some(stopped_again.db_bytes.max(stopped.db_bytes) as f64 / events as f64);
+    let bytes = match pg {
+        Some(db) => db.size().await?,
+        None => stopped_again.db_bytes.max(stopped.db_bytes),
+    };
+    r.disk_bytes_per_event = Some(bytes as f64 / events as f64);
     rows.push(r);
     Ok(rows)
 }
