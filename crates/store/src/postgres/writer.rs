@@ -640,6 +640,8 @@ impl Writer {
         batch: &[usize],
         token: i64,
     ) -> Result<Option<Witness>, Failure> {
+        // States of an attempt that never reached COMMIT are not kept.
+        self.pending_states.clear();
         // 1. Locks, in one global order.
         let mut session_keys: Vec<HeadKey> = Vec::new();
         let mut idem_keys: Vec<(i64, String)> = Vec::new();
