@@ -921,6 +921,8 @@ impl Writer {
         heads: &HashMap<HeadKey, Head>,
     ) -> Result<HashMap<HeadKey, State>, Failure> {
         let mut states: HashMap<HeadKey, State> = HashMap::new();
+        // (session, folded up to, head, project name): events to fold in.
+        let mut behind: Vec<(HeadKey, u64, u64, String)> = Vec::new();
         for &i in batch {
             let job = &mut jobs[i];
             if job.judge.is_none() || job.outcome.is_some() {
@@ -957,31 +959,48 @@ impl Writer {
                         }
                     }
                 };
-                let Some((from, mut fold)) = start else {
+                let Some((from, fold)) = start else {
                     missing.push(key.1);
                     continue;
                 };
                 if from < at {
-                    let rows = client
-                        .query(
-                            &format!(
-                                "SELECT {EVENT_COLS} FROM {EVENT_FROM}
-                                 WHERE s.project_id = $1 AND s.id = $2 AND e.seq > $3 AND e.seq <= $4
-                                 ORDER BY e.seq"
-                            ),
-                            &[&key.0, &key.1, &(from as i64), &(at as i64)],
-                        )
-                        .await
-                        .map_err(failure)?;
-                    for r in &rows {
-                        let ev = event_from_row(r, &job.project.name).map_err(Failure::Data)?;
-                        fold.apply_stored(&ev);
-                    }
+                    behind.push((key.clone(), from, at, job.project.name.clone()));
                 }
                 states.insert(key, State { seq: at, fold });
             }
             if !missing.is_empty() {
                 job.needs_state(missing);
+            }
+        }
+        // What was appended since the kept states (another node, mostly):
+        // one read per project, under the rows' locks.
+        behind.sort_by(|a, b| a.0.cmp(&b.0));
+        for chunk in behind.chunk_by(|a, b| a.0.0 == b.0.0) {
+            let project = chunk[0].0.0;
+            let name = &chunk[0].3;
+            let ids: Vec<&str> = chunk.iter().map(|b| b.0.1.as_str()).collect();
+            let lo: Vec<i64> = chunk.iter().map(|b| b.1 as i64).collect();
+            let hi: Vec<i64> = chunk.iter().map(|b| b.2 as i64).collect();
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {EVENT_COLS} FROM {EVENT_FROM}
+                         JOIN unnest($2::text[], $3::int8[], $4::int8[]) AS w(id, lo, hi)
+                           ON s.id = w.id
+                         WHERE s.project_id = $1 AND e.project_id = $1
+                           AND e.seq > w.lo AND e.seq <= w.hi
+                         ORDER BY s.id, e.seq"
+                    ),
+                    &[&project, &ids, &lo, &hi],
+                )
+                .await
+                .map_err(failure)?;
+            for r in &rows {
+                let ev = event_from_row(r, name).map_err(Failure::Data)?;
+                let key = (project, ev.session_id.as_str().to_owned());
+                if let Some(st) = states.get_mut(&key) {
+                    st.fold.apply_stored(&ev);
+                }
             }
         }
         Ok(states)
