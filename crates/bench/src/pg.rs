@@ -343,7 +343,9 @@ pub async fn batches(
         .collect();
     let bytes = bodies[0].len() as u64 * requests;
     let refs: Vec<&Server> = servers.iter().collect();
+    let cpu = CpuBusy::start();
     let driven = drive_many(&refs, NATIVE, Arc::new(bodies), requests, clients).await;
+    let busy = cpu.percent();
     let size = db.size().await;
     let peak = stop_nodes(db, servers).await?;
     let (elapsed, lat) = driven?;
@@ -355,7 +357,9 @@ pub async fn batches(
         Some(bytes),
     )
     .latencies(lat)
-    .note("latency is per 1000-event request; default policy set; one PostgreSQL");
+    .note(&format!(
+        "latency is per 1000-event request; default policy set; one PostgreSQL; machine CPU busy {busy}"
+    ));
     row.peak_rss_mb = peak;
     row.disk_bytes_per_event = size.ok().map(|b| b as f64 / n as f64);
     Ok(row)
@@ -374,7 +378,9 @@ pub async fn singles(
         .collect();
     let bytes = bodies[0].len() as u64 * events;
     let refs: Vec<&Server> = servers.iter().collect();
+    let cpu = CpuBusy::start();
     let driven = drive_many(&refs, NATIVE, Arc::new(bodies), events, clients).await;
+    let busy = cpu.percent();
     let peak = stop_nodes(db, servers).await?;
     let (elapsed, lat) = driven?;
     let mut row = Row::throughput(
@@ -384,9 +390,45 @@ pub async fn singles(
         Some(bytes),
     )
     .latencies(lat)
-    .note("every ack committed (group commit per node)");
+    .note(&format!(
+        "every ack committed (group commit per node); machine CPU busy {busy}"
+    ));
     row.peak_rss_mb = peak;
     Ok(row)
+}
+
+/// How busy the machine's CPUs were over a run (all processes: the
+/// nodes, PostgreSQL and the load generator share them), from /proc/stat:
+/// what bounds a row when a second node adds little.
+struct CpuBusy(Option<(u64, u64)>);
+
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
+impl CpuBusy {
+    fn start() -> CpuBusy {
+        CpuBusy(cpu_times())
+    }
+
+    fn percent(&self) -> String {
+        match (self.0, cpu_times()) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                format!("{:.0}%", 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64)
+            }
+            _ => "unknown".into(),
+        }
+    }
 }
 
 #[cfg(test)]
