@@ -152,18 +152,30 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = presented_key(&parts.headers)?.ok_or(ApiError::Unauthorized(
-            "missing API key: send Authorization: Bearer <key> or x-api-key",
-        ))?;
-        if key.len() > 512 {
-            return Err(ApiError::Unauthorized("invalid API key"));
-        }
         let read = matches!(
             parts.method,
             axum::http::Method::GET | axum::http::Method::HEAD
         );
-        caller_for_key_hash(state, hash_key(key), read).await
+        authenticate(&parts.headers, state, read).await
     }
+}
+
+/// The caller of a request with these headers: the key they present,
+/// checked as on every route. `read`: the request reads (it then holds one of
+/// the key's read slots). The MCP endpoint calls this for its POSTs, which
+/// only read.
+pub async fn authenticate(
+    headers: &HeaderMap,
+    state: &AppState,
+    read: bool,
+) -> Result<Caller, ApiError> {
+    let key = presented_key(headers)?.ok_or(ApiError::Unauthorized(
+        "missing API key: send Authorization: Bearer <key> or x-api-key",
+    ))?;
+    if key.len() > 512 {
+        return Err(ApiError::Unauthorized("invalid API key"));
+    }
+    caller_for_key_hash(state, hash_key(key), read).await
 }
 
 /// The caller a key's hash stands for, through the same cache, rate limit
