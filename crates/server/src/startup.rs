@@ -208,6 +208,7 @@ impl Application {
         let live = state.live.clone();
         let router = routes::router()
             .merge(crate::console::router())
+            .merge(crate::mcp::router())
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))
             .fallback(|| async { ApiError::NotFound("no such route").into_response() })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })

@@ -1,0 +1,34 @@
+//! `check_policy` without recording: judge a proposed action as
+//! `POST /api/v1/check` would (the same proposal event, detectors, the
+//! project's policy set, in check mode, against the session's state) but
+//! append nothing and move no state.
+//!
+//! Why not the check route's pipeline: that records the check in the
+//! session's chain, and an MCP client asking "may I?" must leave no trace in
+//! the ledger it is reading. The session's state is the fold of its
+//! committed events, rebuilt on the read path as the pipeline rebuilds a
+//! state the store does not keep ([`judge::rebuild`]); a request still in
+//! the writer's queue is not in it, so two callers racing on one session may
+//! be answered before the other's events commit: the recorded check and the
+//! event itself are judged again, in commit order, when they are appended.
+
+use agentledger_core::verdict::Verdict;
+use agentledger_policy::Engine;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::ingest::check::{Proposed, proposal};
+use crate::ingest::judge;
+use crate::state::AppState;
+
+/// The verdict a proposed action would get now.
+pub async fn judge(st: &AppState, caller: &Caller, p: Proposed) -> Result<Verdict, ApiError> {
+    let engine: &Engine = st.policy.as_deref().ok_or(ApiError::Conflict(
+        "the policy engine is off (--no-policy): there is nothing to check against".into(),
+    ))?;
+    let session = p.session_id.as_str().to_owned();
+    let mut ev = proposal(p)?;
+    let scanned = engine.scan(&ev);
+    let (_, mut state) = judge::rebuild(st.store.as_ref(), &caller.project, &session).await?;
+    Ok(engine.decide_for(caller.project.id.0, &mut ev, scanned, &mut state, true))
+}
