@@ -8,11 +8,13 @@
 
 use axum::http::request::Parts;
 use rmcp::handler::server::tool::Extension;
-use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, JsonObject, ServerCapabilities, ServerConfig,
+};
 use rmcp::schemars::{self, JsonSchema};
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use agentledger_core::event::SessionCounters;
@@ -134,6 +136,7 @@ impl LedgerTools {
             range). Newest first unless order=asc. Answers {events, total, total_capped, \
             next_cursor}; each event has its id, session_id, seq, kind, payload, verdict and hash. \
             Pass next_cursor as cursor for the next page.",
+        input_schema = schema::<SearchEvents>(),
         annotations(
             title = "Search events",
             read_only_hint = true,
@@ -143,9 +146,9 @@ impl LedgerTools {
     async fn search_events(
         &self,
         Extension(parts): Extension<Parts>,
-        Parameters(args): Parameters<SearchEvents>,
+        args: JsonObject,
     ) -> CallToolResult {
-        answer(search(&parts, args).await)
+        answer(async { search(&parts, parse(args)?).await }.await)
     }
 
     /// A session's events in chain order.
@@ -153,6 +156,7 @@ impl LedgerTools {
         description = "Read one session's timeline: the session (status, head, counters: events, \
             tool calls, errors, LLM calls, tokens, cost) and a page of its events in chain (seq) \
             order after after_seq. Answers {session, events, has_more, next_after_seq}.",
+        input_schema = schema::<SessionTimeline>(),
         annotations(
             title = "Session timeline",
             read_only_hint = true,
@@ -162,9 +166,9 @@ impl LedgerTools {
     async fn get_session_timeline(
         &self,
         Extension(parts): Extension<Parts>,
-        Parameters(args): Parameters<SessionTimeline>,
+        args: JsonObject,
     ) -> CallToolResult {
-        answer(timeline(&parts, args).await)
+        answer(async { timeline(&parts, parse(args)?).await }.await)
     }
 
     /// Verify a session's hash chain.
@@ -172,6 +176,7 @@ impl LedgerTools {
         description = "Verify a session's hash chain as stored: recompute every payload digest \
             and envelope hash and check the links and the recorded head. Answers {valid, events, \
             head_hash, first_invalid_seq, reason}; valid=false names the first broken seq and why.",
+        input_schema = schema::<VerifySession>(),
         annotations(
             title = "Verify session",
             read_only_hint = true,
@@ -181,9 +186,9 @@ impl LedgerTools {
     async fn verify_session(
         &self,
         Extension(parts): Extension<Parts>,
-        Parameters(args): Parameters<VerifySession>,
+        args: JsonObject,
     ) -> CallToolResult {
-        answer(verify(&parts, args).await)
+        answer(async { verify(&parts, parse(args)?).await }.await)
     }
 
     /// Ask for a policy decision before acting.
@@ -193,14 +198,15 @@ impl LedgerTools {
             recording anything. Answers {allowed, decision (allow, flag or deny), policies, \
             reasons, findings, recorded: false}; findings locate detected secrets, PII or \
             injections by JSON pointer and offsets, never by their text.",
+        input_schema = schema::<CheckPolicy>(),
         annotations(title = "Check policy", read_only_hint = true, open_world_hint = false)
     )]
     async fn check_policy(
         &self,
         Extension(parts): Extension<Parts>,
-        Parameters(args): Parameters<CheckPolicy>,
+        args: JsonObject,
     ) -> CallToolResult {
-        answer(check(&parts, args).await)
+        answer(async { check(&parts, parse(args)?).await }.await)
     }
 }
 
@@ -219,6 +225,37 @@ impl ServerHandler for LedgerTools {
                  of the API key this connection uses.",
             )
     }
+}
+
+/// A tool's input schema, from its arguments' type.
+fn schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
+    rmcp::handler::server::common::schema_for_input::<T>().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "an MCP tool's input schema did not generate");
+        rmcp::handler::server::common::schema_for_empty_input()
+    })
+}
+
+/// A tool's arguments. Parsed here rather than by the SDK's `Parameters`,
+/// whose error quotes the offending value: a value may be a secret, and the
+/// answer says what was expected (or which field is missing or unknown),
+/// never what was sent.
+fn parse<T: DeserializeOwned>(args: JsonObject) -> Result<T, ApiError> {
+    serde_json::from_value(Value::Object(args)).map_err(|e| {
+        let m = e.to_string();
+        // "missing field `x`" and "unknown field `x`, expected one of …"
+        // name fields only; the others ("invalid type: string \"…\",
+        // expected u32") lose what they quote.
+        let m = if m.starts_with("missing field") || m.starts_with("unknown field") {
+            m
+        } else {
+            let kind = m.split(':').next().unwrap_or("invalid value");
+            match m.split_once(", expected ") {
+                Some((_, expected)) => format!("{kind}, expected {expected}"),
+                None => kind.to_owned(),
+            }
+        };
+        InputError::invalid("arguments", format!("arguments: {m}")).into()
+    })
 }
 
 /// The state and caller the route put on the request.

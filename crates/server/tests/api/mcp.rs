@@ -226,18 +226,27 @@ async fn search_events_is_the_native_query_with_bounds() {
     .await;
     assert!(text.contains("cursor"), "{text}");
     // Unknown arguments are refused, not ignored.
+    let (_, text) = tool_error(&app, &app.key, "search_events", json!({"query": "x"})).await;
+    assert!(text.contains("unknown field `query`"), "{text}");
+    // A value of the wrong type is refused without being quoted back.
+    let (v, text) = tool_error(&app, &app.key, "search_events", json!({"limit": AWS_KEY})).await;
+    assert!(text.contains("expected u32"), "{text}");
+    assert!(
+        !text.contains(AWS_KEY) && !v.to_string().contains(AWS_KEY),
+        "{v}"
+    );
+    let (_, text) = tool_error(&app, &app.key, "verify_session", json!({})).await;
+    assert!(text.contains("missing field `session_id`"), "{text}");
+    // An unknown tool is a JSON-RPC error.
     let r = post_mcp(
         &app,
         Some(&app.key),
         &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "search_events", "arguments": {"query": "x"}}}),
+                "params": {"name": "list_open_alerts", "arguments": {}}}),
     )
     .await;
     let v: Value = r.json().await.unwrap();
-    assert!(
-        v.get("error").is_some() || v["result"]["isError"] == true,
-        "{v}"
-    );
+    assert_eq!(v["error"]["code"], -32602, "{v}");
 }
 
 #[tokio::test]
