@@ -111,6 +111,16 @@ async fn mcp_refuses_a_missing_wrong_or_revoked_key_before_any_mcp_processing() 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // Stateless: no server-to-client stream to open.
+    let r = app
+        .client
+        .get(app.url("/mcp"))
+        .header("x-api-key", &app.key)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     // A body over the limit is refused as elsewhere in the API.
     let big = "x".repeat(agentledger::mcp::MAX_BODY_BYTES + 1);
     let r = app
