@@ -12,9 +12,16 @@
 //! be answered before the other's events commit: the recorded check and the
 //! event itself are judged again, in commit order, when they are appended.
 
+use serde_json::{Map, Value, json};
+
 use agentledger_core::verdict::Verdict;
+use agentledger_core::{AgentId, Dialect, Kind};
+use agentledger_dialects::InputError;
+use agentledger_dialects::common::field;
 use agentledger_policy::Engine;
 
+use super::args::{CheckPolicy, MAX_TOOL_CHARS, session_id, short};
+use super::read::to_value;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::ingest::check::{Proposed, proposal};
@@ -31,4 +38,43 @@ pub async fn judge(st: &AppState, caller: &Caller, p: Proposed) -> Result<Verdic
     let scanned = engine.scan(&ev);
     let (_, mut state) = judge::rebuild(st.store.as_ref(), &caller.project, &session).await?;
     Ok(engine.decide_for(caller.project.id.0, &mut ev, scanned, &mut state, true))
+}
+
+/// The `check_policy` tool: its arguments as the check route's proposal,
+/// judged by [`judge`].
+pub async fn check_policy(
+    st: &AppState,
+    caller: &Caller,
+    a: CheckPolicy,
+) -> Result<Value, ApiError> {
+    short("tool", a.tool.as_ref(), MAX_TOOL_CHARS)?;
+    let kind = match &a.kind {
+        Some(k) => field("kind", k.parse::<Kind>())?,
+        None => Kind::ToolCall,
+    };
+    let raw = |name: &str, m: Option<Map<String, Value>>| {
+        m.map(|m| {
+            serde_json::value::to_raw_value(&m)
+                .map_err(|e| ApiError::from(InputError::invalid(name, format!("{name}: {e}"))))
+        })
+        .transpose()
+    };
+    let p = Proposed {
+        session_id: session_id(a.session_id)?,
+        agent_id: field("agent_id", AgentId::parse(a.agent_id))?,
+        kind,
+        tool: a.tool,
+        arguments: raw("arguments", a.arguments)?,
+        extra: raw("payload", a.payload)?,
+        dialect: Dialect::Native,
+    };
+    let v = judge(st, caller, p).await?;
+    Ok(json!({
+        "allowed": v.allowed(),
+        "decision": v.decision.as_str(),
+        "policies": v.policies,
+        "reasons": v.reasons,
+        "findings": to_value(&v.findings)?,
+        "recorded": false,
+    }))
 }

@@ -28,7 +28,9 @@
 //!   whatever host name the operator deploys the ledger under, like the rest
 //!   of the API.
 
+pub mod args;
 mod check;
+mod read;
 pub mod tools;
 
 use std::sync::Arc;
