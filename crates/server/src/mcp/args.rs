@@ -38,7 +38,7 @@ pub struct SearchEvents {
     /// Only this session's events (then in chain order unless `order` says otherwise).
     #[schemars(length(min = 1, max = 256))]
     pub session_id: Option<String>,
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 128))]
     pub agent_id: Option<String>,
     /// Event kinds, e.g. tool_call, tool_error, llm_call, decision, error.
     #[schemars(length(max = 32))]
@@ -95,7 +95,7 @@ pub struct CheckPolicy {
     /// The session the action would be part of (its state so far is judged).
     #[schemars(length(min = 1, max = 256))]
     pub session_id: String,
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 128))]
     pub agent_id: String,
     /// The kind of event the action would be (default tool_call).
     pub kind: Option<String>,
