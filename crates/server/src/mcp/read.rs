@@ -85,15 +85,17 @@ pub async fn timeline(
     let id = session_id(a.session_id)?;
     let limit = bounded_limit(a.limit, DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)?;
     let after = a.after_seq.unwrap_or(0);
+    // The page first, then the session: its head is then at least the
+    // page's last seq, so `has_more` never misses events appended between.
+    let events = st
+        .store
+        .session_events(&caller.project, id.as_str(), after, limit)
+        .await?;
     let session = st
         .store
         .get_session(&caller.project, id.as_str())
         .await?
         .ok_or(ApiError::NotFound("session not found"))?;
-    let events = st
-        .store
-        .session_events(&caller.project, id.as_str(), after, limit)
-        .await?;
     let head = session.head_seq;
     let last = events.last().map(|e| e.seq);
     let has_more = last.is_some_and(|s| s < head);
