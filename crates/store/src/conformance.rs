@@ -664,14 +664,14 @@ impl crate::Judge for Counter {
     }
     fn judge(
         &mut self,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         states: &mut crate::SessionStates,
     ) -> crate::StoreResult<(Vec<NewEvent>, Vec<agentledger_core::verdict::Verdict>)> {
         if self.refuse {
             return Err(crate::StoreError::Judge("refused".into()));
         }
         let mut verdicts = Vec::new();
-        for ev in events {
+        for ev in &events {
             let state = states
                 .get_mut(ev.session_id.as_str())
                 .and_then(|f| f.as_any_mut().downcast_mut::<Count>())
@@ -684,7 +684,7 @@ impl crate::Judge for Counter {
             });
             state.0 += 1;
         }
-        Ok((events.to_vec(), verdicts))
+        Ok((events, verdicts))
     }
 }
 

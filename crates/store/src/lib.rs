@@ -168,10 +168,11 @@ pub trait Judge: Send {
     /// (every session the events name is there), folding each in: the events
     /// to store (verdicts attached, redacted where configured) and one
     /// verdict per stored event. May be called again for the same request if
-    /// its transaction is retried, always with the states before it.
+    /// its transaction is retried, always with the events as submitted and
+    /// the states before it.
     fn judge(
         &mut self,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         states: &mut SessionStates,
     ) -> StoreResult<(Vec<NewEvent>, Vec<Verdict>)>;
 }

@@ -89,12 +89,12 @@ impl Judge for PolicyJudge {
 
     fn judge(
         &mut self,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         states: &mut SessionStates,
     ) -> StoreResult<(Vec<NewEvent>, Vec<Verdict>)> {
         let mut judged = Vec::with_capacity(events.len());
         let mut verdicts = Vec::with_capacity(events.len());
-        for (i, ev) in events.iter().enumerate() {
+        for (i, mut ev) in events.into_iter().enumerate() {
             let state = states
                 .get_mut(ev.session_id.as_str())
                 .and_then(|f| f.as_any_mut().downcast_mut::<PolicyState>())
@@ -103,9 +103,8 @@ impl Judge for PolicyJudge {
                 })?;
             let scanned = match self.scanned.get_mut(i).and_then(Option::take) {
                 Some(s) => s,
-                None => self.engine.scan(ev),
+                None => self.engine.scan(&ev),
             };
-            let mut ev = ev.clone();
             // The caller's project is judged by its own set (or the
             // operator's default), never by another project's.
             let v =

@@ -1247,7 +1247,7 @@ fn judge_job(
     // The judge is the server's code; a panic in it must not take the
     // node's writer down with it.
     let (events, verdicts) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        judge.judge(&job.submitted, &mut mine)
+        judge.judge(job.submitted.clone(), &mut mine)
     }))
     .map_err(|_| StoreError::Judge("the policy checkpoint panicked".into()))??;
     if events.len() != job.ids.len() || verdicts.len() != events.len() {

@@ -403,7 +403,7 @@ impl Writer {
                 // take the only writer thread down with it.
                 let (judged, verdicts) =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        judge.judge(&events, &mut states)
+                        judge.judge(events, &mut states)
                     }))
                     .map_err(|_| StoreError::Judge("the policy checkpoint panicked".into()))??;
                 if judged.len() != verdicts.len() {
