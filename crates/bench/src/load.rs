@@ -386,7 +386,7 @@ pub async fn native_batches_with(
     )
     .await;
     stop_probe.store(true, Ordering::Relaxed);
-    let (lags, missed) = probe.await.map_err(|e| e.to_string())??;
+    let (lags, probed) = probe.await.map_err(|e| e.to_string())??;
     let (elapsed, lat) = driven?;
     let stopped = server.stop()?;
     let n = requests * batch;
@@ -406,7 +406,10 @@ pub async fn native_batches_with(
     .unit("probes/s")
     .latencies(lags)
     .note(&format!(
-        "ack of an event -> first search that finds it; missed by the first search: {missed} (must be 0)"
+        "ack of an event -> first search that finds it; missed by the first search: {} (must be 0); first search refused, then retried: {}{}",
+        probed.missed,
+        probed.refused,
+        probed.refusal.map(|r| format!(" ({r})")).unwrap_or_default()
     ));
     let mut row = Row::throughput(
         &if policy {

@@ -101,10 +101,10 @@ pub async fn probe_freshness(
     base: String,
     key: String,
     stop: Arc<AtomicBool>,
-) -> Result<(Vec<Duration>, u64), String> {
+) -> Result<(Vec<Duration>, Probed), String> {
     let client = Client::new();
     let mut lags = Vec::new();
-    let mut misses = 0u64;
+    let mut probed = Probed::default();
     let mut k = 0u64;
     while !stop.load(Ordering::Relaxed) {
         k += 1;
@@ -130,6 +130,7 @@ pub async fn probe_freshness(
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
+            let status = r.status();
             let body = r.bytes().await.map_err(|e| e.to_string())?;
             let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
             if v["events"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -137,7 +138,18 @@ pub async fn probe_freshness(
                 break;
             }
             if std::mem::take(&mut first) {
-                misses += 1;
+                // A search answered without the acknowledged event is a
+                // miss; one refused (503: the index too far behind to scan
+                // the rest) answered nothing and is retried.
+                if status.is_success() {
+                    probed.missed += 1;
+                } else {
+                    probed.refused += 1;
+                    probed.refusal = Some(format!(
+                        "{status} {}",
+                        v["error"]["code"].as_str().unwrap_or("")
+                    ));
+                }
             }
             if acked.elapsed() > Duration::from_secs(30) {
                 return Err(format!("probe {token} not searchable after 30 s"));
@@ -146,5 +158,15 @@ pub async fn probe_freshness(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok((lags, misses))
+    Ok((lags, probed))
+}
+
+/// What the freshness probe's first searches got wrong.
+#[derive(Debug, Default)]
+pub struct Probed {
+    /// Answered (2xx) without the acknowledged event: must be 0.
+    pub missed: u64,
+    /// Refused (not 2xx), then retried; the last refusal's status and code.
+    pub refused: u64,
+    pub refusal: Option<String>,
 }
