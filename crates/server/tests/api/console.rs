@@ -850,3 +850,108 @@ async fn an_admin_creates_a_key_shown_once_and_revokes_it_and_only_the_projects_
     let p = sign_in(&app, &plain).await;
     assert_eq!(p.get("/console/keys").await.status(), StatusCode::FORBIDDEN);
 }
+
+/// A client whose connections come from `ip` (any 127.x address is this
+/// machine on Linux), so one test can play several addresses.
+fn client_from(ip: &str) -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+        .build()
+        .expect("client")
+}
+
+fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds")
+}
+
+#[tokio::test]
+async fn failed_sign_ins_close_the_form_to_the_address_with_429_and_retry_after() {
+    let app = spawn_app().await;
+    let guesser = client_from("127.0.0.2");
+    let url = app.url("/console/sign-in");
+    // Five free failures (each a different key prefix: only the address
+    // counts them together).
+    for i in 0..5 {
+        let r = post_form(
+            &guesser,
+            &url,
+            None,
+            &[("key", &format!("al_{i}xxguess"))],
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let r = post_form(&guesser, &url, None, &[("key", "al_5xxguess")], None).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the sixth is tested, then closes"
+    );
+    // Closed now: even the right key is not looked at from this address.
+    let r = post_form(&guesser, &url, None, &[("key", &app.key)], None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 1);
+    assert!(set_cookie(r.headers()).is_none());
+    let html = Html::parse_document(&r.text().await.unwrap());
+    assert!(
+        texts(&html, "body")
+            .concat()
+            .contains("Too many failed sign-ins")
+    );
+    // Another address is not braked by this one's failures.
+    let r = post_form(
+        &client_from("127.0.0.3"),
+        &url,
+        None,
+        &[("key", &app.key)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // After Retry-After the form opens again; the next failure doubles the wait.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = post_form(&guesser, &url, None, &[("key", "al_6xxguess")], None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = post_form(&guesser, &url, None, &[("key", &app.key)], None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 2, "the wait doubled");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_for_one_key_prefix_from_many_addresses_close_the_form_to_it() {
+    let app = spawn_app().await;
+    let url = app.url("/console/sign-in");
+    let target: String = app.key.chars().take(7).collect();
+    // Six guesses at the key's prefix, from three addresses (two each: no
+    // address reaches its own bound).
+    for i in 0..6 {
+        let c = client_from(&format!("127.0.1.{}", 1 + i % 3));
+        let guess = format!("{target}{i}wrong");
+        let r = post_form(&c, &url, None, &[("key", &guess)], None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let fresh = client_from("127.0.1.9");
+    let r = post_form(
+        &fresh,
+        &url,
+        None,
+        &[("key", &format!("{target}zzz"))],
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the prefix is braked"
+    );
+    assert!(retry_after(&r) >= 1);
+    // Other keys are still tested from that address.
+    let r = post_form(&fresh, &url, None, &[("key", "al_Qother")], None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
