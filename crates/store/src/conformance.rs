@@ -1463,12 +1463,13 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
     assert!(fresh.id != p.id && fresh.id != q.id);
 }
 
+/// Rollups as a table: (dimension code, hour, key) -> (events, input
+/// tokens, output tokens, cost).
+pub type RollupTable = std::collections::BTreeMap<(i16, i64, String), (u64, i64, i64, f64)>;
+
 /// The rollups of every dimension of a project, by hour and key, over all
-/// of time: (dimension, hour, key) -> (events, input, output, cost).
-pub async fn rollup_table(
-    store: &dyn EventStore,
-    p: &ProjectRef,
-) -> std::collections::BTreeMap<(i16, i64, String), (u64, i64, i64, f64)> {
+/// of time.
+pub async fn rollup_table(store: &dyn EventStore, p: &ProjectRef) -> RollupTable {
     use crate::rollup::{MAX_ROLLUP_ROWS, RollupDim, RollupQuery};
     let mut out = std::collections::BTreeMap::new();
     for dim in RollupDim::ALL {
@@ -1498,10 +1499,7 @@ pub async fn rollup_table(
 }
 
 /// The same, recounted from the project's events as stored.
-pub async fn rollup_recount(
-    store: &dyn EventStore,
-    p: &ProjectRef,
-) -> std::collections::BTreeMap<(i16, i64, String), (u64, i64, i64, f64)> {
+pub async fn rollup_recount(store: &dyn EventStore, p: &ProjectRef) -> RollupTable {
     use crate::rollup::{EventFacts, Rollups};
     let mut r = Rollups::default();
     let mut sessions = Vec::new();
@@ -1555,13 +1553,8 @@ pub async fn rollup_recount(
 
 /// Whether two rollup tables agree (cost sums to a rounding error: they
 /// were added in another order).
-pub fn assert_rollups_equal(
-    got: &std::collections::BTreeMap<(i16, i64, String), (u64, i64, i64, f64)>,
-    want: &std::collections::BTreeMap<(i16, i64, String), (u64, i64, i64, f64)>,
-) {
-    let keys = |m: &std::collections::BTreeMap<(i16, i64, String), _>| {
-        m.keys().cloned().collect::<Vec<_>>()
-    };
+pub fn assert_rollups_equal(got: &RollupTable, want: &RollupTable) {
+    let keys = |m: &RollupTable| m.keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(got), keys(want), "the same rows");
     for (k, w) in want {
         let g = &got[k];
@@ -1635,7 +1628,7 @@ pub async fn random_rollup_ledger(
                 *tools.entry(tool.to_owned()).or_insert(0u64) += 1;
             }
             let mut e = event(&session, kind, &payload);
-            e.agent_id = AgentId::parse(&format!("agent-{}", r % 3)).expect("agent");
+            e.agent_id = AgentId::parse(format!("agent-{}", r % 3)).expect("agent");
             e.client_ts = match r % 8 {
                 0 => None,
                 k => Some(Micros(base + (k as i64 - 1) * hour + (r % 1000) as i64)),
