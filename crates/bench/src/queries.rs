@@ -414,7 +414,7 @@ async fn console(
     };
     run(
         "console: overview",
-        "GET /console: 24 h counts by decision and by hour, LLM usage by hour, tallies of the latest 500, chain health of 5 sessions",
+        "GET /console: the day's counts, charts and tallies from the hourly rollups; chain health of the latest sessions within 2,000 hashed events",
         (0..SAMPLES / 10).map(|_| "/console".to_owned()).collect(),
     )
     .await?;
