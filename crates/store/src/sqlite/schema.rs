@@ -321,7 +321,8 @@ mod tests {
         // The same database as a binary before migration 7 would leave it.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE idempotency_keys;
+            "DROP TABLE rollups;
+             DROP TABLE idempotency_keys;
              DROP INDEX sessions_project_agent;
              ALTER TABLE sessions DROP COLUMN event_count;
              ALTER TABLE sessions DROP COLUMN tool_call_count;
