@@ -78,6 +78,11 @@ pub fn use_external(url: String, key: String) {
     let _ = EXTERNAL.set((url.trim_end_matches('/').to_owned(), key));
 }
 
+/// Whether the scenarios drive a server given with `--url`.
+pub fn is_external() -> bool {
+    EXTERNAL.get().is_some()
+}
+
 pub struct Stopped {
     pub peak_rss_mb: Option<f64>,
     pub db_bytes: u64,

@@ -31,7 +31,8 @@ struct Cli {
     child: Option<Child>,
     /// Scenarios to run, comma-separated: ceiling, batch, single, sweep,
     /// agentlens, fabraix, otlp, mix, policy, check, detectors, queries,
-    /// postgres and queries-postgres (need --db-url), or all.
+    /// postgres and queries-postgres (need --db-url), console (the
+    /// console's pages alone; see --console-db), or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Events for the batched scenarios (single-event scenarios use a quarter;
@@ -56,6 +57,12 @@ struct Cli {
     /// scenario creates a database of its own there and drops it after.
     #[arg(long)]
     db_url: Option<String>,
+    /// Scenario `console`: keep its 1M-event ledger in this SQLite file (and
+    /// its key beside it, `.key`) and reuse it when it exists, so pages can
+    /// be timed again (by another build, after a migration) without a
+    /// refill. Without it the ledger is filled in a temporary directory.
+    #[arg(long)]
+    console_db: Option<PathBuf>,
     /// An admin API key of the server given with --url.
     #[arg(long, env = "AGENTLEDGER_BENCH_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -124,6 +131,7 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "queries",
         "postgres",
         "queries-postgres",
+        "console",
     ];
     if let (Some(url), Some(key)) = (&cli.url, &cli.key) {
         load::use_external(url.clone(), key.clone());
@@ -147,6 +155,23 @@ async fn run(cli: &Cli) -> Result<(), String> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         dir.path().display()
     );
+
+    // The console's pages are timed alone (no ingest figure to compare).
+    if chosen == ["console"] {
+        let n = cli.events.max(1_000_000);
+        let db = cli
+            .console_db
+            .clone()
+            .unwrap_or_else(|| dir.path().join("console.db"));
+        eprintln!("scenario console: the pages on a ledger of {n} events...");
+        rows.extend(queries::console_only(&db, n).await?);
+        report::print(&rows);
+        if let Some(path) = &cli.json {
+            report::write_json(path, &rows)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        return Ok(());
+    }
 
     // Every figure is read against the ceiling, so it is always measured first.
     eprintln!(

@@ -332,6 +332,38 @@ async fn run(
     Ok(rows)
 }
 
+/// Scenario `console`: the console's pages alone, on the query dataset kept
+/// in `db` (filled on first use, its key kept beside it in `<db>.key`), or
+/// on the server given with `--url` (assumed to hold the dataset already).
+pub async fn console_only(db: &Path, events: u64) -> Result<Vec<Row>, String> {
+    let key_file = db.with_extension("key");
+    let kept = std::fs::read_to_string(&key_file)
+        .ok()
+        .map(|k| k.trim().to_owned());
+    let key = kept
+        .clone()
+        .unwrap_or_else(agentledger_core::keys::generate_key);
+    let server = Server::spawn_db(db.to_string_lossy().into_owned(), key, true)?;
+    if kept.is_none() && !crate::load::is_external() {
+        eprintln!("  filling {events} mixed events into {}...", db.display());
+        fill(&server, events).await?;
+        std::fs::write(&key_file, &server.key).map_err(|e| e.to_string())?;
+    }
+    let api = Api {
+        client: Client::new(),
+        base: server.base.clone(),
+        key: server.key.clone(),
+    };
+    while api.search_backlog().await? > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let big = events.min(1_000_000).div_ceil(10);
+    let label = |s: &str| format!("{s} @ {}", human(events));
+    let rows = console(&api, &mut Rng::new(42), big, &label).await?;
+    server.stop()?;
+    Ok(rows)
+}
+
 /// The web console's pages, as a signed-in browser asks for them: server
 /// time to the last byte of the HTML (issue 16's target: p95 under 100 ms).
 async fn console(
@@ -403,7 +435,7 @@ async fn console(
     };
     run(
         "console: overview",
-        "GET /console: 24 h counts by decision and by hour, LLM usage by hour, tallies of the latest 500, chain health of 5 sessions",
+        "GET /console: the day's counts, charts and tallies from the hourly rollups; chain health of the latest sessions within 2,000 hashed events",
         (0..SAMPLES / 10).map(|_| "/console".to_owned()).collect(),
     )
     .await?;

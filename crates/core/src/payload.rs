@@ -238,6 +238,24 @@ pub fn validate(kind: Kind, payload: &RawValue) -> Result<(), PayloadError> {
     Ok(())
 }
 
+/// The tool an event's payload names, across the dialects' payload shapes:
+/// the first of `toolName`, `tool_name`, `tool` that is a string, else
+/// `tool.name` (OTLP), else `name` for tool kinds. One definition for the
+/// policy engine (what `resource.tool` is) and the store's rollups (the
+/// overview's tool tally), so both name a tool alike.
+pub fn tool_name(kind: Kind, p: &serde_json::Value) -> Option<&str> {
+    use serde_json::Value;
+    ["toolName", "tool_name", "tool"]
+        .iter()
+        .find_map(|k| p.get(*k).and_then(Value::as_str))
+        .or_else(|| p.pointer("/tool/name").and_then(Value::as_str))
+        .or_else(|| {
+            matches!(kind, Kind::ToolCall | Kind::ToolResponse | Kind::ToolError)
+                .then(|| p.get("name").and_then(Value::as_str))
+                .flatten()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -920,16 +920,7 @@ fn memory_key(p: &Value) -> Option<&str> {
 /// shapes: `toolName`/`arguments` (native, AgentLens), `tool.name`/`tool.arguments`
 /// (OTLP), `tool_name`/`tool`/`name` with `args`/`input`/`parameters`.
 pub fn tool_and_arguments(kind: Kind, p: &Value) -> (Option<String>, Option<Value>) {
-    let tool = ["toolName", "tool_name", "tool"]
-        .iter()
-        .find_map(|k| p.get(*k).and_then(Value::as_str))
-        .or_else(|| p.pointer("/tool/name").and_then(Value::as_str))
-        .or_else(|| {
-            matches!(kind, Kind::ToolCall | Kind::ToolResponse | Kind::ToolError)
-                .then(|| p.get("name").and_then(Value::as_str))
-                .flatten()
-        })
-        .map(str::to_owned);
+    let tool = agentledger_core::payload::tool_name(kind, p).map(str::to_owned);
     let args = ["arguments", "args", "parameters", "input"]
         .iter()
         .find_map(|k| p.get(*k))

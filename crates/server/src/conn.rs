@@ -185,7 +185,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The peer's address rides with each request (the console's
+        // sign-in throttle counts failures per address).
+        let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(
+            router.clone(),
+            axum::extract::ConnectInfo(peer),
+        ));
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _held = (slot, permit);

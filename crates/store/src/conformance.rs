@@ -1462,3 +1462,278 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
     let fresh = project(target, "fresh").await;
     assert!(fresh.id != p.id && fresh.id != q.id);
 }
+
+/// Rollups as a table: (dimension code, hour, key) -> (events, input
+/// tokens, output tokens, cost).
+pub type RollupTable = std::collections::BTreeMap<(i16, i64, String), (u64, i64, i64, f64)>;
+
+/// The rollups of every dimension of a project, by hour and key, over all
+/// of time.
+pub async fn rollup_table(store: &dyn EventStore, p: &ProjectRef) -> RollupTable {
+    use crate::rollup::{MAX_ROLLUP_ROWS, RollupDim, RollupQuery};
+    let mut out = std::collections::BTreeMap::new();
+    for dim in RollupDim::ALL {
+        let rows = store
+            .rollups(
+                p,
+                RollupQuery {
+                    dim,
+                    from: Micros(0),
+                    to: Micros(i64::MAX),
+                    by_hour: true,
+                    limit: MAX_ROLLUP_ROWS,
+                },
+            )
+            .await
+            .expect("rollups");
+        assert!(rows.len() < MAX_ROLLUP_ROWS as usize);
+        for r in rows {
+            let hour = r.hour.expect("by hour").0;
+            out.insert(
+                (dim.code(), hour, r.key),
+                (r.events, r.input_tokens, r.output_tokens, r.cost_usd),
+            );
+        }
+    }
+    out
+}
+
+/// The same, recounted from the project's events as stored.
+pub async fn rollup_recount(store: &dyn EventStore, p: &ProjectRef) -> RollupTable {
+    use crate::rollup::{EventFacts, Rollups};
+    let mut r = Rollups::default();
+    let mut sessions = Vec::new();
+    let mut q = SessionQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    loop {
+        let page = store.list_sessions(p, q.clone()).await.expect("sessions");
+        sessions.extend(page.sessions.into_iter().map(|s| s.id));
+        match page.next_cursor {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    for s in sessions {
+        let mut after = 0;
+        loop {
+            let evs = store
+                .session_events_with_columns(p, &s, after, 500)
+                .await
+                .expect("events");
+            let Some(last) = evs.last() else { break };
+            after = last.0.seq;
+            for (ev, cols) in &evs {
+                r.add(
+                    p.id.0,
+                    &EventFacts {
+                        ts: ev.time(),
+                        kind: ev.kind,
+                        agent_id: &ev.agent_id,
+                        decision: cols.decision,
+                        verdict: ev.verdict.as_ref().map(|v| v.get()),
+                        payload: ev.payload.get(),
+                        usage: &cols.usage,
+                    },
+                );
+            }
+        }
+    }
+    r.rows
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                (k.dim.code(), k.hour, k.key),
+                (v.events as u64, v.input_tokens, v.output_tokens, v.cost_usd),
+            )
+        })
+        .collect()
+}
+
+/// Whether two rollup tables agree (cost sums to a rounding error: they
+/// were added in another order).
+pub fn assert_rollups_equal(got: &RollupTable, want: &RollupTable) {
+    let keys = |m: &RollupTable| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(got), keys(want), "the same rows");
+    for (k, w) in want {
+        let g = &got[k];
+        assert_eq!((g.0, g.1, g.2), (w.0, w.1, w.2), "row {k:?}");
+        assert!(
+            (g.3 - w.3).abs() < 1e-6,
+            "cost of row {k:?}: {} vs {}",
+            g.3,
+            w.3
+        );
+    }
+}
+
+/// A ledger of random appends for the rollup checks: tool calls in the
+/// dialects' shapes, LLM responses with usage, judged events with
+/// findings, client times over six hours (and none), and one request that
+/// fails (its events must not count). Returns the project and, from the
+/// generator's own knowledge, the tool calls per tool and findings per
+/// detector.
+pub async fn random_rollup_ledger(
+    store: &dyn EventStore,
+) -> (
+    ProjectRef,
+    std::collections::BTreeMap<String, u64>,
+    std::collections::BTreeMap<String, u64>,
+) {
+    use agentledger_core::verdict::{Decision, Judgement};
+    let p = project(store, "rollups").await;
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let hour = 3_600_000_000i64;
+    let base = 1_700_000_000_000_000 / hour * hour;
+    let (mut tools, mut detectors) = (
+        std::collections::BTreeMap::new(),
+        std::collections::BTreeMap::new(),
+    );
+    for _ in 0..12 {
+        let n = 1 + next() % 40;
+        let mut batch = Vec::new();
+        for _ in 0..n {
+            let r = next();
+            let session = format!("r{}", r % 7);
+            let tool = ["search", "shell", "http"][(r / 7 % 3) as usize];
+            let (kind, payload) = match r / 21 % 5 {
+                0 => (
+                    Kind::ToolCall,
+                    format!(r#"{{"toolName":"{tool}","arguments":{{}}}}"#),
+                ),
+                1 => (
+                    Kind::ToolCall,
+                    format!(r#"{{"tool":{{"name":"{tool}"}},"args":[1]}}"#),
+                ),
+                2 => (Kind::ToolCall, format!(r#"{{"name":"{tool}","tool":7}}"#)),
+                3 => (
+                    Kind::LlmResponse,
+                    format!(
+                        r#"{{"model":"m","usage":{{"input_tokens":{},"output_tokens":{}}},"cost_usd":{}}}"#,
+                        r % 1000,
+                        r % 77,
+                        (r % 1000) as f64 / 1000.0
+                    ),
+                ),
+                _ => (Kind::UserInput, r#"{"text":"hi"}"#.to_owned()),
+            };
+            if kind == Kind::ToolCall {
+                *tools.entry(tool.to_owned()).or_insert(0u64) += 1;
+            }
+            let mut e = event(&session, kind, &payload);
+            e.agent_id = AgentId::parse(format!("agent-{}", r % 3)).expect("agent");
+            e.client_ts = match r % 8 {
+                0 => None,
+                k => Some(Micros(base + (k as i64 - 1) * hour + (r % 1000) as i64)),
+            };
+            if r % 3 == 0 {
+                let dets: Vec<&str> = ["pii", "secrets", "injection"]
+                    .into_iter()
+                    .take((r / 3 % 3) as usize)
+                    .collect();
+                for d in &dets {
+                    *detectors.entry((*d).to_owned()).or_insert(0u64) += 1;
+                }
+                let findings: Vec<String> = dets
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            r#"{{"detector":"{d}","rule":"x","json_pointer":"/payload","start":0,"end":1,"confidence":1.0}}"#
+                        )
+                    })
+                    .collect();
+                let decision =
+                    [Decision::Allow, Decision::Flag, Decision::Deny][(r / 9 % 3) as usize];
+                e.judgement = Some(Judgement {
+                    decision,
+                    verdict: RawValue::from_string(format!(
+                        r#"{{"decision":"{}","policies":[],"reasons":[],"findings":[{}]}}"#,
+                        decision.as_str(),
+                        findings.join(",")
+                    ))
+                    .expect("verdict JSON"),
+                    original_payload_sha256: None,
+                    original_metadata_sha256: None,
+                    redaction_salt: None,
+                });
+            }
+            batch.push(e);
+        }
+        store.append(&p, batch).await.expect("append");
+    }
+    // A request that fails (its session exists): nothing of it counts.
+    let failed = store
+        .append_request(
+            &p,
+            crate::AppendRequest {
+                session: Some(new_session("r1", "agent-9")),
+                events: vec![event("r1", Kind::ToolCall, r#"{"toolName":"never"}"#)],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(failed.is_err(), "the session exists");
+    (p, tools, detectors)
+}
+
+/// The writer's rollups equal a recount from the events after random
+/// appends; tool and detector counts match what was sent; another
+/// project's rollups are its own.
+pub async fn rollups_equal_a_recount(store: &dyn EventStore) {
+    use crate::rollup::{RollupDim, RollupQuery};
+    let other = project(store, "other").await;
+    store
+        .append(
+            &other,
+            vec![event("o", Kind::ToolCall, r#"{"toolName":"search"}"#)],
+        )
+        .await
+        .expect("append");
+    let (p, tools, detectors) = random_rollup_ledger(store).await;
+    let got = rollup_table(store, &p).await;
+    assert_rollups_equal(&got, &rollup_recount(store, &p).await);
+    let pr = &p;
+    let per_key = |dim: RollupDim| async move {
+        store
+            .rollups(
+                pr,
+                RollupQuery {
+                    dim,
+                    from: Micros(0),
+                    to: Micros(i64::MAX),
+                    by_hour: false,
+                    limit: 100,
+                },
+            )
+            .await
+            .expect("rollups")
+            .into_iter()
+            .map(|r| (r.key, r.events))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(per_key(RollupDim::Tool).await, tools);
+    assert_eq!(per_key(RollupDim::Detector).await, detectors);
+    let total: u64 = per_key(RollupDim::Kind).await.values().sum();
+    let stored: u64 = store
+        .query_events(
+            &p,
+            EventQuery {
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("count")
+        .total
+        .expect("a total");
+    assert_eq!(total, stored);
+    let theirs = rollup_table(store, &other).await;
+    assert_eq!(theirs.len(), 3, "kind, agent, tool: {theirs:?}");
+}

@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod import;
 mod open;
 pub mod postgres;
+pub mod rollup;
 pub mod sqlite;
 pub mod verify;
 
@@ -453,6 +454,15 @@ pub trait EventStore: Send + Sync + 'static {
         provider: Option<String>,
         group: LlmGroup,
     ) -> StoreResult<Vec<LlmUsageRow>>;
+    /// The project's hourly rollups of one dimension over whole hours
+    /// (see [`rollup`]): by hour and key in hour order, or per key over the
+    /// range, largest count first; at most `q.limit` rows (capped at
+    /// [`rollup::MAX_ROLLUP_ROWS`]).
+    async fn rollups(
+        &self,
+        project: &ProjectRef,
+        q: rollup::RollupQuery,
+    ) -> StoreResult<Vec<rollup::RollupRow>>;
     async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>>;
     /// Events of one session with seq > `after_seq`, in seq order.
     async fn session_events(

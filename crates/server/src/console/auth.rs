@@ -15,14 +15,19 @@
 //!
 //! Every form that changes something carries the session's CSRF token
 //! (compared in constant time) and must come from this origin.
+//!
+//! Failed sign-ins close the form for a while, per client address and per
+//! key prefix (see [`super::throttle`]): 429 with `Retry-After`.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::Form;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -30,9 +35,10 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use agentledger_core::chain::sha256;
-use agentledger_core::keys::{generate_salt, hash_key};
+use agentledger_core::keys::{display_prefix, generate_salt, hash_key};
 
 use super::error::{ConsoleError, render};
+use super::throttle::{SignInThrottle, retry_after_secs};
 use crate::auth::{Caller, caller_for_key_hash};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -63,6 +69,7 @@ impl Entry {
 pub struct ConsoleState {
     secure: bool,
     sessions: Mutex<HashMap<[u8; 32], Entry>>,
+    throttle: SignInThrottle,
 }
 
 impl ConsoleState {
@@ -70,6 +77,7 @@ impl ConsoleState {
         ConsoleState {
             secure: secure_cookies,
             sessions: Mutex::new(HashMap::new()),
+            throttle: SignInThrottle::new(),
         }
     }
 
@@ -303,6 +311,35 @@ fn page(status: StatusCode, error: Option<&'static str>) -> Response {
     }
 }
 
+/// The client's address, as the connection gave it (none when the app is
+/// driven without a connection, e.g. in a unit test).
+pub struct ClientAddr(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+/// The sign-in page again, 429, with `Retry-After`.
+fn throttled(wait: Duration) -> Response {
+    let secs = retry_after_secs(wait);
+    let mut r = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        Some("Too many failed sign-ins from here or for this key. Wait a little and try again."),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
 #[derive(Deserialize)]
 pub struct SignInForm {
     key: String,
@@ -311,6 +348,7 @@ pub struct SignInForm {
 /// Exchange a posted API key for a console session.
 pub async fn sign_in(
     State(st): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
@@ -319,7 +357,14 @@ pub async fn sign_in(
         return ConsoleError::Csrf.into_response();
     }
     let key = form.key.trim();
+    let prefix = display_prefix(key);
+    let throttle = &st.console.throttle;
+    if let Some(wait) = throttle.closed_for(addr, &prefix) {
+        tracing::warn!(client = ?addr, prefix = %prefix, "console sign-in throttled");
+        return throttled(wait);
+    }
     if key.is_empty() || key.len() > 512 {
+        throttle.failed(addr, &prefix);
         return page(
             StatusCode::UNAUTHORIZED,
             Some("That is not a valid API key."),
@@ -341,10 +386,14 @@ pub async fn sign_in(
             }
             Err(e) => e.into_response(),
         },
-        Err(ApiError::Unauthorized(_)) => page(
-            StatusCode::UNAUTHORIZED,
-            Some("That key is unknown or revoked."),
-        ),
+        Err(ApiError::Unauthorized(_)) => {
+            throttle.failed(addr, &prefix);
+            tracing::info!(client = ?addr, prefix = %prefix, "console sign-in failed");
+            page(
+                StatusCode::UNAUTHORIZED,
+                Some("That key is unknown or revoked."),
+            )
+        }
         Err(e) => ConsoleError::from(e).into_response(),
     }
 }

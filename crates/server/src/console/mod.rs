@@ -15,6 +15,7 @@ mod overview;
 mod pages;
 mod payload;
 mod policies;
+mod throttle;
 mod views;
 
 use axum::Router;

@@ -1,8 +1,16 @@
-//! The overview: the project's last 24 hours at a glance. Every figure is
-//! a bounded query: counts stop at the store's count limit (10,000, shown
-//! as "10,000+"), the detector and tool tallies read the latest 500
-//! matching events, and chain health verifies only the latest sessions of
-//! at most [`VERIFY_MAX_EVENTS`] events (longer ones link to Verify).
+//! The overview: the project's last 24 hours at a glance.
+//!
+//! Every figure but chain health comes from the store's hourly rollups
+//! (`agentledger_store::rollup`), kept in the events' own transaction, so
+//! they are exact (no cap, no sample) and cost a few index range reads of
+//! at most 24 rows per key, however many events the day held. A day is
+//! the current hour and the 23 before it, in whole hours of the events'
+//! `ts`, as the API's time filters use.
+//!
+//! Chain health cannot be rolled up: a chain is verified by recomputing
+//! it. The page verifies the latest sessions, each in full, only while
+//! the events it hashes stay within [`VERIFY_BUDGET`]; a session past that
+//! is shown "unchecked" with a link to its Verify page, never as verified.
 
 use askama::Template;
 use axum::extract::State;
@@ -10,9 +18,9 @@ use axum::response::Response;
 
 use agentledger_core::Kind;
 use agentledger_core::Micros;
-use agentledger_core::query::{EventQuery, SessionQuery};
-use agentledger_core::verdict::{Decision, Verdict};
-use agentledger_store::LlmGroup;
+use agentledger_core::query::SessionQuery;
+use agentledger_core::verdict::Decision;
+use agentledger_store::rollup::{RollupDim, RollupQuery, RollupRow};
 use agentledger_store::verify::verify_session;
 
 use super::auth::Signed;
@@ -20,12 +28,13 @@ use super::error::{ConsoleError, render};
 use super::views::{Nav, time, urlencode};
 use crate::state::AppState;
 
-const HOUR: i64 = 3_600_000_000;
+const HOUR: i64 = agentledger_store::rollup::HOUR;
 const HOURS: i64 = 24;
-const SAMPLE: u32 = 500;
-/// Sessions longer than this are not verified on the overview (five of
-/// them hash at most 10,000 events: milliseconds); their Verify page does.
-pub const VERIFY_MAX_EVENTS: u64 = 2_000;
+/// Latest sessions whose chain health is shown.
+const HEALTH_SESSIONS: u32 = 5;
+/// Events the overview hashes at most to verify the latest sessions (each
+/// verified whole or not at all); longer ones link to their Verify page.
+pub const VERIFY_BUDGET: u64 = 2_000;
 
 /// One bar of a chart, in the SVG's own units (viewBox 0 0 480 120).
 pub struct Bar {
@@ -95,44 +104,16 @@ struct OverviewPage {
     tools: Vec<Count>,
     agents: Vec<Count>,
     health: Vec<Health>,
+    verify_budget: u64,
 }
 
-/// A section's query that ran past the query budget leaves that section
-/// empty (and says so) rather than failing the page.
-fn within_budget<T>(r: agentledger_store::StoreResult<T>) -> Result<Option<T>, ConsoleError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(agentledger_store::StoreError::QueryBudget(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn count_text(total: Option<u64>, capped: bool) -> String {
-    match (total, capped) {
-        (Some(n), true) => format!("{n}+"),
-        (Some(n), false) => n.to_string(),
-        (None, _) => "?".into(),
-    }
-}
-
-fn top(mut tally: Vec<(String, u64)>, n: usize) -> Vec<Count> {
-    tally.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    tally
-        .into_iter()
-        .take(n)
-        .map(|(label, v)| Count {
-            label,
-            value: v.to_string(),
+fn counts(rows: Vec<RollupRow>, label: impl Fn(&str) -> String) -> Vec<Count> {
+    rows.into_iter()
+        .map(|r| Count {
+            label: label(&r.key),
+            value: r.events.to_string(),
         })
         .collect()
-}
-
-fn tally(items: impl Iterator<Item = String>) -> Vec<(String, u64)> {
-    let mut m = std::collections::BTreeMap::new();
-    for i in items {
-        *m.entry(i).or_insert(0u64) += 1;
-    }
-    m.into_iter().collect()
 }
 
 pub async fn overview(
@@ -141,160 +122,95 @@ pub async fn overview(
 ) -> Result<Response, ConsoleError> {
     let project = &signed.caller.project;
     let now = Micros::now();
-    let start = Micros((now.0 / HOUR - HOURS + 1) * HOUR);
-    let since = |q: EventQuery| EventQuery {
-        from: Some(start),
-        ..q
+    let start = Micros((now.0.div_euclid(HOUR) - HOURS + 1) * HOUR);
+    let end = Micros(start.0 + HOURS * HOUR);
+    let read = |dim: RollupDim, by_hour: bool, limit: u32| {
+        st.store.rollups(
+            project,
+            RollupQuery {
+                dim,
+                from: start,
+                to: end,
+                by_hour,
+                limit,
+            },
+        )
     };
-    let mut decisions = Vec::new();
-    for d in [Decision::Allow, Decision::Flag, Decision::Deny] {
-        let q = since(EventQuery {
-            decisions: vec![d],
-            limit: 1,
-            ..Default::default()
-        });
-        let p = within_budget(st.store.query_events(project, q).await)?;
-        decisions.push(Count {
-            label: d.as_str().into(),
-            value: p.map_or("?".into(), |p| count_text(p.total, p.total_capped)),
-        });
-    }
-    let mut per_hour = Vec::new();
-    for h in 0..HOURS {
-        let from = Micros(start.0 + h * HOUR);
-        let q = EventQuery {
-            from: Some(from),
-            to: Some(Micros(from.0 + HOUR - 1)),
-            limit: 1,
-            ..Default::default()
-        };
-        let p = within_budget(st.store.query_events(project, q).await)?;
-        per_hour.push((from, p.and_then(|p| p.total).unwrap_or(0) as f64));
-    }
-    // Sums over every LLM response of the day: on a busy ledger this can
-    // run past the query budget; the page then says so instead of failing.
-    let llm = within_budget(
-        st.store
-            .llm_usage(
-                project,
-                since(EventQuery::default()),
-                None,
-                LlmGroup::Time(HOUR),
-            )
-            .await,
-    )?;
+
+    let by_decision = read(RollupDim::Decision, false, 10).await?;
+    let decisions = [Decision::Allow, Decision::Flag, Decision::Deny]
+        .into_iter()
+        .map(|d| {
+            let code = d.code().to_string();
+            let n = by_decision
+                .iter()
+                .find(|r| r.key == code)
+                .map_or(0, |r| r.events);
+            Count {
+                label: d.as_str().into(),
+                value: n.to_string(),
+            }
+        })
+        .collect();
+
+    // Events per hour (the sum of the kinds) and the LLM responses' usage.
+    // 24 hours x the kinds (28): well within one read.
+    let by_kind = read(RollupDim::Kind, true, 24 * 64).await?;
+    let llm = Kind::LlmResponse.code().to_string();
     let hours: Vec<Micros> = (0..HOURS).map(|h| Micros(start.0 + h * HOUR)).collect();
-    let of_hour = |f: &dyn Fn(&agentledger_store::LlmUsageRow) -> f64| -> Vec<(Micros, f64)> {
-        let rows = llm.as_deref().unwrap_or_default();
+    let per_hour = |f: &dyn Fn(&RollupRow) -> f64| -> Vec<(Micros, f64)> {
         hours
             .iter()
             .map(|h| {
-                let v = rows
+                let v = by_kind
                     .iter()
-                    .filter(|r| r.bucket == Some(*h))
+                    .filter(|r| r.hour == Some(*h))
                     .map(f)
                     .sum::<f64>();
                 (*h, v)
             })
             .collect()
     };
-    let usage_caption = |c: &str| {
-        if llm.is_some() {
-            c.to_owned()
+    let events = per_hour(&|r| r.events as f64);
+    let tokens = per_hour(&|r| {
+        if r.key == llm {
+            (r.input_tokens + r.output_tokens) as f64
         } else {
-            format!(
-                "{c}: too many LLM calls today to sum within the query budget (see /api/v1/usage with a narrower range)"
-            )
+            0.0
         }
-    };
-    let tokens = of_hour(&|r| (r.input_tokens + r.output_tokens) as f64);
-    let cost = of_hour(&|r| r.cost_usd);
+    });
+    let cost = per_hour(&|r| if r.key == llm { r.cost_usd } else { 0.0 });
 
-    let flagged = within_budget(
-        st.store
-            .query_events(
-                project,
-                since(EventQuery {
-                    decisions: vec![Decision::Flag, Decision::Deny],
-                    limit: SAMPLE,
-                    skip_total: true,
-                    ..Default::default()
-                }),
-            )
-            .await,
-    )?
-    .map(|p| p.events)
-    .unwrap_or_default();
-    let detectors = tally(flagged.iter().flat_map(|e| {
-        e.verdict
-            .as_ref()
-            .and_then(|v| serde_json::from_str::<Verdict>(v.get()).ok())
-            .map(|v| {
-                v.findings
-                    .into_iter()
-                    .map(|f| f.detector)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-    }));
-    let calls = within_budget(
-        st.store
-            .query_events(
-                project,
-                since(EventQuery {
-                    kinds: vec![Kind::ToolCall],
-                    limit: SAMPLE,
-                    skip_total: true,
-                    ..Default::default()
-                }),
-            )
-            .await,
-    )?
-    .map(|p| p.events)
-    .unwrap_or_default();
-    let tools = tally(calls.iter().filter_map(|e| {
-        let v: serde_json::Value = serde_json::from_str(e.payload.get()).ok()?;
-        agentledger_policy::engine::tool_and_arguments(e.kind, &v).0
-    }));
-    // The most active agents among the latest events (a bounded sample,
-    // like the tallies above).
-    let latest = within_budget(
-        st.store
-            .query_events(
-                project,
-                since(EventQuery {
-                    limit: SAMPLE,
-                    skip_total: true,
-                    ..Default::default()
-                }),
-            )
-            .await,
-    )?
-    .map(|p| p.events)
-    .unwrap_or_default();
-    let agents = top(tally(latest.iter().map(|e| e.agent_id.clone())), 5);
+    let detectors = counts(read(RollupDim::Detector, false, 8).await?, str::to_owned);
+    let tools = counts(read(RollupDim::Tool, false, 8).await?, str::to_owned);
+    let agents = counts(read(RollupDim::Agent, false, 5).await?, str::to_owned);
 
     let recent = st
         .store
         .list_sessions(
             project,
             SessionQuery {
-                limit: 5,
+                limit: HEALTH_SESSIONS,
                 ..Default::default()
             },
         )
         .await?;
     let mut health = Vec::new();
+    let mut budget = VERIFY_BUDGET;
     for s in recent.sessions {
         let href = format!("/console/sessions/{}/verify", urlencode(&s.id));
-        let (state, detail) = if s.head_seq > VERIFY_MAX_EVENTS {
+        let (state, detail) = if s.head_seq > budget {
             (
                 "unchecked",
-                format!("{} events: verify it on its page", s.head_seq),
+                format!(
+                    "not verified here ({} events past this page's budget): verify it on its page",
+                    s.head_seq
+                ),
             )
         } else {
+            budget -= s.head_seq;
             match verify_session(st.store.as_ref(), project, &s.id).await? {
-                Some(r) if r.valid => ("ok", format!("{} events verified", r.events)),
+                Some(r) if r.valid => ("ok", format!("all {} events verified now", r.events)),
                 Some(r) => (
                     "broken",
                     format!(
@@ -318,21 +234,14 @@ pub async fn overview(
         nav: Nav::new(&signed, "overview"),
         decisions,
         charts: vec![
-            chart(&per_hour, |v| format!("{v:.0}"), "events per hour"),
-            chart(
-                &tokens,
-                |v| format!("{v:.0}"),
-                &usage_caption("LLM tokens per hour"),
-            ),
-            chart(
-                &cost,
-                |v| format!("${v:.4}"),
-                &usage_caption("LLM cost per hour (USD)"),
-            ),
+            chart(&events, |v| format!("{v:.0}"), "events per hour"),
+            chart(&tokens, |v| format!("{v:.0}"), "LLM tokens per hour"),
+            chart(&cost, |v| format!("${v:.4}"), "LLM cost per hour (USD)"),
         ],
-        detectors: top(detectors, 8),
-        tools: top(tools, 8),
+        detectors,
+        tools,
         agents,
         health,
+        verify_budget: VERIFY_BUDGET,
     })
 }

@@ -850,3 +850,211 @@ async fn an_admin_creates_a_key_shown_once_and_revokes_it_and_only_the_projects_
     let p = sign_in(&app, &plain).await;
     assert_eq!(p.get("/console/keys").await.status(), StatusCode::FORBIDDEN);
 }
+
+/// A client whose connections come from `ip` (any 127.x address is this
+/// machine on Linux), so one test can play several addresses.
+fn client_from(ip: &str) -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(ip.parse::<std::net::IpAddr>().expect("ip"))
+        .build()
+        .expect("client")
+}
+
+fn retry_after(r: &reqwest::Response) -> u64 {
+    r.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After in seconds")
+}
+
+#[tokio::test]
+async fn failed_sign_ins_close_the_form_to_the_address_with_429_and_retry_after() {
+    let app = spawn_app().await;
+    let guesser = client_from("127.0.0.2");
+    let url = app.url("/console/sign-in");
+    // Five free failures (each a different key prefix: only the address
+    // counts them together).
+    for i in 0..5 {
+        let r = post_form(
+            &guesser,
+            &url,
+            None,
+            &[("key", &format!("al_{i}xxguess"))],
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let r = post_form(&guesser, &url, None, &[("key", "al_5xxguess")], None).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the sixth is tested, then closes"
+    );
+    // Closed now: even the right key is not looked at from this address.
+    let r = post_form(&guesser, &url, None, &[("key", &app.key)], None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 1);
+    assert!(set_cookie(r.headers()).is_none());
+    let html = Html::parse_document(&r.text().await.unwrap());
+    assert!(
+        texts(&html, "body")
+            .concat()
+            .contains("Too many failed sign-ins")
+    );
+    // Another address is not braked by this one's failures.
+    let r = post_form(
+        &client_from("127.0.0.3"),
+        &url,
+        None,
+        &[("key", &app.key)],
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // After Retry-After the form opens again; the next failure doubles the wait.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = post_form(&guesser, &url, None, &[("key", "al_6xxguess")], None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = post_form(&guesser, &url, None, &[("key", &app.key)], None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 2, "the wait doubled");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_for_one_key_prefix_from_many_addresses_close_the_form_to_it() {
+    let app = spawn_app().await;
+    let url = app.url("/console/sign-in");
+    let target: String = app.key.chars().take(7).collect();
+    // Six guesses at the key's prefix, from three addresses (two each: no
+    // address reaches its own bound).
+    for i in 0..6 {
+        let c = client_from(&format!("127.0.1.{}", 1 + i % 3));
+        let guess = format!("{target}{i}wrong");
+        let r = post_form(&c, &url, None, &[("key", &guess)], None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let fresh = client_from("127.0.1.9");
+    let r = post_form(
+        &fresh,
+        &url,
+        None,
+        &[("key", &format!("{target}zzz"))],
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the prefix is braked"
+    );
+    assert!(retry_after(&r) >= 1);
+    // Other keys are still tested from that address.
+    let r = post_form(&fresh, &url, None, &[("key", "al_Qother")], None).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// The overview's figures are exact counts of the day (from the store's
+/// rollups), and its chain health claims "ok" only for a session it
+/// verified in full: a session past its budget is "unchecked", a tampered
+/// one "broken".
+#[tokio::test]
+async fn the_overview_counts_the_day_exactly_and_claims_only_chains_it_verified() {
+    let app = spawn_app().await;
+    let call = |s: &str, agent: &str, tool: &str| {
+        json!({"session_id": s, "agent_id": agent, "kind": "tool_call",
+            "payload": {"toolName": tool, "callId": "c", "arguments": {}}})
+    };
+    app.ingest(json!([
+        call("small", "alpha", "search"),
+        call("small", "alpha", "search"),
+        call("small", "beta", "shell"),
+        {"session_id": "small", "agent_id": "alpha", "kind": "memory",
+            "payload": {"note": "AKIAIOSFODNN7EXAMPLE"}},
+    ]))
+    .await;
+    app.ingest(json!([
+        call("tampered", "beta", "search"),
+        memory("tampered", 2)
+    ]))
+    .await;
+    // Past the overview's verification budget (2,000 events).
+    for chunk in 0..3 {
+        let events: Vec<_> = (0..700).map(|i| memory("long", chunk * 700 + i)).collect();
+        app.ingest(json!(events)).await;
+    }
+    tamper(
+        &app.db,
+        "UPDATE events SET payload = '{\"n\":99}' WHERE seq = 2 AND session_ref = \
+         (SELECT rowid FROM sessions WHERE id = 'tampered')",
+    );
+    let b = sign_in(&app, &app.key).await;
+    let (_, html) = b.page("/console").await;
+    let cards = texts(&html, ".cards .card");
+    let card = |d: &str| -> u64 {
+        cards
+            .iter()
+            .find(|c| c.starts_with(d))
+            .and_then(|c| c[d.len()..].trim().parse().ok())
+            .unwrap_or_else(|| panic!("a {d} card in {cards:?}"))
+    };
+    assert_eq!(
+        card("allow") + card("flag") + card("deny"),
+        2106,
+        "every judged event"
+    );
+    assert!(
+        card("flag") + card("deny") >= 1,
+        "the access key was flagged"
+    );
+    let rows = |section: &str| -> Vec<(String, String)> {
+        let sel = Selector::parse(&format!(".cols > div:nth-child({section}) tr")).unwrap();
+        html.select(&sel)
+            .map(|tr| {
+                let td: Vec<String> = tr
+                    .select(&Selector::parse("td").unwrap())
+                    .map(|t| t.text().collect())
+                    .collect();
+                (td[0].clone(), td.get(1).cloned().unwrap_or_default())
+            })
+            .collect()
+    };
+    assert_eq!(
+        rows("2"),
+        [("search".into(), "3".into()), ("shell".into(), "1".into())]
+    );
+    assert!(
+        rows("1").iter().any(|(d, n)| d == "secrets" && n == "1"),
+        "findings by detector: {:?}",
+        rows("1")
+    );
+    assert_eq!(rows("3")[0], ("my-agent".into(), "2101".into()));
+    let health: Vec<Vec<String>> = {
+        let tr = Selector::parse("#health tr").unwrap();
+        html.select(&tr)
+            .map(|r| {
+                r.select(&Selector::parse("td").unwrap())
+                    .map(|t| t.text().collect())
+                    .collect()
+            })
+            .collect()
+    };
+    let state = |id: &str| -> (String, String) {
+        let r = health
+            .iter()
+            .find(|r| r[0] == id)
+            .unwrap_or_else(|| panic!("{id} in {health:?}"));
+        (r[2].clone(), r[3].clone())
+    };
+    assert_eq!(state("long").0, "unchecked");
+    assert!(
+        state("long").1.contains("not verified"),
+        "{:?}",
+        state("long")
+    );
+    assert_eq!(state("tampered").0, "broken");
+    assert!(state("tampered").1.contains("seq 2"));
+    assert_eq!(state("small").0, "ok");
+}

@@ -28,6 +28,7 @@
 mod errors;
 mod import;
 mod reads;
+mod rollups;
 mod rows;
 mod schema;
 mod writer;
@@ -484,6 +485,17 @@ impl EventStore for PostgresStore {
         let tx = self.begin_budgeted(&mut conn).await?;
         let r = reads::llm_usage(&*tx, project, &q, provider, group).await;
         self.end_budgeted(tx, r).await
+    }
+
+    async fn rollups(
+        &self,
+        project: &ProjectRef,
+        q: crate::rollup::RollupQuery,
+    ) -> StoreResult<Vec<crate::rollup::RollupRow>> {
+        let conn = self.conn().await?;
+        rollups::read(&**conn, project, &q)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>> {

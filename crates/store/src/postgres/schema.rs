@@ -19,6 +19,60 @@ use tokio_postgres::Client;
 /// writer's one-bigint session locks) held while migrating.
 const MIGRATION_LOCK: (i32, i32) = (0x616c_6564, 1);
 
+/// Migration 2's recount of the rollups from the events: dimension codes
+/// as `RollupDim::code` (decision 1, kind 2, agent 3, tool 4, detector 5),
+/// kind tool_call = 5; the tool as core's `payload::tool_name` finds it.
+/// `json`, not `jsonb`: payloads are kept as received, and `jsonb` refuses
+/// some valid JSON (`\u0000`).
+macro_rules! rollup_backfill {
+    () => {
+        r#"
+    INSERT INTO rollups (project_id, dim, hour, key, shard, events, input_tokens, output_tokens, cost_usd)
+    SELECT project_id, dim, hour, key, 0, count(*), sum(i), sum(o), sum(c) FROM (
+        SELECT project_id, 2::int2 AS dim, ts - ((ts % 3600000000) + 3600000000) % 3600000000 AS hour,
+               kind::text AS key, coalesce(input_tokens, 0) AS i,
+               coalesce(output_tokens, 0) AS o, coalesce(cost_usd, 0.0) AS c
+        FROM events
+        UNION ALL
+        SELECT project_id, 3, ts - ((ts % 3600000000) + 3600000000) % 3600000000, agent_id,
+               coalesce(input_tokens, 0), coalesce(output_tokens, 0), coalesce(cost_usd, 0.0)
+        FROM events
+        UNION ALL
+        SELECT project_id, 1, ts - ((ts % 3600000000) + 3600000000) % 3600000000, decision::text,
+               coalesce(input_tokens, 0), coalesce(output_tokens, 0), coalesce(cost_usd, 0.0)
+        FROM events WHERE decision IS NOT NULL
+        UNION ALL
+        SELECT project_id, 4, hour, tool, i, o, c FROM (
+            SELECT project_id, ts - ((ts % 3600000000) + 3600000000) % 3600000000 AS hour,
+                   coalesce(
+                     CASE WHEN json_typeof(p -> 'toolName') = 'string' THEN p ->> 'toolName' END,
+                     CASE WHEN json_typeof(p -> 'tool_name') = 'string' THEN p ->> 'tool_name' END,
+                     CASE WHEN json_typeof(p -> 'tool') = 'string' THEN p ->> 'tool' END,
+                     CASE WHEN json_typeof(p -> 'tool' -> 'name') = 'string' THEN p -> 'tool' ->> 'name' END,
+                     CASE WHEN json_typeof(p -> 'name') = 'string' THEN p ->> 'name' END
+                   ) AS tool,
+                   coalesce(input_tokens, 0) AS i, coalesce(output_tokens, 0) AS o,
+                   coalesce(cost_usd, 0.0) AS c
+            FROM (SELECT *, CASE WHEN json_typeof(payload::json) = 'object'
+                                 THEN payload::json END AS p
+                  FROM events WHERE kind = 5) t
+        ) tools WHERE tool IS NOT NULL
+        UNION ALL
+        SELECT e.project_id, 5, e.ts - ((e.ts % 3600000000) + 3600000000) % 3600000000,
+               f ->> 'detector', 0, 0, 0.0
+        FROM events e,
+             json_array_elements(CASE WHEN json_typeof(e.verdict::json -> 'findings') = 'array'
+                                      THEN e.verdict::json -> 'findings' ELSE '[]'::json END) f
+        WHERE e.verdict IS NOT NULL AND json_typeof(f -> 'detector') = 'string'
+    ) AS d GROUP BY project_id, dim, hour, key;
+    "#
+    };
+}
+
+/// Migration 2's recount, for tests that rebuild the rollups and compare.
+#[cfg(test)]
+pub const ROLLUP_BACKFILL: &str = rollup_backfill!();
+
 /// Each entry is one migration; never edit a released one, append a new one.
 const MIGRATIONS: &[&str] = &[
     // 1: the whole ledger. Kind, dialect, severity and decision are stored
@@ -138,6 +192,26 @@ const MIGRATIONS: &[&str] = &[
     -- AND of the per-term phrase queries of a search (see reads.rs).
     CREATE AGGREGATE agentledger_tsquery_and(tsquery) (SFUNC = tsquery_and, STYPE = tsquery);
     "#,
+    // 2: hourly rollups (store/src/rollup.rs and postgres/rollups.rs: up to
+    // 8 shards per key), kept by the writer in the append's own
+    // transaction; built here from the events of an older ledger (shard 0).
+    concat!(
+        r#"
+    CREATE TABLE rollups (
+        project_id    BIGINT NOT NULL,
+        dim           SMALLINT NOT NULL,
+        hour          BIGINT NOT NULL,
+        key           TEXT NOT NULL,
+        shard         SMALLINT NOT NULL,
+        events        BIGINT NOT NULL,
+        input_tokens  BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cost_usd      DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (project_id, dim, hour, key, shard)
+    );
+    "#,
+        rollup_backfill!()
+    ),
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -804,6 +804,7 @@ impl Writer {
                 }
             }
             insert_events(client, &rows, &refs).await?;
+            write_rollups(client, &rows, token).await?;
             rows.first().map(|r| (r.project_id, r.linked.id))
         };
         update_heads(client, &heads, &refs).await?;
@@ -1534,6 +1535,27 @@ async fn insert_events(
             .map_err(failure)?;
     }
     Ok(())
+}
+
+/// The group's hourly rollups, summed in memory, then one UPSERT (see
+/// `super::rollups`): in the events' transaction, so both commit or neither.
+async fn write_rollups(
+    client: &tokio_postgres::Client,
+    rows: &[EventRow<'_>],
+    token: i64,
+) -> Result<(), Failure> {
+    let mut r = crate::rollup::Rollups::default();
+    for row in rows {
+        r.add_new(
+            row.project_id,
+            row.ev,
+            &row.linked.usage,
+            row.linked.server_ts,
+        );
+    }
+    super::rollups::write(client, &r, super::rollups::shard_of(token))
+        .await
+        .map_err(failure)
 }
 
 /// The statement that stores a group's events (shared with the benchmark's ceiling).

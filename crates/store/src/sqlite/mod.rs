@@ -5,6 +5,7 @@ mod agents;
 mod checkpoint;
 mod faults;
 mod llm;
+mod rollups;
 mod rows;
 mod schema;
 mod search;
@@ -939,6 +940,15 @@ impl EventStore for SqliteStore {
         let project = project.clone();
         self.read_budgeted(move |c| llm::llm_usage_sync(c, &project, &q, provider, group))
             .await
+    }
+
+    async fn rollups(
+        &self,
+        project: &ProjectRef,
+        q: crate::rollup::RollupQuery,
+    ) -> StoreResult<Vec<crate::rollup::RollupRow>> {
+        let project = project.clone();
+        self.read(move |c| rollups::read(c, &project, &q)).await
     }
 
     async fn get_event(&self, project: &ProjectRef, id: EventId) -> StoreResult<Option<Event>> {

@@ -3,6 +3,51 @@
 
 use rusqlite::Connection;
 
+/// Migration 9's recount of the rollups from the events: dimension codes
+/// as `RollupDim::code` (decision 1, kind 2, agent 3, tool 4, detector 5),
+/// kind tool_call = 5; the tool as core's `payload::tool_name` finds it.
+macro_rules! rollup_backfill {
+    () => {
+        r#"
+    INSERT INTO rollups (project_id, dim, hour, key, events, input_tokens, output_tokens, cost_usd)
+    SELECT project_id, dim, hour, key, count(*), sum(i), sum(o), sum(c) FROM (
+        SELECT project_id, 2 AS dim, ts - ((ts % 3600000000) + 3600000000) % 3600000000 AS hour,
+               CAST(kind AS TEXT) AS key, coalesce(input_tokens, 0) AS i,
+               coalesce(output_tokens, 0) AS o, coalesce(cost_usd, 0.0) AS c
+        FROM events
+        UNION ALL
+        SELECT project_id, 3, ts - ((ts % 3600000000) + 3600000000) % 3600000000, agent_id,
+               coalesce(input_tokens, 0), coalesce(output_tokens, 0), coalesce(cost_usd, 0.0)
+        FROM events
+        UNION ALL
+        SELECT project_id, 1, ts - ((ts % 3600000000) + 3600000000) % 3600000000,
+               CAST(decision AS TEXT),
+               coalesce(input_tokens, 0), coalesce(output_tokens, 0), coalesce(cost_usd, 0.0)
+        FROM events WHERE decision IS NOT NULL
+        UNION ALL
+        SELECT project_id, 4, hour, tool, i, o, c FROM (
+            SELECT project_id, ts - ((ts % 3600000000) + 3600000000) % 3600000000 AS hour,
+                   coalesce(
+                     CASE WHEN json_type(payload, '$.toolName') = 'text' THEN json_extract(payload, '$.toolName') END,
+                     CASE WHEN json_type(payload, '$.tool_name') = 'text' THEN json_extract(payload, '$.tool_name') END,
+                     CASE WHEN json_type(payload, '$.tool') = 'text' THEN json_extract(payload, '$.tool') END,
+                     CASE WHEN json_type(payload, '$.tool.name') = 'text' THEN json_extract(payload, '$.tool.name') END,
+                     CASE WHEN json_type(payload, '$.name') = 'text' THEN json_extract(payload, '$.name') END
+                   ) AS tool,
+                   coalesce(input_tokens, 0) AS i, coalesce(output_tokens, 0) AS o,
+                   coalesce(cost_usd, 0.0) AS c
+            FROM events WHERE kind = 5
+        ) WHERE tool IS NOT NULL
+        UNION ALL
+        SELECT e.project_id, 5, e.ts - ((e.ts % 3600000000) + 3600000000) % 3600000000,
+               json_extract(f.value, '$.detector'), 0, 0, 0.0
+        FROM events e, json_each(e.verdict, '$.findings') f
+        WHERE e.verdict IS NOT NULL AND json_type(f.value, '$.detector') = 'text'
+    ) GROUP BY project_id, dim, hour, key;
+    "#
+    };
+}
+
 /// Each entry is one migration; never edit a released one, append a new one.
 const MIGRATIONS: &[&str] = &[
     // 1: projects, keys, sessions, events, full-text index.
@@ -156,7 +201,30 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at);
     "#,
+    // 9: hourly rollups (store/src/rollup.rs), kept by the writer in the
+    // append's own transaction; built here from the events of an older
+    // ledger.
+    concat!(
+        r#"
+    CREATE TABLE rollups (
+        project_id    INTEGER NOT NULL,
+        dim           INTEGER NOT NULL,
+        hour          INTEGER NOT NULL,
+        key           TEXT NOT NULL,
+        events        INTEGER NOT NULL,
+        input_tokens  INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cost_usd      REAL NOT NULL,
+        PRIMARY KEY (project_id, dim, hour, key)
+    ) WITHOUT ROWID;
+    "#,
+        rollup_backfill!()
+    ),
 ];
+
+/// Migration 9's recount, for tests that rebuild the rollups and compare.
+#[cfg(test)]
+pub const ROLLUP_BACKFILL: &str = rollup_backfill!();
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
@@ -253,7 +321,8 @@ mod tests {
         // The same database as a binary before migration 7 would leave it.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE idempotency_keys;
+            "DROP TABLE rollups;
+             DROP TABLE idempotency_keys;
              DROP INDEX sessions_project_agent;
              ALTER TABLE sessions DROP COLUMN event_count;
              ALTER TABLE sessions DROP COLUMN tool_call_count;

@@ -32,6 +32,7 @@ use agentledger_core::{EventId, Micros, NewEvent};
 mod import;
 
 use super::faults::Faults;
+use super::rollups::Pending as PendingRollups;
 use super::rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
 use super::search::Progress;
 use crate::{
@@ -150,6 +151,8 @@ pub(crate) struct Writer {
     /// How long a reply stays kept under its idempotency key.
     idempotency_ttl: std::time::Duration,
     last_purge: Instant,
+    /// Hourly rollup deltas of the open transaction (see `crate::rollup`).
+    rollups: PendingRollups,
 }
 
 /// The sessions `events` name, each once, in order of first appearance.
@@ -188,6 +191,7 @@ impl Writer {
             faults,
             idempotency_ttl,
             last_purge: Instant::now() - std::time::Duration::from_secs(3600),
+            rollups: PendingRollups::default(),
         }
     }
 
@@ -274,7 +278,11 @@ impl Writer {
                 "disk I/O error (injected: the COMMIT's fsync failed)".into(),
             ))
         } else {
-            self.conn.execute_batch("COMMIT").map_err(storage)
+            // The rollups are written in the events' transaction: both or neither.
+            self.rollups
+                .write(&self.conn)
+                .and_then(|()| self.conn.execute_batch("COMMIT"))
+                .map_err(storage)
         };
         match committed {
             Ok(()) => {
@@ -298,6 +306,7 @@ impl Writer {
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.txn_rowid = 0;
+                self.rollups.discard();
                 tracing::error!(error = %e, "commit failed; no event of this group was stored");
                 for (reply, _, permit) in results {
                     drop(permit);
@@ -330,6 +339,7 @@ impl Writer {
         if result.is_err() {
             self.txn_rowid = rowid_before;
         }
+        self.rollups.request_done(result.is_ok());
         let end = match &result {
             Ok(_) => "RELEASE req",
             Err(_) => "ROLLBACK TO req; RELEASE req",
@@ -711,6 +721,7 @@ impl Writer {
                 })
                 .map_err(storage)?;
             self.txn_rowid = self.txn_rowid.max(self.conn.last_insert_rowid());
+            self.rollups.count_new(project.id.0, ev, &usage, now);
             if let Some(salt) = j.and_then(|j| j.redaction_salt.as_ref()) {
                 // Kept apart from the event (its own table, never exported)
                 // so it can be destroyed: `agentledger salts destroy`.
@@ -923,7 +934,11 @@ impl Writer {
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(storage)?;
         let r = match f(self) {
-            Ok(v) => match self.conn.execute_batch("COMMIT") {
+            Ok(v) => match self
+                .rollups
+                .write(&self.conn)
+                .and_then(|()| self.conn.execute_batch("COMMIT"))
+            {
                 Ok(()) => {
                     self.search.committed(self.txn_rowid);
                     Ok(v)
@@ -938,6 +953,9 @@ impl Writer {
                 Err(e)
             }
         };
+        if r.is_err() {
+            self.rollups.discard();
+        }
         self.txn_rowid = 0;
         r
     }
