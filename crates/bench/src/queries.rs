@@ -419,10 +419,14 @@ async fn console(
                 .map_err(|e| e.to_string())?;
             let status = r.status();
             let body = r.bytes().await.map_err(|e| e.to_string())?;
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                // Stopped at the query budget: timed and counted, not dropped.
+                return Ok::<(Duration, Bytes, bool), String>((t.elapsed(), body, true));
+            }
             if status != reqwest::StatusCode::OK {
                 return Err(format!("GET {url} answered {status}"));
             }
-            Ok::<(Duration, Bytes), String>((t.elapsed(), body))
+            Ok((t.elapsed(), body, false))
         }
     };
     let mut ids = Vec::new();
@@ -439,10 +443,21 @@ async fn console(
     let mut rows = Vec::new();
     let mut run = async |name: &str, note: &str, paths: Vec<String>| -> Result<(), String> {
         let mut lat = Vec::new();
+        let mut refused = 0;
         for p in paths {
-            lat.push(page(p).await?.0);
+            let (d, _, stopped) = page(p).await?;
+            lat.push(d);
+            refused += usize::from(stopped);
         }
-        rows.push(timed(&label(name), lat, note));
+        let note = if refused > 0 {
+            format!(
+                "{note}; refused at the query budget (503): {refused} of {}",
+                lat.len()
+            )
+        } else {
+            note.to_owned()
+        };
+        rows.push(timed(&label(name), lat, &note));
         Ok(())
     };
     run(
