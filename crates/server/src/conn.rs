@@ -60,7 +60,7 @@ struct AddressSlot {
 
 /// The key a client address is counted under: an IPv6 client usually holds
 /// a whole /64, so its addresses count as one.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

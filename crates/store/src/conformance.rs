@@ -1525,18 +1525,7 @@ pub async fn rollup_recount(store: &dyn EventStore, p: &ProjectRef) -> RollupTab
             let Some(last) = evs.last() else { break };
             after = last.0.seq;
             for (ev, cols) in &evs {
-                r.add(
-                    p.id.0,
-                    &EventFacts {
-                        ts: ev.time(),
-                        kind: ev.kind,
-                        agent_id: &ev.agent_id,
-                        decision: cols.decision,
-                        verdict: ev.verdict.as_ref().map(|v| v.get()),
-                        payload: ev.payload.get(),
-                        usage: &cols.usage,
-                    },
-                );
+                r.add(p.id.0, &EventFacts::stored(ev, cols));
             }
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod import;
+mod kept;
 mod open;
 pub mod postgres;
 pub mod rollup;

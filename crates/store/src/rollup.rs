@@ -211,6 +211,21 @@ pub struct EventFacts<'a> {
     pub usage: &'a Usage,
 }
 
+impl<'a> EventFacts<'a> {
+    /// The facts of a stored event, with its stored derived columns.
+    pub fn stored(ev: &'a agentledger_core::Event, cols: &'a crate::DerivedColumns) -> Self {
+        EventFacts {
+            ts: ev.time(),
+            kind: ev.kind,
+            agent_id: &ev.agent_id,
+            decision: cols.decision,
+            verdict: ev.verdict.as_ref().map(|v| v.get()),
+            payload: ev.payload.get(),
+            usage: &cols.usage,
+        }
+    }
+}
+
 /// The `detector` of each finding of a stored verdict (those that are strings).
 fn detectors(verdict: &str) -> Vec<String> {
     // Most verdicts have no findings: skip the parse.

@@ -55,25 +55,10 @@ pub struct SignInThrottle {
     counters: Mutex<HashMap<Source, Failures>>,
 }
 
-/// The key a client address is counted under (a /64 for IPv6).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut seg = v6.segments();
-                seg[4..].fill(0);
-                IpAddr::V6(std::net::Ipv6Addr::from(seg))
-            }
-        },
-        v4 => v4,
-    }
-}
-
 fn sources(addr: Option<IpAddr>, prefix: &str) -> Vec<Source> {
     let mut s = vec![Source::Prefix(prefix.to_owned())];
     if let Some(ip) = addr {
-        s.push(Source::Address(address_key(ip)));
+        s.push(Source::Address(crate::conn::client_key(ip)));
     }
     s
 }

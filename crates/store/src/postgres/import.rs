@@ -362,18 +362,9 @@ impl PostgresStore {
         // The imported events' hourly rollups, in the same transaction.
         let mut rollups = crate::rollup::Rollups::default();
         for ie in events {
-            let ev = &ie.event;
             rollups.add(
                 project.id.0,
-                &crate::rollup::EventFacts {
-                    ts: ev.time(),
-                    kind: ev.kind,
-                    agent_id: &ev.agent_id,
-                    decision: ie.columns.decision,
-                    verdict: ev.verdict.as_ref().map(|v| v.get()),
-                    payload: ev.payload.get(),
-                    usage: &ie.columns.usage,
-                },
+                &crate::rollup::EventFacts::stored(&ie.event, &ie.columns),
             );
         }
         super::rollups::write(&tx, &rollups, 0)

@@ -204,7 +204,7 @@ impl PostgresStore {
         let writer = Writer {
             pool: write_pool,
             states: lru::LruCache::new(
-                std::num::NonZeroUsize::new(writer::STATE_CACHE)
+                std::num::NonZeroUsize::new(crate::kept::STATE_CACHE)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
             ),
             pending_states: std::collections::HashMap::new(),

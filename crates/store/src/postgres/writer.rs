@@ -75,9 +75,8 @@ use agentledger_core::{EventId, Micros, NewEvent, Session, SessionStatus};
 use super::errors::{Class, classify, describe, pool_error};
 use super::rows::{EVENT_COLS, EVENT_FROM, counters_from_row, event_from_row, get};
 use crate::{
-    AppendOutcome, AppendRequest, AppendedEvent, Committed, FOLD_IN_WRITER, IdempotencyKey, Judge,
-    NewSession, ProjectRef, Render, SessionFold, SessionStates, StoreError, StoreResult,
-    StoredReply, WriterObserver,
+    AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, Judge, NewSession,
+    ProjectRef, Render, SessionStates, StoreError, StoreResult, StoredReply, WriterObserver,
 };
 
 /// Upper bound of events in one group-commit transaction.
@@ -104,23 +103,7 @@ pub(crate) struct Append {
     pub(crate) permit: OwnedSemaphorePermit,
 }
 
-/// A session's policy state and the seq of the last event folded into it.
-pub(crate) struct State {
-    seq: u64,
-    fold: Box<dyn SessionFold>,
-}
-
-impl Clone for State {
-    fn clone(&self) -> Self {
-        State {
-            seq: self.seq,
-            fold: self.fold.clone_box(),
-        }
-    }
-}
-
-/// Policy session states a node keeps.
-pub(crate) const STATE_CACHE: usize = 50_000;
+type State = crate::kept::KeptState;
 
 pub(crate) struct Writer {
     pub(crate) pool: Pool,
@@ -945,22 +928,11 @@ impl Writer {
                 }
                 let at = heads.get(&key).map_or(0, |h| h.chain.seq);
                 let kept = self.states.get(&key).cloned();
-                let start = match kept {
-                    Some(s) if s.seq <= at && at - s.seq <= FOLD_IN_WRITER => Some((s.seq, s.fold)),
-                    _ => {
-                        let judge = job.judge.as_mut().ok_or_else(|| {
-                            Failure::Data(StoreError::Judge("the judge went missing".into()))
-                        })?;
-                        match judge.seed(&key.1) {
-                            Some((seq, fold)) if seq <= at && at - seq <= FOLD_IN_WRITER => {
-                                Some((seq, fold))
-                            }
-                            _ if at <= FOLD_IN_WRITER => Some((0, judge.empty())),
-                            _ => None,
-                        }
-                    }
-                };
-                let Some((from, fold)) = start else {
+                let judge = job.judge.as_mut().ok_or_else(|| {
+                    Failure::Data(StoreError::Judge("the judge went missing".into()))
+                })?;
+                let Some((from, fold)) = crate::kept::fold_from(kept, at, &key.1, judge.as_mut())
+                else {
                     missing.push(key.1);
                     continue;
                 };

@@ -36,17 +36,15 @@ use super::rollups::Pending as PendingRollups;
 use super::rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
 use super::search::Progress;
 use crate::{
-    ApiKeyInfo, AppendOutcome, AppendRequest, AppendedEvent, Committed, FOLD_IN_WRITER,
-    IdempotencyKey, Judge, NewSession, ProjectRef, SessionFold, SessionStates, StoreError,
-    StoreResult, StoredReply, WriterObserver,
+    ApiKeyInfo, AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, Judge,
+    NewSession, ProjectRef, SessionFold, SessionStates, StoreError, StoreResult, StoredReply,
+    WriterObserver,
 };
 
 /// Upper bound of events in one group-commit transaction.
 const MAX_EVENTS_PER_TXN: usize = 20_000;
 /// Chain heads kept in memory.
 const HEAD_CACHE: usize = 100_000;
-/// Policy session states kept in memory.
-const STATE_CACHE: usize = 50_000;
 
 /// The statement that stores one event (shared with the benchmark's ceiling).
 pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, project_id, session_ref, seq, \
@@ -121,20 +119,7 @@ struct Head {
     chain: SessionHead,
 }
 
-/// A session's policy state and the seq of the last event folded into it.
-struct State {
-    seq: u64,
-    fold: Box<dyn SessionFold>,
-}
-
-impl Clone for State {
-    fn clone(&self) -> Self {
-        State {
-            seq: self.seq,
-            fold: self.fold.clone_box(),
-        }
-    }
-}
+type State = crate::kept::KeptState;
 
 pub(crate) struct Writer {
     conn: Connection,
@@ -179,7 +164,7 @@ impl Writer {
         idempotency_ttl: std::time::Duration,
     ) -> Self {
         let cap = NonZeroUsize::new(HEAD_CACHE).unwrap_or(NonZeroUsize::MIN);
-        let state_cap = NonZeroUsize::new(STATE_CACHE).unwrap_or(NonZeroUsize::MIN);
+        let state_cap = NonZeroUsize::new(crate::kept::STATE_CACHE).unwrap_or(NonZeroUsize::MIN);
         Writer {
             conn,
             heads: LruCache::new(cap),
@@ -482,10 +467,9 @@ impl Writer {
         })
     }
 
-    /// A session's policy state at seq `at` (its head): the kept one, moved
-    /// on by the events appended since (by another process); else the
-    /// judge's seed, likewise; else folded from the session's events if
-    /// there are at most [`FOLD_IN_WRITER`]. `None`: ask for a seed.
+    /// A session's policy state at seq `at` (its head), folded from where
+    /// `kept::fold_from` says (the events appended since read here).
+    /// `None`: ask for a seed.
     fn state_at(
         &mut self,
         project: &ProjectRef,
@@ -494,15 +478,7 @@ impl Writer {
         kept: Option<State>,
         judge: &mut dyn Judge,
     ) -> StoreResult<Option<Box<dyn SessionFold>>> {
-        let start = match kept {
-            Some(s) if s.seq <= at && at - s.seq <= FOLD_IN_WRITER => Some((s.seq, s.fold)),
-            _ => match judge.seed(&key.1) {
-                Some((seq, fold)) if seq <= at && at - seq <= FOLD_IN_WRITER => Some((seq, fold)),
-                _ if at <= FOLD_IN_WRITER => Some((0, judge.empty())),
-                _ => None,
-            },
-        };
-        let Some((from, mut fold)) = start else {
+        let Some((from, mut fold)) = crate::kept::fold_from(kept, at, &key.1, judge) else {
             return Ok(None);
         };
         if from < at {

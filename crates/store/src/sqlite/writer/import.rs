@@ -235,18 +235,8 @@ impl Writer {
                     e => e,
                 })?;
             self.txn_rowid = self.txn_rowid.max(self.conn.last_insert_rowid());
-            self.rollups.count(
-                project.id.0,
-                &crate::rollup::EventFacts {
-                    ts: ev.time(),
-                    kind: ev.kind,
-                    agent_id: &ev.agent_id,
-                    decision: cols.decision,
-                    verdict: ev.verdict.as_ref().map(|v| v.get()),
-                    payload: ev.payload.get(),
-                    usage: &cols.usage,
-                },
-            );
+            self.rollups
+                .count(project.id.0, &crate::rollup::EventFacts::stored(ev, cols));
             if let Some(salt) = &ie.redaction_salt {
                 self.conn
                     .execute(
