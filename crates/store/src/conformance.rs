@@ -1726,3 +1726,118 @@ pub async fn rollups_equal_a_recount(store: &dyn EventStore) {
     let theirs = rollup_table(store, &other).await;
     assert_eq!(theirs.len(), 3, "kind, agent, tool: {theirs:?}");
 }
+
+/// Searches page correctly whether their words are rare, in a few thousand
+/// events, or in nearly every event (PostgreSQL and SQLite each plan those
+/// differently: a sort of the matches, or a walk of the listing's order);
+/// totals are exact or say they are capped; never another project's.
+pub async fn search_pages_common_and_rare_words(store: &dyn EventStore) {
+    const N: i64 = 5_200;
+    let p = project(store, "p").await;
+    let other = project(store, "other").await;
+    let mut batch = Vec::new();
+    for i in 0..N {
+        let extra = match i {
+            _ if i % 1000 == 500 => "rare half",
+            _ if i % 2 == 0 => "half",
+            _ => "",
+        };
+        let mut e = event(
+            &format!("s{}", i % 3),
+            Kind::Memory,
+            &format!(r#"{{"n":{i},"text":"common word {extra}"}}"#),
+        );
+        e.client_ts = Some(Micros(1_000_000 * (i + 1)));
+        batch.push(e);
+        if batch.len() == 1000 {
+            store
+                .append(&p, std::mem::take(&mut batch))
+                .await
+                .expect("append");
+        }
+    }
+    store.append(&p, batch).await.expect("append");
+    let noise: Vec<_> = (0..50)
+        .map(|_| event("s0", Kind::Memory, r#"{"text":"common rare half"}"#))
+        .collect();
+    store.append(&other, noise).await.expect("append");
+    wait_for_search(store).await;
+
+    let n_of = |e: &agentledger_core::Event| -> i64 {
+        let v: serde_json::Value = serde_json::from_str(e.payload.get()).expect("payload");
+        v["n"].as_i64().expect("n")
+    };
+    // Every page of a search, by cursor, in `order`: the `n` of each event.
+    let p = &p;
+    let all = |text: &'static str, session: Option<&'static str>, order: Order, limit: u32| async move {
+        let mut got = Vec::new();
+        let mut cursor = None;
+        let mut first_total = None;
+        loop {
+            let page = store
+                .query_events(
+                    p,
+                    EventQuery {
+                        limit,
+                        text: Some(text.into()),
+                        session_id: session.map(str::to_owned),
+                        order,
+                        cursor: cursor.take(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .expect("search");
+            first_total.get_or_insert((page.total, page.total_capped));
+            got.extend(page.events.iter().map(n_of));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return (got, first_total.expect("one page")),
+            }
+        }
+    };
+    let exact_or_capped = |(total, capped): (Option<u64>, bool), want: u64, what: &str| {
+        let total = total.expect("a total");
+        if capped {
+            assert!(
+                (agentledger_core::query::TEXT_COUNT_LIMIT..=want).contains(&total),
+                "{what}: capped total {total} of {want}"
+            );
+        } else {
+            assert_eq!(total, want, "{what}: total");
+        }
+    };
+
+    // In every event: newest first, then oldest first, every event once.
+    let (got, total) = all("common", None, Order::Desc, 700).await;
+    assert_eq!(
+        got,
+        (0..N).rev().collect::<Vec<_>>(),
+        "common, newest first"
+    );
+    exact_or_capped(total, N as u64, "common");
+    let (got, _) = all("COMMON word", None, Order::Asc, 1000).await;
+    assert_eq!(
+        got,
+        (0..N).collect::<Vec<_>>(),
+        "common words, oldest first"
+    );
+    // In one session, in chain order.
+    let (got, _) = all("common", Some("s1"), Order::Asc, 500).await;
+    let want: Vec<i64> = (0..N).filter(|i| i % 3 == 1).collect();
+    assert_eq!(got, want, "common, one session");
+    // In half of them.
+    let (got, total) = all("half", None, Order::Desc, 400).await;
+    let want: Vec<i64> = (0..N).rev().filter(|i| i % 2 == 0).collect();
+    assert_eq!(got, want, "half, newest first");
+    exact_or_capped(total, want.len() as u64, "half");
+    // In a few: exact totals.
+    let (got, total) = all("rare", None, Order::Desc, 2).await;
+    assert_eq!(got, vec![4500, 3500, 2500, 1500, 500], "rare");
+    assert_eq!(total, (Some(5), false), "rare: total");
+    let (got, _) = all("rare common", Some("s2"), Order::Asc, 10).await;
+    assert_eq!(got, vec![500, 3500], "rare, one session");
+    let (got, total) = all("common nowhere", None, Order::Desc, 50).await;
+    assert!(got.is_empty(), "no event has both words");
+    assert_eq!(total, (Some(0), false));
+}

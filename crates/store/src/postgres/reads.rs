@@ -12,10 +12,26 @@
 //! and PostgreSQL's parser keeps some compound tokens whole as well as in
 //! parts (`foo-bar`, `a.b`, e-mail addresses, URLs).
 //!
+//! # How a search is planned
+//! The planner cannot see a search's terms (they are folded into one query
+//! by an aggregate at run time), so it guesses a match rate, and either
+//! guess is ruinous on one kind of search: walking the time index for a
+//! rare term reads every event of the project, and fetching then sorting
+//! every match of a common word reads hundreds of thousands. So the store
+//! decides, as SQLite's planner does from its term statistics: it first
+//! counts matches through the GIN index, up to `LOOKUP_MATCHES` (a
+//! bounded read of the index: a bitmap of the term's entries, then as
+//! many rows as counted). Up to that many, the page is cut from those
+//! matches, sorted (a materialized CTE keeps the planner on the index).
+//! Above it, the words are common: the page walks the listing's own order
+//! (time, or seq in one session) newest first and tests each event with
+//! `ts_match_vq`, the function behind `@@`, which no index can answer, so
+//! the planner cannot turn it back into a bitmap of every match.
+//!
 //! # Counts
 //! Totals are counted up to `COUNT_LIMIT`; with a full-text term, up to
-//! `LOOKUP_MATCHES`: a search matching more is reported as
-//! `TEXT_COUNT_LIMIT`, capped, as SQLite reports its common terms.
+//! `TEXT_COUNT_LIMIT` (the count that decides the plan goes on to
+//! `LOOKUP_MATCHES`), as SQLite reports its common terms.
 
 use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
@@ -30,7 +46,8 @@ use crate::{
     ProjectRef, SessionPage, SessionQuery, StoreError, StoreResult, UsageGroup, UsageRow,
 };
 
-/// Full-text matches above which a search's total is reported capped.
+/// Full-text matches above which a search's page walks the listing's order
+/// instead of sorting its matches (module doc).
 pub(crate) const LOOKUP_MATCHES: i64 = 5_000;
 
 /// A statement's parameters, bound as the text is built (`$n` in order).
@@ -65,8 +82,29 @@ pub(crate) fn search_terms(text: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
+/// How a full-text term is tested (see the module doc).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum TextMatch {
+    /// `@@`, which the GIN index answers: for counting, and for searches
+    /// with at most `LOOKUP_MATCHES` matches.
+    Index,
+    /// `ts_match_vq`, tested row by row as an ordered index is walked: for
+    /// common words, whose first page is found after a few rows.
+    Walk,
+}
+
 /// The WHERE clause (over `events e`) of an event listing, its count and its sums.
 pub(crate) fn event_filters(p: &mut Params, project: ProjectId, q: &EventQuery) -> String {
+    event_filters_with(p, project, q, TextMatch::Index)
+}
+
+/// [`event_filters`], with the full-text term tested as `how` says.
+pub(crate) fn event_filters_with(
+    p: &mut Params,
+    project: ProjectId,
+    q: &EventQuery,
+    how: TextMatch,
+) -> String {
     let pid = p.bind(project.0);
     let mut w = format!("e.project_id = {pid}");
     if let Some(s) = &q.session_id {
@@ -114,11 +152,15 @@ pub(crate) fn event_filters(p: &mut Params, project: ProjectId, q: &EventQuery) 
     }
     let terms = search_terms(q.text.as_deref());
     if !terms.is_empty() {
-        w.push_str(&format!(
-            " AND e.search @@ (SELECT agentledger_tsquery_and(phraseto_tsquery('simple'::regconfig, t)) \
+        let query = format!(
+            "(SELECT agentledger_tsquery_and(phraseto_tsquery('simple'::regconfig, t)) \
              FROM unnest({}::text[]) AS t)",
             p.bind(terms)
-        ));
+        );
+        match how {
+            TextMatch::Index => w.push_str(&format!(" AND e.search @@ {query}")),
+            TextMatch::Walk => w.push_str(&format!(" AND ts_match_vq(e.search, {query})")),
+        }
     }
     w
 }
@@ -149,16 +191,24 @@ pub(crate) async fn query_events<C: GenericClient + Sync>(
 ) -> StoreResult<EventPage> {
     let text = !search_terms(q.text.as_deref()).is_empty();
     let mut p = Params::default();
-    let filters = event_filters(&mut p, project.id, q);
-    let (total, total_capped) = if q.skip_total {
-        (None, false)
-    } else if text {
+    let mut filters = event_filters(&mut p, project.id, q);
+    // A search is counted first even when no total is wanted: the count
+    // decides how its page is read (module doc).
+    let mut how = TextMatch::Index;
+    let (total, total_capped) = if text {
         let n = count(c, &filters, &p, LOOKUP_MATCHES).await?;
         if n > LOOKUP_MATCHES {
-            (Some(TEXT_COUNT_LIMIT), true)
-        } else {
-            (Some(n as u64), false)
+            how = TextMatch::Walk;
+            p = Params::default();
+            filters = event_filters_with(&mut p, project.id, q, how);
         }
+        match u64::try_from(n) {
+            _ if q.skip_total => (None, false),
+            Ok(n) if n <= TEXT_COUNT_LIMIT => (Some(n), false),
+            _ => (Some(TEXT_COUNT_LIMIT), true),
+        }
+    } else if q.skip_total {
+        (None, false)
     } else {
         let cap = COUNT_LIMIT as i64;
         let n = count(c, &filters, &p, cap).await?;
@@ -171,6 +221,10 @@ pub(crate) async fn query_events<C: GenericClient + Sync>(
         Order::Desc => ("DESC", "<"),
     };
     let mut sql = format!("SELECT {EVENT_COLS} FROM {EVENT_FROM} WHERE {filters}");
+    // Matches of a search with few of them are collected through the GIN
+    // index first, then sorted: without the fence the planner may walk the
+    // time index past every event of the project looking for them.
+    let fenced = text && how == TextMatch::Index;
     if let Some(cur) = &q.cursor {
         // The cursor names the last event of the previous page; it must be
         // one of this project's (and this session's, when paging by seq).
@@ -193,10 +247,16 @@ pub(crate) async fn query_events<C: GenericClient + Sync>(
             sql.push_str(&format!(" AND (e.ts, e.pos) {cmp} ({ts}, {pos})"));
         }
     }
-    if by_seq {
-        sql.push_str(&format!(" ORDER BY e.seq {dir}"));
+    let t = if fenced {
+        sql = format!("WITH m AS MATERIALIZED ({sql}) SELECT * FROM m");
+        "m"
     } else {
-        sql.push_str(&format!(" ORDER BY e.ts {dir}, e.pos {dir}"));
+        "e"
+    };
+    if by_seq {
+        sql.push_str(&format!(" ORDER BY {t}.seq {dir}"));
+    } else {
+        sql.push_str(&format!(" ORDER BY {t}.ts {dir}, {t}.pos {dir}"));
     }
     let limit = i64::from(q.limit.max(1));
     let offset = if q.cursor.is_some() {

@@ -136,6 +136,7 @@ conformance! {
     conformance_isolation => projects_are_isolated,
     conformance_queries => queries_filter_and_page,
     conformance_search_is_fresh => search_finds_what_was_acknowledged,
+    conformance_search_pages_common_and_rare => search_pages_common_and_rare_words,
     conformance_sessions => sessions_are_listed,
     conformance_keys => keys_authenticate_and_revoke,
     conformance_policy_sets => policy_sets_are_per_project,

@@ -39,6 +39,12 @@ async fn conformance_search_is_fresh() {
 }
 
 #[tokio::test]
+async fn conformance_search_pages_common_and_rare() {
+    let d = tempfile::tempdir().unwrap();
+    c::search_pages_common_and_rare_words(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn conformance_sessions() {
     let d = tempfile::tempdir().unwrap();
     c::sessions_are_listed(&open(&d)).await;
