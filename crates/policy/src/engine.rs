@@ -294,18 +294,43 @@ impl FromStr for Redact {
     }
 }
 
-/// An event's detector results and parsed parts, before the session is read
-/// (see [`Engine::scan`]).
+/// An event's detector results and everything of its Cedar request that
+/// does not read the session, before the session is read (see
+/// [`Engine::scan`]). The parsed payload is dropped with the scan: deciding
+/// (on the store's writer) touches only what is here.
 pub struct Scanned {
     /// Time the scan took: the evaluation budget counts it and the decision,
     /// not any wait between them (a session's lock).
     spent: Duration,
-    payload: Value,
-    metadata: Value,
+    /// The set that judges the event: the one in force when it was scanned.
+    compiled: Arc<Compiled>,
+    check: bool,
+    /// The request's session-free parts, or why the event cannot be expressed.
+    request: Result<Prepared, String>,
     scan: Scan,
     tool: Option<String>,
-    arguments: Option<Value>,
     usage: Option<Usage>,
+    /// The payload and metadata as stored, when redaction changed them.
+    redaction: Option<Redaction>,
+}
+
+/// A Cedar request without its `session` record.
+struct Prepared {
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
+    entities: Entities,
+    pairs: Vec<(String, RestrictedExpression)>,
+}
+
+/// What redaction makes of an event: the redacted texts and the keyed
+/// commitments to the originals (see [`Engine::redaction`]).
+struct Redaction {
+    payload: Option<Box<RawValue>>,
+    metadata: Option<Box<RawValue>>,
+    original_payload_sha256: Option<[u8; 32]>,
+    original_metadata_sha256: Option<[u8; 32]>,
+    salt: [u8; 32],
 }
 
 /// The engine: detectors, the current policy set (swapped atomically) and the
@@ -426,21 +451,28 @@ impl Engine {
 
     fn judge_with(
         &self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         ev: &mut NewEvent,
         state: &mut SessionState,
         check: bool,
     ) -> Verdict {
-        let scanned = self.scan(ev);
-        self.decide_scanned(compiled, ev, scanned, state, check)
+        let scanned = self.scan_with(compiled, ev, check);
+        self.decide(ev, scanned, state)
     }
 
     /// The part of judging that does not read the session: parse the
     /// payload and metadata, run the detectors, find the tool, arguments and
-    /// usage. Pure and the costly part, so callers may run it for many
-    /// events in parallel, outside any lock, then [`Engine::decide_for`]
-    /// each in session order.
-    pub fn scan(&self, ev: &NewEvent) -> Scanned {
+    /// usage, build the Cedar request's session-free parts with the set in
+    /// force for `project`, and redact. Pure and the costly part, so callers
+    /// may run it for many events in parallel, outside any lock, then
+    /// [`Engine::decide`] each in session order. `check`: the event is a
+    /// proposed action, not a record of one.
+    pub fn scan(&self, project: i64, ev: &NewEvent, check: bool) -> Scanned {
+        let (compiled, _) = self.current_for(project);
+        self.scan_with(&compiled, ev, check)
+    }
+
+    fn scan_with(&self, compiled: &Arc<Compiled>, ev: &NewEvent, check: bool) -> Scanned {
         let started = Instant::now();
         let deadline = started + self.budget;
         let payload: Value = serde_json::from_str(ev.payload.get()).unwrap_or(Value::Null);
@@ -452,51 +484,7 @@ impl Engine {
             .scan_value("/metadata", &metadata, deadline, &mut scan);
         let (tool, arguments) = tool_and_arguments(ev.kind, &payload);
         let usage = Usage::of(ev.kind, ev.payload.get());
-        Scanned {
-            spent: started.elapsed(),
-            payload,
-            metadata,
-            scan,
-            tool,
-            arguments,
-            usage,
-        }
-    }
-
-    /// The part of judging that reads the session: Cedar against the state,
-    /// the verdict attached (and redaction, if configured), then the event
-    /// folded into the state. `scanned` must be this event's [`Engine::scan`].
-    pub fn decide_for(
-        &self,
-        project: i64,
-        ev: &mut NewEvent,
-        scanned: Scanned,
-        state: &mut SessionState,
-        check: bool,
-    ) -> Verdict {
-        let (compiled, _) = self.current_for(project);
-        self.decide_scanned(&compiled, ev, scanned, state, check)
-    }
-
-    fn decide_scanned(
-        &self,
-        compiled: &Compiled,
-        ev: &mut NewEvent,
-        scanned: Scanned,
-        state: &mut SessionState,
-        check: bool,
-    ) -> Verdict {
-        let decided_from = Instant::now();
-        let Scanned {
-            spent,
-            payload,
-            metadata,
-            scan,
-            tool,
-            arguments,
-            usage,
-        } = scanned;
-        let mut verdict = self.decide(
+        let request = self.prepare(
             compiled,
             ev,
             &payload,
@@ -504,9 +492,38 @@ impl Engine {
             arguments.as_ref(),
             usage.as_ref(),
             &scan,
-            state,
             check,
         );
+        let redaction = self.redaction(ev, payload, metadata, &scan.findings);
+        Scanned {
+            spent: started.elapsed(),
+            compiled: compiled.clone(),
+            check,
+            request,
+            scan,
+            tool,
+            usage,
+            redaction,
+        }
+    }
+
+    /// The part of judging that reads the session: Cedar against the state,
+    /// the verdict attached (and the redaction the scan made), then the event
+    /// folded into the state. `scanned` must be this event's [`Engine::scan`];
+    /// the event is judged by the set that was in force then.
+    pub fn decide(&self, ev: &mut NewEvent, scanned: Scanned, state: &mut SessionState) -> Verdict {
+        let decided_from = Instant::now();
+        let Scanned {
+            spent,
+            compiled,
+            check,
+            request,
+            scan,
+            tool,
+            usage,
+            redaction,
+        } = scanned;
+        let mut verdict = self.evaluate(&compiled, request, &scan, tool.as_deref(), state);
         if scan.budget_exceeded || spent + decided_from.elapsed() > self.budget {
             verdict.reasons.push(BUDGET_EXCEEDED.into());
             verdict.decision = verdict.decision.max(Decision::Flag);
@@ -517,7 +534,17 @@ impl Engine {
                 .push(format!("{} more findings not listed", scan.dropped));
         }
         let mut judgement = Judgement::new(&verdict);
-        self.redact_event(ev, payload, metadata, &verdict.findings, &mut judgement);
+        if let Some(r) = redaction {
+            judgement.redaction_salt = Some(r.salt);
+            if let Some(p) = r.payload {
+                ev.payload = p;
+                judgement.original_payload_sha256 = r.original_payload_sha256;
+            }
+            if let Some(m) = r.metadata {
+                ev.metadata = m;
+                judgement.original_metadata_sha256 = r.original_metadata_sha256;
+            }
+        }
         ev.judgement = Some(judgement);
         state.apply(
             ev.kind,
@@ -529,18 +556,14 @@ impl Engine {
         verdict
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
+    /// Cedar's answer for a prepared request with the session's record.
+    fn evaluate(
         &self,
         c: &Compiled,
-        ev: &NewEvent,
-        payload: &Value,
-        tool: Option<&str>,
-        arguments: Option<&Value>,
-        usage: Option<&Usage>,
+        request: Result<Prepared, String>,
         scan: &Scan,
+        tool: Option<&str>,
         state: &SessionState,
-        check: bool,
     ) -> Verdict {
         let mut verdict = Verdict {
             decision: Decision::Allow,
@@ -548,8 +571,8 @@ impl Engine {
             reasons: Vec::new(),
             findings: scan.findings.clone(),
         };
-        let request = match self.request(c, ev, payload, tool, arguments, usage, scan, state, check)
-        {
+        let request = request.and_then(|r| finish(c, r, tool, state));
+        let request = match request {
             Ok(r) => r,
             Err(e) => {
                 // Never silently allowed: an event the engine cannot express is flagged.
@@ -606,8 +629,9 @@ impl Engine {
         verdict
     }
 
+    /// The request's parts that do not read the session.
     #[allow(clippy::too_many_arguments)]
-    fn request(
+    fn prepare(
         &self,
         c: &Compiled,
         ev: &NewEvent,
@@ -616,9 +640,8 @@ impl Engine {
         arguments: Option<&Value>,
         usage: Option<&Usage>,
         scan: &Scan,
-        state: &SessionState,
         check: bool,
-    ) -> Result<(Request, Entities), String> {
+    ) -> Result<Prepared, String> {
         let principal = uid("Agent", ev.agent_id.as_str())?;
         let action = uid("Action", ev.kind.as_str())?;
         let model = usage
@@ -712,67 +735,31 @@ impl Engine {
         add("cost_usd", &mut || {
             decimal(usage.and_then(|u| u.cost_usd).unwrap_or(0.0))
         });
-        let mut session = None;
-        if c.uses("session") {
-            let this_tool = tool.map_or(0, |t| state.calls_of(t));
-            let mut fields: Vec<(String, RestrictedExpression)> = Vec::new();
-            let mut put = |name: &str, f: &mut dyn FnMut() -> RestrictedExpression| {
-                if c.uses(name) {
-                    fields.push((name.to_owned(), f()));
-                }
-            };
-            put("events", &mut || n(state.events as i64));
-            put("tool_calls", &mut || n(state.tool_calls as i64));
-            put("this_tool_calls", &mut || n(this_tool as i64));
-            put("tools", &mut || {
-                set(&mut state.tools.keys().map(String::as_str))
-            });
-            put("findings", &mut || {
-                set(&mut state.findings.iter().map(String::as_str))
-            });
-            put("detectors", &mut || {
-                set(&mut state.detectors.iter().map(String::as_str))
-            });
-            put("secret_seen", &mut || b(state.secret_seen()));
-            put("pii_seen", &mut || b(state.pii_seen()));
-            put("untrusted_input_seen", &mut || {
-                b(state.untrusted_input_seen())
-            });
-            put("input_tokens", &mut || n(state.input_tokens));
-            put("output_tokens", &mut || n(state.output_tokens));
-            put("total_tokens", &mut || {
-                n(state.input_tokens.saturating_add(state.output_tokens))
-            });
-            put("cost_usd", &mut || decimal(state.cost_usd));
-            put("denied", &mut || n(state.denied as i64));
-            put("flagged", &mut || n(state.flagged as i64));
-            session = Some(RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?);
-        }
-        if let Some(sess) = session {
-            pairs.push(("session".to_owned(), sess));
-        }
-        let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
-        let req =
-            Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?;
-        Ok((req, entities))
+        Ok(Prepared {
+            principal,
+            action,
+            resource,
+            entities,
+            pairs,
+        })
     }
 
-    /// Replace matched spans in the stored payload and metadata.
-    fn redact_event(
+    /// Matched spans replaced in the payload and metadata, as redaction is
+    /// configured; `None` when nothing changed.
+    fn redaction(
         &self,
-        ev: &mut NewEvent,
+        ev: &NewEvent,
         mut payload: Value,
         mut metadata: Value,
         findings: &[Finding],
-        j: &mut Judgement,
-    ) {
+    ) -> Option<Redaction> {
         let wanted = |f: &&Finding| {
             (self.redact.secrets && f.detector == "secrets")
                 || (self.redact.pii && f.detector == "pii")
         };
         let chosen: Vec<&Finding> = findings.iter().filter(wanted).collect();
         if chosen.is_empty() {
-            return;
+            return None;
         }
         let mut changed_payload = false;
         let mut changed_metadata = false;
@@ -822,28 +809,97 @@ impl Engine {
         // random salt (stored apart from the event, destroyable): a plain
         // digest of a redacted SSN was reversed by trying every SSN.
         if !(changed_payload || changed_metadata) {
-            return;
+            return None;
         }
         let salt = agentledger_core::keys::generate_salt();
-        if changed_payload
-            && let Ok(text) = serde_json::to_string(&payload)
-            && let Ok(raw) = RawValue::from_string(text)
-        {
-            j.original_payload_sha256 =
-                Some(redaction_commitment(&salt, ev.payload.get().as_bytes()));
-            j.redaction_salt = Some(salt);
-            ev.payload = raw;
+        let redacted = |changed: bool, v: &Value| {
+            changed
+                .then(|| serde_json::to_string(v).ok())
+                .flatten()
+                .and_then(|t| RawValue::from_string(t).ok())
+        };
+        let (payload, metadata) = (
+            redacted(changed_payload, &payload),
+            redacted(changed_metadata, &metadata),
+        );
+        if payload.is_none() && metadata.is_none() {
+            return None;
         }
-        if changed_metadata
-            && let Ok(text) = serde_json::to_string(&metadata)
-            && let Ok(raw) = RawValue::from_string(text)
-        {
-            j.original_metadata_sha256 =
-                Some(redaction_commitment(&salt, ev.metadata.get().as_bytes()));
-            j.redaction_salt = Some(salt);
-            ev.metadata = raw;
-        }
+        Some(Redaction {
+            original_payload_sha256: payload
+                .as_ref()
+                .map(|_| redaction_commitment(&salt, ev.payload.get().as_bytes())),
+            original_metadata_sha256: metadata
+                .as_ref()
+                .map(|_| redaction_commitment(&salt, ev.metadata.get().as_bytes())),
+            payload,
+            metadata,
+            salt,
+        })
     }
+}
+
+/// The request with the session's record, when some policy reads it.
+fn finish(
+    c: &Compiled,
+    r: Prepared,
+    tool: Option<&str>,
+    state: &SessionState,
+) -> Result<(Request, Entities), String> {
+    let Prepared {
+        principal,
+        action,
+        resource,
+        entities,
+        mut pairs,
+    } = r;
+    let s = |v: &str| RestrictedExpression::new_string(v.to_owned());
+    let n = |v: i64| RestrictedExpression::new_long(v);
+    let set = |it: &mut dyn Iterator<Item = &str>| RestrictedExpression::new_set(it.map(s));
+    let b = RestrictedExpression::new_bool;
+    let mut session = None;
+    if c.uses("session") {
+        let this_tool = tool.map_or(0, |t| state.calls_of(t));
+        let mut fields: Vec<(String, RestrictedExpression)> = Vec::new();
+        let mut put = |name: &str, f: &mut dyn FnMut() -> RestrictedExpression| {
+            if c.uses(name) {
+                fields.push((name.to_owned(), f()));
+            }
+        };
+        put("events", &mut || n(state.events as i64));
+        put("tool_calls", &mut || n(state.tool_calls as i64));
+        put("this_tool_calls", &mut || n(this_tool as i64));
+        put("tools", &mut || {
+            set(&mut state.tools.keys().map(String::as_str))
+        });
+        put("findings", &mut || {
+            set(&mut state.findings.iter().map(String::as_str))
+        });
+        put("detectors", &mut || {
+            set(&mut state.detectors.iter().map(String::as_str))
+        });
+        put("secret_seen", &mut || b(state.secret_seen()));
+        put("pii_seen", &mut || b(state.pii_seen()));
+        put("untrusted_input_seen", &mut || {
+            b(state.untrusted_input_seen())
+        });
+        put("input_tokens", &mut || n(state.input_tokens));
+        put("output_tokens", &mut || n(state.output_tokens));
+        put("total_tokens", &mut || {
+            n(state.input_tokens.saturating_add(state.output_tokens))
+        });
+        put("cost_usd", &mut || decimal(state.cost_usd));
+        put("denied", &mut || n(state.denied as i64));
+        put("flagged", &mut || n(state.flagged as i64));
+        session = Some(RestrictedExpression::new_record(fields).map_err(|e| e.to_string())?);
+    }
+    if let Some(sess) = session {
+        pairs.push(("session".to_owned(), sess));
+    }
+    let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
+    let req =
+        Request::new(principal, action, resource, context, None).map_err(|e| e.to_string())?;
+    Ok((req, entities))
 }
 
 /// The entity type names requests use, parsed once (parsing one runs the

@@ -103,13 +103,12 @@ impl Judge for PolicyJudge {
                 })?;
             let scanned = match self.scanned.get_mut(i).and_then(Option::take) {
                 Some(s) => s,
-                None => self.engine.scan(&ev),
+                None => self.engine.scan(self.project, &ev, self.check),
             };
             // The caller's project is judged by its own set (or the
-            // operator's default), never by another project's.
-            let v =
-                self.engine
-                    .decide_for(self.project, &mut ev, scanned, &mut state.0, self.check);
+            // operator's default), never by another project's: the one
+            // the scan found in force.
+            let v = self.engine.decide(&mut ev, scanned, &mut state.0);
             judged.push(ev);
             verdicts.push(v);
         }

@@ -157,13 +157,15 @@ pub async fn submit(
         Some(engine) => {
             // The detectors read no session: they run here, for concurrent
             // requests in parallel; the decisions run in the writer.
-            let (events, scanned) = scan(engine.clone(), events).await?;
+            let check = how == Judge::Check;
+            let (events, scanned) =
+                scan(engine.clone(), caller.project.id.0, check, events).await?;
             let seeds = judge::Seeds::default();
             let judge = judge::PolicyJudge {
                 engine,
                 project: caller.project.id.0,
                 scanned: scanned.into_iter().map(Some).collect(),
-                check: how == Judge::Check,
+                check,
                 seeds: seeds.clone(),
             };
             (
@@ -272,10 +274,15 @@ fn finish(
 /// a batch off the async workers.
 async fn scan(
     engine: std::sync::Arc<agentledger_policy::Engine>,
+    project: i64,
+    check: bool,
     events: Vec<NewEvent>,
 ) -> Result<(Vec<NewEvent>, Vec<Scanned>), ApiError> {
     let run = move |evs: Vec<NewEvent>| {
-        let scanned = evs.iter().map(|ev| engine.scan(ev)).collect();
+        let scanned = evs
+            .iter()
+            .map(|ev| engine.scan(project, ev, check))
+            .collect();
         (evs, scanned)
     };
     if events.len() <= INLINE_JUDGE {

@@ -35,9 +35,9 @@ pub async fn judge(st: &AppState, caller: &Caller, p: Proposed) -> Result<Verdic
     ))?;
     let session = p.session_id.as_str().to_owned();
     let mut ev = proposal(p)?;
-    let scanned = engine.scan(&ev);
+    let scanned = engine.scan(caller.project.id.0, &ev, true);
     let (_, mut state) = judge::rebuild(st.store.as_ref(), &caller.project, &session).await?;
-    Ok(engine.decide_for(caller.project.id.0, &mut ev, scanned, &mut state, true))
+    Ok(engine.decide(&mut ev, scanned, &mut state))
 }
 
 /// The `check_policy` tool: its arguments as the check route's proposal,
