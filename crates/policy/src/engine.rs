@@ -305,13 +305,23 @@ pub struct Scanned {
     /// The set that judges the event: the one in force when it was scanned.
     compiled: Arc<Compiled>,
     check: bool,
-    /// The request's session-free parts, or why the event cannot be expressed.
-    request: Result<Prepared, String>,
+    /// The decision, when no policy of the set reads the session (so it
+    /// needs nothing the writer holds); else what it needs to be made.
+    pending: Pending,
     scan: Scan,
     tool: Option<String>,
     usage: Option<Usage>,
     /// The payload and metadata as stored, when redaction changed them.
     redaction: Option<Redaction>,
+}
+
+/// How far a scanned event's decision got.
+enum Pending {
+    /// The request's session-free parts, or why the event cannot be
+    /// expressed: decided against the session's state.
+    Request(Result<Box<Prepared>, String>),
+    /// Decided at the scan: no policy of the set reads the session.
+    Decided(Verdict, Judgement),
 }
 
 /// A Cedar request without its `session` record.
@@ -495,11 +505,27 @@ impl Engine {
             check,
         );
         let redaction = self.redaction(ev, payload, metadata, &scan.findings);
+        let pending = if compiled.uses("session") {
+            Pending::Request(request)
+        } else {
+            // The default set (detectors only) and any set without flow
+            // rules: the same answer whatever the session holds, so it is
+            // made here, in parallel, not on the store's serial writer.
+            let verdict = self.evaluate(
+                compiled,
+                request,
+                &scan,
+                tool.as_deref(),
+                &SessionState::default(),
+            );
+            let (verdict, judgement) = self.conclude(verdict, &scan, started.elapsed());
+            Pending::Decided(verdict, judgement)
+        };
         Scanned {
             spent: started.elapsed(),
             compiled: compiled.clone(),
             check,
-            request,
+            pending,
             scan,
             tool,
             usage,
@@ -517,23 +543,19 @@ impl Engine {
             spent,
             compiled,
             check,
-            request,
+            pending,
             scan,
             tool,
             usage,
             redaction,
         } = scanned;
-        let mut verdict = self.evaluate(&compiled, request, &scan, tool.as_deref(), state);
-        if scan.budget_exceeded || spent + decided_from.elapsed() > self.budget {
-            verdict.reasons.push(BUDGET_EXCEEDED.into());
-            verdict.decision = verdict.decision.max(Decision::Flag);
-        }
-        if scan.dropped > 0 {
-            verdict
-                .reasons
-                .push(format!("{} more findings not listed", scan.dropped));
-        }
-        let mut judgement = Judgement::new(&verdict);
+        let (verdict, mut judgement) = match pending {
+            Pending::Decided(verdict, judgement) => (verdict, judgement),
+            Pending::Request(request) => {
+                let verdict = self.evaluate(&compiled, request, &scan, tool.as_deref(), state);
+                self.conclude(verdict, &scan, spent + decided_from.elapsed())
+            }
+        };
         if let Some(r) = redaction {
             judgement.redaction_salt = Some(r.salt);
             if let Some(p) = r.payload {
@@ -556,11 +578,27 @@ impl Engine {
         verdict
     }
 
+    /// The verdict with what the scan adds (a spent budget, findings not
+    /// listed), and its stored text.
+    fn conclude(&self, mut verdict: Verdict, scan: &Scan, spent: Duration) -> (Verdict, Judgement) {
+        if scan.budget_exceeded || spent > self.budget {
+            verdict.reasons.push(BUDGET_EXCEEDED.into());
+            verdict.decision = verdict.decision.max(Decision::Flag);
+        }
+        if scan.dropped > 0 {
+            verdict
+                .reasons
+                .push(format!("{} more findings not listed", scan.dropped));
+        }
+        let judgement = Judgement::new(&verdict);
+        (verdict, judgement)
+    }
+
     /// Cedar's answer for a prepared request with the session's record.
     fn evaluate(
         &self,
         c: &Compiled,
-        request: Result<Prepared, String>,
+        request: Result<Box<Prepared>, String>,
         scan: &Scan,
         tool: Option<&str>,
         state: &SessionState,
@@ -571,7 +609,7 @@ impl Engine {
             reasons: Vec::new(),
             findings: scan.findings.clone(),
         };
-        let request = request.and_then(|r| finish(c, r, tool, state));
+        let request = request.and_then(|r| finish(c, *r, tool, state));
         let request = match request {
             Ok(r) => r,
             Err(e) => {
@@ -641,7 +679,7 @@ impl Engine {
         usage: Option<&Usage>,
         scan: &Scan,
         check: bool,
-    ) -> Result<Prepared, String> {
+    ) -> Result<Box<Prepared>, String> {
         let principal = uid("Agent", ev.agent_id.as_str())?;
         let action = uid("Action", ev.kind.as_str())?;
         let model = usage
@@ -735,13 +773,13 @@ impl Engine {
         add("cost_usd", &mut || {
             decimal(usage.and_then(|u| u.cost_usd).unwrap_or(0.0))
         });
-        Ok(Prepared {
+        Ok(Box::new(Prepared {
             principal,
             action,
             resource,
             entities,
             pairs,
-        })
+        }))
     }
 
     /// Matched spans replaced in the payload and metadata, as redaction is

@@ -23,6 +23,18 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Lower-case hex of a digest, as the envelope writes them. `hex::encode`
+/// builds its string a `char` at a time; the store's writer hashes several
+/// digests per event on the one serial path, so this writes the bytes at
+/// once (`encode_to_slice`).
+fn hex32(bytes: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    match hex::encode_to_slice(bytes, &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => hex::encode(bytes),
+    }
+}
+
 /// The hashed envelope. Field order here is the JCS (sorted) order; keep it sorted.
 #[derive(Serialize)]
 struct EnvelopeV1<'a> {
@@ -181,20 +193,20 @@ impl HashInput<'_> {
                 dialect: self.dialect,
                 event_id: self.event_id.to_owned(),
                 kind: self.kind,
-                metadata_sha256: hex::encode(sha256(self.metadata)),
-                original_metadata_hmac: self.original_metadata_sha256.map(hex::encode),
-                original_payload_hmac: self.original_payload_sha256.map(hex::encode),
-                payload_sha256: hex::encode(self.payload_sha256),
-                prev_hash: self.prev_hash.map(hex::encode),
+                metadata_sha256: hex32(&sha256(self.metadata)),
+                original_metadata_hmac: self.original_metadata_sha256.map(hex32),
+                original_payload_hmac: self.original_payload_sha256.map(hex32),
+                payload_sha256: hex32(self.payload_sha256),
+                prev_hash: self.prev_hash.map(hex32),
                 project: self.project,
                 seq: self.seq,
                 server_ts: self.server_ts.to_rfc3339(),
                 session_id: self.session_id,
-                session_sha256: self.session_sha256.map(hex::encode),
+                session_sha256: self.session_sha256.as_ref().map(hex32),
                 severity: self.severity,
                 source_type: self.source_type,
                 v: 3,
-                verdict_sha256: self.verdict.map(|v| hex::encode(sha256(v))),
+                verdict_sha256: self.verdict.map(|v| hex32(&sha256(v))),
             };
             return serde_json::to_vec(&env).unwrap_or_default();
         }
@@ -205,11 +217,11 @@ impl HashInput<'_> {
                 dialect: self.dialect,
                 event_id: self.event_id.to_owned(),
                 kind: self.kind,
-                metadata_sha256: hex::encode(sha256(self.metadata)),
-                original_metadata_sha256: self.original_metadata_sha256.map(hex::encode),
-                original_payload_sha256: self.original_payload_sha256.map(hex::encode),
-                payload_sha256: hex::encode(self.payload_sha256),
-                prev_hash: self.prev_hash.map(hex::encode),
+                metadata_sha256: hex32(&sha256(self.metadata)),
+                original_metadata_sha256: self.original_metadata_sha256.map(hex32),
+                original_payload_sha256: self.original_payload_sha256.map(hex32),
+                payload_sha256: hex32(self.payload_sha256),
+                prev_hash: self.prev_hash.map(hex32),
                 project: self.project,
                 seq: self.seq,
                 server_ts: self.server_ts.to_rfc3339(),
@@ -217,7 +229,7 @@ impl HashInput<'_> {
                 severity: self.severity,
                 source_type: self.source_type,
                 v: 2,
-                verdict_sha256: self.verdict.map(|v| hex::encode(sha256(v))),
+                verdict_sha256: self.verdict.map(|v| hex32(&sha256(v))),
             };
             return serde_json::to_vec(&env).unwrap_or_default();
         }
@@ -227,9 +239,9 @@ impl HashInput<'_> {
             dialect: self.dialect,
             event_id: self.event_id.to_owned(),
             kind: self.kind,
-            metadata_sha256: hex::encode(sha256(self.metadata)),
-            payload_sha256: hex::encode(self.payload_sha256),
-            prev_hash: self.prev_hash.map(hex::encode),
+            metadata_sha256: hex32(&sha256(self.metadata)),
+            payload_sha256: hex32(self.payload_sha256),
+            prev_hash: self.prev_hash.map(hex32),
             project: self.project,
             seq: self.seq,
             server_ts: self.server_ts.to_rfc3339(),
