@@ -229,6 +229,7 @@ fn request(
         events,
         idempotency,
         judge,
+        alerts: None,
     }
 }
 
