@@ -456,6 +456,8 @@ pub trait AlertStore: Send + Sync {
         open_only: bool,
         limit: u32,
     ) -> StoreResult<Vec<Alert>>;
+    /// An alert of any project, by id (for the delivery worker).
+    async fn get_alert(&self, id: &str) -> StoreResult<Option<Alert>>;
     /// Open a threshold alert for `(rule, subject)` with its deliveries, in
     /// one transaction; `None` if one is already open.
     async fn open_threshold_alert(

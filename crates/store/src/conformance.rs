@@ -1825,6 +1825,7 @@ pub async fn alerts_outbox_and_deliveries(store: &dyn EventStore) {
     );
     assert_eq!((a.session_id.as_str(), a.status), ("s1", AlertStatus::Open));
     assert!(store.list_alerts(&q, false, 10).await.unwrap().is_empty());
+    assert_eq!(store.get_alert(&a.id).await.unwrap().as_ref(), Some(a));
     let to_record = store.alerts_to_record(10).await.unwrap();
     assert_eq!(to_record.len(), 1);
     store

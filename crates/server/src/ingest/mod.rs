@@ -172,6 +172,10 @@ pub async fn submit(
             )
         }
     };
+    // The project's alert rules ride with the request: the writer writes
+    // the alerts they fire into the outbox in the events' transaction.
+    req.alerts = st.alerts.event_rules(caller.project.id.0);
+    let alerting = req.alerts.is_some();
     for _ in 0..ATTEMPTS {
         match st.store.enqueue(&caller.project, req)?.await? {
             AppendOutcome::NeedsState { request, sessions } => {
@@ -191,7 +195,12 @@ pub async fn submit(
                 }
                 req = *request;
             }
-            outcome => return finish(st, caller, dialect, outcome, &render),
+            outcome => {
+                if alerting {
+                    st.alerts.wake();
+                }
+                return finish(st, caller, dialect, outcome, &render);
+            }
         }
     }
     tracing::warn!(

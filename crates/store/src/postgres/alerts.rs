@@ -329,6 +329,18 @@ impl AlertStore for PostgresStore {
         rows(r, alert_from_row)
     }
 
+    async fn get_alert(&self, id: &str) -> StoreResult<Option<Alert>> {
+        let conn = self.conn().await?;
+        let r = conn
+            .query_opt(
+                &format!("SELECT {ALERT_COLS} FROM alerts WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        r.as_ref().map(alert_from_row).transpose()
+    }
+
     async fn open_threshold_alert(
         &self,
         project: &ProjectRef,

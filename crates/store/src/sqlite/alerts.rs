@@ -340,6 +340,19 @@ impl AlertStore for SqliteStore {
         .await
     }
 
+    async fn get_alert(&self, id: &str) -> StoreResult<Option<Alert>> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {ALERT_COLS} FROM alerts WHERE id = ?1"),
+                params![id],
+                alert_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
     async fn open_threshold_alert(
         &self,
         project: &ProjectRef,
