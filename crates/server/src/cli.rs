@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -203,7 +203,11 @@ struct ServeArgs {
     #[arg(long, env = "AGENTLEDGER_ALERT_RETRY_BASE", default_value_t = 1.0)]
     alert_retry_base: f64,
     /// Seconds between evaluations of threshold alert rules.
-    #[arg(long, env = "AGENTLEDGER_ALERT_THRESHOLD_EVERY", default_value_t = 15.0)]
+    #[arg(
+        long,
+        env = "AGENTLEDGER_ALERT_THRESHOLD_EVERY",
+        default_value_t = 15.0
+    )]
     alert_threshold_every: f64,
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]

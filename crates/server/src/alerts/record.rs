@@ -109,7 +109,7 @@ fn event(a: &Alert, agent: &str, t: Transition) -> Result<NewEvent, StoreError> 
         Transition::Resolved => json!({
             "alertRuleId": a.rule_id,
             "alertName": a.rule_name,
-            "resolvedBy": "threshold",
+            "resolvedBy": if a.event_id.is_some() { "admin" } else { "threshold" },
             "alertId": a.id,
         }),
     };

@@ -63,7 +63,16 @@ mod tests {
         );
         assert!(verify("whsec_test", &h, br#"{"a":1}"#, 1_700_000_100, 300));
         assert!(!verify("whsec_test", &h, br#"{"a":2}"#, 1_700_000_100, 300));
-        assert!(!verify("whsec_other", &h, br#"{"a":1}"#, 1_700_000_100, 300));
-        assert!(!verify("whsec_test", &h, br#"{"a":1}"#, 1_700_001_000, 300), "too old");
+        assert!(!verify(
+            "whsec_other",
+            &h,
+            br#"{"a":1}"#,
+            1_700_000_100,
+            300
+        ));
+        assert!(
+            !verify("whsec_test", &h, br#"{"a":1}"#, 1_700_001_000, 300),
+            "too old"
+        );
     }
 }

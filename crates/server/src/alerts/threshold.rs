@@ -177,7 +177,11 @@ pub async fn evaluate(
         .filter(|a| a.rule_id == rule.id && a.event_id.is_none() && a.status == AlertStatus::Open)
     {
         let now = measured.get(&a.subject).map_or(0.0, |m| m.value);
-        if now < threshold && store.resolve_alert(project, &a.id, &rule.destinations).await? {
+        if now < threshold
+            && store
+                .resolve_alert(project, &a.id, &rule.destinations)
+                .await?
+        {
             changed = true;
         }
     }
@@ -188,10 +192,9 @@ pub async fn evaluate(
         }
         let what = match metric {
             Metric::ProjectEvents => format!("{} events in {window_secs} s", m.value),
-            Metric::AgentErrors => format!(
-                "{} errors of agent {subject} in {window_secs} s",
-                m.value
-            ),
+            Metric::AgentErrors => {
+                format!("{} errors of agent {subject} in {window_secs} s", m.value)
+            }
             Metric::SessionCost => format!(
                 "session {subject} cost {:.4} USD in {window_secs} s",
                 m.value
