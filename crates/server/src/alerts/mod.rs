@@ -14,6 +14,7 @@
 //!
 //! docs/alerts.md is the user's account of all this.
 
+pub mod admin;
 pub mod deliver;
 pub mod record;
 pub mod sign;

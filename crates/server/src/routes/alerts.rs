@@ -10,17 +10,13 @@ use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use agentledger_core::Kind;
-use agentledger_core::verdict::Decision;
-use agentledger_dialects::InputError;
 use agentledger_dialects::error::parse_json;
 use agentledger_dialects::native::ErrorBody;
 use agentledger_store::alerts::{
-    Alert, AlertRule, Condition, Delivery, DeliveryStatus, Destination, DestinationKind,
-    MAX_DESTINATIONS_PER_PROJECT, MAX_DESTINATIONS_PER_RULE, MAX_RULES_PER_PROJECT, Metric,
-    NewDestination, NewRule, host_of,
+    Alert, AlertRule, Condition, Delivery, DeliveryStatus, Destination,
 };
 
+use crate::alerts::admin::{self, invalid};
 use crate::auth::Caller;
 use crate::body::JsonBytes;
 use crate::error::ApiError;
@@ -44,16 +40,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// Longest name of a rule or destination.
-pub const MAX_NAME: usize = 100;
-/// Longest destination URL.
-pub const MAX_URL: usize = 2048;
-/// Shortest and longest webhook signing secret a caller may choose.
-const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
-/// Detectors or kinds one rule may name.
-const MAX_NAMES_PER_RULE: usize = 20;
-/// A threshold rule's window, in seconds.
-const WINDOW: std::ops::RangeInclusive<u32> = 1..=86_400;
 /// Most alerts or deliveries one listing returns.
 const MAX_LIMIT: u32 = 500;
 
@@ -65,10 +51,6 @@ fn admin(caller: &Caller) -> Result<(), ApiError> {
             "alert rules and destinations need an admin key",
         ))
     }
-}
-
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    InputError::invalid(field, format!("{field}: {}", message.into())).into()
 }
 
 /// A destination as the API shows it: never its URL's path or its secret.
@@ -119,54 +101,6 @@ pub struct DestinationIn {
     pub secret: Option<String>,
 }
 
-fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
-    let n = name.trim();
-    if n.is_empty() {
-        return Err(invalid(field, "must not be empty"));
-    }
-    if n.chars().count() > MAX_NAME {
-        return Err(invalid(field, format!("at most {MAX_NAME} characters")));
-    }
-    if n.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
-    }
-    Ok(n.to_owned())
-}
-
-fn check_url(url: &str) -> Result<(), ApiError> {
-    if url.len() > MAX_URL {
-        return Err(invalid("url", format!("at most {MAX_URL} bytes")));
-    }
-    let lower = url.to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(invalid("url", "must start with http:// or https://"));
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "url",
-            "must not contain spaces or control characters",
-        ));
-    }
-    let host = host_of(url);
-    if host.is_empty() || host.starts_with(':') {
-        return Err(invalid("url", "must name a host"));
-    }
-    if url.split_once("://").is_some_and(|(_, r)| {
-        r.split(['/', '?', '#'])
-            .next()
-            .is_some_and(|a| a.contains('@'))
-    }) {
-        return Err(invalid(
-            "url",
-            "must not carry credentials (user:password@); webhooks are signed instead",
-        ));
-    }
-    if reqwest::Url::parse(url).is_err() {
-        return Err(invalid("url", "is not a valid URL"));
-    }
-    Ok(())
-}
-
 /// Add an alert destination
 ///
 /// A generic JSON webhook (signed: see docs/alerts.md) or a Slack-compatible
@@ -184,52 +118,18 @@ pub async fn create_destination(
 ) -> Result<(StatusCode, Json<DestinationOut>), ApiError> {
     admin(&caller)?;
     let req: DestinationIn = parse_json(&body)?;
-    let name = check_name("name", &req.name)?;
-    let kind = DestinationKind::parse(&req.kind)
-        .ok_or_else(|| invalid("kind", "must be one of: webhook, slack"))?;
-    check_url(&req.url)?;
-    let (secret, shown) = match (kind, req.secret) {
-        (DestinationKind::Slack, Some(_)) => {
-            return Err(invalid(
-                "secret",
-                "Slack destinations take no secret (the URL is the secret)",
-            ));
-        }
-        (DestinationKind::Slack, None) => (None, None),
-        (DestinationKind::Webhook, Some(s)) => {
-            if !SECRET_LEN.contains(&s.chars().count()) {
-                return Err(invalid("secret", "must be 16 to 256 characters"));
-            }
-            (Some(s), None)
-        }
-        (DestinationKind::Webhook, None) => {
-            let key = agentledger_core::keys::generate_key();
-            let s = format!(
-                "whsec_{}",
-                key.split_once('_').map_or(key.as_str(), |(_, r)| r)
-            );
-            (Some(s.clone()), Some(s))
-        }
-    };
-    if st.store.list_destinations(&caller.project).await?.len() >= MAX_DESTINATIONS_PER_PROJECT {
-        return Err(ApiError::Conflict(format!(
-            "a project holds at most {MAX_DESTINATIONS_PER_PROJECT} destinations; delete one first"
-        )));
-    }
-    let d = st
-        .store
-        .create_destination(
-            &caller.project,
-            NewDestination {
-                name,
-                kind,
-                url: req.url,
-                secret,
-            },
-        )
-        .await?;
-    // The host only: the URL (a Slack one is a secret) and the secret are never logged.
-    tracing::info!(key = %caller.key_id, project = %caller.project.name, destination = %d.id, host = %d.host(), "alert destination created");
+    let (d, shown) = admin::create_destination(
+        &st,
+        &caller.project,
+        &caller.key_id,
+        admin::DestinationInput {
+            name: req.name,
+            kind: req.kind,
+            url: req.url,
+            secret: req.secret,
+        },
+    )
+    .await?;
     let mut out = DestinationOut::from(&d);
     out.secret = shown;
     Ok((StatusCode::CREATED, Json(out)))
@@ -268,24 +168,7 @@ pub async fn delete_destination(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     admin(&caller)?;
-    let users: Vec<String> = st
-        .store
-        .list_rules(Some(&caller.project))
-        .await?
-        .into_iter()
-        .filter(|r| r.destinations.contains(&id))
-        .map(|r| r.id)
-        .collect();
-    if !users.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "rules {} name this destination; delete them first",
-            users.join(", ")
-        )));
-    }
-    if !st.store.delete_destination(&caller.project, &id).await? {
-        return Err(ApiError::NotFound("no such destination"));
-    }
-    tracing::info!(key = %caller.key_id, project = %caller.project.name, destination = %id, "alert destination deleted");
+    admin::delete_destination(&st, &caller.project, &caller.key_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -336,84 +219,6 @@ pub struct RuleIn {
     pub destinations: Vec<String>,
 }
 
-fn check_condition(c: &Condition) -> Result<(), ApiError> {
-    match c {
-        Condition::Decision { decisions } => {
-            if decisions.is_empty() {
-                return Err(invalid("condition.decisions", "name flag, deny or both"));
-            }
-            if decisions.contains(&Decision::Allow) {
-                return Err(invalid(
-                    "condition.decisions",
-                    "allow is every ordinary event; name flag or deny",
-                ));
-            }
-        }
-        Condition::Detector { detectors } => {
-            if detectors.is_empty() || detectors.len() > MAX_NAMES_PER_RULE {
-                return Err(invalid(
-                    "condition.detectors",
-                    format!("name 1 to {MAX_NAMES_PER_RULE} detectors or finding rules"),
-                ));
-            }
-            if detectors.iter().any(|d| d.is_empty() || d.len() > MAX_NAME) {
-                return Err(invalid(
-                    "condition.detectors",
-                    format!("each is 1 to {MAX_NAME} characters"),
-                ));
-            }
-        }
-        Condition::EventKind { kinds } => {
-            if kinds.is_empty() || kinds.len() > MAX_NAMES_PER_RULE {
-                return Err(invalid(
-                    "condition.kinds",
-                    format!("name 1 to {MAX_NAMES_PER_RULE} kinds"),
-                ));
-            }
-            if kinds
-                .iter()
-                .any(|k| matches!(k, Kind::AlertTriggered | Kind::AlertResolved))
-            {
-                return Err(invalid(
-                    "condition.kinds",
-                    "alerts on alert events are not allowed",
-                ));
-            }
-        }
-        Condition::Threshold {
-            metric,
-            threshold,
-            window_secs,
-        } => {
-            if !threshold.is_finite() || *threshold <= 0.0 {
-                return Err(invalid("condition.threshold", "must be a positive number"));
-            }
-            let cap = match metric {
-                Metric::ProjectEvents => Some(agentledger_core::query::COUNT_LIMIT as f64),
-                Metric::AgentErrors => Some(1000.0),
-                Metric::SessionCost => None,
-            };
-            if cap.is_some_and(|c| *threshold > c) {
-                return Err(invalid(
-                    "condition.threshold",
-                    format!(
-                        "at most {} for {}",
-                        cap.unwrap_or_default(),
-                        metric.as_str()
-                    ),
-                ));
-            }
-            if !WINDOW.contains(window_secs) {
-                return Err(invalid(
-                    "condition.window_secs",
-                    "must be 1 to 86400 seconds",
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Add an alert rule
 ///
 /// Fires on an event's decision, a detector's finding or an event kind (the
@@ -431,41 +236,15 @@ pub async fn create_rule(
 ) -> Result<(StatusCode, Json<RuleOut>), ApiError> {
     admin(&caller)?;
     let req: RuleIn = parse_json(&body)?;
-    let name = check_name("name", &req.name)?;
-    check_condition(&req.condition)?;
-    let mut dests = req.destinations;
-    dests.dedup();
-    if dests.len() > MAX_DESTINATIONS_PER_RULE {
-        return Err(invalid(
-            "destinations",
-            format!("at most {MAX_DESTINATIONS_PER_RULE}"),
-        ));
-    }
-    let known = st.store.list_destinations(&caller.project).await?;
-    if let Some(unknown) = dests.iter().find(|d| !known.iter().any(|k| &k.id == *d)) {
-        return Err(invalid(
-            "destinations",
-            format!("{unknown:?} is not a destination of this project"),
-        ));
-    }
-    if st.store.list_rules(Some(&caller.project)).await?.len() >= MAX_RULES_PER_PROJECT {
-        return Err(ApiError::Conflict(format!(
-            "a project holds at most {MAX_RULES_PER_PROJECT} alert rules; delete one first"
-        )));
-    }
-    let rule = st
-        .store
-        .create_rule(
-            &caller.project,
-            NewRule {
-                name,
-                condition: req.condition,
-                destinations: dests,
-            },
-        )
-        .await?;
-    st.alerts.reload(st.store.as_ref()).await?;
-    tracing::info!(key = %caller.key_id, project = %caller.project.name, rule = %rule.id, "alert rule created");
+    let rule = admin::create_rule(
+        &st,
+        &caller.project,
+        &caller.key_id,
+        &req.name,
+        req.condition,
+        req.destinations,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(RuleOut::from(&rule))))
 }
 
@@ -501,11 +280,7 @@ pub async fn delete_rule(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     admin(&caller)?;
-    if !st.store.delete_rule(&caller.project, &id).await? {
-        return Err(ApiError::NotFound("no such alert rule"));
-    }
-    st.alerts.reload(st.store.as_ref()).await?;
-    tracing::info!(key = %caller.key_id, project = %caller.project.name, rule = %id, "alert rule deleted");
+    admin::delete_rule(&st, &caller.project, &caller.key_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -617,11 +392,7 @@ pub async fn resolve(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     admin(&caller)?;
-    // Resolved by hand: recorded in the session, not sent again.
-    if !st.store.resolve_alert(&caller.project, &id, &[]).await? {
-        return Err(ApiError::NotFound("no such open alert"));
-    }
-    st.alerts.wake();
+    admin::resolve(&st, &caller.project, &caller.key_id, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
