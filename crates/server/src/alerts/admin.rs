@@ -71,7 +71,12 @@ pub fn check_url(url: &str) -> Result<(), ApiError> {
             "must not carry credentials (user:password@); webhooks are signed instead",
         ));
     }
-    if reqwest::Url::parse(url).is_err() {
+    if url
+        .parse::<axum::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::is_empty))
+        != Some(false)
+    {
         return Err(invalid("url", "is not a valid URL"));
     }
     Ok(())

@@ -12,7 +12,7 @@
 //! duplicates by.
 //!
 //! Outbound requests go only to the URL an admin configured: redirects are
-//! not followed, no proxy from the environment is used.
+//! not followed, no proxy from the environment is used (see [`client`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,15 +95,37 @@ fn lease_until(cfg: &AlertConfig) -> Micros {
     Micros(Micros::now().0 + lease.as_micros() as i64)
 }
 
-/// The outbound client: the attempt's timeout, no redirects, no proxies.
-pub fn client(cfg: &AlertConfig) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .timeout(cfg.timeout)
-        .connect_timeout(cfg.timeout)
-        .user_agent(concat!("agentledger/", env!("CARGO_PKG_VERSION")))
-        .build()
+/// The outbound client: HTTP/1.1 over TCP, or TLS (rustls with the `ring`
+/// provider and the Mozilla root store compiled in, so what is trusted
+/// does not depend on the host). It follows no redirects and reads no proxy
+/// settings: a request goes to the configured URL or nowhere.
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+pub fn client(cfg: &AlertConfig) -> Result<Client, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        })
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cfg.timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https),
+    )
 }
 
 /// The delay before attempt `n + 1` after `n` failed ones: `base * 2^(n-1)`
@@ -134,7 +156,7 @@ fn short(mut s: String) -> String {
 /// One attempt, and what it means for the delivery.
 async fn attempt(
     store: &dyn EventStore,
-    client: &reqwest::Client,
+    client: &Client,
     cfg: &AlertConfig,
     d: &Delivery,
 ) -> AttemptResult {
@@ -177,10 +199,13 @@ async fn attempt(
     let body = body(&dest, &alert, d);
     let now = Micros::now();
     let unix = now.0.div_euclid(1_000_000);
-    let mut req = client
-        .post(&dest.url)
+    let mut req = axum::http::Request::post(dest.url.as_str())
         .header("content-type", "application/json")
-        .header("x-agentledger-delivery", &d.id)
+        .header(
+            "user-agent",
+            concat!("agentledger/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("x-agentledger-delivery", d.id.as_str())
         .header("x-agentledger-event", event_name(d.transition));
     if let (DestinationKind::Webhook, Some(secret)) = (dest.kind, dest.secret.as_deref()) {
         req = req.header(
@@ -188,36 +213,44 @@ async fn attempt(
             super::sign::signature(secret, unix, &body),
         );
     }
-    match req.body(body).send().await {
-        Ok(resp) if resp.status().is_success() => AttemptResult::Delivered {
-            status: resp.status().as_u16(),
-        },
-        Ok(resp) if resp.status().is_redirection() => failed(
-            format!(
-                "HTTP {}: redirects are not followed; configure the final URL",
-                resp.status().as_u16()
-            ),
-            Some(resp.status().as_u16()),
-        ),
-        Ok(resp) => failed(
-            format!("HTTP {}", resp.status().as_u16()),
-            Some(resp.status().as_u16()),
-        ),
+    let req = match req.body(http_body_util::Full::new(bytes::Bytes::from(body))) {
+        Ok(r) => r,
+        Err(_) => return failed("the destination URL is not usable".into(), None),
+    };
+    // One timeout for the whole exchange; the answer's body is not read.
+    match tokio::time::timeout(cfg.timeout, client.request(req)).await {
+        Err(_) => failed(format!("timed out after {:?}", cfg.timeout), None),
         // Without the URL: a Slack URL is a secret.
-        Err(e) => failed(describe(e.without_url()), None),
+        Ok(Err(e)) => failed(describe(&e), None),
+        Ok(Ok(resp)) => {
+            let status = resp.status();
+            if status.is_success() {
+                AttemptResult::Delivered {
+                    status: status.as_u16(),
+                }
+            } else if status.is_redirection() {
+                failed(
+                    format!(
+                        "HTTP {}: redirects are not followed; configure the final URL",
+                        status.as_u16()
+                    ),
+                    Some(status.as_u16()),
+                )
+            } else {
+                failed(format!("HTTP {}", status.as_u16()), Some(status.as_u16()))
+            }
+        }
     }
 }
 
-fn describe(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
+/// An error and its causes, never the URL (hyper's errors do not carry it).
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut msg = if e.is_connect() {
+        "could not connect".to_owned()
     } else {
-        "request failed"
+        "request failed".to_owned()
     };
-    let mut msg = kind.to_owned();
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());

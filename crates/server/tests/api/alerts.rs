@@ -56,23 +56,30 @@ impl Receiver {
 
     fn serve(&self, l: tokio::net::TcpListener) {
         let me = self.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                let me = me.clone();
-                async move {
-                    if me.down.load(Ordering::SeqCst) {
-                        *me.refused.lock().unwrap() += 1;
-                        return AxStatus::SERVICE_UNAVAILABLE;
+        let app = axum::Router::new()
+            .route(
+                "/redirect",
+                axum::routing::post(|| async {
+                    (AxStatus::TEMPORARY_REDIRECT, [("location", "/hook")])
+                }),
+            )
+            .route(
+                "/hook",
+                axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                    let me = me.clone();
+                    async move {
+                        if me.down.load(Ordering::SeqCst) {
+                            *me.refused.lock().unwrap() += 1;
+                            return AxStatus::SERVICE_UNAVAILABLE;
+                        }
+                        me.got.lock().unwrap().push(Got {
+                            headers,
+                            body: body.to_vec(),
+                        });
+                        AxStatus::NO_CONTENT
                     }
-                    me.got.lock().unwrap().push(Got {
-                        headers,
-                        body: body.to_vec(),
-                    });
-                    AxStatus::NO_CONTENT
-                }
-            }),
-        );
+                }),
+            );
         tokio::spawn(async move { axum::serve(l, app).await });
     }
 
@@ -207,8 +214,20 @@ async fn configure(client: &reqwest::Client, base: &str, key: &str, hook: &str) 
 
 #[tokio::test]
 async fn a_denied_tool_call_is_delivered_once_signed_and_recorded_in_its_session() {
+    denied_call_delivered_once(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn on_postgresql_a_denied_tool_call_is_delivered_once_and_recorded() {
+    let Some(pg) = crate::postgres::PgDb::new() else {
+        return;
+    };
+    let url = pg.url.clone();
+    denied_call_delivered_once(spawn_app_with(move |c| c.db = url).await).await;
+}
+
+async fn denied_call_delivered_once(app: TestApp) {
     let (rx, addr) = Receiver::start().await;
-    let app = spawn_app().await;
     let secret = configure(
         &app.client,
         &app.base,
@@ -357,8 +376,20 @@ async fn a_destination_that_never_answers_well_is_dead_lettered_after_the_config
 
 #[tokio::test]
 async fn a_threshold_rule_fires_and_resolves() {
+    threshold_fires_and_resolves(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn on_postgresql_a_threshold_rule_fires_and_resolves() {
+    let Some(pg) = crate::postgres::PgDb::new() else {
+        return;
+    };
+    let url = pg.url.clone();
+    threshold_fires_and_resolves(spawn_app_with(move |c| c.db = url).await).await;
+}
+
+async fn threshold_fires_and_resolves(app: TestApp) {
     let (rx, addr) = Receiver::start().await;
-    let app = spawn_app().await;
     let (s, dest) = send(
         &app.client,
         reqwest::Method::POST,
@@ -684,4 +715,69 @@ async fn an_alert_committed_before_a_sigkill_is_delivered_after_the_restart() {
     )
     .await;
     assert_eq!(ds["deliveries"].as_array().map(Vec::len), Some(1), "{ds}");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_https_is_spoken_as_tls() {
+    let (rx, addr) = Receiver::start().await;
+    let app = spawn_app().await;
+    for (name, url) in [
+        ("redirected", format!("http://{addr}/redirect")),
+        ("tls", format!("https://{addr}/hook")),
+    ] {
+        let (s, d) = send(
+            &app.client,
+            reqwest::Method::POST,
+            app.url("/api/v1/alerts/destinations"),
+            &app.key,
+            Some(json!({"name": name, "kind": "webhook", "url": url})),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{d}");
+        let (s, r) = send(
+            &app.client,
+            reqwest::Method::POST,
+            app.url("/api/v1/alerts/rules"),
+            &app.key,
+            Some(
+                json!({"name": name, "condition": {"type": "event_kind", "kinds": ["error"]},
+                        "destinations": [d["id"]]}),
+            ),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+    }
+    app.ingest(json!([{"session_id": "s", "agent_id": "a", "kind": "error",
+                       "payload": {"message": "boom"}}]))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ds = loop {
+        let ds = app.get_json("/api/v1/alerts/deliveries").await;
+        let ds = ds["deliveries"].as_array().unwrap().clone();
+        if ds.len() == 2 && ds.iter().all(|d| d["attempts"].as_u64() >= Some(1)) {
+            break ds;
+        }
+        assert!(Instant::now() < deadline, "attempted: {ds:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let errors: Vec<String> = ds
+        .iter()
+        .map(|d| d["last_error"].as_str().unwrap_or("").to_owned())
+        .collect();
+    println!("delivery errors: {errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("HTTP 307") && e.contains("not followed")),
+        "{errors:?}"
+    );
+    // The plain-HTTP receiver cannot answer a TLS handshake.
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("could not connect") || e.starts_with("request failed")),
+        "{errors:?}"
+    );
+    assert!(ds.iter().all(|d| d["status"] == "pending"));
+    assert!(rx.got().is_empty(), "nothing reached /hook: {:?}", rx.got());
 }
