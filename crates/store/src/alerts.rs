@@ -456,6 +456,14 @@ pub trait AlertStore: Send + Sync {
         open_only: bool,
         limit: u32,
     ) -> StoreResult<Vec<Alert>>;
+    /// The project's open threshold alerts of one rule (at most `limit`),
+    /// for its evaluation: never crowded out by alerts on events.
+    async fn open_threshold_alerts(
+        &self,
+        project: &ProjectRef,
+        rule_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Alert>>;
     /// An alert of any project, by id (for the delivery worker).
     async fn get_alert(&self, id: &str) -> StoreResult<Option<Alert>>;
     /// Open a threshold alert for `(rule, subject)` with its deliveries, in

@@ -1946,6 +1946,19 @@ pub async fn alerts_outbox_and_deliveries(store: &dyn EventStore) {
             .unwrap()
             .is_none()
     );
+    let of_rule = store.open_threshold_alerts(&p, "rul_t", 10).await.unwrap();
+    assert_eq!(
+        of_rule,
+        vec![opened.clone()],
+        "the event alert is not the rule's"
+    );
+    assert!(
+        store
+            .open_threshold_alerts(&q, "rul_t", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(!store.resolve_alert(&q, &opened.id, &[]).await.unwrap());
     assert!(
         store

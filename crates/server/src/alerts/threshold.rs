@@ -17,6 +17,9 @@ use agentledger_store::{EventQuery, EventStore, Order, ProjectRef, StoreResult, 
 
 use super::Alerting;
 
+/// Open alerts of one rule looked at per pass (subjects measured per pass
+/// are at most 1,000).
+const MAX_OPEN_PER_RULE: u32 = 5000;
 /// Errors read per `agent_errors` pass.
 const MAX_ERRORS_READ: u32 = 1000;
 
@@ -171,11 +174,10 @@ pub async fn evaluate(
     let measured = measure(store, project, metric, window_secs).await?;
     let mut changed = false;
     // Resolve what fell below (open alerts of this rule, any subject).
-    let open = store.list_alerts(project, true, 1000).await?;
-    for a in open
-        .iter()
-        .filter(|a| a.rule_id == rule.id && a.event_id.is_none() && a.status == AlertStatus::Open)
-    {
+    let open = store
+        .open_threshold_alerts(project, &rule.id, MAX_OPEN_PER_RULE)
+        .await?;
+    for a in open.iter().filter(|a| a.status == AlertStatus::Open) {
         let now = measured.get(&a.subject).map_or(0.0, |m| m.value);
         if now < threshold
             && store

@@ -329,6 +329,26 @@ impl AlertStore for PostgresStore {
         rows(r, alert_from_row)
     }
 
+    async fn open_threshold_alerts(
+        &self,
+        project: &ProjectRef,
+        rule_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Alert>> {
+        let conn = self.conn().await?;
+        let r = conn
+            .query(
+                &format!(
+                    "SELECT {ALERT_COLS} FROM alerts WHERE rule_id = $1
+                       AND status = 'open' AND event_id IS NULL AND project_id = $2 LIMIT $3"
+                ),
+                &[&rule_id, &project.id.0, &i64::from(limit)],
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        rows(r, alert_from_row)
+    }
+
     async fn get_alert(&self, id: &str) -> StoreResult<Option<Alert>> {
         let conn = self.conn().await?;
         let r = conn

@@ -340,6 +340,24 @@ impl AlertStore for SqliteStore {
         .await
     }
 
+    async fn open_threshold_alerts(
+        &self,
+        project: &ProjectRef,
+        rule_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<Alert>> {
+        let (p, rule) = (project.id.0, rule_id.to_owned());
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {ALERT_COLS} FROM alerts WHERE rule_id = ?1
+                   AND status = 'open' AND event_id IS NULL AND project_id = ?2 LIMIT ?3"
+            ))?;
+            st.query_map(params![rule, p, limit], alert_from_row)?
+                .collect()
+        })
+        .await
+    }
+
     async fn get_alert(&self, id: &str) -> StoreResult<Option<Alert>> {
         let id = id.to_owned();
         self.read(move |c| {

@@ -385,7 +385,11 @@ mod tests {
         // The same database as a binary before migration 7 would leave it.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE rollups;
+            "DROP TABLE alert_deliveries;
+             DROP TABLE alerts;
+             DROP TABLE alert_rules;
+             DROP TABLE alert_destinations;
+             DROP TABLE rollups;
              DROP TABLE idempotency_keys;
              DROP INDEX sessions_project_agent;
              ALTER TABLE sessions DROP COLUMN event_count;
