@@ -76,6 +76,9 @@ pub struct Alerting {
     stop: watch::Sender<bool>,
 }
 
+/// The shortest time between two passes of a worker over the outbox.
+const MIN_GAP: Duration = Duration::from_millis(50);
+
 /// How often the rule cache is reloaded from the store.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
@@ -163,8 +166,15 @@ impl Alerting {
         self.wake_deliver.notify_one();
     }
 
-    /// Sleep until woken, `every` passed, or the server stops (true).
+    /// Sleep until woken, `every` passed, or the server stops (true). At
+    /// least [`MIN_GAP`] passes first, so a stream of wakes (every
+    /// acknowledged request of a project with rules wakes the workers)
+    /// costs at most a pass per gap, not a pass per request.
     async fn pause(wake: &Notify, stop: &mut watch::Receiver<bool>, every: Duration) -> bool {
+        tokio::select! {
+            _ = stop.changed() => return true,
+            _ = tokio::time::sleep(MIN_GAP.min(every)) => {}
+        }
         tokio::select! {
             _ = stop.changed() => true,
             _ = wake.notified() => *stop.borrow(),
