@@ -266,6 +266,15 @@ fn event_name(t: Transition) -> &'static str {
     }
 }
 
+/// Slack's control characters escaped as Slack asks (`&`, `<`, `>`): an
+/// agent or session id is the client's text and must not become a link or
+/// an `<!channel>` mention.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The JSON body: a signed webhook gets the alert; Slack gets `text`.
 pub fn body(dest: &Destination, a: &Alert, d: &Delivery) -> Vec<u8> {
     let v = match dest.kind {
@@ -278,7 +287,7 @@ pub fn body(dest: &Destination, a: &Alert, d: &Delivery) -> Vec<u8> {
                 Transition::Triggered => a.message.clone(),
                 Transition::Resolved => format!("resolved: {}", a.message),
             };
-            json!({ "text": format!("{icon} agentledger: {what}") })
+            json!({ "text": format!("{icon} agentledger: {}", slack_escape(&what)) })
         }
         DestinationKind::Webhook => json!({
             "id": d.id,
@@ -308,6 +317,14 @@ pub fn body(dest: &Destination, a: &Alert, d: &Delivery) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slack_text_cannot_mention_or_link() {
+        assert_eq!(
+            slack_escape("agent <!channel> & <https://x|y>"),
+            "agent &lt;!channel&gt; &amp; &lt;https://x|y&gt;"
+        );
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {

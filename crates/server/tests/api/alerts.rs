@@ -781,3 +781,38 @@ async fn redirects_are_not_followed_and_https_is_spoken_as_tls() {
     assert!(ds.iter().all(|d| d["status"] == "pending"));
     assert!(rx.got().is_empty(), "nothing reached /hook: {:?}", rx.got());
 }
+
+#[tokio::test]
+async fn a_slack_destination_gets_escaped_text_and_no_signature() {
+    let (rx, addr) = Receiver::start().await;
+    let app = spawn_app().await;
+    let (s, d) = send(
+        &app.client,
+        reqwest::Method::POST,
+        app.url("/api/v1/alerts/destinations"),
+        &app.key,
+        Some(json!({"name": "team", "kind": "slack", "url": format!("http://{addr}/hook")})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let (s, r) = send(
+        &app.client,
+        reqwest::Method::POST,
+        app.url("/api/v1/alerts/rules"),
+        &app.key,
+        Some(json!({"name": "errors <!channel>", "condition": {"type": "event_kind", "kinds": ["error"]},
+                    "destinations": [d["id"]]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    app.ingest(json!([{"session_id": "s", "agent_id": "a", "kind": "error",
+                       "payload": {"message": "boom"}}]))
+        .await;
+    let got = rx.wait_for(1, Duration::from_secs(10)).await;
+    let body = got[0].json();
+    let text = body["text"].as_str().expect("a Slack text");
+    assert!(text.contains("errors &lt;!channel&gt;"), "{text}");
+    assert!(!text.contains("<!channel>"), "{text}");
+    assert_eq!(got[0].header("x-agentledger-signature"), "");
+    assert!(got[0].header("x-agentledger-delivery").starts_with("dlv_"));
+}
