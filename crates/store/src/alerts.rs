@@ -485,8 +485,9 @@ pub trait AlertStore: Send + Sync {
     /// Alerts of every project whose `alert_triggered` (or, resolved,
     /// `alert_resolved`) event is not appended yet, oldest first.
     async fn alerts_to_record(&self, limit: u32) -> StoreResult<Vec<Alert>>;
-    /// Remember the seq of an alert's appended event.
-    async fn mark_alert_recorded(&self, id: &str, t: Transition, seq: u64) -> StoreResult<()>;
+    /// Remember the seqs of alerts' appended events (alert id, which
+    /// event, seq), in one transaction.
+    async fn mark_alerts_recorded(&self, marks: &[(String, Transition, u64)]) -> StoreResult<()>;
 
     /// Pending deliveries of every project due at `now`, oldest due first.
     async fn due_deliveries(&self, now: Micros, limit: u32) -> StoreResult<Vec<Delivery>>;

@@ -1829,7 +1829,7 @@ pub async fn alerts_outbox_and_deliveries(store: &dyn EventStore) {
     let to_record = store.alerts_to_record(10).await.unwrap();
     assert_eq!(to_record.len(), 1);
     store
-        .mark_alert_recorded(&a.id, Transition::Triggered, 3)
+        .mark_alerts_recorded(&[(a.id.clone(), Transition::Triggered, 3)])
         .await
         .unwrap();
     assert!(store.alerts_to_record(10).await.unwrap().is_empty());

@@ -11,18 +11,17 @@
 //! the append's idempotency key (`alert:<id>:triggered`) makes a retry after
 //! a crash between the append and that bookkeeping replay instead of
 //! appending twice. The event follows its cause by one worker pass
-//! (milliseconds; at most `--alert-poll` after a restart).
+//! (milliseconds; half a second at most after a restart).
 
 use std::sync::Arc;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use agentledger_core::{AgentId, Dialect, Kind, NewEvent, ProjectId, SessionId, Severity};
+use agentledger_core::{AgentId, Dialect, Kind, NewEvent, SessionId, Severity};
 use agentledger_store::alerts::{Alert, AlertStatus, Transition};
 use agentledger_store::{
-    AppendOutcome, AppendRequest, Committed, EventStore, IdempotencyKey, ProjectRef, StoreError,
-    StoredReply,
+    AppendOutcome, AppendRequest, Committed, EventStore, IdempotencyKey, StoreError, StoredReply,
 };
 
 use super::Alerting;
@@ -37,57 +36,83 @@ pub async fn run(alerting: Arc<Alerting>, store: Arc<dyn EventStore>) {
             break;
         }
         match store.alerts_to_record(BATCH).await {
-            Ok(alerts) => {
-                for a in alerts {
-                    record_one(store.as_ref(), &a).await;
-                }
-            }
+            Ok(alerts) if alerts.is_empty() => {}
+            Ok(alerts) => record(store.as_ref(), alerts).await,
             Err(StoreError::ShuttingDown) => break,
             Err(e) => tracing::warn!(error = %e, "alerts: could not read the outbox"),
         }
     }
 }
 
-async fn project_of(store: &dyn EventStore, id: ProjectId) -> Option<ProjectRef> {
-    store
-        .list_projects()
-        .await
-        .ok()?
-        .into_iter()
-        .find(|p| p.id == id)
-}
-
-async fn record_one(store: &dyn EventStore, a: &Alert) {
-    let Some(project) = project_of(store, a.project_id).await else {
-        tracing::warn!(alert = %a.id, "alerts: the alert's project is gone");
-        return;
+/// Record a batch: every event queued before any is awaited, so the
+/// writer commits them in a group, as it does concurrent ingest; then the
+/// seqs are marked in one transaction.
+async fn record(store: &dyn EventStore, alerts: Vec<Alert>) {
+    let projects = match store.list_projects().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "alerts: could not list projects");
+            return;
+        }
     };
-    let mut todo = Vec::new();
-    if a.triggered_seq.is_none() {
-        todo.push(Transition::Triggered);
-    }
-    if a.status == AlertStatus::Resolved && a.resolved_seq.is_none() {
-        todo.push(Transition::Resolved);
-    }
-    for t in todo {
-        match append(store, &project, a, t).await {
-            Ok(seq) => {
-                if let Err(e) = store.mark_alert_recorded(&a.id, t, seq).await {
-                    tracing::warn!(error = %e, alert = %a.id, "alerts: could not mark an alert recorded");
-                }
+    let mut queued = Vec::new();
+    'alerts: for a in &alerts {
+        let Some(project) = projects.iter().find(|p| p.id == a.project_id) else {
+            tracing::warn!(alert = %a.id, "alerts: the alert's project is gone");
+            continue;
+        };
+        let mut todo = Vec::new();
+        if a.triggered_seq.is_none() {
+            todo.push(Transition::Triggered);
+        }
+        if a.status == AlertStatus::Resolved && a.resolved_seq.is_none() {
+            todo.push(Transition::Resolved);
+        }
+        let agent = match store.get_session(project, &a.session_id).await {
+            Ok(s) => s.map_or_else(|| "agentledger".to_owned(), |s| s.agent_id),
+            Err(e) => {
+                tracing::debug!(error = %e, "alerts: recording deferred");
+                break;
             }
+        };
+        for t in todo {
+            let outcome = match request(a, &agent, t) {
+                Ok(req) => store.enqueue(project, req),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(fut) => queued.push((a.id.clone(), t, Some(fut), None)),
+                // Back-pressure: the rest waits for the next pass.
+                Err(StoreError::Overloaded | StoreError::ShuttingDown) => break 'alerts,
+                Err(e) => queued.push((a.id.clone(), t, None, Some(e))),
+            }
+        }
+    }
+    let mut marks = Vec::new();
+    for (id, t, fut, refused) in queued {
+        let result = match (fut, refused) {
+            (Some(fut), _) => fut.await.and_then(seq_of),
+            (None, Some(e)) => Err(e),
+            (None, None) => continue,
+        };
+        match result {
+            Ok(seq) => marks.push((id, t, seq)),
             Err(e @ (StoreError::Overloaded | StoreError::ShuttingDown)) => {
                 tracing::debug!(error = %e, "alerts: recording deferred");
-                return;
             }
             Err(e) => {
                 // The session cannot take it (ended, say): kept as recorded
                 // at seq 0 so it is not tried forever; the alert itself and
                 // its deliveries are unaffected.
-                tracing::warn!(error = %e, alert = %a.id, "alerts: the alert's event could not be appended to its session");
-                let _ = store.mark_alert_recorded(&a.id, t, 0).await;
+                tracing::warn!(error = %e, alert = %id, "alerts: the alert's event could not be appended to its session");
+                marks.push((id, t, 0));
             }
         }
+    }
+    if let Err(e) = store.mark_alerts_recorded(&marks).await {
+        // Tried again next pass: the idempotency keys replay, nothing is
+        // appended twice.
+        tracing::warn!(error = %e, "alerts: could not mark alerts recorded");
     }
 }
 
@@ -137,17 +162,8 @@ fn event(a: &Alert, agent: &str, t: Transition) -> Result<NewEvent, StoreError> 
     })
 }
 
-/// Append the transition's event once; its seq.
-async fn append(
-    store: &dyn EventStore,
-    project: &ProjectRef,
-    a: &Alert,
-    t: Transition,
-) -> Result<u64, StoreError> {
-    let agent = store
-        .get_session(project, &a.session_id)
-        .await?
-        .map_or_else(|| "agentledger".to_owned(), |s| s.agent_id);
+/// The append of a transition's event, under its idempotency key.
+fn request(a: &Alert, agent: &str, t: Transition) -> Result<AppendRequest, StoreError> {
     let key = format!("alert:{}:{}", a.id, t.as_str());
     let fingerprint: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     let render: agentledger_store::Render = Box::new(|c: &Committed<'_>| StoredReply {
@@ -157,12 +173,16 @@ async fn append(
             .to_string()
             .into_bytes(),
     });
-    let req = AppendRequest {
-        events: vec![event(a, &agent, t)?],
+    Ok(AppendRequest {
+        events: vec![event(a, agent, t)?],
         idempotency: Some((IdempotencyKey { key, fingerprint }, render)),
         ..AppendRequest::default()
-    };
-    match store.append_request(project, req).await? {
+    })
+}
+
+/// The seq the event got, or got the first time (a replay).
+fn seq_of(outcome: AppendOutcome) -> Result<u64, StoreError> {
+    match outcome {
         AppendOutcome::Committed { appended, .. } => appended
             .first()
             .map(|e| e.seq)

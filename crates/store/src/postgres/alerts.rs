@@ -469,15 +469,22 @@ impl AlertStore for PostgresStore {
         rows(r, alert_from_row)
     }
 
-    async fn mark_alert_recorded(&self, id: &str, t: Transition, seq: u64) -> StoreResult<()> {
-        let sql = match t {
-            Transition::Triggered => "UPDATE alerts SET triggered_seq = $1 WHERE id = $2",
-            Transition::Resolved => "UPDATE alerts SET resolved_seq = $1 WHERE id = $2",
-        };
-        let conn = self.conn().await?;
-        conn.execute(sql, &[&(seq as i64), &id])
-            .await
-            .map_err(|e| self.err(e))?;
+    async fn mark_alerts_recorded(&self, marks: &[(String, Transition, u64)]) -> StoreResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(|e| self.err(e))?;
+        for (id, t, seq) in marks {
+            let sql = match t {
+                Transition::Triggered => "UPDATE alerts SET triggered_seq = $1 WHERE id = $2",
+                Transition::Resolved => "UPDATE alerts SET resolved_seq = $1 WHERE id = $2",
+            };
+            tx.execute(sql, &[&(*seq as i64), id])
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -435,14 +435,22 @@ impl AlertStore for SqliteStore {
         .await
     }
 
-    async fn mark_alert_recorded(&self, id: &str, t: Transition, seq: u64) -> StoreResult<()> {
-        let id = id.to_owned();
-        let sql = match t {
-            Transition::Triggered => "UPDATE alerts SET triggered_seq = ?1 WHERE id = ?2",
-            Transition::Resolved => "UPDATE alerts SET resolved_seq = ?1 WHERE id = ?2",
-        };
-        self.exec(move |c| c.execute(sql, params![seq as i64, id]).map(|_| ()))
-            .await
+    async fn mark_alerts_recorded(&self, marks: &[(String, Transition, u64)]) -> StoreResult<()> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let marks = marks.to_vec();
+        self.exec(move |c| {
+            for (id, t, seq) in &marks {
+                let sql = match t {
+                    Transition::Triggered => "UPDATE alerts SET triggered_seq = ?1 WHERE id = ?2",
+                    Transition::Resolved => "UPDATE alerts SET resolved_seq = ?1 WHERE id = ?2",
+                };
+                c.prepare_cached(sql)?.execute(params![*seq as i64, id])?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn due_deliveries(&self, now: Micros, limit: u32) -> StoreResult<Vec<Delivery>> {
