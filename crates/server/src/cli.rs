@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -188,6 +188,27 @@ struct ServeArgs {
     /// same key within this time gets the same answer and appends nothing.
     #[arg(long, env = "AGENTLEDGER_IDEMPOTENCY_TTL", default_value_t = 24.0)]
     idempotency_ttl: f64,
+    /// Attempts per alert delivery before it is given up (dead-lettered as
+    /// `failed`; docs/alerts.md).
+    #[arg(long, env = "AGENTLEDGER_ALERT_MAX_ATTEMPTS", default_value_t = 12)]
+    alert_max_attempts: u32,
+    /// Seconds one alert delivery attempt may take (connect, send, answer).
+    #[arg(long, env = "AGENTLEDGER_ALERT_TIMEOUT", default_value_t = 10.0)]
+    alert_timeout: f64,
+    /// Alert delivery attempts in flight per destination.
+    #[arg(long, env = "AGENTLEDGER_ALERT_PER_DESTINATION", default_value_t = 4)]
+    alert_per_destination: usize,
+    /// Seconds before the first retry of a failed delivery (doubled per
+    /// attempt, with jitter, up to 10 minutes).
+    #[arg(long, env = "AGENTLEDGER_ALERT_RETRY_BASE", default_value_t = 1.0)]
+    alert_retry_base: f64,
+    /// Seconds between evaluations of threshold alert rules.
+    #[arg(
+        long,
+        env = "AGENTLEDGER_ALERT_THRESHOLD_EVERY",
+        default_value_t = 15.0
+    )]
+    alert_threshold_every: f64,
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
@@ -346,6 +367,14 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .ok_or("--idempotency-ttl must be a positive number of hours")?,
                 operator_token: a.operator_token,
                 secure_cookies: a.secure_cookies,
+                alerts: crate::alerts::AlertConfig {
+                    max_attempts: a.alert_max_attempts.max(1),
+                    timeout: positive(a.alert_timeout, "--alert-timeout")?,
+                    per_destination: a.alert_per_destination.max(1),
+                    retry_base: positive(a.alert_retry_base, "--alert-retry-base")?,
+                    threshold_every: positive(a.alert_threshold_every, "--alert-threshold-every")?,
+                    ..crate::alerts::AlertConfig::default()
+                },
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())
@@ -861,4 +890,12 @@ async fn export(scope: &Scope) -> Result<ExitCode, String> {
     drop(out);
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A positive number of seconds, or the flag's error.
+fn positive(secs: f64, flag: &str) -> Result<std::time::Duration, String> {
+    std::time::Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} must be a positive number of seconds"))
 }

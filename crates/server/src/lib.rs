@@ -1,6 +1,7 @@
 //! The agentledger server: HTTP routes for every dialect over one port, the
 //! CLI, startup and shutdown.
 
+pub mod alerts;
 pub mod auth;
 pub mod body;
 pub mod cli;

@@ -65,6 +65,7 @@ pub struct ServeConfig {
     pub operator_token: Option<String>,
     /// `--secure-cookies`: the console's session cookie is marked `Secure`.
     pub secure_cookies: bool,
+    pub alerts: crate::alerts::AlertConfig,
 }
 
 /// The policy checkpoint's settings.
@@ -117,6 +118,13 @@ impl ServeConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             operator_token: None,
             secure_cookies: false,
+            alerts: crate::alerts::AlertConfig {
+                poll: Duration::from_millis(100),
+                retry_base: Duration::from_millis(200),
+                threshold_every: Duration::from_millis(300),
+                timeout: Duration::from_secs(2),
+                ..crate::alerts::AlertConfig::default()
+            },
         }
     }
 }
@@ -143,6 +151,7 @@ pub struct Application {
     store: Arc<dyn EventStore>,
     addr: SocketAddr,
     live: Arc<crate::live::Live>,
+    alerts: Arc<crate::alerts::Alerting>,
 }
 
 impl Application {
@@ -184,6 +193,8 @@ impl Application {
         metrics.durability_warnings(store.durability_warnings().len());
         bootstrap_key(store.as_ref(), cfg.bootstrap_key.as_deref()).await?;
         let policy = policy_engine(store.as_ref(), &cfg.policy).await?;
+        let alerts = Arc::new(crate::alerts::Alerting::new(cfg.alerts.clone()));
+        alerts.reload(store.as_ref()).await?;
 
         let listener =
             TcpListener::bind(&cfg.listen)
@@ -212,7 +223,9 @@ impl Application {
                 .map(|l| Arc::new(crate::ratelimit::RateLimiter::new(l))),
             live: Arc::default(),
             console: Arc::new(crate::console::ConsoleState::new(cfg.secure_cookies)),
+            alerts: alerts.clone(),
         };
+        alerts.spawn_workers(store.clone());
         let live = state.live.clone();
         let router = routes::router()
             .merge(crate::console::router())
@@ -230,6 +243,7 @@ impl Application {
             store,
             addr,
             live,
+            alerts,
         })
     }
 
@@ -252,6 +266,7 @@ impl Application {
         };
         let result =
             crate::conn::serve(self.listener, self.router, self.connections, shutdown).await;
+        self.alerts.shutdown();
         self.store.close().await;
         tracing::info!("agentledger stopped");
         result

@@ -31,4 +31,6 @@ pub struct AppState {
     pub live: Arc<crate::live::Live>,
     /// Browsers signed in to the web console.
     pub console: Arc<crate::console::ConsoleState>,
+    /// Alert rules (cached) and the outbox's workers.
+    pub alerts: Arc<crate::alerts::Alerting>,
 }

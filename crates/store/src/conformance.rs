@@ -548,6 +548,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
     let a = project(store, "idem-a").await;
     let b = project(store, "idem-b").await;
     let req = |fp: u8| AppendRequest {
+        alerts: None,
         session: None,
         events: vec![event("s", Kind::ToolCall, r#"{"toolName":"x"}"#)],
         idempotency: Some(keyed("k-1", fp)),
@@ -592,6 +593,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
     // Creating a session under a key: the retry replays instead of
     // answering that the session exists.
     let create = || AppendRequest {
+        alerts: None,
         session: Some(crate::NewSession {
             id: SessionId::parse("created").expect("id"),
             agent_id: AgentId::parse("agent-1").expect("id"),
@@ -1840,4 +1842,287 @@ pub async fn search_pages_common_and_rare_words(store: &dyn EventStore) {
     let (got, total) = all("common nowhere", None, Order::Desc, 50).await;
     assert!(got.is_empty(), "no event has both words");
     assert_eq!(total, (Some(0), false));
+
+/// Alerting: rules and destinations are the caller's project's; a matching
+/// event's alert and deliveries are written with it (and only with it); a
+/// threshold alert opens once per subject and resolves; deliveries are
+/// claimed once, retried, delivered or given up, and listed per project.
+pub async fn alerts_outbox_and_deliveries(store: &dyn EventStore) {
+    use crate::alerts::{
+        AlertStatus, AttemptResult, Condition, DeliveryStatus, DestinationKind, Metric, NewAlert,
+        NewDestination, NewRule, RuleSet, Transition,
+    };
+    use agentledger_core::verdict::{Decision, Judgement, Verdict};
+
+    let p = project(store, "p").await;
+    let q = project(store, "q").await;
+    let dest = store
+        .create_destination(
+            &p,
+            NewDestination {
+                name: "siem".into(),
+                kind: DestinationKind::Webhook,
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: Some("whsec_x".into()),
+            },
+        )
+        .await
+        .expect("destination");
+    assert_eq!(store.list_destinations(&p).await.unwrap().len(), 1);
+    assert!(store.list_destinations(&q).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .destination_by_id(&dest.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret
+            .as_deref(),
+        Some("whsec_x")
+    );
+    let rule = store
+        .create_rule(
+            &p,
+            NewRule {
+                name: "denied".into(),
+                condition: Condition::Decision {
+                    decisions: vec![Decision::Deny],
+                },
+                destinations: vec![dest.id.clone()],
+            },
+        )
+        .await
+        .expect("rule");
+    assert_eq!(
+        store.list_rules(Some(&p)).await.unwrap(),
+        vec![rule.clone()]
+    );
+    assert!(store.list_rules(Some(&q)).await.unwrap().is_empty());
+    assert_eq!(store.list_rules(None).await.unwrap().len(), 1);
+    assert!(!store.delete_rule(&q, &rule.id).await.unwrap(), "not q's");
+    assert!(!store.delete_destination(&q, &dest.id).await.unwrap());
+
+    // A denied event and an allowed one, appended with the rules.
+    let judged = |d: Decision| {
+        let mut e = event("s1", Kind::ToolCall, r#"{"toolName":"x","arguments":{}}"#);
+        e.judgement = Some(Judgement::new(&Verdict {
+            decision: d,
+            policies: vec![],
+            reasons: vec![],
+            findings: vec![],
+        }));
+        e
+    };
+    let rules = Arc::new(RuleSet {
+        rules: vec![rule.clone()],
+    });
+    let out = store
+        .append_request(
+            &p,
+            crate::AppendRequest {
+                events: vec![judged(Decision::Allow), judged(Decision::Deny)],
+                alerts: Some(rules.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("append");
+    let crate::AppendOutcome::Committed { appended, .. } = out else {
+        panic!("not committed");
+    };
+    let alerts = store.list_alerts(&p, true, 10).await.unwrap();
+    assert_eq!(alerts.len(), 1, "one alert for the denied event");
+    let a = &alerts[0];
+    assert_eq!(
+        a.event_id.as_deref(),
+        Some(appended[1].id.to_string().as_str())
+    );
+    assert_eq!((a.session_id.as_str(), a.status), ("s1", AlertStatus::Open));
+    assert!(store.list_alerts(&q, false, 10).await.unwrap().is_empty());
+    assert_eq!(store.get_alert(&a.id).await.unwrap().as_ref(), Some(a));
+    let to_record = store.alerts_to_record(10).await.unwrap();
+    assert_eq!(to_record.len(), 1);
+    store
+        .mark_alerts_recorded(&[(a.id.clone(), Transition::Triggered, 3)])
+        .await
+        .unwrap();
+    assert!(store.alerts_to_record(10).await.unwrap().is_empty());
+
+    // A request that fails stores neither its events nor its alerts.
+    let r = store
+        .append_request(
+            &p,
+            crate::AppendRequest {
+                session: Some(crate::NewSession {
+                    id: SessionId::parse("s1").unwrap(),
+                    agent_id: AgentId::parse("agent-1").unwrap(),
+                    system_prompt: None,
+                    metadata: empty_object(),
+                }),
+                events: vec![judged(Decision::Deny)],
+                alerts: Some(rules),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(r.is_err(), "s1 exists");
+    assert_eq!(store.list_alerts(&p, false, 10).await.unwrap().len(), 1);
+
+    // Its delivery: due now, claimed once, retried, then delivered.
+    let due = store.due_deliveries(Micros::now(), 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let d = &due[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+    assert_eq!(d.destination_id, dest.id);
+    let lease = Micros(Micros::now().0 + 60_000_000);
+    assert!(
+        store
+            .claim_delivery(&d.id, d.next_attempt_at, lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_delivery(&d.id, d.next_attempt_at, lease)
+            .await
+            .unwrap(),
+        "claimed once"
+    );
+    assert!(
+        store
+            .due_deliveries(Micros::now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .record_attempt(
+            &d.id,
+            AttemptResult::Retry {
+                error: "connection refused".into(),
+                status: None,
+                next_at: Micros(0),
+            },
+        )
+        .await
+        .unwrap();
+    let listed = store.list_deliveries(&p, Some(&a.id), 10).await.unwrap();
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(listed[0].last_error.as_deref(), Some("connection refused"));
+    store
+        .record_attempt(&d.id, AttemptResult::Delivered { status: 204 })
+        .await
+        .unwrap();
+    let listed = store.list_deliveries(&p, None, 10).await.unwrap();
+    assert_eq!(
+        (listed[0].status, listed[0].attempts, listed[0].last_status),
+        (DeliveryStatus::Delivered, 2, Some(204))
+    );
+    assert!(
+        store
+            .list_deliveries(&q, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .due_deliveries(Micros::now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Thresholds: one open alert per (rule, subject), resolved once.
+    let new = || NewAlert {
+        rule_id: "rul_t".into(),
+        rule_name: "errors".into(),
+        condition: serde_json::to_string(&Condition::Threshold {
+            metric: Metric::AgentErrors,
+            threshold: 2.0,
+            window_secs: 300,
+        })
+        .unwrap(),
+        session_id: "s1".into(),
+        event_id: None,
+        subject: "agent-1".into(),
+        value: 3.0,
+        threshold: 2.0,
+        message: "3 errors".into(),
+        destinations: vec![dest.id.clone()],
+    };
+    let opened = store.open_threshold_alert(&p, new()).await.unwrap();
+    let opened = opened.expect("opened");
+    assert!(
+        store
+            .open_threshold_alert(&p, new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let of_rule = store.open_threshold_alerts(&p, "rul_t", 10).await.unwrap();
+    assert_eq!(
+        of_rule,
+        vec![opened.clone()],
+        "the event alert is not the rule's"
+    );
+    assert!(
+        store
+            .open_threshold_alerts(&q, "rul_t", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!store.resolve_alert(&q, &opened.id, &[]).await.unwrap());
+    assert!(
+        store
+            .resolve_alert(&p, &opened.id, std::slice::from_ref(&dest.id))
+            .await
+            .unwrap()
+    );
+    assert!(!store.resolve_alert(&p, &opened.id, &[]).await.unwrap());
+    let open = store.list_alerts(&p, true, 10).await.unwrap();
+    assert_eq!(open.len(), 1, "the event alert stays open");
+    let pending: Vec<_> = store
+        .list_deliveries(&p, Some(&opened.id), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.transition, d.status))
+        .collect();
+    assert_eq!(pending.len(), 2);
+    assert!(pending.contains(&(Transition::Resolved, DeliveryStatus::Pending)));
+    // Reopens after resolving.
+    assert!(
+        store
+            .open_threshold_alert(&p, new())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let due = store.due_deliveries(Micros::now(), 10).await.unwrap();
+    let last = due.last().expect("due");
+    store
+        .record_attempt(
+            &last.id,
+            AttemptResult::Failed {
+                error: "HTTP 500".into(),
+                status: Some(500),
+            },
+        )
+        .await
+        .unwrap();
+    let failed = store
+        .list_deliveries(&p, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.status == DeliveryStatus::Failed)
+        .count();
+    assert_eq!(failed, 1);
+
+    assert!(store.delete_rule(&p, &rule.id).await.unwrap());
+    assert!(store.delete_destination(&p, &dest.id).await.unwrap());
+    assert!(store.list_rules(None).await.unwrap().is_empty());
+    assert!(store.destination_by_id(&dest.id).await.unwrap().is_none());
 }

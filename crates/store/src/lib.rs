@@ -2,6 +2,7 @@
 //! two implementations, SQLite (embedded, one node) and PostgreSQL (many
 //! nodes on one database); nothing here leaks either's types to callers.
 
+pub mod alerts;
 pub mod conformance;
 pub mod import;
 mod kept;
@@ -132,6 +133,10 @@ pub struct AppendRequest {
     /// state of each session's committed events up to the head they are
     /// chained onto (see [`Judge`]). Without one, events are stored as given.
     pub judge: Option<Box<dyn Judge>>,
+    /// The project's event alert rules: the writer matches each stored
+    /// event and writes the alerts it fires into the outbox, in this
+    /// transaction (see [`alerts`]). Without one, no alert is written.
+    pub alerts: Option<std::sync::Arc<alerts::RuleSet>>,
 }
 
 /// A session's policy state as the store keeps it beside the chain head.
@@ -329,7 +334,7 @@ pub trait WriterObserver: Send + Sync {
 /// The ledger's storage. Every method that touches events or sessions takes the
 /// caller's project: nothing is reachable across projects.
 #[async_trait]
-pub trait EventStore: Send + Sync + 'static {
+pub trait EventStore: alerts::AlertStore + Send + Sync + 'static {
     /// The one write path of ingest: create the session if asked, append the
     /// events (seqs and hashes from core's `chain::link`), and keep the
     /// rendered reply under the idempotency key if one is given, committed

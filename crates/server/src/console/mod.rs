@@ -7,6 +7,7 @@
 //! of the console carries a strict Content-Security-Policy: no inline
 //! script, no inline style, nothing from another origin.
 
+mod alerts;
 mod assets;
 mod auth;
 mod error;
@@ -59,6 +60,18 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/keys", get(keys::page).post(keys::create))
         .route("/console/keys/revoke", post(keys::revoke))
+        .route("/console/alerts", get(alerts::page))
+        .route("/console/alerts/resolve", post(alerts::resolve))
+        .route("/console/alerts/rules", post(alerts::create_rule))
+        .route("/console/alerts/rules/delete", post(alerts::delete_rule))
+        .route(
+            "/console/alerts/destinations",
+            post(alerts::create_destination),
+        )
+        .route(
+            "/console/alerts/destinations/delete",
+            post(alerts::delete_destination),
+        )
         .route("/console/assets/{name}", get(assets::serve))
         // Any other console path: the console's own 404 page, under its headers.
         .route(

@@ -174,6 +174,10 @@ pub async fn submit(
             )
         }
     };
+    // The project's alert rules ride with the request: the writer writes
+    // the alerts they fire into the outbox in the events' transaction.
+    req.alerts = st.alerts.event_rules(caller.project.id.0);
+    let alerting = req.alerts.is_some();
     for _ in 0..ATTEMPTS {
         match st.store.enqueue(&caller.project, req)?.await? {
             AppendOutcome::NeedsState { request, sessions } => {
@@ -193,7 +197,12 @@ pub async fn submit(
                 }
                 req = *request;
             }
-            outcome => return finish(st, caller, dialect, outcome, &render),
+            outcome => {
+                if alerting {
+                    st.alerts.wake();
+                }
+                return finish(st, caller, dialect, outcome, &render);
+            }
         }
     }
     tracing::warn!(
@@ -231,6 +240,7 @@ fn request(
         events,
         idempotency,
         judge,
+        alerts: None,
     }
 }
 

@@ -108,6 +108,18 @@ pub struct CheckPolicy {
     pub payload: Option<Map<String, Value>>,
 }
 
+/// Largest page of `list_open_alerts`.
+pub const MAX_ALERTS_LIMIT: u32 = 100;
+pub const DEFAULT_ALERTS_LIMIT: u32 = 20;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListOpenAlerts {
+    /// Page size, 1..=100 (default 20), newest first.
+    #[schemars(range(min = 1, max = 100))]
+    pub limit: Option<u32>,
+}
+
 /// A tool's input schema, from its arguments' type.
 pub fn schema<T: JsonSchema + 'static>() -> std::sync::Arc<JsonObject> {
     rmcp::handler::server::common::schema_for_input::<T>().unwrap_or_else(|e| {

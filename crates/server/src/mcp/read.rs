@@ -24,6 +24,25 @@ pub fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
     serde_json::to_value(v).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// `list_open_alerts`: the alerts route's listing (open ones).
+pub async fn open_alerts(
+    st: &AppState,
+    caller: &Caller,
+    a: super::args::ListOpenAlerts,
+) -> Result<Value, ApiError> {
+    let limit = bounded_limit(
+        a.limit,
+        super::args::DEFAULT_ALERTS_LIMIT,
+        super::args::MAX_ALERTS_LIMIT,
+    )?;
+    let alerts = st.store.list_alerts(&caller.project, true, limit).await?;
+    let out: Vec<crate::routes::alerts::AlertOut> = alerts
+        .iter()
+        .map(crate::routes::alerts::AlertOut::from)
+        .collect();
+    Ok(json!({ "alerts": to_value(&out)? }))
+}
+
 pub async fn search(st: &AppState, caller: &Caller, a: SearchEvents) -> Result<Value, ApiError> {
     if let Some(id) = &a.session_id {
         session_id(id.clone())?;

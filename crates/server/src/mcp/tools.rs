@@ -14,7 +14,9 @@ use rmcp::model::{
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use serde_json::Value;
 
-use super::args::{CheckPolicy, SearchEvents, SessionTimeline, VerifySession, parse, schema};
+use super::args::{
+    CheckPolicy, ListOpenAlerts, SearchEvents, SessionTimeline, VerifySession, parse, schema,
+};
 use super::{check, read};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -106,6 +108,33 @@ impl LedgerTools {
         )
     }
 
+    /// The project's open alerts.
+    #[tool(
+        description = "List this project's open alerts, newest first: alerts fired by rules on \
+            policy decisions (deny, flag), detector findings or event kinds, and threshold alerts \
+            not yet resolved. Answers {alerts}; each has its id, rule_name, message, session_id, \
+            event_id (the event that fired it), subject, value, threshold and created_at.",
+        input_schema = schema::<ListOpenAlerts>(),
+        annotations(
+            title = "List open alerts",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn list_open_alerts(
+        &self,
+        Extension(parts): Extension<Parts>,
+        args: JsonObject,
+    ) -> CallToolResult {
+        answer(
+            async {
+                let (st, caller) = context(&parts)?;
+                read::open_alerts(st, caller, parse::<ListOpenAlerts>(args)?).await
+            }
+            .await,
+        )
+    }
+
     /// Ask for a policy decision before acting.
     #[tool(
         description = "Ask the policy checkpoint before acting: judge a proposed action (kind, \
@@ -142,7 +171,7 @@ impl ServerHandler for LedgerTools {
             .with_instructions(
                 "agentledger is the tamper-evident audit trail of this project's AI agents. \
                  Search its events, read a session's timeline, verify a session's hash chain, \
-                 and ask the policy checkpoint before acting. Every tool sees only the project \
+                 list open alerts, and ask the policy checkpoint before acting. Every tool sees only the project \
                  of the API key this connection uses.",
             )
     }

@@ -3,6 +3,7 @@
 
 pub mod agentlens;
 pub mod agentlens_read;
+pub mod alerts;
 pub mod fabraix;
 pub mod native;
 pub mod ops;
@@ -30,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .merge(realm::router())
         .merge(otlp::router())
         .merge(policy::router())
+        .merge(alerts::router())
         .merge(ops::router())
 }
 
@@ -54,6 +56,9 @@ pub fn router() -> Router<AppState> {
         realm::create, realm::create_batch, realm::get_one,
         otlp::traces, otlp::logs,
         policy::list, policy::replace, policy::clear, policy::check, fabraix::check_action,
+        alerts::list_alerts, alerts::resolve, alerts::list_deliveries,
+        alerts::list_rules, alerts::create_rule, alerts::delete_rule,
+        alerts::list_destinations, alerts::create_destination, alerts::delete_destination,
     ),
     modifiers(&Security, &CommonErrors),
     tags((name = "native", description = "agentledger's own API"),
@@ -63,6 +68,7 @@ pub fn router() -> Router<AppState> {
          (name = "realm", description = "Realm-compatible API (base URL http://HOST:3400/v1)"),
          (name = "otlp", description = "OpenTelemetry OTLP/HTTP intake (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:3400)"),
          (name = "policy", description = "The policy checkpoint: action checks and the policy set"),
+         (name = "alerts", description = "Alert rules, destinations, alerts and their deliveries (docs/alerts.md)"),
          (name = "operations", description = "Health and metrics")),
 )]
 pub struct ApiDoc;

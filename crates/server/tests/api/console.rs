@@ -1058,3 +1058,138 @@ async fn the_overview_counts_the_day_exactly_and_claims_only_chains_it_verified(
     assert!(state("tampered").1.contains("seq 2"));
     assert_eq!(state("small").0, "ok");
 }
+
+#[tokio::test]
+async fn an_admin_manages_alert_rules_and_destinations_and_sees_alerts_and_deliveries() {
+    let app = spawn_app().await;
+    let b = sign_in(&app, &app.key).await;
+    let csrf = b.csrf().await;
+    // A webhook to a port nothing listens on: its delivery stays pending
+    // with the connection error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = b
+        .post(
+            "/console/alerts/destinations",
+            &[
+                ("csrf", &csrf),
+                ("name", "siem <prod>"),
+                ("kind", "webhook"),
+                ("url", &format!("http://127.0.0.1:{port}/hook/path-secret")),
+                ("secret", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = Html::parse_document(&r.text().await.unwrap());
+    let secret = texts(&html, "#new-secret").concat();
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 30,
+        "{secret}"
+    );
+    let dest = {
+        let sel = Selector::parse("table.destinations tbody tr").unwrap();
+        html.select(&sel)
+            .next()
+            .and_then(|r| r.value().attr("id"))
+            .expect("a destination row")
+            .to_owned()
+    };
+    let r = b
+        .post(
+            "/console/alerts/rules",
+            &[
+                ("csrf", &csrf),
+                ("name", "tool errors"),
+                ("type", "event_kind"),
+                ("values", "tool_error, error"),
+                ("destination", &dest),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        r.text().await.unwrap()
+    );
+    // Bad input is refused with the field named.
+    let r = b
+        .post(
+            "/console/alerts/rules",
+            &[
+                ("csrf", &csrf),
+                ("name", "x"),
+                ("type", "event_kind"),
+                ("values", "tool_eror"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("condition.kinds"));
+
+    app.ingest(
+        json!([{"session_id": "s-err", "agent_id": "my-agent", "kind": "error",
+        "payload": {"message": "boom"}}]),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let html = loop {
+        let (_, html) = b.page("/console/alerts").await;
+        let errors = texts(&html, "table.deliveries td");
+        if errors.iter().any(|t| t.contains("could not connect")) {
+            break html;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an attempt: {errors:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        texts(&html, "table.alerts td")
+            .concat()
+            .contains("tool errors")
+    );
+    assert_eq!(texts(&html, "table.deliveries td.status"), ["pending"]);
+    let page = html.html();
+    assert!(page.contains("siem &lt;prod&gt;"), "escaped");
+    assert!(!page.contains("path-secret"), "the URL's path is not shown");
+    assert!(!page.contains(&secret), "the secret is not shown again");
+
+    // Another key of the project that is not admin sees alerts, not rules.
+    let reader = app.new_key("default").await;
+    let rb = sign_in(&app, &reader).await;
+    let (_, html) = rb.page("/console/alerts").await;
+    assert_eq!(texts(&html, "table.alerts tbody tr").len(), 1);
+    assert!(texts(&html, "table.rules").is_empty());
+    let rcsrf = rb.csrf().await;
+    let r = rb
+        .post(
+            "/console/alerts/rules/delete",
+            &[("csrf", &rcsrf), ("id", "x")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The admin resolves the alert.
+    let alert = {
+        let sel = Selector::parse("table.alerts tbody tr").unwrap();
+        html.select(&sel)
+            .next()
+            .and_then(|r| r.value().attr("id"))
+            .unwrap()
+            .to_owned()
+    };
+    let r = b
+        .post(
+            "/console/alerts/resolve",
+            &[("csrf", &csrf), ("id", &alert)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, html) = b.page("/console/alerts").await;
+    assert!(texts(&html, "table.alerts tbody tr").is_empty());
+}

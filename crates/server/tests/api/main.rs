@@ -1,6 +1,7 @@
 //! One integration-test binary: every test starts the real server on port 0
 //! with a temporary database and talks HTTP to it as a client would.
 
+mod alerts;
 mod auth;
 mod browser;
 mod cli;

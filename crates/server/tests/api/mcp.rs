@@ -136,7 +136,7 @@ async fn mcp_refuses_a_missing_wrong_or_revoked_key_before_any_mcp_processing() 
 }
 
 #[tokio::test]
-async fn mcp_initializes_and_lists_four_tools_with_bounded_schemas() {
+async fn mcp_initializes_and_lists_five_tools_with_bounded_schemas() {
     let app = spawn_app().await;
     let init = rpc(
         &app,
@@ -156,6 +156,7 @@ async fn mcp_initializes_and_lists_four_tools_with_bounded_schemas() {
         [
             "check_policy",
             "get_session_timeline",
+            "list_open_alerts",
             "search_events",
             "verify_session"
         ]
@@ -252,7 +253,7 @@ async fn search_events_is_the_native_query_with_bounds() {
         &app,
         Some(&app.key),
         &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                "params": {"name": "list_open_alerts", "arguments": {}}}),
+                "params": {"name": "no_such_tool", "arguments": {}}}),
     )
     .await;
     let v: Value = r.json().await.unwrap();
@@ -500,6 +501,20 @@ async fn mcp_python_client() {
         memory("py-session", 3),
     ]))
     .await;
+    // A rule on denied events and one denied call, in a session of its own
+    // (py-session's counts stay as the script expects).
+    let r = app
+        .post(
+            "/api/v1/alerts/rules",
+            &json!({"name": "denied", "condition": {"type": "decision", "decisions": ["deny"]}}),
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    app.ingest(json!([
+        {"session_id": "py-alerts", "agent_id": "my-agent", "kind": "tool_call",
+         "payload": {"toolName": "shell", "callId": "c", "arguments": {"command": "rm -rf /"}}}
+    ]))
+    .await;
     let other = app.new_key("other").await;
     let script = format!("{}/tests/mcp/client.py", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new(python())
@@ -521,4 +536,42 @@ async fn mcp_python_client() {
     // The client's calls appended nothing.
     let s = app.get_json("/api/v1/sessions/py-session").await;
     assert_eq!(s["event_count"], 3);
+}
+
+/// `list_open_alerts` answers what `GET /api/v1/alerts` does, for the
+/// key's project only.
+#[tokio::test]
+async fn list_open_alerts_lists_the_projects_open_alerts() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/api/v1/alerts/rules",
+            &json!({"name": "tool errors",
+                    "condition": {"type": "event_kind", "kinds": ["tool_error"]}}),
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let none = call(&app, "list_open_alerts", json!({})).await;
+    assert_eq!(none["alerts"], json!([]));
+    app.ingest(json!([
+        {"session_id": "alerting", "agent_id": "my-agent", "kind": "tool_error",
+         "payload": {"toolName": "read_file", "callId": "c1", "error": "ENOENT", "durationMs": 3}},
+        memory("alerting", 1)
+    ]))
+    .await;
+    let open = call(&app, "list_open_alerts", json!({"limit": 5})).await;
+    let alerts = open["alerts"].as_array().expect("alerts");
+    assert_eq!(alerts.len(), 1, "{open}");
+    assert_eq!(alerts[0]["rule_name"], "tool errors");
+    assert_eq!(alerts[0]["session_id"], "alerting");
+    assert_eq!(alerts[0]["status"], "open");
+    let api = app.get_json("/api/v1/alerts").await;
+    assert_eq!(api["alerts"][0]["id"], alerts[0]["id"]);
+    let other = app.new_key("other").await;
+    let (err, theirs, _) = call_with(&app, &other, "list_open_alerts", json!({})).await;
+    assert!(!err);
+    assert_eq!(theirs["alerts"], json!([]), "another project sees none");
+    let (v, text) = tool_error(&app, &app.key, "list_open_alerts", json!({"limit": 1000})).await;
+    assert_eq!(v["code"], "VALIDATION_ERROR", "{v}");
+    assert!(text.contains("limit"), "{text}");
 }

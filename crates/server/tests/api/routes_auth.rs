@@ -77,6 +77,10 @@ async fn seed(app: &TestApp) -> BTreeMap<&'static str, String> {
             "sess-of-project-a".to_owned(),
         ),
         ("/api/agents/{id}", "my-agent".to_owned()),
+        // Admin-only routes: refused (403) before the id is looked up.
+        ("/api/v1/alerts/{id}/resolve", "alr_none".to_owned()),
+        ("/api/v1/alerts/rules/{id}", "rul_none".to_owned()),
+        ("/api/v1/alerts/destinations/{id}", "dst_none".to_owned()),
         ("/v1/events/{id}", realm_id),
         ("/v1/agents/{id}/events", "agt_of_project_a".to_owned()),
         (

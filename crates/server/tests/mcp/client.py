@@ -21,7 +21,13 @@ URL = os.environ["MCP_URL"]
 KEY = os.environ["MCP_KEY"]
 OTHER = os.environ["MCP_OTHER_KEY"]
 AWS_KEY = "AKIAZ7Q2MPLEXAB3CD4E"
-TOOLS = ["check_policy", "get_session_timeline", "search_events", "verify_session"]
+TOOLS = [
+    "check_policy",
+    "get_session_timeline",
+    "list_open_alerts",
+    "search_events",
+    "verify_session",
+]
 
 
 def check(cond, what):
@@ -99,6 +105,17 @@ async def as_owner(mode):
             r = await client.call_tool("check_policy", {"session_id": "ok", "agent_id": "a", "tool": "ls"})
             check(r.structured_content["decision"] == "allow", f"allow {r.structured_content}")
 
+            # The Rust test set a rule on denied events: the denied tool call
+            # it sent fired one alert.
+            r = await client.call_tool("list_open_alerts", {})
+            check(not r.is_error, f"list_open_alerts: {r.content}")
+            alerts = r.structured_content["alerts"]
+            check(len(alerts) == 1, f"open alerts {alerts}")
+            check(alerts[0]["session_id"] == "py-alerts", f"alert {alerts[0]}")
+            check(alerts[0]["rule_name"] == "denied", f"alert {alerts[0]}")
+            r = await client.call_tool("list_open_alerts", {"limit": 1000})
+            check(r.is_error and "limit" in r.content[0].text, f"alerts limit {r.content}")
+
             # Errors are tool errors with a clear message.
             r = await client.call_tool("search_events", {"limit": 1000})
             check(r.is_error, "limit over 100 is an error")
@@ -117,6 +134,8 @@ async def as_other_project(mode):
             check(r.is_error, "other project: verify")
             r = await client.call_tool("search_events", {"session_id": "py-session"})
             check(r.structured_content["total"] == 0, "other project: search finds nothing")
+            r = await client.call_tool("list_open_alerts", {})
+            check(r.structured_content["alerts"] == [], "other project: no alerts")
 
 
 async def without_key():

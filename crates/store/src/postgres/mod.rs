@@ -25,6 +25,7 @@
 //!   [`EventStore::durability_warnings`].
 //! * TLS is not supported yet: connect over a trusted network or a local socket.
 
+mod alerts;
 mod errors;
 mod import;
 mod reads;

@@ -140,6 +140,7 @@ conformance! {
     conformance_sessions => sessions_are_listed,
     conformance_keys => keys_authenticate_and_revoke,
     conformance_policy_sets => policy_sets_are_per_project,
+    conformance_alerts => alerts_outbox_and_deliveries,
     conformance_idempotency => idempotency_keys_replay_once,
     conformance_usage => usage_is_filtered_and_summed,
     conformance_projects_and_keys => projects_and_keys_are_listed,

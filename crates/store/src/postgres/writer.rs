@@ -131,6 +131,8 @@ struct Job {
     /// Judges the events in the transaction; then `submitted` holds them as
     /// sent (each attempt judges them again) and `events` as judged.
     judge: Option<Box<dyn Judge>>,
+    /// The project's event alert rules (the outbox is written with the events).
+    alerts: Option<Arc<crate::alerts::RuleSet>>,
     submitted: Vec<NewEvent>,
     verdicts: Vec<Verdict>,
     ids: Vec<EventId>,
@@ -164,6 +166,7 @@ impl Job {
             key,
             render,
             judge: req.judge,
+            alerts: req.alerts,
             submitted,
             verdicts: Vec::new(),
             ids,
@@ -190,6 +193,7 @@ impl Job {
             events: std::mem::take(&mut self.submitted),
             idempotency: self.key.take().zip(self.render.take()),
             judge: self.judge.take(),
+            alerts: self.alerts.clone(),
         };
         self.outcome = Some(Ok(AppendOutcome::NeedsState {
             request: Box::new(request),
@@ -788,6 +792,27 @@ impl Writer {
             }
             insert_events(client, &rows, &refs).await?;
             write_rollups(client, &rows, token).await?;
+            // The outbox, in the events' transaction (see `crate::alerts`).
+            let mut outbox = Vec::new();
+            for (i, d) in &decided {
+                let Decided::Append { appended, .. } = d else {
+                    continue;
+                };
+                let job = &jobs[*i];
+                let Some(rules) = job.alerts.as_deref().filter(|r| !r.rules.is_empty()) else {
+                    continue;
+                };
+                for (ev, a) in job.events.iter().zip(appended) {
+                    for alert in crate::alerts::outbox_for(rules, ev, &a.out.id.to_string()) {
+                        outbox.push((job.project.id.0, alert, job.now));
+                    }
+                }
+            }
+            for (project, alert, now) in &outbox {
+                super::alerts::insert_alert(client, *project, alert, *now)
+                    .await
+                    .map_err(failure)?;
+            }
             rows.first().map(|r| (r.project_id, r.linked.id))
         };
         update_heads(client, &heads, &refs).await?;

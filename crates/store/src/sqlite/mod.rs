@@ -2,6 +2,7 @@
 //! writer thread, a pool of read-only connections that never block it.
 
 mod agents;
+mod alerts;
 mod checkpoint;
 mod faults;
 mod llm;

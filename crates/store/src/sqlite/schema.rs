@@ -220,6 +220,70 @@ const MIGRATIONS: &[&str] = &[
     "#,
         rollup_backfill!()
     ),
+    // 10: alerting (store/src/alerts.rs): rules and destinations per
+    // project, and the outbox the writer fills in the append's transaction.
+    r#"
+    CREATE TABLE alert_destinations (
+        id          TEXT PRIMARY KEY,
+        project_id  INTEGER NOT NULL REFERENCES projects(id),
+        name        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        url         TEXT NOT NULL,
+        secret      TEXT,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX alert_destinations_project ON alert_destinations(project_id);
+    CREATE TABLE alert_rules (
+        id           TEXT PRIMARY KEY,
+        project_id   INTEGER NOT NULL REFERENCES projects(id),
+        name         TEXT NOT NULL,
+        condition    TEXT NOT NULL,
+        destinations TEXT NOT NULL,
+        created_at   INTEGER NOT NULL
+    );
+    CREATE INDEX alert_rules_project ON alert_rules(project_id);
+    CREATE TABLE alerts (
+        id            TEXT PRIMARY KEY,
+        project_id    INTEGER NOT NULL,
+        rule_id       TEXT NOT NULL,
+        rule_name     TEXT NOT NULL,
+        condition     TEXT NOT NULL,
+        session_id    TEXT NOT NULL,
+        event_id      TEXT,
+        subject       TEXT NOT NULL,
+        value         REAL NOT NULL,
+        threshold     REAL NOT NULL,
+        message       TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        resolved_at   INTEGER,
+        triggered_seq INTEGER,
+        resolved_seq  INTEGER
+    );
+    CREATE INDEX alerts_project ON alerts(project_id, created_at);
+    CREATE UNIQUE INDEX alerts_open_threshold ON alerts(rule_id, subject)
+        WHERE status = 'open' AND event_id IS NULL;
+    CREATE INDEX alerts_unrecorded ON alerts(created_at)
+        WHERE triggered_seq IS NULL OR (status = 'resolved' AND resolved_seq IS NULL);
+    CREATE TABLE alert_deliveries (
+        id              TEXT PRIMARY KEY,
+        project_id      INTEGER NOT NULL,
+        alert_id        TEXT NOT NULL,
+        destination_id  TEXT NOT NULL,
+        transition      TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        last_error      TEXT,
+        last_status     INTEGER,
+        created_at      INTEGER NOT NULL,
+        delivered_at    INTEGER
+    );
+    CREATE INDEX alert_deliveries_due ON alert_deliveries(next_attempt_at)
+        WHERE status = 'pending';
+    CREATE INDEX alert_deliveries_project ON alert_deliveries(project_id, created_at);
+    CREATE INDEX alert_deliveries_alert ON alert_deliveries(alert_id);
+    "#,
 ];
 
 /// Migration 9's recount, for tests that rebuild the rollups and compare.
@@ -321,7 +385,11 @@ mod tests {
         // The same database as a binary before migration 7 would leave it.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE rollups;
+            "DROP TABLE alert_deliveries;
+             DROP TABLE alerts;
+             DROP TABLE alert_rules;
+             DROP TABLE alert_destinations;
+             DROP TABLE rollups;
              DROP TABLE idempotency_keys;
              DROP INDEX sessions_project_agent;
              ALTER TABLE sessions DROP COLUMN event_count;

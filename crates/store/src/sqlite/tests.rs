@@ -57,6 +57,12 @@ async fn conformance_keys() {
 }
 
 #[tokio::test]
+async fn conformance_alerts() {
+    let d = tempfile::tempdir().unwrap();
+    c::alerts_outbox_and_deliveries(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn conformance_policy_sets() {
     let d = tempfile::tempdir().unwrap();
     c::policy_sets_are_per_project(&open(&d)).await;

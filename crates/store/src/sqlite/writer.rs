@@ -56,6 +56,11 @@ pub const INSERT_EVENT_SQL: &str = "INSERT INTO events (id, project_id, session_
 
 pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
+/// What a `Cmd::Exec` answers (its caller knows the type).
+pub(crate) type ExecAnswer = Box<dyn std::any::Any + Send>;
+/// A `Cmd::Exec`'s work, run on the writer's connection.
+pub(crate) type ExecFn = Box<dyn FnOnce(&Connection) -> StoreResult<ExecAnswer> + Send>;
+
 pub(crate) enum Cmd {
     Append {
         project: ProjectRef,
@@ -95,6 +100,12 @@ pub(crate) enum Cmd {
         session: Box<agentledger_core::Session>,
         events: Vec<crate::ImportedEvent>,
         reply: Reply<u64>,
+    },
+    /// Alerting's writes (rules, destinations, outbox updates: see
+    /// `super::alerts`), each run in a transaction of its own.
+    Exec {
+        run: ExecFn,
+        reply: Reply<ExecAnswer>,
     },
     Shutdown,
 }
@@ -350,6 +361,7 @@ impl Writer {
             events,
             idempotency,
             judge,
+            alerts,
         } = req;
         if let Some((key, _)) = &idempotency
             && let Some((fingerprint, reply)) = self.kept_reply(project, &key.key)?
@@ -390,6 +402,7 @@ impl Writer {
                             events,
                             idempotency,
                             judge: Some(judge),
+                            alerts,
                         }),
                         sessions: missing,
                     });
@@ -422,6 +435,15 @@ impl Writer {
             None => None,
         };
         let appended = self.insert_events(txn_heads, local, project, &events)?;
+        if let Some(rules) = alerts.as_deref().filter(|r| !r.rules.is_empty()) {
+            // The outbox, in the events' transaction (see `crate::alerts`).
+            for (ev, a) in events.iter().zip(&appended) {
+                for alert in crate::alerts::outbox_for(rules, ev, &a.id.to_string()) {
+                    super::alerts::insert_alert(&self.conn, project.id.0, &alert, a.server_ts)
+                        .map_err(storage)?;
+                }
+            }
+        }
         for (id, fold) in judged.into_iter().flatten() {
             let key: HeadKey = (project.id.0, id);
             let seq = local.get(&key).map_or(0, |h| h.chain.seq);
@@ -892,6 +914,9 @@ impl Writer {
             }
             Cmd::ImportMeta { meta, reply } => {
                 let _ = reply.send(self.import_meta(&meta));
+            }
+            Cmd::Exec { run, reply } => {
+                let _ = reply.send(self.in_txn(|w| run(&w.conn)));
             }
             Cmd::ImportSession {
                 project,
