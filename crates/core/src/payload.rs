@@ -256,9 +256,62 @@ pub fn tool_name(kind: Kind, p: &serde_json::Value) -> Option<&str> {
         })
 }
 
+/// [`tool_name`] of a payload's text, without building its whole tree: the
+/// top-level members are split as raw text and only the few a tool name can
+/// be in are read (the store's writer tallies tools for every tool call).
+/// A member given twice counts as its last, as in a parsed tree.
+pub fn tool_name_in(kind: Kind, payload: &str) -> Option<String> {
+    type Members<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
+    let top: Members<'_> = serde_json::from_str(payload).ok()?;
+    let text = |k: &str| {
+        top.get(k)
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    };
+    text("toolName")
+        .or_else(|| text("tool_name"))
+        .or_else(|| text("tool"))
+        .or_else(|| {
+            let tool: Members<'_> = serde_json::from_str(top.get("tool")?.get()).ok()?;
+            serde_json::from_str::<String>(tool.get("name")?.get()).ok()
+        })
+        .or_else(|| {
+            matches!(kind, Kind::ToolCall | Kind::ToolResponse | Kind::ToolError)
+                .then(|| text("name"))
+                .flatten()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text reader names the same tool as the tree reader.
+    #[test]
+    fn tool_name_in_agrees_with_tool_name() {
+        let cases = [
+            r#"{"toolName":"search","name":"x"}"#,
+            r#"{"tool_name":"a\u0062c"}"#,
+            r#"{"tool":"shell"}"#,
+            r#"{"tool":{"name":"mail","arguments":{}}}"#,
+            r#"{"tool":{"name":7},"name":"fallback"}"#,
+            r#"{"name":"only-for-tool-kinds"}"#,
+            r#"{"toolName":5,"tool_name":"second"}"#,
+            r#"{"toolName":"first","toolName":"last"}"#,
+            r#"{"other":{"toolName":"nested, not read"}}"#,
+            r#"["not","an","object"]"#,
+            r#"{}"#,
+        ];
+        for kind in [Kind::ToolCall, Kind::LlmCall] {
+            for c in cases {
+                let tree: serde_json::Value = serde_json::from_str(c).unwrap();
+                assert_eq!(
+                    tool_name_in(kind, c).as_deref(),
+                    tool_name(kind, &tree),
+                    "{kind:?} {c}"
+                );
+            }
+        }
+    }
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_owned()).unwrap()

@@ -35,8 +35,18 @@ struct Shape {
     #[serde(alias = "responseModel")]
     response_model: Option<String>,
     model: Option<String>,
-    #[serde(flatten)]
-    top: Counts,
+    // The counts at the top level, spelled as in `Counts`. Not
+    // `#[serde(flatten)] Counts`: flattening buffers every other member of
+    // the payload (prompts, completions) just to pass them over, and this
+    // runs on the store's writer for every LLM event.
+    #[serde(alias = "inputTokens", alias = "prompt_tokens", alias = "promptTokens")]
+    input_tokens: Option<Number>,
+    #[serde(
+        alias = "outputTokens",
+        alias = "completion_tokens",
+        alias = "completionTokens"
+    )]
+    output_tokens: Option<Number>,
     usage: Option<Counts>,
     #[serde(alias = "costUsd")]
     cost_usd: Option<Number>,
@@ -90,8 +100,8 @@ impl Usage {
                 .response_model
                 .or(s.model)
                 .filter(|m| !m.is_empty() && m.chars().count() <= MAX_MODEL_CHARS),
-            input_tokens: tokens(s.top.input_tokens).or(tokens(counts.input_tokens)),
-            output_tokens: tokens(s.top.output_tokens).or(tokens(counts.output_tokens)),
+            input_tokens: tokens(s.input_tokens).or(tokens(counts.input_tokens)),
+            output_tokens: tokens(s.output_tokens).or(tokens(counts.output_tokens)),
             cost_usd: s.cost_usd.and_then(Number::get).filter(|c| *c >= 0.0),
         };
         (u != Usage::default()).then_some(u)

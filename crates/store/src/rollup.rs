@@ -177,10 +177,9 @@ impl Rollups {
             self.bump(project_id, RollupDim::Detector, hour, d, usage);
         }
         if ev.kind == Kind::ToolCall
-            && let Ok(p) = serde_json::from_str::<serde_json::Value>(ev.payload)
-            && let Some(tool) = agentledger_core::payload::tool_name(ev.kind, &p)
+            && let Some(tool) = agentledger_core::payload::tool_name_in(ev.kind, ev.payload)
         {
-            self.bump(project_id, RollupDim::Tool, hour, tool.to_owned(), usage);
+            self.bump(project_id, RollupDim::Tool, hour, tool, usage);
         }
     }
 
