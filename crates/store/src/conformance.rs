@@ -1842,6 +1842,7 @@ pub async fn search_pages_common_and_rare_words(store: &dyn EventStore) {
     let (got, total) = all("common nowhere", None, Order::Desc, 50).await;
     assert!(got.is_empty(), "no event has both words");
     assert_eq!(total, (Some(0), false));
+}
 
 /// Alerting: rules and destinations are the caller's project's; a matching
 /// event's alert and deliveries are written with it (and only with it); a
