@@ -18,7 +18,7 @@ use crate::events::{
 };
 use crate::report::Row;
 
-const SESSIONS: u64 = 100;
+pub const SESSIONS: u64 = 100;
 
 /// The server side: run in a child process of the harness.
 /// `db` is a `--db` value: a SQLite path or a `postgres://` URL.

@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release -p agentledger-bench -- [--scenario NAME[,NAME…]|all] [--events N] [--db-url postgres://…] [--json FILE]`
 
+mod alerts;
 mod ceiling;
 mod chart;
 mod events;
@@ -30,7 +31,7 @@ struct Cli {
     #[command(subcommand)]
     child: Option<Child>,
     /// Scenarios to run, comma-separated: ceiling, batch, single, sweep,
-    /// agentlens, fabraix, otlp, mix, policy, check, detectors, queries,
+    /// agentlens, fabraix, otlp, mix, policy, alerts, check, detectors, queries,
     /// postgres and queries-postgres (need --db-url), console (the
     /// console's pages alone; see --console-db), or all.
     #[arg(long, default_value = "all")]
@@ -126,6 +127,7 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "otlp",
         "mix",
         "policy",
+        "alerts",
         "check",
         "detectors",
         "queries",
@@ -264,6 +266,11 @@ async fn run(cli: &Cli) -> Result<(), String> {
             let mut r = load::native_batches(dir.path(), cli.events, 1000, 4).await?;
             rows.push(r.remove(0).with_ceiling(batch_ceiling));
         }
+    }
+    if want("alerts") {
+        eprintln!("scenario alerts: native batches of 1000 with 50 silent alert rules...");
+        let r = alerts::batches_with_rules(dir.path(), cli.events, 1000, 4).await?;
+        rows.push(r.with_ceiling(batch_ceiling));
     }
     if want("check") {
         let n = (cli.events / 20).clamp(1000, 20_000);

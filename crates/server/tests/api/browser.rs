@@ -425,5 +425,41 @@ async fn console_in_chromium() {
     // Policies (admin): the editor and the set in force.
     d.goto(&app.url("/console/policies")).await;
     d.screenshot("policies").await;
+
+    // Alerts: a rule on denied calls, to a webhook that is down, then a
+    // denied shell call in a session of its own (the alert's event joins
+    // that session's chain): the page shows the alert, its delivery
+    // retrying and the rule.
+    let r = app
+        .client
+        .post(app.url("/api/v1/alerts/destinations"))
+        .bearer_auth(&app.key)
+        .json(&json!({"name": "siem", "kind": "webhook",
+                      "url": "http://127.0.0.1:9/hooks/agentledger"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let dest: serde_json::Value = r.json().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/alerts/rules"))
+        .bearer_auth(&app.key)
+        .json(&json!({"name": "denied tool calls",
+                      "condition": {"type": "decision", "decisions": ["deny"]},
+                      "destinations": [dest["id"]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    app.ingest(json!([
+        {"session_id": "on-call", "agent_id": "support-bot", "kind": "tool_call", "payload": {
+            "toolName": "shell", "callId": "c9", "arguments": {"cmd": "rm -rf /var/backups"}}},
+    ]))
+    .await;
+    d.goto(&app.url("/console/alerts")).await;
+    assert!(d.text("table.alerts").await.contains("denied tool calls"));
+    assert!(d.text("table.deliveries").await.contains("pending"));
+    d.screenshot("alerts").await;
     no_csp_violation(&d.console_log().await, "the rest");
 }
