@@ -146,6 +146,52 @@ conformance! {
     conformance_llm_usage => llm_usage_groups_by_model_and_time,
     conformance_events_columns_and_salts => events_columns_and_salts_are_read_back,
     conformance_gauges_and_close => gauges_settle_and_close_refuses,
+    conformance_log => log_integrates_every_event_once,
+}
+
+/// The integrator never passes a transaction that is still running: an event committed after
+/// a pass cannot land behind the cursor. A transaction held open elsewhere on the server keeps
+/// the events appended after it out of the log until it ends; then they are integrated, each
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_waits_for_transactions_still_running() {
+    use agentledger_core::Kind;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = db.open().await;
+    let p = c::project(&store, "p").await;
+    store
+        .append(&p, vec![c::event("s", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    c::integrate_exactly(&store, &p, 1, 100).await;
+    // Another client's transaction takes a transaction id and stays open.
+    let mut other = db.client().await;
+    let tx = other.transaction().await.expect("begin");
+    tx.query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .expect("xid");
+    store
+        .append(
+            &p,
+            vec![
+                c::event("s", Kind::Memory, "{}"),
+                c::event("t", Kind::Memory, "{}"),
+            ],
+        )
+        .await
+        .expect("append");
+    assert_eq!(
+        c::integrate_all(&store, &p, 100).await,
+        0,
+        "integrated past a running transaction"
+    );
+    tx.rollback().await.expect("end");
+    c::integrate_exactly(&store, &p, 2, 100).await;
+    assert_eq!(c::integrate_all(&store, &p, 100).await, 0);
+    assert_eq!(store.log_head(&p).await.expect("head").size, 3);
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
