@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -52,6 +52,63 @@ enum Command {
     /// unchanged. Run it again to resume an interrupted copy; a target
     /// holding other data is refused. Every chain is verified at the end.
     Copy(CopyArgs),
+    /// Print the verifier key (C2SP signed-note vkey) of projects' transparency logs: what
+    /// a client checks checkpoints and proofs with. The key file is the server's.
+    LogKey(LogKeyArgs),
+}
+
+#[derive(Args)]
+struct LogOriginArgs {
+    /// The transparency log's signing key file: created (mode 0600) at the first start,
+    /// refused if others can read it; back it up. Default: beside a SQLite database, its
+    /// name plus `.log-key`; with PostgreSQL, ./agentledger-log.key.
+    #[arg(long, env = "AGENTLEDGER_LOG_KEY")]
+    log_key: Option<PathBuf>,
+    /// The origin prefix of the logs: project P's log is "<prefix>/P" (its checkpoints'
+    /// first line and its key name). Default: this machine's host name; set it explicitly,
+    /// since the origin is the log's identity.
+    #[arg(long, env = "AGENTLEDGER_LOG_ORIGIN")]
+    log_origin: Option<String>,
+}
+
+impl LogOriginArgs {
+    fn key_path(&self, db: &str) -> Result<PathBuf, String> {
+        if let Some(p) = &self.log_key {
+            return Ok(p.clone());
+        }
+        Ok(match Backend::parse(db).map_err(|e| e.to_string())? {
+            Backend::Sqlite(o) => {
+                let mut name = o.path.file_name().unwrap_or_default().to_os_string();
+                name.push(".log-key");
+                o.path.with_file_name(name)
+            }
+            Backend::Postgres(_) => PathBuf::from("./agentledger-log.key"),
+        })
+    }
+
+    fn prefix(&self) -> Result<String, String> {
+        let prefix = self
+            .log_origin
+            .clone()
+            .unwrap_or_else(crate::transparency::default_origin_prefix);
+        crate::transparency::check_origin_prefix(&prefix)?;
+        Ok(prefix)
+    }
+}
+
+#[derive(Args)]
+struct LogKeyArgs {
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    log: LogOriginArgs,
+    /// The projects whose logs' verifier keys to print, one line each.
+    #[arg(
+        long = "project",
+        env = "AGENTLEDGER_PROJECT",
+        default_value = "default"
+    )]
+    projects: Vec<String>,
 }
 
 #[derive(Args)]
@@ -191,6 +248,11 @@ struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    transparency: LogOriginArgs,
+    /// Seconds between signed checkpoints of a project's log (only when it grew).
+    #[arg(long, env = "AGENTLEDGER_CHECKPOINT_INTERVAL", default_value_t = 5.0)]
+    checkpoint_interval: f64,
 }
 
 #[derive(Subcommand)]
@@ -309,6 +371,7 @@ fn rate_limit(
 async fn run(cmd: Command) -> Result<ExitCode, String> {
     match cmd {
         Command::Serve(a) => {
+            let log_key = a.transparency.key_path(&a.db.db)?;
             let cfg = ServeConfig {
                 listen: a.listen,
                 db: a.db.db,
@@ -346,6 +409,17 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .ok_or("--idempotency-ttl must be a positive number of hours")?,
                 operator_token: a.operator_token,
                 secure_cookies: a.secure_cookies,
+                log: crate::transparency::LogConfig {
+                    origin: a.transparency.prefix()?,
+                    key: log_key,
+                    checkpoint_interval: std::time::Duration::try_from_secs_f64(
+                        a.checkpoint_interval,
+                    )
+                    .ok()
+                    .filter(|d| *d >= std::time::Duration::from_millis(100))
+                    .ok_or("--checkpoint-interval must be at least 0.1 seconds")?,
+                    integrate_interval: std::time::Duration::from_millis(250),
+                },
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())
@@ -361,7 +435,19 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
         Command::Export(a) => export(&a).await,
         Command::Salts { command } => salts_cmd(command).await,
         Command::Copy(a) => copy(&a).await,
+        Command::LogKey(a) => log_key(&a),
     }
+}
+
+fn log_key(a: &LogKeyArgs) -> Result<ExitCode, String> {
+    let prefix = a.log.prefix()?;
+    let key =
+        crate::transparency::LogKey::load(&a.log.key_path(&a.db.db)?).map_err(|e| e.to_string())?;
+    for project in &a.projects {
+        let origin = crate::transparency::origin(&prefix, project);
+        println!("{}", key.verifier(&origin)?.to_vkey());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn copy(a: &CopyArgs) -> Result<ExitCode, String> {

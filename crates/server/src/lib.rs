@@ -16,5 +16,6 @@ pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod transparency;
 
 pub use startup::{Application, ServeConfig};

@@ -65,6 +65,8 @@ pub struct ServeConfig {
     pub operator_token: Option<String>,
     /// `--secure-cookies`: the console's session cookie is marked `Secure`.
     pub secure_cookies: bool,
+    /// The transparency log: key file, origin, intervals.
+    pub log: crate::transparency::LogConfig,
 }
 
 /// The policy checkpoint's settings.
@@ -117,6 +119,13 @@ impl ServeConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             operator_token: None,
             secure_cookies: false,
+            // The key beside the test's database; checkpoints often, so tests wait little.
+            log: crate::transparency::LogConfig {
+                key: db.as_ref().with_file_name("log.key"),
+                origin: "agentledger.test".into(),
+                checkpoint_interval: Duration::from_millis(300),
+                integrate_interval: Duration::from_millis(100),
+            },
         }
     }
 }
@@ -143,6 +152,7 @@ pub struct Application {
     store: Arc<dyn EventStore>,
     addr: SocketAddr,
     live: Arc<crate::live::Live>,
+    log_tasks: crate::transparency::LogTasks,
 }
 
 impl Application {
@@ -179,6 +189,10 @@ impl Application {
             }
         };
         let backend_name = backend.name();
+        crate::transparency::check_origin_prefix(&cfg.log.origin).map_err(StartupError::Config)?;
+        // Before the database: a key file others can read stops the start, loudly.
+        let log_key = crate::transparency::LogKey::load_or_create(&cfg.log.key)
+            .map_err(|e| StartupError::Config(e.to_string()))?;
         let store = backend.open().await?;
         // The store logged each at open; /metrics shows the count.
         metrics.durability_warnings(store.durability_warnings().len());
@@ -214,6 +228,7 @@ impl Application {
             console: Arc::new(crate::console::ConsoleState::new(cfg.secure_cookies)),
         };
         let live = state.live.clone();
+        let log_tasks = crate::transparency::spawn(store.clone(), Arc::new(log_key), &cfg.log);
         let router = routes::router()
             .merge(crate::console::router())
             .merge(crate::mcp::router())
@@ -230,6 +245,7 @@ impl Application {
             store,
             addr,
             live,
+            log_tasks,
         })
     }
 
@@ -240,7 +256,7 @@ impl Application {
     /// Serve until `shutdown` resolves; then stop accepting, let in-flight
     /// requests finish, commit what the writer holds, and return.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         // Live streams never end by themselves: end them when the stop
@@ -252,6 +268,8 @@ impl Application {
         };
         let result =
             crate::conn::serve(self.listener, self.router, self.connections, shutdown).await;
+        // A pass cut short commits nothing; the next start integrates it again.
+        self.log_tasks.stop();
         self.store.close().await;
         tracing::info!("agentledger stopped");
         result

@@ -4,6 +4,7 @@
 pub mod agentlens;
 pub mod agentlens_read;
 pub mod fabraix;
+pub mod log;
 pub mod native;
 pub mod ops;
 pub mod otlp;
@@ -31,6 +32,7 @@ pub fn router() -> Router<AppState> {
         .merge(otlp::router())
         .merge(policy::router())
         .merge(ops::router())
+        .merge(log::router())
 }
 
 #[derive(OpenApi)]
@@ -54,6 +56,7 @@ pub fn router() -> Router<AppState> {
         realm::create, realm::create_batch, realm::get_one,
         otlp::traces, otlp::logs,
         policy::list, policy::replace, policy::clear, policy::check, fabraix::check_action,
+        log::checkpoint, log::tile, log::inclusion, log::consistency,
     ),
     modifiers(&Security, &CommonErrors),
     tags((name = "native", description = "agentledger's own API"),
@@ -63,7 +66,8 @@ pub fn router() -> Router<AppState> {
          (name = "realm", description = "Realm-compatible API (base URL http://HOST:3400/v1)"),
          (name = "otlp", description = "OpenTelemetry OTLP/HTTP intake (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:3400)"),
          (name = "policy", description = "The policy checkpoint: action checks and the policy set"),
-         (name = "operations", description = "Health and metrics")),
+         (name = "operations", description = "Health and metrics"),
+         (name = "log", description = "The project's transparency log: C2SP tlog-tiles layout, signed checkpoints, inclusion and consistency proofs (docs/transparency.md)")),
 )]
 pub struct ApiDoc;
 

@@ -1,0 +1,349 @@
+//! The transparency log over HTTP (issue 17, docs/transparency.md): what a client outside the
+//! server can check with the public formats alone. The leaf bytes are rebuilt here from the
+//! ingest acknowledgements, by the documented encoding, not by the server's code.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use agentledger_tlog::note::{Ed25519Verifier, open};
+use agentledger_tlog::proof::TlogProof;
+use agentledger_tlog::tile::{Tile, TileReader, parse_entry_bundle, tiles_for_size};
+use agentledger_tlog::witness::AddCheckpointRequest;
+use agentledger_tlog::{
+    Checkpoint, HashReadError, MemoryTree, TileHashReader, leaf_hash, tree_hash, verify_consistency,
+};
+
+use crate::helpers::*;
+
+/// docs/transparency.md "Leaves": 0x01, u16 BE session id length, session id, u64 BE seq,
+/// the 32-byte chain hash.
+fn leaf(session: &str, seq: u64, hash_hex: &str) -> Vec<u8> {
+    let mut out = vec![0x01];
+    out.extend_from_slice(&(session.len() as u16).to_be_bytes());
+    out.extend_from_slice(session.as_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&hex::decode(hash_hex).expect("hex hash"));
+    out
+}
+
+/// An acknowledged event: (id, leaf entry).
+fn acked(ack: &Value) -> Vec<(String, Vec<u8>)> {
+    ack["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().expect("id").to_owned(),
+                leaf(
+                    e["session_id"].as_str().expect("session"),
+                    e["seq"].as_u64().expect("seq"),
+                    e["hash"].as_str().expect("hash"),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn batch(session_prefix: &str, from: usize, n: usize) -> Value {
+    Value::Array(
+        (from..from + n)
+            .map(|i| memory(&format!("{session_prefix}-{}", i % 3), i))
+            .collect(),
+    )
+}
+
+/// The verifier key `agentledger log-key` prints for a project of this test server.
+fn vkey(app: &TestApp, project: &str) -> Ed25519Verifier {
+    let key = app.db.with_file_name("log.key");
+    let out = app.cli(&[
+        "log-key",
+        "--log-key",
+        key.to_str().expect("utf8 path"),
+        "--log-origin",
+        "agentledger.test",
+        "--project",
+        project,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(
+        text.starts_with(&format!("agentledger.test/{project}+")),
+        "{text}"
+    );
+    Ed25519Verifier::parse(text.trim()).expect("a vkey")
+}
+
+/// Polls /log/checkpoint (generous bound; prints how long it took) until its size is `size`.
+async fn checkpoint_of_size(
+    app: &TestApp,
+    key: &str,
+    size: u64,
+    vkey: &Ed25519Verifier,
+) -> (Vec<u8>, Checkpoint) {
+    let started = Instant::now();
+    loop {
+        let r = app.get_with("/log/checkpoint", key).await;
+        if r.status() == StatusCode::OK {
+            let note = r.bytes().await.expect("body").to_vec();
+            let opened = open(&note, &[vkey]).expect("signed by the log's key");
+            let cp = Checkpoint::parse(&opened.text).expect("a tlog-checkpoint");
+            assert!(cp.size <= size, "checkpoint of {} > {size}", cp.size);
+            if cp.size == size {
+                eprintln!(
+                    "checkpoint of {size} leaves after {} ms",
+                    started.elapsed().as_millis()
+                );
+                return (note, cp);
+            }
+        } else {
+            assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoint of {size} leaves after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Tiles fetched over HTTP, answering a TileHashReader (partial tiles cut from wider ones).
+struct FetchedTiles(HashMap<(u8, u64), Vec<u8>>);
+
+impl TileReader for FetchedTiles {
+    fn read_tiles(&self, tiles: &[Tile]) -> Result<Vec<Vec<u8>>, HashReadError> {
+        tiles
+            .iter()
+            .map(|t| {
+                let data = self
+                    .0
+                    .get(&(t.level, t.index))
+                    .ok_or(HashReadError::Missing(0))?;
+                data.get(..usize::from(t.width) * 32)
+                    .map(<[u8]>::to_vec)
+                    .ok_or(HashReadError::Missing(0))
+            })
+            .collect()
+    }
+}
+
+async fn get_bytes(app: &TestApp, path: &str) -> Vec<u8> {
+    let r = app.get(path).await;
+    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    r.bytes().await.expect("body").to_vec()
+}
+
+#[tokio::test]
+async fn every_event_is_provably_in_a_signed_checkpoint_that_only_grows() {
+    let app = spawn_app().await;
+    let mut events = Vec::new();
+    for b in 0..3 {
+        events.extend(acked(&app.ingest(batch("s", b * 100, 100)).await));
+    }
+    let verifier = vkey(&app, "default");
+    let (note, cp) = checkpoint_of_size(&app, &app.key, 300, &verifier).await;
+    assert_eq!(cp.origin, "agentledger.test/default");
+
+    // The tiles give the checkpoint's root, and the entry bundles hold every event's leaf.
+    let mut fetched = HashMap::new();
+    for tile in tiles_for_size(300) {
+        let path = tile.path();
+        let bytes = get_bytes(&app, &format!("/log/{path}")).await;
+        assert_eq!(bytes.len(), usize::from(tile.width) * 32, "{path}");
+        fetched.insert((tile.level, tile.index), bytes);
+    }
+    let reader = FetchedTiles(fetched);
+    let from_tiles = tree_hash(
+        300,
+        &TileHashReader {
+            size: 300,
+            tiles: &reader,
+        },
+    )
+    .expect("root from tiles");
+    assert_eq!(from_tiles, cp.root);
+    let mut entries = Vec::new();
+    for (path, width) in [
+        ("/log/tile/entries/000", 256),
+        ("/log/tile/entries/001.p/44", 44),
+    ] {
+        let bundle = get_bytes(&app, path).await;
+        entries.extend(
+            parse_entry_bundle(&bundle, width)
+                .expect("entry bundle")
+                .into_iter()
+                .map(<[u8]>::to_vec),
+        );
+    }
+    assert_eq!(
+        tree_hash(300, &MemoryTree::from_entries(&entries)).expect("root"),
+        cp.root
+    );
+    let logged: HashSet<&Vec<u8>> = entries.iter().collect();
+    assert!(events.iter().all(|(_, entry)| logged.contains(entry)));
+
+    // An inclusion proof for every event, as a C2SP tlog-proof, checked like a client would.
+    let mut indices = HashSet::new();
+    for (id, entry) in &events {
+        let r = app
+            .get(&format!("/log/proof/inclusion/{id}?format=text"))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let proof = TlogProof::parse(&r.bytes().await.expect("body")).expect("tlog-proof");
+        let (proved, _) = proof
+            .verify(&leaf_hash(entry), &[&verifier])
+            .expect("inclusion verifies");
+        assert_eq!(proved.size, 300);
+        assert_eq!(proof.checkpoint, note);
+        assert!(indices.insert(proof.index), "index {} twice", proof.index);
+    }
+    assert_eq!(indices.len(), 300);
+    let (id, entry) = &events[7];
+    let j = app.get_json(&format!("/log/proof/inclusion/{id}")).await;
+    assert_eq!(j["tree_size"], 300);
+    assert_eq!(j["leaf_hash"], leaf_hash(entry).to_base64());
+    assert_eq!(j["checkpoint"].as_str().map(str::as_bytes), Some(&note[..]));
+
+    // More events: a new checkpoint, provably an extension of the first.
+    app.ingest(batch("t", 0, 50)).await;
+    let (note2, cp2) = checkpoint_of_size(&app, &app.key, 350, &verifier).await;
+    let j = app.get_json("/log/proof/consistency/300").await;
+    assert_eq!(
+        (j["from"].as_u64(), j["to"].as_u64()),
+        (Some(300), Some(350))
+    );
+    let proof: Vec<agentledger_tlog::Hash> = j["consistency_proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(|h| agentledger_tlog::Hash::parse_base64(h.as_str().expect("b64")).expect("hash"))
+        .collect();
+    verify_consistency(300, 350, &cp.root, &cp2.root, &proof).expect("consistent");
+    assert!(
+        verify_consistency(300, 350, &cp2.root, &cp2.root, &proof).is_err(),
+        "the proof must not verify from another root"
+    );
+    let text = get_bytes(&app, "/log/proof/consistency/300?format=text").await;
+    let req = AddCheckpointRequest::parse(&text).expect("tlog-witness body");
+    assert_eq!((req.old_size, req.checkpoint), (300, note2));
+    assert_eq!(req.consistency_proof, proof);
+    // The first checkpoint stays served by size.
+    let old = app
+        .get_json(&format!("/log/proof/inclusion/{id}?size=300"))
+        .await;
+    assert_eq!(
+        old["checkpoint"].as_str().map(str::as_bytes),
+        Some(&note[..])
+    );
+}
+
+#[tokio::test]
+async fn a_project_reads_only_its_own_log() {
+    let app = spawn_app().await;
+    let mine = acked(&app.ingest(batch("s", 0, 3)).await);
+    let verifier = vkey(&app, "default");
+    checkpoint_of_size(&app, &app.key, 3, &verifier).await;
+    let other = app.new_key("other").await;
+    // Nothing of project default's log through project other's key.
+    let r = app.get_with("/log/checkpoint", &other).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    for path in [
+        format!("/log/proof/inclusion/{}", mine[0].0),
+        "/log/tile/0/000.p/3".to_owned(),
+        "/log/tile/entries/000.p/1".to_owned(),
+        "/log/proof/consistency/1".to_owned(),
+    ] {
+        let r = app.get_with(&path, &other).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // Project other's own log: its own origin, its own leaves.
+    let r = app
+        .post_with(
+            "/api/v1/events",
+            &json!({"events": [memory("s-0", 0)]}),
+            &other,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let theirs = acked(&r.json().await.expect("json"));
+    let other_verifier = vkey(&app, "other");
+    let (_, cp) = checkpoint_of_size(&app, &other, 1, &other_verifier).await;
+    assert_eq!(cp.origin, "agentledger.test/other");
+    assert_eq!(cp.root, leaf_hash(&theirs[0].1));
+    let r = app.get_with("/log/checkpoint", &other).await;
+    let note = r.bytes().await.expect("body");
+    assert!(
+        open(&note, &[&verifier]).is_err(),
+        "project default's verifier key does not accept project other's checkpoints"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_tree_and_the_key_and_integrates_on() {
+    let app = spawn_app().await;
+    let mut events = acked(&app.ingest(batch("s", 0, 20)).await);
+    let verifier = vkey(&app, "default");
+    let (note, cp) = checkpoint_of_size(&app, &app.key, 20, &verifier).await;
+    let app = app.restart().await;
+    assert_eq!(get_bytes(&app, "/log/checkpoint").await, note, "kept");
+    events.extend(acked(&app.ingest(batch("s", 20, 20)).await));
+    let (_, cp2) = checkpoint_of_size(&app, &app.key, 40, &verifier).await;
+    let j = app.get_json("/log/proof/consistency/20").await;
+    let proof: Vec<agentledger_tlog::Hash> = j["consistency_proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(|h| agentledger_tlog::Hash::parse_base64(h.as_str().expect("b64")).expect("hash"))
+        .collect();
+    verify_consistency(20, 40, &cp.root, &cp2.root, &proof).expect("consistent across restart");
+    let mut indices = HashSet::new();
+    for (id, entry) in &events {
+        let j = app.get_json(&format!("/log/proof/inclusion/{id}")).await;
+        assert_eq!(j["leaf_hash"], leaf_hash(entry).to_base64());
+        assert!(indices.insert(j["index"].as_u64().expect("index")));
+    }
+    assert_eq!(indices, (0..40).collect::<HashSet<u64>>());
+}
+
+#[tokio::test]
+async fn bad_log_requests_are_400s_naming_what_is_wrong() {
+    let app = spawn_app().await;
+    app.ingest(batch("s", 0, 2)).await;
+    let verifier = vkey(&app, "default");
+    checkpoint_of_size(&app, &app.key, 2, &verifier).await;
+    for (path, names) in [
+        ("/log/tile/0/1234", "path"),
+        ("/log/tile/0/000.p/256", "path"),
+        ("/log/tile/x/000", "path"),
+        ("/log/proof/consistency/abc", "from"),
+        ("/log/proof/consistency/3", "from"),
+        ("/log/proof/inclusion/not-an-id", "id"),
+        ("/log/proof/consistency/1?format=xml", "query"),
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let body: Value = r.json().await.expect("json");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(names), "{path}: {body}");
+    }
+    for path in [
+        "/log/tile/9/000",
+        "/log/tile/1/000",
+        "/log/tile/0/001",
+        "/log/tile/entries/000.p/3",
+        "/log/proof/consistency/1?to=7",
+    ] {
+        assert_eq!(
+            app.get(path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+}
