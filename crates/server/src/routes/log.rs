@@ -197,7 +197,8 @@ pub async fn tile(
 /// takes about a second, signing every --checkpoint-interval).
 #[utoipa::path(get, path = "/log/proof/inclusion/{id}", tag = "log",
     params(("id" = String, Path, description = "Event id"), InclusionParams),
-    responses((status = 200, body = InclusionOut, description = "JSON, or with format=text a C2SP tlog-proof"),
+    responses((status = 200, description = "JSON, or with format=text a C2SP tlog-proof",
+            content((InclusionOut = "application/json"), (String = "text/plain"))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn inclusion(
@@ -255,7 +256,8 @@ pub async fn inclusion(
 /// `to`'s): a client holding the root of size `from` checks the log kept every leaf.
 #[utoipa::path(get, path = "/log/proof/consistency/{from}", tag = "log",
     params(("from" = u64, Path, description = "The older tree size"), ConsistencyParams),
-    responses((status = 200, body = ConsistencyOut, description = "JSON, or with format=text a tlog-witness add-checkpoint body"),
+    responses((status = 200, description = "JSON, or with format=text a tlog-witness add-checkpoint body",
+            content((ConsistencyOut = "application/json"), (String = "text/plain"))),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn consistency(

@@ -20,7 +20,7 @@ use crate::helpers::*;
 
 /// docs/transparency.md "Leaves": 0x01, u16 BE session id length, session id, u64 BE seq,
 /// the 32-byte chain hash.
-fn leaf(session: &str, seq: u64, hash_hex: &str) -> Vec<u8> {
+pub fn leaf(session: &str, seq: u64, hash_hex: &str) -> Vec<u8> {
     let mut out = vec![0x01];
     out.extend_from_slice(&(session.len() as u16).to_be_bytes());
     out.extend_from_slice(session.as_bytes());
@@ -30,7 +30,7 @@ fn leaf(session: &str, seq: u64, hash_hex: &str) -> Vec<u8> {
 }
 
 /// An acknowledged event: (id, leaf entry).
-fn acked(ack: &Value) -> Vec<(String, Vec<u8>)> {
+pub fn acked(ack: &Value) -> Vec<(String, Vec<u8>)> {
     ack["events"]
         .as_array()
         .expect("events")
@@ -48,7 +48,7 @@ fn acked(ack: &Value) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn batch(session_prefix: &str, from: usize, n: usize) -> Value {
+pub fn batch(session_prefix: &str, from: usize, n: usize) -> Value {
     Value::Array(
         (from..from + n)
             .map(|i| memory(&format!("{session_prefix}-{}", i % 3), i))
@@ -57,7 +57,7 @@ fn batch(session_prefix: &str, from: usize, n: usize) -> Value {
 }
 
 /// The verifier key `agentledger log-key` prints for a project of this test server.
-fn vkey(app: &TestApp, project: &str) -> Ed25519Verifier {
+pub fn vkey(app: &TestApp, project: &str) -> Ed25519Verifier {
     let key = app.db.with_file_name("log.key");
     let out = app.cli(&[
         "log-key",
@@ -82,7 +82,7 @@ fn vkey(app: &TestApp, project: &str) -> Ed25519Verifier {
 }
 
 /// Polls /log/checkpoint (generous bound; prints how long it took) until its size is `size`.
-async fn checkpoint_of_size(
+pub async fn checkpoint_of_size(
     app: &TestApp,
     key: &str,
     size: u64,
@@ -134,7 +134,7 @@ impl TileReader for FetchedTiles {
     }
 }
 
-async fn get_bytes(app: &TestApp, path: &str) -> Vec<u8> {
+pub async fn get_bytes(app: &TestApp, path: &str) -> Vec<u8> {
     let r = app.get(path).await;
     assert_eq!(r.status(), StatusCode::OK, "GET {path}");
     r.bytes().await.expect("body").to_vec()
