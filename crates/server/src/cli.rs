@@ -253,6 +253,10 @@ struct ServeArgs {
     /// Seconds between signed checkpoints of a project's log (only when it grew).
     #[arg(long, env = "AGENTLEDGER_CHECKPOINT_INTERVAL", default_value_t = 5.0)]
     checkpoint_interval: f64,
+    /// Seconds between passes of the log's integrator (each pass takes every committed
+    /// event not yet in its project's log).
+    #[arg(long, env = "AGENTLEDGER_INTEGRATE_INTERVAL", default_value_t = 0.25)]
+    integrate_interval: f64,
 }
 
 #[derive(Subcommand)]
@@ -418,7 +422,12 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .ok()
                     .filter(|d| *d >= std::time::Duration::from_millis(100))
                     .ok_or("--checkpoint-interval must be at least 0.1 seconds")?,
-                    integrate_interval: std::time::Duration::from_millis(250),
+                    integrate_interval: std::time::Duration::try_from_secs_f64(
+                        a.integrate_interval,
+                    )
+                    .ok()
+                    .filter(|d| *d >= std::time::Duration::from_millis(10))
+                    .ok_or("--integrate-interval must be at least 0.01 seconds")?,
                 },
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
