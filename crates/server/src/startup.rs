@@ -121,12 +121,28 @@ impl ServeConfig {
             secure_cookies: false,
             // The key beside the test's database; checkpoints often, so tests wait little.
             log: crate::transparency::LogConfig {
-                key: db.as_ref().with_file_name("log.key"),
+                key: test_key_path(db.as_ref()),
                 origin: "agentledger.test".into(),
                 checkpoint_interval: Duration::from_millis(300),
                 integrate_interval: Duration::from_millis(100),
             },
         }
+    }
+}
+
+/// Tests' log key: beside a SQLite file, or (a database URL) in the temporary directory under
+/// a name derived from the URL, so a restart on the same database finds the same key.
+fn test_key_path(db: &std::path::Path) -> PathBuf {
+    let text = db.to_string_lossy();
+    if text.contains("://") {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        std::env::temp_dir().join(format!(
+            "agentledger-test-{}.log-key",
+            hex::encode(&digest[..8])
+        ))
+    } else {
+        db.with_file_name("log.key")
     }
 }
 

@@ -128,18 +128,29 @@ impl LogKey {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        // Written whole to a private temporary file, then linked into place: the key file
+        // appears complete or not at all, and a server starting at the same moment on the same
+        // database (link fails: it exists) uses the key the other one made.
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(".tmp-{}", hex::encode(&seed[..4])));
+        let tmp = path.with_file_name(tmp_name);
         let mut options = std::fs::OpenOptions::new();
-        // create_new: two servers starting at once never overwrite each other's key.
         options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options.open(path).map_err(io)?;
-        std::io::Write::write_all(&mut file, format!("{}\n", signer.to_skey()).as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io)?;
+        let written = options.open(&tmp).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, format!("{}\n", signer.to_skey()).as_bytes())?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return LogKey::load(path),
+            other => other.map_err(io)?,
+        }
         tracing::info!(path = %shown, "created the transparency log's signing key");
         Ok(LogKey { signer })
     }

@@ -519,3 +519,43 @@ async fn rollup_backfill_rebuilds_what_the_writer_kept() {
     c::assert_rollups_equal(&c::rollup_table(&store, &p).await, &kept);
     store.close().await;
 }
+
+/// Events stored before migration 3 read `log_xid` 0 (the column's first default, no table
+/// rewrite): they are integrated first, in `pos` order, then the newer ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_integrates_events_from_before_the_migration() {
+    use agentledger_core::Kind;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = db.open().await;
+    let p = c::project(&store, "p").await;
+    let old = store
+        .append(
+            &p,
+            vec![
+                c::event("s", Kind::Memory, "{}"),
+                c::event("t", Kind::Memory, "{}"),
+                c::event("s", Kind::Memory, "{}"),
+            ],
+        )
+        .await
+        .expect("append");
+    // As the migration leaves rows it found.
+    db.client()
+        .await
+        .execute("UPDATE events SET log_xid = 0", &[])
+        .await
+        .expect("age the rows");
+    let new = store
+        .append(&p, vec![c::event("s", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    c::integrate_exactly(&store, &p, 4, 100).await;
+    let mut indices = Vec::new();
+    for e in old.iter().chain(&new) {
+        indices.push(store.log_leaf_index(&p, e.id).await.expect("index"));
+    }
+    assert_eq!(indices, [Some(0), Some(1), Some(2), Some(3)]);
+    store.close().await;
+}

@@ -358,7 +358,11 @@ mod tests {
         // The same database as a binary before migration 7 would leave it.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE rollups;
+            "DROP TABLE tlog_state;
+             DROP TABLE tlog_tiles;
+             DROP TABLE tlog_leaves;
+             DROP TABLE tlog_checkpoints;
+             DROP TABLE rollups;
              DROP TABLE idempotency_keys;
              DROP INDEX sessions_project_agent;
              ALTER TABLE sessions DROP COLUMN event_count;
