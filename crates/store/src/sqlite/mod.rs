@@ -1213,6 +1213,10 @@ impl EventStore for SqliteStore {
         max: usize,
     ) -> StoreResult<crate::log::Integrated> {
         let project = project.id.0;
+        if !self.read(move |c| Ok(tlog::pending(c, project))).await?? {
+            let head = self.read(move |c| Ok(tlog::head(c, project))).await??;
+            return Ok(crate::log::Integrated { head, added: 0 });
+        }
         self.admin(|reply| Cmd::LogIntegrate {
             project,
             max,

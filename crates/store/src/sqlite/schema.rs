@@ -224,8 +224,10 @@ const MIGRATIONS: &[&str] = &[
     // per project, the integration cursor (rowid of the last integrated
     // event) with the tree's size and root, the tiles (each at its widest),
     // every leaf's entry by index and event, and the signed checkpoints (one
-    // per size). Written only by the writer thread.
+    // per size). Written only by the writer thread. events(project_id) holds
+    // the rowid too: a pass seeks the project's events after its cursor.
     r#"
+    CREATE INDEX events_project_rowid ON events(project_id);
     CREATE TABLE tlog_state (
         project_id  INTEGER PRIMARY KEY,
         size        INTEGER NOT NULL,
@@ -358,7 +360,8 @@ mod tests {
         // The same database as a binary before migration 7 would leave it.
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
-            "DROP TABLE tlog_state;
+            "DROP INDEX events_project_rowid;
+             DROP TABLE tlog_state;
              DROP TABLE tlog_tiles;
              DROP TABLE tlog_leaves;
              DROP TABLE tlog_checkpoints;

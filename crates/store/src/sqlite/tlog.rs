@@ -57,6 +57,15 @@ fn state(conn: &Connection, project: i64) -> StoreResult<(LogHead, i64)> {
     }
 }
 
+/// Whether the project has a committed event after its cursor (a read, so an idle project
+/// costs the writer nothing).
+pub(crate) fn pending(conn: &Connection, project: i64) -> StoreResult<bool> {
+    let (_, cursor) = state(conn, project)?;
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE project_id = ?1 AND rowid > ?2)")
+        .and_then(|mut st| st.query_row(params![project, cursor], |r| r.get(0)))
+        .map_err(db)
+}
+
 pub(crate) fn head(conn: &Connection, project: i64) -> StoreResult<LogHead> {
     state(conn, project).map(|(h, _)| h)
 }
