@@ -417,6 +417,79 @@ mod tests {
         assert!(check_origin_prefix("").is_err());
     }
 
+    /// The publisher signs only a tree that its tiles and its last checkpoint vouch for: a
+    /// tile rewritten in the database stops the signing, and so does another root already
+    /// signed for the size.
+    #[tokio::test]
+    async fn the_publisher_refuses_a_tree_inconsistent_with_its_last_checkpoint() {
+        use agentledger_core::Kind;
+        use agentledger_store::conformance::{event, integrate_exactly, project};
+        use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let store = SqliteStore::open(SqliteOptions::new(&path)).unwrap();
+        let key = LogKey::load_or_create(&dir.path().join("log.key")).unwrap();
+        let p = project(&store, "p").await;
+        let three = (0..3).map(|_| event("s", Kind::Memory, "{}")).collect();
+        store.append(&p, three).await.unwrap();
+        integrate_exactly(&store, &p, 3, 100).await;
+        let first = publish(&store, &key, "o", &p)
+            .await
+            .unwrap()
+            .expect("signed");
+        assert_eq!(first.size, 3);
+        assert!(
+            publish(&store, &key, "o", &p).await.unwrap().is_none(),
+            "no growth, no checkpoint"
+        );
+        let opened = agentledger_tlog::note::open(&first.note, &[&key.verifier("o/p").unwrap()]);
+        assert!(opened.is_ok(), "signed under the log's origin");
+
+        // Someone with the database rewrites the leaves' tile; the next leaf builds on it.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE tlog_tiles SET data = zeroblob(length(data)) WHERE level = 0",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        store
+            .append(&p, vec![event("s", Kind::Memory, "{}")])
+            .await
+            .unwrap();
+        integrate_exactly(&store, &p, 1, 100).await;
+        let refused = publish(&store, &key, "o", &p).await;
+        assert!(
+            matches!(
+                refused,
+                Err(PublishError::Inconsistent { old: 3, new: 4, .. })
+            ),
+            "{refused:?}"
+        );
+        let latest = store.log_checkpoint(&p, None).await.unwrap().unwrap();
+        assert_eq!(latest.size, 3, "nothing signed");
+
+        // Another root already kept for size 4: never a second one.
+        let head = store.log_head(&p).await.unwrap();
+        store
+            .log_add_checkpoint(
+                &p,
+                LogCheckpoint {
+                    size: 4,
+                    root: first.root,
+                    note: b"someone else's\n".to_vec(),
+                    created_at: Micros(1),
+                },
+            )
+            .await
+            .unwrap();
+        assert_ne!(head.root, first.root);
+        let refused = publish(&store, &key, "o", &p).await;
+        assert!(matches!(refused, Err(PublishError::Fork(4))), "{refused:?}");
+        store.close().await;
+    }
+
     #[test]
     fn key_file_is_created_private_and_others_readable_is_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -559,3 +559,98 @@ async fn log_integrates_events_from_before_the_migration() {
     assert_eq!(indices, [Some(0), Some(1), Some(2), Some(3)]);
     store.close().await;
 }
+
+/// Two nodes append to one project at once while both run integration passes: every event
+/// gets exactly one leaf index, the indices are 0..n, and the tiles give the root of the
+/// leaves in index order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_integrate_one_log_without_giving_an_index_twice() {
+    use agentledger_core::Kind;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let nodes = [Arc::new(db.open().await), Arc::new(db.open().await)];
+    let p = c::project(nodes[0].as_ref(), "p").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut integrators = Vec::new();
+    for node in &nodes {
+        let (node, p, stop) = (node.clone(), p.clone(), stop.clone());
+        integrators.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                node.log_integrate(&p, 7).await.expect("integrate");
+            }
+        }));
+    }
+    let mut writers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for t in 0..3 {
+            let (node, p) = (node.clone(), p.clone());
+            writers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..20 {
+                    let s = ["a", "b", "c"][(n + t + i) % 3];
+                    let batch = vec![
+                        c::event(s, Kind::Memory, "{}"),
+                        c::event("d", Kind::Memory, "{}"),
+                    ];
+                    acked.extend(node.append(&p, batch).await.expect("append"));
+                }
+                acked
+            }));
+        }
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for i in integrators {
+        i.await.expect("integrator");
+    }
+    let n = acked.len() as u64;
+    let done = nodes[0].log_head(&p).await.expect("head").size;
+    c::integrate_exactly(nodes[1].as_ref(), &p, n - done, 100).await;
+    let head = nodes[0].log_head(&p).await.expect("head");
+    assert_eq!(head.size, n);
+    let mut indices = std::collections::HashSet::new();
+    for a in &acked {
+        let index = nodes[0]
+            .log_leaf_index(&p, a.id)
+            .await
+            .expect("index")
+            .expect("integrated");
+        assert!(indices.insert(index), "index {index} twice");
+    }
+    assert_eq!(indices, (0..n).collect());
+    // Each session's events are in the log in seq order, whichever node appended them.
+    let mut by_session: std::collections::HashMap<&str, Vec<(u64, u64)>> = Default::default();
+    for a in &acked {
+        let index = nodes[0].log_leaf_index(&p, a.id).await.expect("index");
+        by_session
+            .entry(a.session_id.as_str())
+            .or_default()
+            .push((a.seq, index.expect("integrated")));
+    }
+    for (s, mut v) in by_session {
+        v.sort_unstable();
+        assert!(v.windows(2).all(|w| w[0].1 < w[1].1), "session {s}: {v:?}");
+    }
+    let entries = nodes[0]
+        .log_entries(&p, 0, n as u16)
+        .await
+        .expect("entries");
+    let tree = agentledger_tlog::MemoryTree::from_entries(&entries);
+    assert_eq!(
+        agentledger_tlog::tree_hash(n, &tree).expect("root"),
+        head.root
+    );
+    assert_eq!(
+        crate::log::root_at(nodes[1].as_ref(), &p, n)
+            .await
+            .expect("root from tiles"),
+        head.root
+    );
+    for node in nodes {
+        node.close().await;
+    }
+}
