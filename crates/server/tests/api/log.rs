@@ -315,9 +315,16 @@ async fn a_restart_keeps_the_tree_and_the_key_and_integrates_on() {
 #[tokio::test]
 async fn bad_log_requests_are_400s_naming_what_is_wrong() {
     let app = spawn_app().await;
-    app.ingest(batch("s", 0, 2)).await;
+    let events = acked(&app.ingest(batch("s", 0, 2)).await);
     let verifier = vkey(&app, "default");
     checkpoint_of_size(&app, &app.key, 2, &verifier).await;
+    let r = app
+        .get(&format!(
+            "/log/proof/inclusion/{}?size=18446744073709551615",
+            events[0].0
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     for (path, names) in [
         ("/log/tile/0/1234", "path"),
         ("/log/tile/0/000.p/256", "path"),
@@ -339,6 +346,9 @@ async fn bad_log_requests_are_400s_naming_what_is_wrong() {
         "/log/tile/0/001",
         "/log/tile/entries/000.p/3",
         "/log/proof/consistency/1?to=7",
+        "/log/proof/consistency/1?to=18446744073709551615",
+        "/log/tile/0/x018/x446/x744/x073/x709/x551/615",
+        "/log/tile/entries/x018/x446/x744/x073/x709/x551/615",
     ] {
         assert_eq!(
             app.get(path).await.status(),

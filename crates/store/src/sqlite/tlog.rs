@@ -252,7 +252,11 @@ pub(crate) fn checkpoint(
     project: i64,
     size: Option<u64>,
 ) -> StoreResult<Option<LogCheckpoint>> {
-    let size = size.map(i64_of).transpose()?;
+    // A size past i64 names no stored checkpoint (sizes come from requests).
+    let size = match size.map(i64::try_from).transpose() {
+        Ok(size) => size,
+        Err(_) => return Ok(None),
+    };
     let row: Option<(i64, Vec<u8>, Vec<u8>, i64)> = conn
         .prepare_cached(
             "SELECT size, root, note, created_at FROM tlog_checkpoints \
