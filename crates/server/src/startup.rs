@@ -244,7 +244,12 @@ impl Application {
             console: Arc::new(crate::console::ConsoleState::new(cfg.secure_cookies)),
         };
         let live = state.live.clone();
-        let log_tasks = crate::transparency::spawn(store.clone(), Arc::new(log_key), &cfg.log);
+        let log_tasks = crate::transparency::spawn(
+            store.clone(),
+            Arc::new(log_key),
+            &cfg.log,
+            state.metrics.clone(),
+        );
         let router = routes::router()
             .merge(crate::console::router())
             .merge(crate::mcp::router())

@@ -23,6 +23,8 @@ use agentledger_store::{EventStore, ProjectRef, StoreError};
 use agentledger_tlog::note::{Ed25519Signer, Ed25519Verifier, sign};
 use agentledger_tlog::{Checkpoint, verify_consistency};
 
+use crate::metrics::Metrics;
+
 /// The name the key is stored under in its file; checkpoints are signed under each log's
 /// origin instead (see [`LogKey::signer`]).
 pub const KEY_FILE_NAME: &str = "agentledger-log";
@@ -228,20 +230,30 @@ impl Drop for LogTasks {
 }
 
 /// Starts the integrator and the publisher.
-pub fn spawn(store: Arc<dyn EventStore>, key: Arc<LogKey>, cfg: &LogConfig) -> LogTasks {
-    let integrator = tokio::spawn(integrate_forever(store.clone(), cfg.integrate_interval));
+pub fn spawn(
+    store: Arc<dyn EventStore>,
+    key: Arc<LogKey>,
+    cfg: &LogConfig,
+    metrics: Arc<Metrics>,
+) -> LogTasks {
+    let integrator = tokio::spawn(integrate_forever(
+        store.clone(),
+        cfg.integrate_interval,
+        metrics.clone(),
+    ));
     let publisher = tokio::spawn(publish_forever(
         store,
         key,
         cfg.origin.clone(),
         cfg.checkpoint_interval,
+        metrics,
     ));
     LogTasks {
         handles: vec![integrator, publisher],
     }
 }
 
-async fn integrate_forever(store: Arc<dyn EventStore>, every: Duration) {
+async fn integrate_forever(store: Arc<dyn EventStore>, every: Duration, metrics: Arc<Metrics>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -258,10 +270,15 @@ async fn integrate_forever(store: Arc<dyn EventStore>, every: Duration) {
             // Passes until the project's backlog is gone (a pass is one bounded transaction).
             loop {
                 match store.log_integrate(&p, MAX_INTEGRATE).await {
-                    Ok(pass) if pass.added as usize >= MAX_INTEGRATE => continue,
-                    Ok(_) => break,
+                    Ok(pass) => {
+                        metrics.log_integrated(pass.added);
+                        if (pass.added as usize) < MAX_INTEGRATE {
+                            break;
+                        }
+                    }
                     Err(StoreError::ShuttingDown) => return,
                     Err(e) => {
+                        metrics.log_failure("integrate");
                         tracing::error!(project = %p.name, error = %e, "transparency log: integration failed; retrying");
                         break;
                     }
@@ -276,6 +293,7 @@ async fn publish_forever(
     key: Arc<LogKey>,
     prefix: String,
     every: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -292,11 +310,13 @@ async fn publish_forever(
         for p in projects {
             match publish(store.as_ref(), &key, &prefix, &p).await {
                 Ok(Some(cp)) => {
+                    metrics.log_checkpoint_signed();
                     tracing::debug!(project = %p.name, size = cp.size, "checkpoint signed")
                 }
                 Ok(None) => {}
                 Err(PublishError::Store(StoreError::ShuttingDown)) => return,
                 Err(e) => {
+                    metrics.log_failure("publish");
                     tracing::error!(project = %p.name, error = %e, "transparency log: no checkpoint signed")
                 }
             }

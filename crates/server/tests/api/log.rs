@@ -205,6 +205,17 @@ async fn every_event_is_provably_in_a_signed_checkpoint_that_only_grows() {
         assert!(indices.insert(proof.index), "index {} twice", proof.index);
     }
     assert_eq!(indices.len(), 300);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "agentledger_log_leaves_integrated_total 300"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("agentledger_log_failures_total{"),
+        "{metrics}"
+    );
     let (id, entry) = &events[7];
     let j = app.get_json(&format!("/log/proof/inclusion/{id}")).await;
     assert_eq!(j["tree_size"], 300);
