@@ -60,6 +60,7 @@ pub struct InclusionParams {
     /// Prove against the checkpoint of this tree size (default: the latest checkpoint).
     pub size: Option<u64>,
     /// `json` (default) or `text` (C2SP tlog-proof).
+    #[param(inline)]
     pub format: Option<ProofFormat>,
 }
 
@@ -69,6 +70,7 @@ pub struct ConsistencyParams {
     /// The newer tree size, which must have a checkpoint (default: the latest checkpoint).
     pub to: Option<u64>,
     /// `json` (default) or `text` (tlog-witness add-checkpoint body).
+    #[param(inline)]
     pub format: Option<ProofFormat>,
 }
 
