@@ -308,6 +308,14 @@ struct VerifyArgs {
     /// Verify an export file instead of the database ("-" for stdin).
     #[arg(long, conflicts_with_all = ["project", "session"])]
     file: Option<PathBuf>,
+    /// With --file: also check each session is in its project's transparency log. The
+    /// log's verifier key (what `agentledger log-key` prints), or a file holding it.
+    #[arg(long, requires_all = ["file", "log_proof"])]
+    log_key: Option<String>,
+    /// With --log-key: a C2SP tlog-proof of a session's last event (from
+    /// GET /log/proof/inclusion/{id}?format=text); one per session of the file.
+    #[arg(long, requires = "log_key")]
+    log_proof: Vec<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -438,7 +446,14 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
         }
         Command::Keys { command } => keys_cmd(command).await,
         Command::Verify(a) => match &a.file {
-            Some(f) => verify_file(f),
+            Some(f) => {
+                let log = a
+                    .log_key
+                    .as_deref()
+                    .map(|k| read_log_proofs(k, &a.log_proof))
+                    .transpose()?;
+                verify_file(f, log.as_ref())
+            }
             None => verify_db(&a.scope).await,
         },
         Command::Export(a) => export(&a).await,
@@ -722,7 +737,92 @@ async fn verify_db(scope: &Scope) -> Result<ExitCode, String> {
 
 /// Verify a JSON Lines export without the database. Each session's lines must
 /// start at seq 1 and appear in seq order (as `export` writes them).
-fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
+/// What `verify --file --log-key` checks the sessions against.
+struct LogProofs {
+    verifier: agentledger_tlog::note::Ed25519Verifier,
+    /// Each proof with the file it came from.
+    proofs: Vec<(PathBuf, agentledger_tlog::proof::TlogProof)>,
+}
+
+fn read_log_proofs(key: &str, files: &[PathBuf]) -> Result<LogProofs, String> {
+    use agentledger_tlog::note::Ed25519Verifier;
+    let verifier = match Ed25519Verifier::parse(key.trim()) {
+        Ok(v) => v,
+        Err(_) => {
+            let text = std::fs::read_to_string(key).map_err(|e| {
+                format!("--log-key is neither a verifier key nor a readable file: {e}")
+            })?;
+            Ed25519Verifier::parse(text.trim())
+                .map_err(|e| format!("--log-key file {key}: not a verifier key: {e}"))?
+        }
+    };
+    let proofs = files
+        .iter()
+        .map(|f| {
+            let bytes =
+                std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            agentledger_tlog::proof::TlogProof::parse(&bytes)
+                .map(|p| (f.clone(), p))
+                .map_err(|e| format!("{}: not a tlog-proof: {e}", f.display()))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(LogProofs { verifier, proofs })
+}
+
+/// Checks that each intact session's last event is in its project's log: some proof must
+/// prove that event's leaf (docs/transparency.md "Leaves") under a checkpoint signed by the
+/// key, for the log of the session's project. The chain links every earlier event into that
+/// last hash, so the whole session is in the log. Returns the failures printed.
+fn check_log_proofs(
+    log: &LogProofs,
+    last: &HashMap<(String, String), (u64, [u8; 32])>,
+    intact: &[(String, String)],
+) -> usize {
+    let mut failures = 0;
+    for key @ (project, session) in intact {
+        let Some((seq, hash)) = last.get(key) else {
+            continue;
+        };
+        let Ok(entry) = agentledger_store::log::leaf_entry(session, *seq, hash) else {
+            println!("FAIL {project}/{session}: the session id cannot be a log leaf");
+            failures += 1;
+            continue;
+        };
+        let leaf = agentledger_tlog::leaf_hash(&entry);
+        let project_suffix = crate::transparency::origin("", project);
+        let found = log.proofs.iter().find_map(|(file, proof)| {
+            proof
+                .verify(&leaf, &[&log.verifier])
+                .ok()
+                .map(|(cp, _)| (file, proof.index, cp))
+        });
+        match found {
+            Some((file, index, cp)) if cp.origin.ends_with(&project_suffix) => println!(
+                "OK {project}/{session}: seq {seq} is leaf {index} of {} at size {} ({})",
+                cp.origin,
+                cp.size,
+                file.display()
+            ),
+            Some((_, _, cp)) => {
+                failures += 1;
+                println!(
+                    "FAIL {project}/{session}: the proof is of log {}, not of project {project:?}'s",
+                    cp.origin
+                );
+            }
+            None => {
+                failures += 1;
+                println!(
+                    "FAIL {project}/{session}: no log proof given proves its last event (seq {seq}) under a checkpoint signed by {}",
+                    agentledger_tlog::note::NoteVerifier::name(&log.verifier)
+                );
+            }
+        }
+    }
+    failures
+}
+
+fn verify_file(path: &PathBuf, log: Option<&LogProofs>) -> Result<ExitCode, String> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
@@ -734,6 +834,7 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
     let mut chains: Vec<((String, String), ChainVerifier)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut bad_lines = 0;
+    let mut last: HashMap<(String, String), (u64, [u8; 32])> = HashMap::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| format!("cannot read line {}: {e}", n + 1))?;
         if line.trim().is_empty() {
@@ -751,6 +852,10 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
             }
         };
         let key = (ev.project.clone(), ev.session_id.clone());
+        let newest = last.entry(key.clone()).or_insert((ev.seq, ev.hash));
+        if ev.seq >= newest.0 {
+            *newest = (ev.seq, ev.hash);
+        }
         let i = *index.entry(key.clone()).or_insert_with(|| {
             chains.push((key, ChainVerifier::new()));
             chains.len() - 1
@@ -760,10 +865,12 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
     let mut broken = 0;
     let mut verified_events = 0;
     let total = chains.len();
+    let mut intact = Vec::new();
     for ((project, session), v) in chains {
         let r = v.finish(None);
         if r.valid {
             verified_events += r.events;
+            intact.push((project, session));
         } else {
             broken += 1;
             println!(
@@ -777,7 +884,15 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
         "{} of {total} sessions verified ({verified_events} events), {broken} broken, {bad_lines} unreadable lines",
         total - broken
     );
-    let failures = broken + bad_lines;
+    let not_logged = log.map_or(0, |log| check_log_proofs(log, &last, &intact));
+    if log.is_some() {
+        println!(
+            "{} of {} intact sessions proved in the transparency log",
+            intact.len() - not_logged,
+            intact.len()
+        );
+    }
+    let failures = broken + bad_lines + not_logged;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

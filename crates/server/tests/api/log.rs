@@ -580,3 +580,84 @@ async fn sigkill_between_commit_and_integration_loses_nothing() {
         assert!(indices.insert(proof.index), "index {} twice", proof.index);
     }
 }
+
+/// Offline: an export and the tlog-proof of its session's last event verify with the log's
+/// verifier key alone; a proof of another session, another project's key or a session
+/// missing from the log are named failures.
+#[tokio::test]
+async fn an_export_is_proved_in_the_log_offline() {
+    let app = spawn_app().await;
+    let events = acked(&app.ingest(batch("s", 0, 30)).await);
+    let other_project = app.new_key("other").await;
+    let r = app
+        .post_with(
+            "/api/v1/events",
+            &json!({"events": [memory("x", 0)]}),
+            &other_project,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let verifier = vkey(&app, "default");
+    let vkey_text = verifier.to_vkey();
+    checkpoint_of_size(&app, &app.key, 30, &verifier).await;
+    // Session s-0's events are 0, 3, ..., 27; its last is event 27.
+    let export = get_bytes(&app, "/api/v1/sessions/s-0/export").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let export_file = dir.path().join("s-0.jsonl");
+    std::fs::write(&export_file, &export).expect("write");
+    let proof_of = |i: usize| {
+        let (app, id) = (&app, events[i].0.clone());
+        async move { get_bytes(app, &format!("/log/proof/inclusion/{id}?format=text")).await }
+    };
+    let proof_file = dir.path().join("last.tlog-proof");
+    std::fs::write(&proof_file, proof_of(27).await).expect("write");
+    let other_file = dir.path().join("other.tlog-proof");
+    std::fs::write(&other_file, proof_of(28).await).expect("write");
+    let verify = |key: &str, proof: &std::path::Path| {
+        let out = app.cli(&[
+            "verify",
+            "--file",
+            export_file.to_str().expect("utf8"),
+            "--log-key",
+            key,
+            "--log-proof",
+            proof.to_str().expect("utf8"),
+        ]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = verify(&vkey_text, &proof_file);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK default/s-0: seq 10 is leaf")
+            && text.contains("1 of 1 intact sessions proved"),
+        "{text}"
+    );
+    // The vkey may come from a file too.
+    let vkey_file = dir.path().join("log.vkey");
+    std::fs::write(&vkey_file, format!("{vkey_text}\n")).expect("write");
+    assert!(verify(vkey_file.to_str().expect("utf8"), &proof_file).0);
+    // Another session's proof proves nothing about this one.
+    let (ok, text) = verify(&vkey_text, &other_file);
+    assert!(!ok);
+    assert!(text.contains("FAIL default/s-0: no log proof"), "{text}");
+    // Another project's log key does not vouch for this project's log.
+    let other_key = vkey(&app, "other").to_vkey();
+    let (ok, text) = verify(&other_key, &proof_file);
+    assert!(!ok);
+    assert!(text.contains("FAIL default/s-0"), "{text}");
+    // An export cut short (its last event dropped) is not what the log holds: the proof of
+    // seq 10 says nothing of a session ending at seq 9, and verify says so.
+    let mut lines: Vec<String> = String::from_utf8(export)
+        .expect("utf8")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.pop();
+    std::fs::write(&export_file, format!("{}\n", lines.join("\n"))).expect("write");
+    let (ok, text) = verify(&vkey_text, &proof_file);
+    assert!(!ok, "{text}");
+    assert!(text.contains("FAIL default/s-0: no log proof"), "{text}");
+}
