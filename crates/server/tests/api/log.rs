@@ -648,6 +648,54 @@ async fn an_export_is_proved_in_the_log_offline() {
     let (ok, text) = verify(&other_key, &proof_file);
     assert!(!ok);
     assert!(text.contains("FAIL default/s-0"), "{text}");
+    // The independent Python verifier (standard library; the signature where the
+    // cryptography package is installed) agrees.
+    let python = |key: &str, proof: &std::path::Path| {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/verify_export.py"
+            ))
+            .arg(&export_file)
+            .args([
+                "--log-proof",
+                proof.to_str().expect("utf8"),
+                "--log-key",
+                key,
+            ])
+            .output()
+            .expect("python3 runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = python(&vkey_text, &proof_file);
+    assert!(
+        ok && text.contains("OK default/s-0: seq 10 is leaf"),
+        "{text}"
+    );
+    let (ok, text) = python(&vkey_text, &other_file);
+    assert!(
+        !ok && text.contains("FAIL default/s-0: no log proof"),
+        "{text}"
+    );
+    let signatures_checked = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if signatures_checked {
+        let (ok, text) = python(&other_key, &proof_file);
+        assert!(
+            !ok && text.contains("not signed by the given log key"),
+            "{text}"
+        );
+    } else {
+        eprintln!("python3 has no cryptography package: its signature check is not tested");
+    }
+
     // An export cut short (its last event dropped) is not what the log holds: the proof of
     // seq 10 says nothing of a session ending at seq 9, and verify says so.
     let mut lines: Vec<String> = String::from_utf8(export)
