@@ -709,3 +709,70 @@ async fn an_export_is_proved_in_the_log_offline() {
     assert!(!ok, "{text}");
     assert!(text.contains("FAIL default/s-0: no log proof"), "{text}");
 }
+
+/// The gap the log closes: someone with the database rewrites a session's last event and
+/// recomputes its hash by the public spec. The chain alone still verifies; the log does not
+/// hold that hash, so `verify --log-key` names the session.
+#[tokio::test]
+async fn a_session_rewritten_in_the_database_is_caught_by_the_log() {
+    let app = spawn_app().await;
+    let events = acked(
+        &app.ingest(Value::Array((0..5).map(|i| memory("r", i)).collect()))
+            .await,
+    );
+    let verifier = vkey(&app, "default");
+    checkpoint_of_size(&app, &app.key, 5, &verifier).await;
+    let export =
+        String::from_utf8(get_bytes(&app, "/api/v1/sessions/r/export").await).expect("utf8");
+    let line = export.lines().nth(4).expect("seq 5");
+    let mut ev = serde_json::from_str::<agentledger_core::ExportLine>(line)
+        .expect("export line")
+        .into_event()
+        .expect("event");
+    ev.agent_id = "mallory".into();
+    let forged = hex::encode(ev.compute_hash());
+    tamper(
+        &app.db,
+        &format!(
+            "UPDATE events SET agent_id = 'mallory', hash = x'{forged}' \
+             WHERE seq = 5 AND session_ref = (SELECT rowid FROM sessions WHERE id = 'r')"
+        ),
+    );
+    tamper(
+        &app.db,
+        &format!("UPDATE sessions SET head_hash = x'{forged}' WHERE id = 'r'"),
+    );
+    let v = app.get_json("/api/v1/sessions/r/verify").await;
+    assert_eq!(v["valid"], true, "the chain alone cannot tell: {v}");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let export_file = dir.path().join("r.jsonl");
+    std::fs::write(
+        &export_file,
+        get_bytes(&app, "/api/v1/sessions/r/export").await,
+    )
+    .expect("write");
+    let proof_file = dir.path().join("r.tlog-proof");
+    let proof = get_bytes(
+        &app,
+        &format!("/log/proof/inclusion/{}?format=text", events[4].0),
+    )
+    .await;
+    std::fs::write(&proof_file, proof).expect("write");
+    let out = app.cli(&[
+        "verify",
+        "--file",
+        export_file.to_str().expect("utf8"),
+        "--log-key",
+        &verifier.to_vkey(),
+        "--log-proof",
+        proof_file.to_str().expect("utf8"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("0 of 1 intact sessions proved")
+            && text.contains("FAIL default/r: no log proof given proves its last event (seq 5)"),
+        "{text}"
+    );
+}
