@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod ingest;
 pub mod live;
+pub mod log_proofs;
 pub mod mcp;
 pub mod metrics;
 pub mod ratelimit;
