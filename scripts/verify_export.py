@@ -5,8 +5,17 @@ This is an independent implementation of docs/hash-chain.md: it shares no code
 with the server, so the specification and the server cannot drift apart unnoticed.
 
 Usage: verify_export.py EXPORT.jsonl [--expect-head SESSION=HEXHASH ...]
+                        [--log-proof FILE ... [--log-key VKEY]]
 Exit status 0 when every chain verifies, 1 otherwise (the first broken seq is printed).
+
+With --log-proof (C2SP tlog-proofs from GET /log/proof/inclusion/{id}?format=text), each
+intact session's last event must be included, by RFC 9162's algorithm, in the tree of one
+proof's checkpoint, of the session's project's log (docs/transparency.md, "Offline
+verification"). With --log-key the checkpoint's Ed25519 signature is checked too when the
+`cryptography` package is installed (the standard library has no Ed25519); otherwise the
+script says it did not check it.
 """
+import base64
 import datetime
 import hashlib
 import json
@@ -329,24 +338,162 @@ def verify(lines, expected_heads=None):
     return state, failures
 
 
+# ---- transparency log (docs/transparency.md) ----------------------------------------------
+
+def leaf_entry(session, seq, hash_hex):
+    """The log leaf of an event: 0x01, u16 BE session id length, session id, u64 BE seq, hash."""
+    sid = session.encode("utf-8")
+    return b"\x01" + len(sid).to_bytes(2, "big") + sid + seq.to_bytes(8, "big") + bytes.fromhex(hash_hex)
+
+
+def _node(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def verify_inclusion(leaf_hash, index, size, proof, root):
+    """RFC 9162 section 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            if not fn & 1:
+                while True:
+                    fn >>= 1
+                    sn >>= 1
+                    if fn & 1 or fn == 0:
+                        break
+        else:
+            r = _node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def parse_tlog_proof(data):
+    """(index, [hashes], note text, [signature lines]) of a C2SP tlog-proof."""
+    head, sep, note = data.partition(b"\n\n")
+    lines = head.split(b"\n")
+    if not sep or lines[0] != b"c2sp.org/tlog-proof@v1":
+        raise ValueError("not a c2sp.org/tlog-proof@v1")
+    lines = lines[1:]
+    if lines and lines[0].startswith(b"extra "):
+        lines = lines[1:]
+    if not lines or not lines[0].startswith(b"index "):
+        raise ValueError("no index line")
+    index = int(lines[0][6:])
+    proof = [base64.b64decode(h, validate=True) for h in lines[1:]]
+    cut = note.rfind(b"\n\n")
+    if cut < 0:
+        raise ValueError("the checkpoint note has no signature block")
+    text, sigs = note[: cut + 1], note[cut + 2 :].decode("utf-8").split("\n")
+    return index, proof, text, [s for s in sigs if s]
+
+
+def note_signed_by(text, sigs, vkey):
+    """True/False if the note carries a valid signature by vkey; None without an Ed25519 library."""
+    # The base64 key may hold "+" itself: name and key ID never do.
+    name, key_id, material = vkey.strip().split("+", 2)
+    material = base64.b64decode(material, validate=True)
+    if material[:1] != b"\x01" or len(material) != 33:
+        raise ValueError("not an Ed25519 verifier key")
+    want_id = hashlib.sha256(name.encode() + b"\n" + material).digest()[:4]
+    if want_id.hex() != key_id:
+        raise ValueError("the verifier key's ID does not match its key")
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.exceptions import InvalidSignature
+    except ImportError:
+        return None
+    public = Ed25519PublicKey.from_public_bytes(material[1:])
+    for line in sigs:
+        if not line.startswith("\u2014 "):
+            continue
+        signer, _, b64 = line[2:].rpartition(" ")
+        raw = base64.b64decode(b64, validate=True)
+        if signer != name or raw[:4] != want_id:
+            continue
+        try:
+            public.verify(raw[4:], text)
+            return True
+        except InvalidSignature:
+            return False
+    return False
+
+
+def _encoded_project(project):
+    safe = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+    return "".join(chr(b) if b in safe else "%%%02X" % b for b in project.encode("utf-8"))
+
+
+def check_log(state, proof_files, vkey):
+    """Failures (project, session, None, reason) of intact sessions not proved in the log."""
+    proofs = []
+    for path in proof_files:
+        with open(path, "rb") as f:
+            proofs.append((path,) + parse_tlog_proof(f.read()))
+    failures = []
+    for (project, session), last in state.items():
+        if last is None:
+            continue
+        seq, head = last
+        leaf = hashlib.sha256(b"\x00" + leaf_entry(session, seq, head)).digest()
+        proved = None
+        for path, index, proof, text, sigs in proofs:
+            lines = text.decode("utf-8").split("\n")
+            origin, size, root = lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True)
+            if verify_inclusion(leaf, index, size, proof, root):
+                proved = (path, index, text, sigs, origin, size)
+                break
+        if proved is None:
+            failures.append((project, session, None, "no log proof proves its last event (seq %d)" % seq))
+            continue
+        path, index, text, sigs, origin, size = proved
+        if not origin.endswith("/" + _encoded_project(project)):
+            failures.append((project, session, None, "the proof is of log %s, not of this project's" % origin))
+            continue
+        signed = note_signed_by(text, sigs, vkey) if vkey else None
+        if signed is False:
+            failures.append((project, session, None, "the checkpoint is not signed by the given log key"))
+            continue
+        how = "signature checked" if signed else "signature NOT checked (give --log-key; needs the cryptography package)"
+        print("OK %s/%s: seq %d is leaf %d of %s at size %d (%s; %s)" % (project, session, seq, index, origin, size, path, how))
+    return failures
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
     heads = {}
+    proof_files = []
+    vkey = None
     args = argv[2:]
     while args:
         if args[0] == "--expect-head" and len(args) > 1:
             session, _, head = args[1].partition("=")
             heads[session] = head
             args = args[2:]
+        elif args[0] == "--log-proof" and len(args) > 1:
+            proof_files.append(args[1])
+            args = args[2:]
+        elif args[0] == "--log-key" and len(args) > 1:
+            vkey = args[1]
+            args = args[2:]
         else:
             print("unknown argument %r" % args[0], file=sys.stderr)
             return 2
     with open(argv[1], encoding="utf-8") as f:
         state, failures = verify(f, heads)
+    if proof_files:
+        failures += check_log(state, proof_files, vkey)
     for project, session, seq, reason in failures:
-        if seq is None:
+        if seq is None and project is not None:
+            print("FAIL %s/%s: %s" % (project, session, reason))
+        elif seq is None:
             print("FAIL %s" % reason)
         else:
             print("FAIL %s/%s: broken at seq %d: %s" % (project, session, seq, reason))

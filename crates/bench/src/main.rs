@@ -14,6 +14,7 @@ mod quality;
 mod queries;
 mod report;
 mod scenarios;
+mod tlog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,7 @@ struct Cli {
     child: Option<Child>,
     /// Scenarios to run, comma-separated: ceiling, batch, single, sweep,
     /// agentlens, fabraix, otlp, mix, policy, alerts, check, detectors, queries,
+    /// log (the transparency log: integration lag, inclusion proofs),
     /// postgres and queries-postgres (need --db-url), console (the
     /// console's pages alone; see --console-db), or all.
     #[arg(long, default_value = "all")]
@@ -134,6 +136,7 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "postgres",
         "queries-postgres",
         "console",
+        "log",
     ];
     if let (Some(url), Some(key)) = (&cli.url, &cli.key) {
         load::use_external(url.clone(), key.clone());
@@ -280,6 +283,10 @@ async fn run(cli: &Cli) -> Result<(), String> {
     if want("detectors") {
         eprintln!("scenario detectors: precision and recall over the labelled corpus...");
         rows.extend(quality::detector_quality(dir.path()).await?);
+    }
+    if want("log") {
+        eprintln!("scenario log: batched ingest, then every event in a signed checkpoint...");
+        rows.extend(tlog::log_rows(dir.path(), cli.events).await?);
     }
     if want("queries") {
         let n = cli.events.max(1_000_000);

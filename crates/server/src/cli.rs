@@ -14,6 +14,7 @@ use agentledger_store::Backend;
 use agentledger_store::verify::verify_session;
 use agentledger_store::{EventStore, ProjectRef, SessionQuery};
 
+use crate::log_proofs::{LogProofs, check_log_proofs, read_log_proofs};
 use crate::startup::{Application, PolicyConfig, ServeConfig, shutdown_signal};
 
 #[derive(Parser)]
@@ -52,6 +53,63 @@ enum Command {
     /// unchanged. Run it again to resume an interrupted copy; a target
     /// holding other data is refused. Every chain is verified at the end.
     Copy(CopyArgs),
+    /// Print the verifier key (C2SP signed-note vkey) of projects' transparency logs: what
+    /// a client checks checkpoints and proofs with. The key file is the server's.
+    LogKey(LogKeyArgs),
+}
+
+#[derive(Args)]
+struct LogOriginArgs {
+    /// The transparency log's signing key file: created (mode 0600) at the first start,
+    /// refused if others can read it; back it up. Default: beside a SQLite database, its
+    /// name plus `.log-key`; with PostgreSQL, ./agentledger-log.key.
+    #[arg(long, env = "AGENTLEDGER_LOG_KEY")]
+    log_key: Option<PathBuf>,
+    /// The origin prefix of the logs: project P's log is "<prefix>/P" (its checkpoints'
+    /// first line and its key name). Default: this machine's host name; set it explicitly,
+    /// since the origin is the log's identity.
+    #[arg(long, env = "AGENTLEDGER_LOG_ORIGIN")]
+    log_origin: Option<String>,
+}
+
+impl LogOriginArgs {
+    fn key_path(&self, db: &str) -> Result<PathBuf, String> {
+        if let Some(p) = &self.log_key {
+            return Ok(p.clone());
+        }
+        Ok(match Backend::parse(db).map_err(|e| e.to_string())? {
+            Backend::Sqlite(o) => {
+                let mut name = o.path.file_name().unwrap_or_default().to_os_string();
+                name.push(".log-key");
+                o.path.with_file_name(name)
+            }
+            Backend::Postgres(_) => PathBuf::from("./agentledger-log.key"),
+        })
+    }
+
+    fn prefix(&self) -> Result<String, String> {
+        let prefix = self
+            .log_origin
+            .clone()
+            .unwrap_or_else(crate::transparency::default_origin_prefix);
+        crate::transparency::check_origin_prefix(&prefix)?;
+        Ok(prefix)
+    }
+}
+
+#[derive(Args)]
+struct LogKeyArgs {
+    #[command(flatten)]
+    db: DbArg,
+    #[command(flatten)]
+    log: LogOriginArgs,
+    /// The projects whose logs' verifier keys to print, one line each.
+    #[arg(
+        long = "project",
+        env = "AGENTLEDGER_PROJECT",
+        default_value = "default"
+    )]
+    projects: Vec<String>,
 }
 
 #[derive(Args)]
@@ -212,6 +270,15 @@ struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. info or agentledger=debug.
     #[arg(long, env = "AGENTLEDGER_LOG", default_value = "info")]
     log: String,
+    #[command(flatten)]
+    transparency: LogOriginArgs,
+    /// Seconds between signed checkpoints of a project's log (only when it grew).
+    #[arg(long, env = "AGENTLEDGER_CHECKPOINT_INTERVAL", default_value_t = 5.0)]
+    checkpoint_interval: f64,
+    /// Seconds between passes of the log's integrator (each pass takes every committed
+    /// event not yet in its project's log).
+    #[arg(long, env = "AGENTLEDGER_INTEGRATE_INTERVAL", default_value_t = 0.25)]
+    integrate_interval: f64,
 }
 
 #[derive(Subcommand)]
@@ -263,6 +330,14 @@ struct VerifyArgs {
     /// Verify an export file instead of the database ("-" for stdin).
     #[arg(long, conflicts_with_all = ["project", "session"])]
     file: Option<PathBuf>,
+    /// With --file: also check each session is in its project's transparency log. The
+    /// log's verifier key (what `agentledger log-key` prints), or a file holding it.
+    #[arg(long, requires_all = ["file", "log_proof"])]
+    log_key: Option<String>,
+    /// With --log-key: a C2SP tlog-proof of a session's last event (from
+    /// GET /log/proof/inclusion/{id}?format=text); one per session of the file.
+    #[arg(long, requires = "log_key")]
+    log_proof: Vec<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -330,6 +405,7 @@ fn rate_limit(
 async fn run(cmd: Command) -> Result<ExitCode, String> {
     match cmd {
         Command::Serve(a) => {
+            let log_key = a.transparency.key_path(&a.db.db)?;
             let cfg = ServeConfig {
                 listen: a.listen,
                 db: a.db.db,
@@ -375,6 +451,22 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     threshold_every: positive(a.alert_threshold_every, "--alert-threshold-every")?,
                     ..crate::alerts::AlertConfig::default()
                 },
+                log: crate::transparency::LogConfig {
+                    origin: a.transparency.prefix()?,
+                    key: log_key,
+                    checkpoint_interval: std::time::Duration::try_from_secs_f64(
+                        a.checkpoint_interval,
+                    )
+                    .ok()
+                    .filter(|d| *d >= std::time::Duration::from_millis(100))
+                    .ok_or("--checkpoint-interval must be at least 0.1 seconds")?,
+                    integrate_interval: std::time::Duration::try_from_secs_f64(
+                        a.integrate_interval,
+                    )
+                    .ok()
+                    .filter(|d| *d >= std::time::Duration::from_millis(10))
+                    .ok_or("--integrate-interval must be at least 0.01 seconds")?,
+                },
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
             app.run_until_stopped(shutdown_signal())
@@ -384,13 +476,32 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
         }
         Command::Keys { command } => keys_cmd(command).await,
         Command::Verify(a) => match &a.file {
-            Some(f) => verify_file(f),
+            Some(f) => {
+                let log = a
+                    .log_key
+                    .as_deref()
+                    .map(|k| read_log_proofs(k, &a.log_proof))
+                    .transpose()?;
+                verify_file(f, log.as_ref())
+            }
             None => verify_db(&a.scope).await,
         },
         Command::Export(a) => export(&a).await,
         Command::Salts { command } => salts_cmd(command).await,
         Command::Copy(a) => copy(&a).await,
+        Command::LogKey(a) => log_key(&a),
     }
+}
+
+fn log_key(a: &LogKeyArgs) -> Result<ExitCode, String> {
+    let prefix = a.log.prefix()?;
+    let key =
+        crate::transparency::LogKey::load(&a.log.key_path(&a.db.db)?).map_err(|e| e.to_string())?;
+    for project in &a.projects {
+        let origin = crate::transparency::origin(&prefix, project);
+        println!("{}", key.verifier(&origin)?.to_vkey());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn copy(a: &CopyArgs) -> Result<ExitCode, String> {
@@ -656,7 +767,7 @@ async fn verify_db(scope: &Scope) -> Result<ExitCode, String> {
 
 /// Verify a JSON Lines export without the database. Each session's lines must
 /// start at seq 1 and appear in seq order (as `export` writes them).
-fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
+fn verify_file(path: &PathBuf, log: Option<&LogProofs>) -> Result<ExitCode, String> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
@@ -668,6 +779,7 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
     let mut chains: Vec<((String, String), ChainVerifier)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut bad_lines = 0;
+    let mut last: HashMap<(String, String), (u64, [u8; 32])> = HashMap::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| format!("cannot read line {}: {e}", n + 1))?;
         if line.trim().is_empty() {
@@ -685,6 +797,10 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
             }
         };
         let key = (ev.project.clone(), ev.session_id.clone());
+        let newest = last.entry(key.clone()).or_insert((ev.seq, ev.hash));
+        if ev.seq >= newest.0 {
+            *newest = (ev.seq, ev.hash);
+        }
         let i = *index.entry(key.clone()).or_insert_with(|| {
             chains.push((key, ChainVerifier::new()));
             chains.len() - 1
@@ -694,10 +810,12 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
     let mut broken = 0;
     let mut verified_events = 0;
     let total = chains.len();
+    let mut intact = Vec::new();
     for ((project, session), v) in chains {
         let r = v.finish(None);
         if r.valid {
             verified_events += r.events;
+            intact.push((project, session));
         } else {
             broken += 1;
             println!(
@@ -711,7 +829,15 @@ fn verify_file(path: &PathBuf) -> Result<ExitCode, String> {
         "{} of {total} sessions verified ({verified_events} events), {broken} broken, {bad_lines} unreadable lines",
         total - broken
     );
-    let failures = broken + bad_lines;
+    let not_logged = log.map_or(0, |log| check_log_proofs(log, &last, &intact));
+    if log.is_some() {
+        println!(
+            "{} of {} intact sessions proved in the transparency log",
+            intact.len() - not_logged,
+            intact.len()
+        );
+    }
+    let failures = broken + bad_lines + not_logged;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

@@ -11,11 +11,13 @@ pub mod error;
 pub mod extract;
 pub mod ingest;
 pub mod live;
+pub mod log_proofs;
 pub mod mcp;
 pub mod metrics;
 pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod transparency;
 
 pub use startup::{Application, ServeConfig};

@@ -31,6 +31,11 @@ struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogTaskLabel {
+    task: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabel {
     decision: String,
 }
@@ -64,6 +69,9 @@ pub struct Metrics {
     decisions: Family<DecisionLabel, Counter>,
     policy_verdicts: Family<PolicyLabel, Counter>,
     durability_warnings: Gauge,
+    log_leaves: Counter,
+    log_checkpoints: Counter,
+    log_failures: Family<LogTaskLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -142,7 +150,28 @@ impl Metrics {
              synchronous_commit, full_page_writes off), read at start; 0 is safe",
             durability_warnings.clone(),
         );
+        let log_leaves = Counter::default();
+        let log_checkpoints = Counter::default();
+        let log_failures = Family::<LogTaskLabel, Counter>::default();
+        registry.register(
+            "log_leaves_integrated",
+            "Events added to their project's transparency log by this node",
+            log_leaves.clone(),
+        );
+        registry.register(
+            "log_checkpoints_signed",
+            "Transparency log checkpoints signed by this node",
+            log_checkpoints.clone(),
+        );
+        registry.register(
+            "log_failures",
+            "Transparency log passes that failed, by task (integrate, publish); the log says why",
+            log_failures.clone(),
+        );
         Metrics {
+            log_leaves,
+            log_checkpoints,
+            log_failures,
             durability_warnings,
             decisions,
             policy_verdicts,
@@ -175,6 +204,22 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Leaves one integration pass added.
+    pub fn log_integrated(&self, leaves: u64) {
+        self.log_leaves.inc_by(leaves);
+    }
+
+    pub fn log_checkpoint_signed(&self) {
+        self.log_checkpoints.inc();
+    }
+
+    /// A failed integration pass or publication (`task`: integrate or publish).
+    pub fn log_failure(&self, task: &str) {
+        self.log_failures
+            .get_or_create(&LogTaskLabel { task: task.into() })
+            .inc();
     }
 
     /// How many durability-weakening settings the database reported.

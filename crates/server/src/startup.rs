@@ -66,6 +66,8 @@ pub struct ServeConfig {
     /// `--secure-cookies`: the console's session cookie is marked `Secure`.
     pub secure_cookies: bool,
     pub alerts: crate::alerts::AlertConfig,
+    /// The transparency log: key file, origin, intervals.
+    pub log: crate::transparency::LogConfig,
 }
 
 /// The policy checkpoint's settings.
@@ -125,7 +127,30 @@ impl ServeConfig {
                 timeout: Duration::from_secs(2),
                 ..crate::alerts::AlertConfig::default()
             },
+            // The key beside the test's database; checkpoints often, so tests wait little.
+            log: crate::transparency::LogConfig {
+                key: test_key_path(db.as_ref()),
+                origin: "agentledger.test".into(),
+                checkpoint_interval: Duration::from_millis(300),
+                integrate_interval: Duration::from_millis(100),
+            },
         }
+    }
+}
+
+/// Tests' log key: beside a SQLite file, or (a database URL) in the temporary directory under
+/// a name derived from the URL, so a restart on the same database finds the same key.
+fn test_key_path(db: &std::path::Path) -> PathBuf {
+    let text = db.to_string_lossy();
+    if text.contains("://") {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        std::env::temp_dir().join(format!(
+            "agentledger-test-{}.log-key",
+            hex::encode(&digest[..8])
+        ))
+    } else {
+        db.with_file_name("log.key")
     }
 }
 
@@ -152,6 +177,7 @@ pub struct Application {
     addr: SocketAddr,
     live: Arc<crate::live::Live>,
     alerts: Arc<crate::alerts::Alerting>,
+    log_tasks: crate::transparency::LogTasks,
 }
 
 impl Application {
@@ -188,6 +214,10 @@ impl Application {
             }
         };
         let backend_name = backend.name();
+        crate::transparency::check_origin_prefix(&cfg.log.origin).map_err(StartupError::Config)?;
+        // Before the database: a key file others can read stops the start, loudly.
+        let log_key = crate::transparency::LogKey::load_or_create(&cfg.log.key)
+            .map_err(|e| StartupError::Config(e.to_string()))?;
         let store = backend.open().await?;
         // The store logged each at open; /metrics shows the count.
         metrics.durability_warnings(store.durability_warnings().len());
@@ -227,6 +257,12 @@ impl Application {
         };
         alerts.spawn_workers(store.clone());
         let live = state.live.clone();
+        let log_tasks = crate::transparency::spawn(
+            store.clone(),
+            Arc::new(log_key),
+            &cfg.log,
+            state.metrics.clone(),
+        );
         let router = routes::router()
             .merge(crate::console::router())
             .merge(crate::mcp::router())
@@ -244,6 +280,7 @@ impl Application {
             addr,
             live,
             alerts,
+            log_tasks,
         })
     }
 
@@ -254,7 +291,7 @@ impl Application {
     /// Serve until `shutdown` resolves; then stop accepting, let in-flight
     /// requests finish, commit what the writer holds, and return.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         // Live streams never end by themselves: end them when the stop
@@ -267,6 +304,8 @@ impl Application {
         let result =
             crate::conn::serve(self.listener, self.router, self.connections, shutdown).await;
         self.alerts.shutdown();
+        // A pass cut short commits nothing; the next start integrates it again.
+        self.log_tasks.stop();
         self.store.close().await;
         tracing::info!("agentledger stopped");
         result

@@ -13,6 +13,9 @@ use crate::{
     Cursor, EventQuery, EventStore, NewSession, Order, ProjectRef, SessionQuery, UsageGroup,
 };
 
+mod log;
+pub use log::{integrate_all, integrate_exactly, log_integrates_every_event_once};
+
 pub fn event(session: &str, kind: Kind, payload: &str) -> NewEvent {
     NewEvent {
         session_id: SessionId::parse(session).expect("valid session id"),

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod conformance;
 pub mod import;
 mod kept;
+pub mod log;
 mod open;
 pub mod postgres;
 pub mod rollup;
@@ -566,6 +567,48 @@ pub trait EventStore: alerts::AlertStore + Send + Sync + 'static {
         session: &Session,
         events: Vec<ImportedEvent>,
     ) -> StoreResult<u64>;
+
+    /// Transparency log (issue 17, [`log`]): add up to `max` committed events of the project
+    /// that are not in its tree yet, in the backend's integration order, assigning leaf indices,
+    /// writing the tiles and moving the integration cursor in one transaction. Nothing waiting:
+    /// `added` is 0 and nothing is written.
+    async fn log_integrate(&self, project: &ProjectRef, max: usize)
+    -> StoreResult<log::Integrated>;
+    /// The project's integrated tree (empty before the first integration).
+    async fn log_head(&self, project: &ProjectRef) -> StoreResult<log::LogHead>;
+    /// The project's tiles, one answer per tile asked: its bytes at exactly the width asked
+    /// (a partial tile is cut from the wider one stored), or `None` if the tree has no such tile.
+    async fn log_tiles(
+        &self,
+        project: &ProjectRef,
+        tiles: &[agentledger_tlog::Tile],
+    ) -> StoreResult<Vec<Option<Vec<u8>>>>;
+    /// The leaf entries at indices `first..first + count` (fewer if the tree ends sooner).
+    async fn log_entries(
+        &self,
+        project: &ProjectRef,
+        first: u64,
+        count: u16,
+    ) -> StoreResult<Vec<Vec<u8>>>;
+    /// The leaf index of an event of the project, once it is integrated.
+    async fn log_leaf_index(
+        &self,
+        project: &ProjectRef,
+        event: EventId,
+    ) -> StoreResult<Option<u64>>;
+    /// The stored checkpoint of the project at `size`, or its latest when `None`.
+    async fn log_checkpoint(
+        &self,
+        project: &ProjectRef,
+        size: Option<u64>,
+    ) -> StoreResult<Option<log::LogCheckpoint>>;
+    /// Keep a signed checkpoint unless one is already stored at its size; returns the one
+    /// stored at that size afterwards (the caller compares roots: one size, one root).
+    async fn log_add_checkpoint(
+        &self,
+        project: &ProjectRef,
+        checkpoint: log::LogCheckpoint,
+    ) -> StoreResult<log::LogCheckpoint>;
 
     /// Requests waiting for the writer (for metrics and back-pressure).
     fn queue_depth(&self) -> usize;

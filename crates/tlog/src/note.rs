@@ -228,6 +228,12 @@ impl Ed25519Signer {
         })
     }
 
+    /// The same key under another name (so another key ID): a server that runs one log per
+    /// tenant signs each log's checkpoints under the log's origin with one key.
+    pub fn renamed(&self, name: &str) -> Result<Ed25519Signer, KeyError> {
+        Ed25519Signer::from_seed(name, self.key.to_bytes())
+    }
+
     /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || seed)>` (Go's `note.NewSigner`).
     pub fn parse(skey: &str) -> Result<Ed25519Signer, KeyError> {
         let (name, key) = parse_skey(skey, ALG_ED25519)?;

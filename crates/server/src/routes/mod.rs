@@ -5,6 +5,7 @@ pub mod agentlens;
 pub mod agentlens_read;
 pub mod alerts;
 pub mod fabraix;
+pub mod log;
 pub mod native;
 pub mod ops;
 pub mod otlp;
@@ -33,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .merge(policy::router())
         .merge(alerts::router())
         .merge(ops::router())
+        .merge(log::router())
 }
 
 #[derive(OpenApi)]
@@ -59,6 +61,7 @@ pub fn router() -> Router<AppState> {
         alerts::list_alerts, alerts::resolve, alerts::list_deliveries,
         alerts::list_rules, alerts::create_rule, alerts::delete_rule,
         alerts::list_destinations, alerts::create_destination, alerts::delete_destination,
+        log::checkpoint, log::tile, log::inclusion, log::consistency,
     ),
     modifiers(&Security, &CommonErrors),
     tags((name = "native", description = "agentledger's own API"),
@@ -69,7 +72,8 @@ pub fn router() -> Router<AppState> {
          (name = "otlp", description = "OpenTelemetry OTLP/HTTP intake (OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:3400)"),
          (name = "policy", description = "The policy checkpoint: action checks and the policy set"),
          (name = "alerts", description = "Alert rules, destinations, alerts and their deliveries (docs/alerts.md)"),
-         (name = "operations", description = "Health and metrics")),
+         (name = "operations", description = "Health and metrics"),
+         (name = "log", description = "The project's transparency log: C2SP tlog-tiles layout, signed checkpoints, inclusion and consistency proofs (docs/transparency.md)")),
 )]
 pub struct ApiDoc;
 

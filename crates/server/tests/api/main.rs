@@ -16,6 +16,7 @@ mod hostile;
 mod idempotency;
 mod ingest;
 mod limits;
+mod log;
 mod mcp;
 mod ops;
 mod otel_sdk;

@@ -143,3 +143,32 @@ async fn a_payload_past_the_full_text_limit_is_refused_with_400() {
     // The writer goes on.
     app.ingest(json!([memory("big", 1)])).await;
 }
+
+/// The transparency log on PostgreSQL, end to end: events integrated (below the oldest running
+/// transaction), a signed checkpoint, a tlog-proof for every event.
+#[tokio::test]
+async fn the_log_runs_on_postgresql() {
+    use crate::log::{acked, batch, checkpoint_of_size, vkey};
+    use agentledger_tlog::leaf_hash;
+    use agentledger_tlog::proof::TlogProof;
+    let Some(pg) = PgDb::new() else { return };
+    let url = pg.url.clone();
+    let app = spawn_app_with(move |c| c.db = url).await;
+    let mut events = acked(&app.ingest(batch("s", 0, 150)).await);
+    events.extend(acked(&app.ingest(batch("t", 0, 150)).await));
+    let verifier = vkey(&app, "default");
+    let (note, _) = checkpoint_of_size(&app, &app.key, 300, &verifier).await;
+    let mut indices = std::collections::HashSet::new();
+    for (id, entry) in &events {
+        let r = app
+            .get(&format!("/log/proof/inclusion/{id}?format=text"))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let proof = TlogProof::parse(&r.bytes().await.unwrap()).expect("tlog-proof");
+        proof
+            .verify(&leaf_hash(entry), &[&verifier])
+            .expect("inclusion verifies");
+        assert_eq!(proof.checkpoint, note);
+        assert!(indices.insert(proof.index));
+    }
+}

@@ -60,6 +60,9 @@ async fn seed(app: &TestApp) -> BTreeMap<&'static str, String> {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     BTreeMap::from([
+        ("/log/proof/inclusion/{id}", event_id.clone()),
+        ("/log/proof/consistency/{from}", "1".to_owned()),
+        ("/log/tile/{path}", "0/000.p/1".to_owned()),
         ("/api/v1/events/{id}", event_id),
         ("/api/v1/sessions/{id}", "sess-of-project-a".to_owned()),
         (
@@ -215,6 +218,9 @@ async fn every_documented_route_refuses_missing_wrong_and_revoked_keys_and_hides
         let expected: &[StatusCode] = if admin_only {
             &[StatusCode::FORBIDDEN]
         } else if method == "GET" && path.contains('{') && !path.ends_with("/events") {
+            &[StatusCode::NOT_FOUND]
+        } else if method == "GET" && path == "/log/checkpoint" {
+            // Project B's own log, which has no checkpoint yet (it has no event).
             &[StatusCode::NOT_FOUND]
         } else if method == "GET" {
             &[StatusCode::OK]

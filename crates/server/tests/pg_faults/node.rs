@@ -45,6 +45,8 @@ impl Node {
             .args(["--db", &self.db, "--log", "warn"])
             .env("AGENTLEDGER_BOOTSTRAP_KEY", &self.key)
             .env("AGENTLEDGER_OPERATOR_TOKEN", &self.key)
+            // The nodes of one deployment share the log's signing key (beside their logs).
+            .env("AGENTLEDGER_LOG_KEY", self.log.with_file_name("log.key"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -32,6 +32,7 @@ mod reads;
 mod rollups;
 mod rows;
 mod schema;
+mod tlog;
 mod writer;
 
 use std::str::FromStr;
@@ -790,6 +791,61 @@ impl EventStore for PostgresStore {
             })
         })
         .transpose()
+    }
+
+    async fn log_integrate(
+        &self,
+        project: &ProjectRef,
+        max: usize,
+    ) -> StoreResult<crate::log::Integrated> {
+        let mut conn = self.conn().await?;
+        tlog::integrate_pass(&mut conn, project.id.0, max).await
+    }
+
+    async fn log_head(&self, project: &ProjectRef) -> StoreResult<crate::log::LogHead> {
+        tlog::head(&*self.conn().await?, project.id.0).await
+    }
+
+    async fn log_tiles(
+        &self,
+        project: &ProjectRef,
+        tiles: &[agentledger_tlog::Tile],
+    ) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let conn = self.conn().await?;
+        tlog::read_tiles(&conn, project.id.0, tiles).await
+    }
+
+    async fn log_entries(
+        &self,
+        project: &ProjectRef,
+        first: u64,
+        count: u16,
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        tlog::entries(&*self.conn().await?, project.id.0, first, count).await
+    }
+
+    async fn log_leaf_index(
+        &self,
+        project: &ProjectRef,
+        event: EventId,
+    ) -> StoreResult<Option<u64>> {
+        tlog::leaf_index(&*self.conn().await?, project.id.0, &event.to_bytes()).await
+    }
+
+    async fn log_checkpoint(
+        &self,
+        project: &ProjectRef,
+        size: Option<u64>,
+    ) -> StoreResult<Option<crate::log::LogCheckpoint>> {
+        tlog::checkpoint(&*self.conn().await?, project.id.0, size).await
+    }
+
+    async fn log_add_checkpoint(
+        &self,
+        project: &ProjectRef,
+        checkpoint: crate::log::LogCheckpoint,
+    ) -> StoreResult<crate::log::LogCheckpoint> {
+        tlog::add_checkpoint(&*self.conn().await?, project.id.0, &checkpoint).await
     }
 
     fn queue_depth(&self) -> usize {

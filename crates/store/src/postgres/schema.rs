@@ -276,6 +276,50 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alert_deliveries_project ON alert_deliveries(project_id, created_at);
     CREATE INDEX alert_deliveries_alert ON alert_deliveries(alert_id);
     "#,
+    // 4: the transparency log (issue 17, store/src/log.rs, postgres/tlog.rs).
+    // `log_xid` is the id of the transaction that inserted the event (its
+    // default; events from before this migration read 0 without a table
+    // rewrite): the integrator takes events in (log_xid, pos) order, only
+    // below the oldest transaction still running, so no event can commit
+    // behind its cursor. Then per project the cursor with the tree's size
+    // and root, the tiles (each at its widest), every leaf's entry by index
+    // and event, and the signed checkpoints (one per size).
+    r#"
+    ALTER TABLE events ADD COLUMN log_xid BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE events ALTER COLUMN log_xid SET DEFAULT (pg_current_xact_id()::text::bigint);
+    CREATE INDEX events_log_order ON events (project_id, log_xid, pos);
+    CREATE TABLE tlog_state (
+        project_id  BIGINT PRIMARY KEY REFERENCES projects(id),
+        size        BIGINT NOT NULL,
+        root        BYTEA NOT NULL,
+        cursor_xid  BIGINT NOT NULL,
+        cursor_pos  BIGINT NOT NULL
+    );
+    CREATE TABLE tlog_tiles (
+        project_id  BIGINT NOT NULL,
+        level       SMALLINT NOT NULL,
+        idx         BIGINT NOT NULL,
+        width       INTEGER NOT NULL,
+        data        BYTEA NOT NULL,
+        PRIMARY KEY (project_id, level, idx)
+    );
+    CREATE TABLE tlog_leaves (
+        project_id  BIGINT NOT NULL,
+        idx         BIGINT NOT NULL,
+        event_id    BYTEA NOT NULL,
+        entry       BYTEA NOT NULL,
+        PRIMARY KEY (project_id, idx),
+        UNIQUE (project_id, event_id)
+    );
+    CREATE TABLE tlog_checkpoints (
+        project_id  BIGINT NOT NULL,
+        size        BIGINT NOT NULL,
+        root        BYTEA NOT NULL,
+        note        BYTEA NOT NULL,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (project_id, size)
+    );
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

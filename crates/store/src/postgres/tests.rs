@@ -148,6 +148,52 @@ conformance! {
     conformance_llm_usage => llm_usage_groups_by_model_and_time,
     conformance_events_columns_and_salts => events_columns_and_salts_are_read_back,
     conformance_gauges_and_close => gauges_settle_and_close_refuses,
+    conformance_log => log_integrates_every_event_once,
+}
+
+/// The integrator never passes a transaction that is still running: an event committed after
+/// a pass cannot land behind the cursor. A transaction held open elsewhere on the server keeps
+/// the events appended after it out of the log until it ends; then they are integrated, each
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_waits_for_transactions_still_running() {
+    use agentledger_core::Kind;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = db.open().await;
+    let p = c::project(&store, "p").await;
+    store
+        .append(&p, vec![c::event("s", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    c::integrate_exactly(&store, &p, 1, 100).await;
+    // Another client's transaction takes a transaction id and stays open.
+    let mut other = db.client().await;
+    let tx = other.transaction().await.expect("begin");
+    tx.query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .expect("xid");
+    store
+        .append(
+            &p,
+            vec![
+                c::event("s", Kind::Memory, "{}"),
+                c::event("t", Kind::Memory, "{}"),
+            ],
+        )
+        .await
+        .expect("append");
+    assert_eq!(
+        c::integrate_all(&store, &p, 100).await,
+        0,
+        "integrated past a running transaction"
+    );
+    tx.rollback().await.expect("end");
+    c::integrate_exactly(&store, &p, 2, 100).await;
+    assert_eq!(c::integrate_all(&store, &p, 100).await, 0);
+    assert_eq!(store.log_head(&p).await.expect("head").size, 3);
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -474,4 +520,139 @@ async fn rollup_backfill_rebuilds_what_the_writer_kept() {
         .expect("backfill");
     c::assert_rollups_equal(&c::rollup_table(&store, &p).await, &kept);
     store.close().await;
+}
+
+/// Events stored before migration 4 read `log_xid` 0 (the column's first default, no table
+/// rewrite): they are integrated first, in `pos` order, then the newer ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_integrates_events_from_before_the_migration() {
+    use agentledger_core::Kind;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = db.open().await;
+    let p = c::project(&store, "p").await;
+    let old = store
+        .append(
+            &p,
+            vec![
+                c::event("s", Kind::Memory, "{}"),
+                c::event("t", Kind::Memory, "{}"),
+                c::event("s", Kind::Memory, "{}"),
+            ],
+        )
+        .await
+        .expect("append");
+    // As the migration leaves rows it found.
+    db.client()
+        .await
+        .execute("UPDATE events SET log_xid = 0", &[])
+        .await
+        .expect("age the rows");
+    let new = store
+        .append(&p, vec![c::event("s", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    c::integrate_exactly(&store, &p, 4, 100).await;
+    let mut indices = Vec::new();
+    for e in old.iter().chain(&new) {
+        indices.push(store.log_leaf_index(&p, e.id).await.expect("index"));
+    }
+    assert_eq!(indices, [Some(0), Some(1), Some(2), Some(3)]);
+    store.close().await;
+}
+
+/// Two nodes append to one project at once while both run integration passes: every event
+/// gets exactly one leaf index, the indices are 0..n, and the tiles give the root of the
+/// leaves in index order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_integrate_one_log_without_giving_an_index_twice() {
+    use agentledger_core::Kind;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let nodes = [Arc::new(db.open().await), Arc::new(db.open().await)];
+    let p = c::project(nodes[0].as_ref(), "p").await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut integrators = Vec::new();
+    for node in &nodes {
+        let (node, p, stop) = (node.clone(), p.clone(), stop.clone());
+        integrators.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                node.log_integrate(&p, 7).await.expect("integrate");
+            }
+        }));
+    }
+    let mut writers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for t in 0..3 {
+            let (node, p) = (node.clone(), p.clone());
+            writers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..20 {
+                    let s = ["a", "b", "c"][(n + t + i) % 3];
+                    let batch = vec![
+                        c::event(s, Kind::Memory, "{}"),
+                        c::event("d", Kind::Memory, "{}"),
+                    ];
+                    acked.extend(node.append(&p, batch).await.expect("append"));
+                }
+                acked
+            }));
+        }
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.expect("writer"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for i in integrators {
+        i.await.expect("integrator");
+    }
+    let n = acked.len() as u64;
+    let done = nodes[0].log_head(&p).await.expect("head").size;
+    c::integrate_exactly(nodes[1].as_ref(), &p, n - done, 100).await;
+    let head = nodes[0].log_head(&p).await.expect("head");
+    assert_eq!(head.size, n);
+    let mut indices = std::collections::HashSet::new();
+    for a in &acked {
+        let index = nodes[0]
+            .log_leaf_index(&p, a.id)
+            .await
+            .expect("index")
+            .expect("integrated");
+        assert!(indices.insert(index), "index {index} twice");
+    }
+    assert_eq!(indices, (0..n).collect());
+    // Each session's events are in the log in seq order, whichever node appended them.
+    let mut by_session: std::collections::HashMap<&str, Vec<(u64, u64)>> = Default::default();
+    for a in &acked {
+        let index = nodes[0].log_leaf_index(&p, a.id).await.expect("index");
+        by_session
+            .entry(a.session_id.as_str())
+            .or_default()
+            .push((a.seq, index.expect("integrated")));
+    }
+    for (s, mut v) in by_session {
+        v.sort_unstable();
+        assert!(v.windows(2).all(|w| w[0].1 < w[1].1), "session {s}: {v:?}");
+    }
+    let entries = nodes[0]
+        .log_entries(&p, 0, n as u16)
+        .await
+        .expect("entries");
+    let tree = agentledger_tlog::MemoryTree::from_entries(&entries);
+    assert_eq!(
+        agentledger_tlog::tree_hash(n, &tree).expect("root"),
+        head.root
+    );
+    assert_eq!(
+        crate::log::root_at(nodes[1].as_ref(), &p, n)
+            .await
+            .expect("root from tiles"),
+        head.root
+    );
+    for node in nodes {
+        node.close().await;
+    }
 }

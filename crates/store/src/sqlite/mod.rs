@@ -10,6 +10,7 @@ mod rollups;
 mod rows;
 mod schema;
 mod search;
+mod tlog;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -1203,6 +1204,83 @@ impl EventStore for SqliteStore {
                 },
             )
             .optional()
+        })
+        .await
+    }
+
+    async fn log_integrate(
+        &self,
+        project: &ProjectRef,
+        max: usize,
+    ) -> StoreResult<crate::log::Integrated> {
+        let project = project.id.0;
+        if !self.read(move |c| Ok(tlog::pending(c, project))).await?? {
+            let head = self.read(move |c| Ok(tlog::head(c, project))).await??;
+            return Ok(crate::log::Integrated { head, added: 0 });
+        }
+        self.admin(|reply| Cmd::LogIntegrate {
+            project,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    async fn log_head(&self, project: &ProjectRef) -> StoreResult<crate::log::LogHead> {
+        let p = project.id.0;
+        self.read(move |c| Ok(tlog::head(c, p))).await?
+    }
+
+    async fn log_tiles(
+        &self,
+        project: &ProjectRef,
+        tiles: &[agentledger_tlog::Tile],
+    ) -> StoreResult<Vec<Option<Vec<u8>>>> {
+        let (p, tiles) = (project.id.0, tiles.to_vec());
+        self.read(move |c| Ok(tlog::read_tiles(c, p, &tiles)))
+            .await?
+    }
+
+    async fn log_entries(
+        &self,
+        project: &ProjectRef,
+        first: u64,
+        count: u16,
+    ) -> StoreResult<Vec<Vec<u8>>> {
+        let p = project.id.0;
+        self.read(move |c| Ok(tlog::entries(c, p, first, count)))
+            .await?
+    }
+
+    async fn log_leaf_index(
+        &self,
+        project: &ProjectRef,
+        event: EventId,
+    ) -> StoreResult<Option<u64>> {
+        let p = project.id.0;
+        self.read(move |c| Ok(tlog::leaf_index(c, p, &event.to_bytes())))
+            .await?
+    }
+
+    async fn log_checkpoint(
+        &self,
+        project: &ProjectRef,
+        size: Option<u64>,
+    ) -> StoreResult<Option<crate::log::LogCheckpoint>> {
+        let p = project.id.0;
+        self.read(move |c| Ok(tlog::checkpoint(c, p, size))).await?
+    }
+
+    async fn log_add_checkpoint(
+        &self,
+        project: &ProjectRef,
+        checkpoint: crate::log::LogCheckpoint,
+    ) -> StoreResult<crate::log::LogCheckpoint> {
+        let project = project.id.0;
+        self.admin(|reply| Cmd::LogCheckpoint {
+            project,
+            checkpoint: Box::new(checkpoint),
+            reply,
         })
         .await
     }

@@ -284,6 +284,45 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alert_deliveries_project ON alert_deliveries(project_id, created_at);
     CREATE INDEX alert_deliveries_alert ON alert_deliveries(alert_id);
     "#,
+    // 11: the transparency log (issue 17, store/src/log.rs, sqlite/tlog.rs):
+    // per project, the integration cursor (rowid of the last integrated
+    // event) with the tree's size and root, the tiles (each at its widest),
+    // every leaf's entry by index and event, and the signed checkpoints (one
+    // per size). Written only by the writer thread. events(project_id) holds
+    // the rowid too: a pass seeks the project's events after its cursor.
+    r#"
+    CREATE INDEX events_project_rowid ON events(project_id);
+    CREATE TABLE tlog_state (
+        project_id  INTEGER PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        root        BLOB NOT NULL,
+        cursor      INTEGER NOT NULL
+    );
+    CREATE TABLE tlog_tiles (
+        project_id  INTEGER NOT NULL,
+        level       INTEGER NOT NULL,
+        idx         INTEGER NOT NULL,
+        width       INTEGER NOT NULL,
+        data        BLOB NOT NULL,
+        PRIMARY KEY (project_id, level, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE tlog_leaves (
+        project_id  INTEGER NOT NULL,
+        idx         INTEGER NOT NULL,
+        event_id    BLOB NOT NULL,
+        entry       BLOB NOT NULL,
+        PRIMARY KEY (project_id, idx)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX tlog_leaves_event ON tlog_leaves(project_id, event_id);
+    CREATE TABLE tlog_checkpoints (
+        project_id  INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        root        BLOB NOT NULL,
+        note        BLOB NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (project_id, size)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Migration 9's recount, for tests that rebuild the rollups and compare.
@@ -389,6 +428,11 @@ mod tests {
              DROP TABLE alerts;
              DROP TABLE alert_rules;
              DROP TABLE alert_destinations;
+             DROP INDEX events_project_rowid;
+             DROP TABLE tlog_state;
+             DROP TABLE tlog_tiles;
+             DROP TABLE tlog_leaves;
+             DROP TABLE tlog_checkpoints;
              DROP TABLE rollups;
              DROP TABLE idempotency_keys;
              DROP INDEX sessions_project_agent;

@@ -21,6 +21,12 @@ async fn conformance_concurrency() {
 }
 
 #[tokio::test]
+async fn conformance_log() {
+    let d = tempfile::tempdir().unwrap();
+    c::log_integrates_every_event_once(&open(&d)).await;
+}
+
+#[tokio::test]
 async fn conformance_isolation() {
     let d = tempfile::tempdir().unwrap();
     c::projects_are_isolated(&open(&d)).await;

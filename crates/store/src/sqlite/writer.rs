@@ -107,6 +107,17 @@ pub(crate) enum Cmd {
         run: ExecFn,
         reply: Reply<ExecAnswer>,
     },
+    /// One transparency-log integration pass (see `super::tlog`).
+    LogIntegrate {
+        project: i64,
+        max: usize,
+        reply: Reply<crate::log::Integrated>,
+    },
+    LogCheckpoint {
+        project: i64,
+        checkpoint: Box<crate::log::LogCheckpoint>,
+        reply: Reply<crate::log::LogCheckpoint>,
+    },
     Shutdown,
 }
 
@@ -925,6 +936,22 @@ impl Writer {
                 reply,
             } => {
                 let _ = reply.send(self.import_session(&project, &session, &events));
+            }
+            Cmd::LogIntegrate {
+                project,
+                max,
+                reply,
+            } => {
+                let r = self.in_txn(|w| super::tlog::integrate_pass(&w.conn, project, max));
+                let _ = reply.send(r);
+            }
+            Cmd::LogCheckpoint {
+                project,
+                checkpoint,
+                reply,
+            } => {
+                let r = self.in_txn(|w| super::tlog::add_checkpoint(&w.conn, project, &checkpoint));
+                let _ = reply.send(r);
             }
             Cmd::Append { .. } | Cmd::Shutdown => {}
         }
