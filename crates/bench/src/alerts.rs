@@ -28,12 +28,14 @@ async fn create(
     let r = client
         .post(format!("{}{path}", server.base))
         .bearer_auth(&server.key)
-        .json(&body)
+        .header("content-type", "application/json")
+        .body(body.to_string())
         .send()
         .await
         .map_err(|e| format!("POST {path}: {e}"))?;
     let status = r.status();
-    let v: Value = r.json().await.map_err(|e| format!("POST {path}: {e}"))?;
+    let bytes = r.bytes().await.map_err(|e| format!("POST {path}: {e}"))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("POST {path}: {e}"))?;
     if status.as_u16() != 201 {
         return Err(format!("POST {path} answered {status}: {v}"));
     }
@@ -83,15 +85,16 @@ pub async fn batches_with_rules(
     let bytes = bodies[0].len() as u64 * requests;
     let (elapsed, lat) = drive(&server, NATIVE, Arc::new(bodies), requests, clients).await?;
     // Nothing fired: the rules were matched, never met.
-    let open = client
+    let listed = client
         .get(format!("{}/api/v1/alerts?status=all", server.base))
         .bearer_auth(&server.key)
         .send()
         .await
         .map_err(|e| e.to_string())?
-        .json::<Value>()
+        .bytes()
         .await
         .map_err(|e| e.to_string())?;
+    let open: Value = serde_json::from_slice(&listed).map_err(|e| e.to_string())?;
     let fired = open["alerts"].as_array().map_or(0, Vec::len);
     if fired != 0 {
         return Err(format!(
