@@ -43,7 +43,7 @@ async fn create(
 }
 
 /// The rules: decisions the default set never makes, kinds and detectors
-/// these tool calls never carry, and a threshold no run reaches.
+/// these tool calls never carry, and a threshold on errors (there are none).
 fn rules(destination: &Value) -> Vec<Value> {
     let condition = |i: usize| match i % 3 {
         0 => json!({"type": "decision", "decisions": ["deny"]}),
@@ -53,9 +53,9 @@ fn rules(destination: &Value) -> Vec<Value> {
     let mut rules: Vec<Value> = (0..RULES - 1)
         .map(|i| json!({"name": format!("silent {i}"), "condition": condition(i), "destinations": [destination]}))
         .collect();
-    rules.push(json!({"name": "events per minute",
-        "condition": {"type": "threshold", "metric": "project_events",
-                      "threshold": 1_000_000_000_000u64, "window_secs": 60},
+    rules.push(json!({"name": "errors per agent per 5 minutes",
+        "condition": {"type": "threshold", "metric": "agent_errors",
+                      "threshold": 1, "window_secs": 300},
         "destinations": [destination]}));
     rules
 }
