@@ -403,3 +403,190 @@ pub async fn start(cfg: WitnessConfig, listener: TcpListener) -> Result<RunningW
         task: Some(task),
     })
 }
+
+/// The log's side of tlog-witness: sending a checkpoint to a witness and checking what it
+/// answers. The building block of `serve --witness-policy` (not wired into the publisher yet).
+pub mod client {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full, Limited};
+
+    use agentledger_tlog::cosignature::CosignatureVerifier;
+    use agentledger_tlog::note::{Note, NoteSignature, NoteVerifier};
+    use agentledger_tlog::witness::{AddCheckpointRequest, parse_size_response};
+    use agentledger_tlog::{Checkpoint, Hash};
+
+    /// Largest witness answer read (a few cosignature lines, or a size).
+    const MAX_ANSWER: usize = 16 * 1024;
+
+    type Client = hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<bytes::Bytes>,
+    >;
+
+    /// Why a witness did not cosign.
+    #[derive(Debug, thiserror::Error)]
+    pub enum WitnessClientError {
+        #[error("witness unreachable: {0}")]
+        Unreachable(String),
+        #[error("witness answered HTTP {status}: {message}")]
+        Refused { status: u16, message: String },
+        #[error("witness answered 409 twice (its size is {0})")]
+        Conflict(u64),
+        #[error("witness answer is malformed: {0}")]
+        Malformed(String),
+        #[error("no cosignature in the witness's answer verifies with its policy key")]
+        BadCosignature,
+        #[error("no consistency proof from size {old}: {reason}")]
+        NoProof { old: u64, reason: String },
+    }
+
+    /// An HTTP(S) client for witnesses: like the alert deliverer's (webpki roots, rustls with
+    /// ring, no redirects, no proxies), one timeout per exchange.
+    pub struct WitnessClient {
+        client: Client,
+        timeout: Duration,
+    }
+
+    impl WitnessClient {
+        pub fn new(timeout: Duration) -> Result<WitnessClient, String> {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                })
+                .with_no_client_auth();
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(timeout));
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(https);
+            Ok(WitnessClient { client, timeout })
+        }
+
+        /// One add-checkpoint exchange: `Ok(Ok(cosignatures))` on 200 (only lines by
+        /// `witness` that verify over `text`), `Ok(Err(size))` on 409.
+        async fn post(
+            &self,
+            url: &str,
+            witness: &CosignatureVerifier,
+            text: &str,
+            request: &AddCheckpointRequest,
+        ) -> Result<Result<Vec<NoteSignature>, u64>, WitnessClientError> {
+            let endpoint = format!("{}/add-checkpoint", url.trim_end_matches('/'));
+            let req = axum::http::Request::post(endpoint.as_str())
+                .header(
+                    "user-agent",
+                    concat!("agentledger/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(bytes::Bytes::from(request.to_bytes())))
+                .map_err(|_| {
+                    WitnessClientError::Unreachable("the witness URL is not usable".into())
+                })?;
+            let exchange = async {
+                let resp = self
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(|e| WitnessClientError::Unreachable(e.to_string()))?;
+                let status = resp.status().as_u16();
+                let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                    .collect()
+                    .await
+                    .map_err(|e| WitnessClientError::Malformed(e.to_string()))?
+                    .to_bytes();
+                Ok::<_, WitnessClientError>((status, body))
+            };
+            let (status, body) = tokio::time::timeout(self.timeout, exchange)
+                .await
+                .map_err(|_| {
+                    WitnessClientError::Unreachable(format!("timed out after {:?}", self.timeout))
+                })??;
+            match status {
+                200 => {
+                    let lines = std::str::from_utf8(&body)
+                        .map_err(|_| WitnessClientError::Malformed("not UTF-8".into()))?;
+                    let sigs = NoteSignature::parse_lines(lines)
+                        .map_err(|e| WitnessClientError::Malformed(e.to_string()))?;
+                    let good: Vec<NoteSignature> = sigs
+                        .into_iter()
+                        .filter(|s| {
+                            s.name == witness.name()
+                                && s.key_id == witness.key_id()
+                                && witness.verify(text.as_bytes(), &s.signature)
+                        })
+                        .collect();
+                    if good.is_empty() {
+                        return Err(WitnessClientError::BadCosignature);
+                    }
+                    Ok(Ok(good))
+                }
+                409 => parse_size_response(&body)
+                    .map(Err)
+                    .map_err(|e| WitnessClientError::Malformed(e.to_string())),
+                _ => {
+                    let message = String::from_utf8_lossy(&body);
+                    let message: String = message.trim().chars().take(200).collect();
+                    Err(WitnessClientError::Refused { status, message })
+                }
+            }
+        }
+
+        /// Sends the signed checkpoint `note` to the witness at `url`, starting from `old_hint` (the size it last cosigned, as far as
+        /// the caller knows). On 409 it asks `prove` for a consistency proof from the
+        /// witness's size and sends once more. Returns the witness's verified cosignatures.
+        pub async fn add_checkpoint<F, Fut>(
+            &self,
+            url: &str,
+            witness: &CosignatureVerifier,
+            note: &[u8],
+            old_hint: u64,
+            prove: F,
+        ) -> Result<Vec<NoteSignature>, WitnessClientError>
+        where
+            F: Fn(u64) -> Fut,
+            Fut: Future<Output = Result<Vec<Hash>, String>>,
+        {
+            let text = Note::parse(note)
+                .map_err(|e| WitnessClientError::Malformed(format!("the checkpoint: {e}")))?
+                .text;
+            let size = Checkpoint::parse(&text)
+                .map_err(|e| WitnessClientError::Malformed(format!("the checkpoint: {e}")))?
+                .size;
+            let text = text.as_str();
+            let mut old = old_hint.min(size);
+            for _ in 0..2 {
+                let consistency_proof = if old == 0 || old == size {
+                    Vec::new()
+                } else {
+                    prove(old)
+                        .await
+                        .map_err(|reason| WitnessClientError::NoProof { old, reason })?
+                };
+                let request = AddCheckpointRequest {
+                    old_size: old,
+                    consistency_proof,
+                    checkpoint: note.to_vec(),
+                };
+                match self.post(url, witness, text, &request).await? {
+                    Ok(sigs) => return Ok(sigs),
+                    Err(latest) if latest > size => {
+                        return Err(WitnessClientError::Conflict(latest));
+                    }
+                    Err(latest) => old = latest,
+                }
+            }
+            Err(WitnessClientError::Conflict(old))
+        }
+    }
+}

@@ -330,3 +330,77 @@ async fn witness_key_command_prints_the_key_the_witness_cosigns_with() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
     }
 }
+
+/// The log's side: the client sends a checkpoint, recovers from a 409 with a proof from the
+/// witness's size, and keeps only cosignatures that verify with the witness's policy key.
+#[tokio::test]
+async fn witness_client_handles_conflicts_and_checks_cosignatures() {
+    use agentledger::witness::client::{WitnessClient, WitnessClientError};
+
+    let d = dir();
+    let w = spawn(&d).await;
+    let url = format!("http://{}", w.addr);
+    let client = WitnessClient::new(std::time::Duration::from_secs(10)).expect("client");
+    let prove = |new: u64| {
+        move |old: u64| async move {
+            consistency_proof(old, new, &tree(new, "main")).map_err(|e| e.to_string())
+        }
+    };
+    let note = |n: u64| signed(&log_key(), ORIGIN, n, root(n, "main"));
+
+    let sigs = client
+        .add_checkpoint(&url, &w.verifier, &note(6), 0, prove(6))
+        .await
+        .expect("cosigned");
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(sigs[0].name, "witness.example");
+
+    // The caller believes the witness is at 0 (say, after losing its own records): the witness
+    // answers 409 with 6, and the client proves 6 -> 20 and is cosigned.
+    let sigs = client
+        .add_checkpoint(&url, &w.verifier, &note(20), 0, prove(20))
+        .await
+        .expect("cosigned after a 409");
+    let mut n = Note::parse(&note(20)).expect("note");
+    n.add_signature(sigs[0].clone());
+    open(&n.to_bytes(), &[&w.verifier as &dyn NoteVerifier]).expect("the cosignature verifies");
+
+    // A policy listing another key for this witness: its cosignatures are not accepted.
+    let other = CosignatureVerifier::parse(
+        &agentledger_tlog::cosignature::CosignatureSigner::from_seed("witness.example", [3; 32])
+            .expect("key")
+            .verifier()
+            .to_vkey(),
+    )
+    .expect("vkey");
+    let err = client
+        .add_checkpoint(&url, &other, &note(21), 20, prove(21))
+        .await
+        .expect_err("not the policy's witness key");
+    assert!(matches!(err, WitnessClientError::BadCosignature), "{err}");
+
+    // A fork is refused by the witness, and the refusal says why.
+    let fork = signed(&log_key(), ORIGIN, 30, root(30, "fork"));
+    let forked = |old: u64| async move {
+        consistency_proof(old, 30, &tree(30, "fork")).map_err(|e| e.to_string())
+    };
+    let err = client
+        .add_checkpoint(&url, &w.verifier, &fork, 21, forked)
+        .await
+        .expect_err("a fork");
+    match err {
+        WitnessClientError::Refused { status, message } => {
+            assert_eq!(status, 422);
+            assert!(message.contains("not consistent"), "{message}");
+        }
+        other => panic!("{other}"),
+    }
+
+    // A witness that is not there.
+    w.stop().await;
+    let err = client
+        .add_checkpoint(&url, &other, &note(22), 21, prove(22))
+        .await
+        .expect_err("gone");
+    assert!(matches!(err, WitnessClientError::Unreachable(_)), "{err}");
+}
