@@ -56,6 +56,57 @@ enum Command {
     /// Print the verifier key (C2SP signed-note vkey) of projects' transparency logs: what
     /// a client checks checkpoints and proofs with. The key file is the server's.
     LogKey(LogKeyArgs),
+    /// Run a witness (C2SP tlog-witness) for other organisations' logs: cosigns a log's
+    /// checkpoint only if it is consistent with the last one it cosigned for that log.
+    Witness(WitnessArgs),
+    /// Print a witness's verifier key (type 0x04, what a witness policy lists), creating the
+    /// key file if there is none.
+    WitnessKey(WitnessKeyArgs),
+}
+
+#[derive(Args)]
+struct WitnessKeyFile {
+    /// The witness's cosigning key file: created (mode 0600) if absent, refused if others
+    /// can read it; back it up.
+    #[arg(long, env = "AGENTLEDGER_WITNESS_KEY")]
+    key: PathBuf,
+    /// The witness's name (its key's name, in every cosignature) when the key file is
+    /// created; an existing file keeps its own. Default: this machine's host name.
+    #[arg(long, env = "AGENTLEDGER_WITNESS_NAME")]
+    name: Option<String>,
+}
+
+impl WitnessKeyFile {
+    fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(crate::transparency::default_origin_prefix)
+    }
+}
+
+#[derive(Args)]
+struct WitnessArgs {
+    #[command(flatten)]
+    key: WitnessKeyFile,
+    /// Address to serve POST /add-checkpoint on.
+    #[arg(
+        long,
+        env = "AGENTLEDGER_WITNESS_LISTEN",
+        default_value = "127.0.0.1:7381"
+    )]
+    listen: String,
+    /// SQLite file keeping each log's latest cosigned size and root (created if absent).
+    #[arg(long, env = "AGENTLEDGER_WITNESS_STATE")]
+    state: PathBuf,
+    /// A log's verifier key (`agentledger log-key` prints it); repeat for each log.
+    #[arg(long = "log", required = true)]
+    logs: Vec<String>,
+}
+
+#[derive(Args)]
+struct WitnessKeyArgs {
+    #[command(flatten)]
+    key: WitnessKeyFile,
 }
 
 #[derive(Args)]
@@ -344,6 +395,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = match &cli.command {
         Command::Serve(a) => a.log.clone(),
+        Command::Witness(_) => "info".into(),
         _ => "warn".into(),
     };
     let filter = tracing_subscriber::EnvFilter::try_new(&log)
@@ -490,7 +542,35 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
         Command::Salts { command } => salts_cmd(command).await,
         Command::Copy(a) => copy(&a).await,
         Command::LogKey(a) => log_key(&a),
+        Command::Witness(a) => witness(a).await,
+        Command::WitnessKey(a) => {
+            let key = crate::witness::WitnessKey::load_or_create(&a.key.key, &a.key.name())?;
+            println!("{}", key.verifier().to_vkey());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn witness(a: WitnessArgs) -> Result<ExitCode, String> {
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let cfg = crate::witness::WitnessConfig {
+        name: a.key.name(),
+        key: a.key.key,
+        state: a.state,
+        logs: a.logs,
+        limits: crate::conn::ConnLimits::default(),
+    };
+    let running = crate::witness::start(cfg, listener).await?;
+    tracing::info!(
+        addr = %running.addr,
+        vkey = %running.verifier.to_vkey(),
+        "witness listening (POST /add-checkpoint)"
+    );
+    shutdown_signal().await;
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn log_key(a: &LogKeyArgs) -> Result<ExitCode, String> {

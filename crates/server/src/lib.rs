@@ -19,5 +19,6 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod transparency;
+pub mod witness;
 
 pub use startup::{Application, ServeConfig};

@@ -31,3 +31,4 @@ mod sessions;
 mod tenancy;
 mod timestamps;
 mod verify;
+mod witness;

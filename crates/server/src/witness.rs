@@ -1,0 +1,592 @@
+//! `agentledger witness`: a C2SP tlog-witness (<https://c2sp.org/tlog-witness>) that another
+//! organisation can run against our logs (issue 17, docs/transparency.md "Running a witness").
+//!
+//! It serves one route, `POST /add-checkpoint`. For each log it is told about (`--log VKEY`,
+//! the vkey's name being the log's origin) it keeps the size and root of the latest checkpoint it
+//! cosigned, in a SQLite file. A request is checked by [`verify_add_checkpoint`] against that
+//! state inside one `BEGIN IMMEDIATE` transaction, and the new size and root are committed
+//! before the cosignature is returned, so the witness only ever moves forward along one tree:
+//! it never cosigns a rolled-back checkpoint, a checkpoint not proven consistent with the last
+//! one, or a second root for a size it cosigned. State is kept per origin (not per key), so
+//! listing a new key for a log does not reset what the witness has seen of it.
+//!
+//! The cosigning key lives in a file outside the state database, created at first start with
+//! mode 0600 (a file others can read is refused), like the log's key. It is never logged.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use rusqlite::{OptionalExtension, TransactionBehavior};
+use tokio::net::TcpListener;
+
+use agentledger_tlog::Hash;
+use agentledger_tlog::cosignature::{CosignatureSigner, CosignatureVerifier};
+use agentledger_tlog::note::{Ed25519Verifier, NoteVerifier};
+use agentledger_tlog::witness::{
+    AddCheckpointRequest, SIZE_CONTENT_TYPE, WitnessRefusal, format_cosignature_response,
+    format_size_response, request_origin, verify_add_checkpoint,
+};
+
+use crate::conn::ConnLimits;
+
+/// Largest request body: `old` line, 63 proof lines (45 bytes each) and a checkpoint note with
+/// its signatures fit many times over.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The witness's settings.
+#[derive(Debug, Clone)]
+pub struct WitnessConfig {
+    /// The cosigning key's file (created at first start).
+    pub key: PathBuf,
+    /// The key's name when the file is created (ignored for an existing file).
+    pub name: String,
+    /// The SQLite file holding each log's latest cosigned size and root (created if absent).
+    pub state: PathBuf,
+    /// The logs' verifier keys (C2SP signed-note vkeys, type 0x01), named by their origins.
+    pub logs: Vec<String>,
+    pub limits: ConnLimits,
+}
+
+/// The witness's cosigning key, in its file.
+pub struct WitnessKey {
+    signer: CosignatureSigner,
+}
+
+impl std::fmt::Debug for WitnessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WitnessKey(..)")
+    }
+}
+
+impl WitnessKey {
+    /// Reads the key file, or creates it (mode 0600, a fresh key from the OS, named `name`).
+    pub fn load_or_create(path: &Path, name: &str) -> Result<WitnessKey, String> {
+        match WitnessKey::load(path)? {
+            Some(key) => Ok(key),
+            None => WitnessKey::create(path, name),
+        }
+    }
+
+    /// Reads an existing key file (`None` if there is none), refusing one others may read.
+    pub fn load(path: &Path) -> Result<Option<WitnessKey>, String> {
+        let shown = path.display();
+        let meta = match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            other => other.map_err(|e| format!("witness key file {shown}: {e}"))?,
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(format!(
+                    "witness key file {shown} is readable or writable by others (mode {mode:o}); \
+                     it holds the witness's signing key: chmod 600 it"
+                ));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = meta;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("witness key file {shown}: {e}"))?;
+        let signer = CosignatureSigner::parse(text.trim_end()).map_err(|e| {
+            format!("witness key file {shown} does not hold a signer key (PRIVATE+KEY+...): {e}")
+        })?;
+        Ok(Some(WitnessKey { signer }))
+    }
+
+    fn create(path: &Path, name: &str) -> Result<WitnessKey, String> {
+        let shown = path.display();
+        let io = |e: std::io::Error| format!("witness key file {shown}: {e}");
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let signer = CosignatureSigner::from_seed(name, seed).map_err(|e| {
+            format!("witness name {name:?}: {e} (no spaces, '+' or control characters)")
+        })?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        // As the log key: written whole to a private temporary file, then linked into place,
+        // so the file is complete or absent, and a concurrent creator uses the first one's key.
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(format!(".tmp-{}", hex::encode(&seed[..4])));
+        let tmp = path.with_file_name(tmp_name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let written = options.open(&tmp).and_then(|mut file| {
+            std::io::Write::write_all(&mut file, format!("{}\n", signer.to_skey()).as_bytes())?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return WitnessKey::load(path)?
+                    .ok_or_else(|| format!("witness key file {shown} vanished"));
+            }
+            other => other.map_err(io)?,
+        }
+        tracing::info!(path = %shown, "created the witness's cosigning key");
+        Ok(WitnessKey { signer })
+    }
+
+    /// The witness's verifier key (type 0x04), what a log's witness policy lists.
+    pub fn verifier(&self) -> CosignatureVerifier {
+        self.signer.verifier()
+    }
+}
+
+/// Each configured log's keys, by origin.
+fn parse_logs(logs: &[String]) -> Result<HashMap<String, Vec<Ed25519Verifier>>, String> {
+    if logs.is_empty() {
+        return Err("give at least one --log VKEY (the verifier key of a log to witness)".into());
+    }
+    let mut by_origin: HashMap<String, Vec<Ed25519Verifier>> = HashMap::new();
+    for vkey in logs {
+        let key = Ed25519Verifier::parse(vkey.trim())
+            .map_err(|e| format!("--log {vkey:?} is not a log verifier key (type 0x01): {e}"))?;
+        by_origin
+            .entry(key.name().to_owned())
+            .or_default()
+            .push(key);
+    }
+    Ok(by_origin)
+}
+
+/// Opens (creating if needed) the state database.
+fn open_state(path: &Path) -> Result<rusqlite::Connection, String> {
+    let err = |e: rusqlite::Error| format!("witness state {}: {e}", path.display());
+    let conn = rusqlite::Connection::open(path).map_err(err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS witness_log (
+             origin TEXT PRIMARY KEY,
+             size INTEGER NOT NULL,
+             root BLOB NOT NULL,
+             cosigned_at INTEGER NOT NULL
+         ) STRICT;",
+    )
+    .map_err(err)?;
+    Ok(conn)
+}
+
+/// Why a request was not cosigned.
+#[derive(Debug)]
+enum Refusal {
+    Witness(WitnessRefusal),
+    Internal(String),
+}
+
+impl From<WitnessRefusal> for Refusal {
+    fn from(r: WitnessRefusal) -> Refusal {
+        Refusal::Witness(r)
+    }
+}
+
+/// The witness: its key, the logs it knows, its state.
+pub struct Witness {
+    key: WitnessKey,
+    logs: HashMap<String, Vec<Ed25519Verifier>>,
+    state: Mutex<rusqlite::Connection>,
+}
+
+impl Witness {
+    pub fn open(cfg: &WitnessConfig) -> Result<Witness, String> {
+        let logs = parse_logs(&cfg.logs)?;
+        let key = WitnessKey::load_or_create(&cfg.key, &cfg.name)?;
+        let state = Mutex::new(open_state(&cfg.state)?);
+        Ok(Witness { key, logs, state })
+    }
+
+    pub fn verifier(&self) -> CosignatureVerifier {
+        self.key.verifier()
+    }
+
+    /// Checks a request against the stored state, advances it, and returns the cosignature
+    /// line; the state is committed before the line is returned.
+    fn add_checkpoint(&self, body: &[u8]) -> Result<String, Refusal> {
+        let request = AddCheckpointRequest::parse(body)
+            .map_err(|e| WitnessRefusal::BadRequest(e.to_string()))?;
+        let origin = request_origin(&request)
+            .ok_or_else(|| WitnessRefusal::BadRequest("checkpoint is not UTF-8".into()))?;
+        let keys: Vec<&dyn NoteVerifier> = self
+            .logs
+            .get(&origin)
+            .map(|ks| ks.iter().map(|k| k as &dyn NoteVerifier).collect())
+            .unwrap_or_default();
+        let internal = |e: rusqlite::Error| Refusal::Internal(format!("witness state: {e}"));
+        let mut conn = self
+            .state
+            .lock()
+            .map_err(|_| Refusal::Internal("witness state lock poisoned".into()))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(internal)?;
+        let latest: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT size, root FROM witness_log WHERE origin = ?1",
+                [&origin],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(internal)?;
+        let latest = match latest {
+            None => None,
+            Some((size, root)) => Some((
+                u64::try_from(size)
+                    .map_err(|_| Refusal::Internal(format!("stored size {size} of {origin}")))?,
+                Hash::from_slice(&root)
+                    .map_err(|e| Refusal::Internal(format!("stored root of {origin}: {e}")))?,
+            )),
+        };
+        let (checkpoint, opened) = verify_add_checkpoint(&request, &keys, latest)?;
+        let size = i64::try_from(checkpoint.size).map_err(|_| {
+            WitnessRefusal::BadRequest(format!(
+                "checkpoint size {} is larger than this witness stores",
+                checkpoint.size
+            ))
+        })?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| Refusal::Internal(format!("clock before 1970: {e}")))?
+            .as_secs();
+        let cosignature = self
+            .key
+            .signer
+            .cosign(&opened.text, now)
+            .map_err(|e| Refusal::Internal(format!("cosigning: {e}")))?;
+        tx.execute(
+            "INSERT INTO witness_log (origin, size, root, cosigned_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (origin) DO UPDATE
+             SET size = excluded.size, root = excluded.root, cosigned_at = excluded.cosigned_at",
+            rusqlite::params![
+                origin,
+                size,
+                checkpoint.root.as_bytes().as_slice(),
+                i64::try_from(now).unwrap_or(i64::MAX)
+            ],
+        )
+        .map_err(internal)?;
+        tx.commit().map_err(internal)?;
+        tracing::info!(origin = %origin, size = checkpoint.size, "cosigned a checkpoint");
+        Ok(format_cosignature_response(&[cosignature]))
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn add_checkpoint(State(witness): State<Arc<Witness>>, body: Bytes) -> Response {
+    let result = tokio::task::spawn_blocking(move || witness.add_checkpoint(&body)).await;
+    match result {
+        Ok(Ok(lines)) => text(StatusCode::OK, lines),
+        Ok(Err(Refusal::Witness(WitnessRefusal::Conflict { latest }))) => (
+            StatusCode::CONFLICT,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(SIZE_CONTENT_TYPE),
+            )],
+            format_size_response(latest),
+        )
+            .into_response(),
+        Ok(Err(Refusal::Witness(refusal))) => {
+            tracing::info!(%refusal, "refused a checkpoint");
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            text(status, format!("{refusal}\n"))
+        }
+        Ok(Err(Refusal::Internal(e))) => {
+            tracing::error!(error = %e, "witness failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the witness could not record the checkpoint; nothing was cosigned\n".into(),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "witness task failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the witness failed; nothing was cosigned\n".into(),
+            )
+        }
+    }
+}
+
+/// The witness's routes: `POST /add-checkpoint`.
+pub fn router(witness: Arc<Witness>) -> Router {
+    Router::new()
+        .route("/add-checkpoint", post(add_checkpoint))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(witness)
+}
+
+/// A witness serving on a listener; stopped by [`RunningWitness::stop`] (or when dropped).
+pub struct RunningWitness {
+    pub addr: SocketAddr,
+    pub verifier: CosignatureVerifier,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl RunningWitness {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningWitness {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Opens the key and state and serves the witness on `listener`.
+pub async fn start(cfg: WitnessConfig, listener: TcpListener) -> Result<RunningWitness, String> {
+    let opened = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || Witness::open(&cfg))
+            .await
+            .map_err(|e| format!("opening the witness: {e}"))??
+    };
+    let witness = Arc::new(opened);
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("witness listener: {e}"))?;
+    let verifier = witness.verifier();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::conn::serve(
+        listener,
+        router(witness),
+        cfg.limits,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Ok(RunningWitness {
+        addr,
+        verifier,
+        stop: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// The log's side of tlog-witness: sending a checkpoint to a witness and checking what it
+/// answers. The building block of `serve --witness-policy` (not wired into the publisher yet).
+pub mod client {
+    use std::future::Future;
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full, Limited};
+
+    use agentledger_tlog::cosignature::CosignatureVerifier;
+    use agentledger_tlog::note::{Note, NoteSignature, NoteVerifier};
+    use agentledger_tlog::witness::{AddCheckpointRequest, parse_size_response};
+    use agentledger_tlog::{Checkpoint, Hash};
+
+    /// Largest witness answer read (a few cosignature lines, or a size).
+    const MAX_ANSWER: usize = 16 * 1024;
+
+    type Client = hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<bytes::Bytes>,
+    >;
+
+    /// Why a witness did not cosign.
+    #[derive(Debug, thiserror::Error)]
+    pub enum WitnessClientError {
+        #[error("witness unreachable: {0}")]
+        Unreachable(String),
+        #[error("witness answered HTTP {status}: {message}")]
+        Refused { status: u16, message: String },
+        #[error("witness answered 409 twice (its size is {0})")]
+        Conflict(u64),
+        #[error("witness answer is malformed: {0}")]
+        Malformed(String),
+        #[error("no cosignature in the witness's answer verifies with its policy key")]
+        BadCosignature,
+        #[error("no consistency proof from size {old}: {reason}")]
+        NoProof { old: u64, reason: String },
+    }
+
+    /// An HTTP(S) client for witnesses: like the alert deliverer's (webpki roots, rustls with
+    /// ring, no redirects, no proxies), one timeout per exchange.
+    pub struct WitnessClient {
+        client: Client,
+        timeout: Duration,
+    }
+
+    impl WitnessClient {
+        pub fn new(timeout: Duration) -> Result<WitnessClient, String> {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(rustls::RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                })
+                .with_no_client_auth();
+            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(timeout));
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(https);
+            Ok(WitnessClient { client, timeout })
+        }
+
+        /// One add-checkpoint exchange: `Ok(Ok(cosignatures))` on 200 (only lines by
+        /// `witness` that verify over `text`), `Ok(Err(size))` on 409.
+        async fn post(
+            &self,
+            url: &str,
+            witness: &CosignatureVerifier,
+            text: &str,
+            request: &AddCheckpointRequest,
+        ) -> Result<Result<Vec<NoteSignature>, u64>, WitnessClientError> {
+            let endpoint = format!("{}/add-checkpoint", url.trim_end_matches('/'));
+            let req = axum::http::Request::post(endpoint.as_str())
+                .header(
+                    "user-agent",
+                    concat!("agentledger/", env!("CARGO_PKG_VERSION")),
+                )
+                .body(Full::new(bytes::Bytes::from(request.to_bytes())))
+                .map_err(|_| {
+                    WitnessClientError::Unreachable("the witness URL is not usable".into())
+                })?;
+            let exchange = async {
+                let resp = self
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(|e| WitnessClientError::Unreachable(e.to_string()))?;
+                let status = resp.status().as_u16();
+                let body = Limited::new(resp.into_body(), MAX_ANSWER)
+                    .collect()
+                    .await
+                    .map_err(|e| WitnessClientError::Malformed(e.to_string()))?
+                    .to_bytes();
+                Ok::<_, WitnessClientError>((status, body))
+            };
+            let (status, body) = tokio::time::timeout(self.timeout, exchange)
+                .await
+                .map_err(|_| {
+                    WitnessClientError::Unreachable(format!("timed out after {:?}", self.timeout))
+                })??;
+            match status {
+                200 => {
+                    let lines = std::str::from_utf8(&body)
+                        .map_err(|_| WitnessClientError::Malformed("not UTF-8".into()))?;
+                    let sigs = NoteSignature::parse_lines(lines)
+                        .map_err(|e| WitnessClientError::Malformed(e.to_string()))?;
+                    let good: Vec<NoteSignature> = sigs
+                        .into_iter()
+                        .filter(|s| {
+                            s.name == witness.name()
+                                && s.key_id == witness.key_id()
+                                && witness.verify(text.as_bytes(), &s.signature)
+                        })
+                        .collect();
+                    if good.is_empty() {
+                        return Err(WitnessClientError::BadCosignature);
+                    }
+                    Ok(Ok(good))
+                }
+                409 => parse_size_response(&body)
+                    .map(Err)
+                    .map_err(|e| WitnessClientError::Malformed(e.to_string())),
+                _ => {
+                    let message = String::from_utf8_lossy(&body);
+                    let message: String = message.trim().chars().take(200).collect();
+                    Err(WitnessClientError::Refused { status, message })
+                }
+            }
+        }
+
+        /// Sends the signed checkpoint `note` to the witness at `url`, starting from `old_hint` (the size it last cosigned, as far as
+        /// the caller knows). On 409 it asks `prove` for a consistency proof from the
+        /// witness's size and sends once more. Returns the witness's verified cosignatures.
+        pub async fn add_checkpoint<F, Fut>(
+            &self,
+            url: &str,
+            witness: &CosignatureVerifier,
+            note: &[u8],
+            old_hint: u64,
+            prove: F,
+        ) -> Result<Vec<NoteSignature>, WitnessClientError>
+        where
+            F: Fn(u64) -> Fut,
+            Fut: Future<Output = Result<Vec<Hash>, String>>,
+        {
+            let text = Note::parse(note)
+                .map_err(|e| WitnessClientError::Malformed(format!("the checkpoint: {e}")))?
+                .text;
+            let size = Checkpoint::parse(&text)
+                .map_err(|e| WitnessClientError::Malformed(format!("the checkpoint: {e}")))?
+                .size;
+            let text = text.as_str();
+            let mut old = old_hint.min(size);
+            for _ in 0..2 {
+                let consistency_proof = if old == 0 || old == size {
+                    Vec::new()
+                } else {
+                    prove(old)
+                        .await
+                        .map_err(|reason| WitnessClientError::NoProof { old, reason })?
+                };
+                let request = AddCheckpointRequest {
+                    old_size: old,
+                    consistency_proof,
+                    checkpoint: note.to_vec(),
+                };
+                match self.post(url, witness, text, &request).await? {
+                    Ok(sigs) => return Ok(sigs),
+                    Err(latest) if latest > size => {
+                        return Err(WitnessClientError::Conflict(latest));
+                    }
+                    Err(latest) => old = latest,
+                }
+            }
+            Err(WitnessClientError::Conflict(old))
+        }
+    }
+}
