@@ -41,6 +41,13 @@ pub fn serve_child(db: String) -> ExitCode {
         // sweep's 256 clients plus the harness's own probes.
         cfg.connections.max_per_address = 4096;
         cfg.policy.enabled = std::env::var_os("AGENTLEDGER_NO_POLICY").is_none();
+        // The log and the alert workers at `serve`'s defaults, not the
+        // tests' quick ones (integrating every 0.1 s cost the writer more).
+        cfg.log.integrate_interval =
+            std::time::Duration::from_secs_f64(agentledger::transparency::INTEGRATE_EVERY_SECS);
+        cfg.log.checkpoint_interval =
+            std::time::Duration::from_secs_f64(agentledger::transparency::CHECKPOINT_EVERY_SECS);
+        cfg.alerts = agentledger::alerts::AlertConfig::default();
         let app = match Application::build(cfg).await {
             Ok(app) => app,
             Err(e) => {

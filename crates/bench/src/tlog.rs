@@ -75,10 +75,12 @@ pub async fn log_rows(dir: &Path, events: u64) -> Result<Vec<Row>, String> {
     )
     .note(&format!(
         "ingest {:.0} events/s (batches of 1000, 4 clients); at the last ack the checkpoint was \
-         {behind_at_last_ack} events behind, all signed {} ms later (integrator every 0.1 s, \
-         checkpoints every 0.3 s in this harness)",
+         {behind_at_last_ack} events behind, all signed {} ms later (integrator every {} s, \
+         checkpoints every {} s: serve's defaults)",
         n as f64 / elapsed.as_secs_f64(),
-        lag.as_millis()
+        lag.as_millis(),
+        agentledger::transparency::INTEGRATE_EVERY_SECS,
+        agentledger::transparency::CHECKPOINT_EVERY_SECS
     ));
 
     let (status, body) = get(

@@ -324,11 +324,11 @@ struct ServeArgs {
     #[command(flatten)]
     transparency: LogOriginArgs,
     /// Seconds between signed checkpoints of a project's log (only when it grew).
-    #[arg(long, env = "AGENTLEDGER_CHECKPOINT_INTERVAL", default_value_t = 5.0)]
+    #[arg(long, env = "AGENTLEDGER_CHECKPOINT_INTERVAL", default_value_t = crate::transparency::CHECKPOINT_EVERY_SECS)]
     checkpoint_interval: f64,
     /// Seconds between passes of the log's integrator (each pass takes every committed
     /// event not yet in its project's log).
-    #[arg(long, env = "AGENTLEDGER_INTEGRATE_INTERVAL", default_value_t = 0.25)]
+    #[arg(long, env = "AGENTLEDGER_INTEGRATE_INTERVAL", default_value_t = crate::transparency::INTEGRATE_EVERY_SECS)]
     integrate_interval: f64,
 }
 

@@ -28,6 +28,10 @@ use crate::metrics::Metrics;
 /// The name the key is stored under in its file; checkpoints are signed under each log's
 /// origin instead (see [`LogKey::signer`]).
 pub const KEY_FILE_NAME: &str = "agentledger-log";
+/// `serve`'s default seconds between signed checkpoints (`--checkpoint-interval`).
+pub const CHECKPOINT_EVERY_SECS: f64 = 5.0;
+/// `serve`'s default seconds between integration passes (`--integrate-interval`).
+pub const INTEGRATE_EVERY_SECS: f64 = 0.25;
 
 /// The log's settings (`--log-key`, `--log-origin`, `--checkpoint-interval`).
 #[derive(Debug, Clone)]
