@@ -10,6 +10,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod ingest;
+pub mod keyfile;
 pub mod live;
 pub mod log_proofs;
 pub mod mcp;

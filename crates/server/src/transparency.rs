@@ -89,27 +89,19 @@ impl LogKey {
     /// Reads an existing key file, refusing one that others may read or write.
     pub fn load(path: &Path) -> Result<LogKey, KeyFileError> {
         let shown = path.display().to_string();
-        let io = |source| KeyFileError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let meta = match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KeyFileError::Missing(shown));
-            }
-            other => other.map_err(io)?,
-        };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+        let text = match crate::keyfile::read_private(path) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Err(KeyFileError::Missing(shown)),
+            Err(crate::keyfile::ReadError::Permissions(mode)) => {
                 return Err(KeyFileError::Permissions { path: shown, mode });
             }
-        }
-        #[cfg(not(unix))]
-        let _ = meta;
-        let text = std::fs::read_to_string(path).map_err(io)?;
+            Err(crate::keyfile::ReadError::Io(source)) => {
+                return Err(KeyFileError::Io {
+                    path: shown,
+                    source,
+                });
+            }
+        };
         let signer =
             Ed25519Signer::parse(text.trim_end()).map_err(|e| KeyFileError::Malformed {
                 path: shown,
@@ -131,31 +123,11 @@ impl LogKey {
                 path: shown.clone(),
                 reason: e.to_string(),
             })?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        // Written whole to a private temporary file, then linked into place: the key file
-        // appears complete or not at all, and a server starting at the same moment on the same
-        // database (link fails: it exists) uses the key the other one made.
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(".tmp-{}", hex::encode(&seed[..4])));
-        let tmp = path.with_file_name(tmp_name);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let written = options.open(&tmp).and_then(|mut file| {
-            std::io::Write::write_all(&mut file, format!("{}\n", signer.to_skey()).as_bytes())?;
-            file.sync_all()
-        });
-        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return LogKey::load(path),
-            other => other.map_err(io)?,
+        // A server starting at the same moment on the same database uses the
+        // key the other one made.
+        let contents = format!("{}\n", signer.to_skey());
+        if !crate::keyfile::create_private(path, &contents, &seed[..4]).map_err(io)? {
+            return LogKey::load(path);
         }
         tracing::info!(path = %shown, "created the transparency log's signing key");
         Ok(LogKey { signer })

@@ -78,25 +78,19 @@ impl WitnessKey {
     /// Reads an existing key file (`None` if there is none), refusing one others may read.
     pub fn load(path: &Path) -> Result<Option<WitnessKey>, String> {
         let shown = path.display();
-        let meta = match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            other => other.map_err(|e| format!("witness key file {shown}: {e}"))?,
-        };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
+        let text = match crate::keyfile::read_private(path) {
+            Ok(Some(text)) => text,
+            Ok(None) => return Ok(None),
+            Err(crate::keyfile::ReadError::Permissions(mode)) => {
                 return Err(format!(
                     "witness key file {shown} is readable or writable by others (mode {mode:o}); \
                      it holds the witness's signing key: chmod 600 it"
                 ));
             }
-        }
-        #[cfg(not(unix))]
-        let _ = meta;
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("witness key file {shown}: {e}"))?;
+            Err(crate::keyfile::ReadError::Io(e)) => {
+                return Err(format!("witness key file {shown}: {e}"));
+            }
+        };
         let signer = CosignatureSigner::parse(text.trim_end()).map_err(|e| {
             format!("witness key file {shown} does not hold a signer key (PRIVATE+KEY+...): {e}")
         })?;
@@ -111,33 +105,11 @@ impl WitnessKey {
         let signer = CosignatureSigner::from_seed(name, seed).map_err(|e| {
             format!("witness name {name:?}: {e} (no spaces, '+' or control characters)")
         })?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        // As the log key: written whole to a private temporary file, then linked into place,
-        // so the file is complete or absent, and a concurrent creator uses the first one's key.
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(format!(".tmp-{}", hex::encode(&seed[..4])));
-        let tmp = path.with_file_name(tmp_name);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let written = options.open(&tmp).and_then(|mut file| {
-            std::io::Write::write_all(&mut file, format!("{}\n", signer.to_skey()).as_bytes())?;
-            file.sync_all()
-        });
-        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
-        let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return WitnessKey::load(path)?
-                    .ok_or_else(|| format!("witness key file {shown} vanished"));
-            }
-            other => other.map_err(io)?,
+        // A concurrent creator uses the first one's key.
+        let contents = format!("{}\n", signer.to_skey());
+        if !crate::keyfile::create_private(path, &contents, &seed[..4]).map_err(io)? {
+            return WitnessKey::load(path)?
+                .ok_or_else(|| format!("witness key file {shown} vanished"));
         }
         tracing::info!(path = %shown, "created the witness's cosigning key");
         Ok(WitnessKey { signer })
