@@ -8,12 +8,15 @@ Usage: verify_export.py EXPORT.jsonl [--expect-head SESSION=HEXHASH ...]
                         [--log-proof FILE ... [--log-key VKEY]]
 Exit status 0 when every chain verifies, 1 otherwise (the first broken seq is printed).
 
-With --log-proof (C2SP tlog-proofs from GET /log/proof/inclusion/{id}?format=text), each
-intact session's last event must be included, by RFC 9162's algorithm, in the tree of one
-proof's checkpoint, of the session's project's log (docs/transparency.md, "Offline
-verification"). With --log-key the checkpoint's Ed25519 signature is checked too when the
-`cryptography` package is installed (the standard library has no Ed25519); otherwise the
-script says it did not check it.
+With --log-key or --log-proof, each intact session must be in its project's transparency
+log (docs/transparency.md, "Offline verification"): the export's log proof line for the
+session (a C2SP tlog-proof of its newest event in a signed checkpoint), or a --log-proof file
+(from GET /log/proof/inclusion/{id}?format=text) of its last event, must include the event's
+leaf, by RFC 9162's algorithm, in the tree of the checkpoint of the session's project's log.
+With --log-key the checkpoint's Ed25519 signature is checked too when the `cryptography`
+package is installed (the standard library has no Ed25519); otherwise the script says it did
+not check it. Witness cosignatures are not checked here (`agentledger verify
+--witness-policy` checks them).
 """
 import base64
 import datetime
@@ -267,12 +270,38 @@ def envelope(ev, payload_sha256, metadata_bytes, verdict_text, session_hash=None
     return env
 
 
-def verify(lines, expected_heads=None):
-    """Return a list of (project, session, first_bad_seq, reason) failures."""
+def parse_proof_line(line):
+    """(project, session, seq, tlog-proof bytes) of an export's log proof line."""
+    obj = json.loads(line, object_pairs_hook=_unique_members, parse_constant=_no_constant)
+    body = obj.get("log_proof") if isinstance(obj, dict) and len(obj) == 1 else None
+    members = ("project", "session_id", "seq", "event_id", "tlog_proof")
+    if not isinstance(body, dict) or sorted(body) != sorted(members):
+        raise BadLine("a log proof line has exactly the members %s" % ", ".join(members))
+    if type(body["seq"]) is not int or not all(
+        isinstance(body[m], str) for m in ("project", "session_id", "event_id", "tlog_proof")
+    ):
+        raise BadLine("a log proof line's members have the wrong types")
+    return body["project"], body["session_id"], body["seq"], body["tlog_proof"].encode("utf-8")
+
+
+def verify(lines, expected_heads=None, log=None):
+    """Return the sessions' state and a list of (project, session, first_bad_seq, reason)
+    failures. With a dict `log`, it is filled with "hashes" ((project, session) -> every
+    hash, seq 1 first) and "proofs" (the log proof lines, parsed)."""
     state = {}  # (project, session) -> (last_seq, last_hash) or None once broken
     failures = []
+    hashes = {}
+    proofs = []
+    if log is not None:
+        log["hashes"], log["proofs"] = hashes, proofs
     for number, line in enumerate(lines, 1):
         if not line.strip():
+            continue
+        if line.lstrip().startswith('{"log_proof"'):
+            try:
+                proofs.append(("line %d" % number,) + parse_proof_line(line))
+            except (BadLine, ValueError) as e:
+                failures.append((None, None, None, "line %d (log proof): %s" % (number, e)))
             continue
         try:
             ev = parse_line(line)
@@ -329,6 +358,7 @@ def verify(lines, expected_heads=None):
             fail(ev["seq"], "hash does not match the recomputed envelope hash")
             continue
         state[key] = (ev["seq"], digest)
+        hashes.setdefault(key, []).append(digest)
     for session, head in (expected_heads or {}).items():
         matches = [k for k in state if k[1] == session]
         if not matches:
@@ -429,29 +459,42 @@ def _encoded_project(project):
     return "".join(chr(b) if b in safe else "%%%02X" % b for b in project.encode("utf-8"))
 
 
-def check_log(state, proof_files, vkey):
+def check_log(state, proof_files, vkey, log):
     """Failures (project, session, None, reason) of intact sessions not proved in the log."""
-    proofs = []
+    files = []
     for path in proof_files:
         with open(path, "rb") as f:
-            proofs.append((path,) + parse_tlog_proof(f.read()))
+            files.append((path,) + parse_tlog_proof(f.read()))
     failures = []
     for (project, session), last in state.items():
         if last is None:
             continue
-        seq, head = last
-        leaf = hashlib.sha256(b"\x00" + leaf_entry(session, seq, head)).digest()
+        chain = log["hashes"].get((project, session), [])
+        # Candidates (where, seq, parsed proof): the export's proof lines for this session,
+        # then the files (each for the session's last event).
+        candidates = []
+        for where, p, s, seq, data in log["proofs"]:
+            if (p, s) == (project, session):
+                try:
+                    candidates.append((where, seq, parse_tlog_proof(data)))
+                except ValueError as e:
+                    failures.append((project, session, None, "%s: %s" % (where, e)))
+        candidates += [(f[0], last[0], f[1:]) for f in files]
         proved = None
-        for path, index, proof, text, sigs in proofs:
+        for where, seq, (index, proof, text, sigs) in candidates:
+            if not 1 <= seq <= len(chain):
+                continue
+            leaf = hashlib.sha256(b"\x00" + leaf_entry(session, seq, chain[seq - 1])).digest()
             lines = text.decode("utf-8").split("\n")
             origin, size, root = lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True)
-            if verify_inclusion(leaf, index, size, proof, root):
-                proved = (path, index, text, sigs, origin, size)
-                break
+            if verify_inclusion(leaf, index, size, proof, root) and (
+                proved is None or seq > proved[-1]
+            ):
+                proved = (where, index, text, sigs, origin, size, seq)
         if proved is None:
-            failures.append((project, session, None, "no log proof proves its last event (seq %d)" % seq))
+            failures.append((project, session, None, "no log proof proves one of its events (last seq %d)" % last[0]))
             continue
-        path, index, text, sigs, origin, size = proved
+        path, index, text, sigs, origin, size, seq = proved
         if not origin.endswith("/" + _encoded_project(project)):
             failures.append((project, session, None, "the proof is of log %s, not of this project's" % origin))
             continue
@@ -460,7 +503,7 @@ def check_log(state, proof_files, vkey):
             failures.append((project, session, None, "the checkpoint is not signed by the given log key"))
             continue
         how = "signature checked" if signed else "signature NOT checked (give --log-key; needs the cryptography package)"
-        print("OK %s/%s: seq %d is leaf %d of %s at size %d (%s; %s)" % (project, session, seq, index, origin, size, path, how))
+        print("OK %s/%s: seq %d of %d is leaf %d of %s at size %d (%s; %s)" % (project, session, seq, last[0], index, origin, size, path, how))
     return failures
 
 
@@ -486,10 +529,13 @@ def main(argv):
         else:
             print("unknown argument %r" % args[0], file=sys.stderr)
             return 2
+    log = {}
     with open(argv[1], encoding="utf-8") as f:
-        state, failures = verify(f, heads)
-    if proof_files:
-        failures += check_log(state, proof_files, vkey)
+        state, failures = verify(f, heads, log)
+    if proof_files or vkey:
+        failures += check_log(state, proof_files, vkey, log)
+    elif log["proofs"]:
+        print("%d log proof lines not checked: pass --log-key to check the sessions are in the transparency log" % len(log["proofs"]))
     for project, session, seq, reason in failures:
         if seq is None and project is not None:
             print("FAIL %s/%s: %s" % (project, session, reason))

@@ -14,7 +14,10 @@ use agentledger_store::Backend;
 use agentledger_store::verify::verify_session;
 use agentledger_store::{EventStore, ProjectRef, SessionQuery};
 
-use crate::log_proofs::{LogProofs, check_log_proofs, read_log_proofs};
+use crate::log_proofs::{
+    EmbeddedProof, LogProofs, SessionHashes, check_log_proofs, is_proof_line, read_log_proofs,
+    read_proof_line,
+};
 use crate::startup::{Application, PolicyConfig, ServeConfig, shutdown_signal};
 
 #[derive(Parser)]
@@ -330,6 +333,14 @@ struct ServeArgs {
     /// event not yet in its project's log).
     #[arg(long, env = "AGENTLEDGER_INTEGRATE_INTERVAL", default_value_t = crate::transparency::INTEGRATE_EVERY_SECS)]
     integrate_interval: f64,
+    /// A C2SP tlog-policy file: each signed checkpoint is sent to its witnesses (each needs a
+    /// URL), their cosignatures are kept, and /log/checkpoint serves the newest checkpoint
+    /// meeting its quorum (docs/transparency.md "Witnesses").
+    #[arg(long, env = "AGENTLEDGER_WITNESS_POLICY")]
+    witness_policy: Option<PathBuf>,
+    /// Seconds one exchange with a witness may take (connect, send, answer).
+    #[arg(long, env = "AGENTLEDGER_WITNESS_TIMEOUT", default_value_t = 10.0)]
+    witness_timeout: f64,
 }
 
 #[derive(Subcommand)]
@@ -381,12 +392,17 @@ struct VerifyArgs {
     /// Verify an export file instead of the database ("-" for stdin).
     #[arg(long, conflicts_with_all = ["project", "session"])]
     file: Option<PathBuf>,
-    /// With --file: also check each session is in its project's transparency log. The
-    /// log's verifier key (what `agentledger log-key` prints), or a file holding it.
-    #[arg(long, requires_all = ["file", "log_proof"])]
+    /// With --file: also check each session is in its project's transparency log, by the
+    /// log proof line the export ends each session with (or --log-proof files). The log's
+    /// verifier key (what `agentledger log-key` prints), or a file holding it.
+    #[arg(long, requires = "file")]
     log_key: Option<String>,
+    /// With --log-key: a C2SP tlog-policy file; each checkpoint must also be cosigned by
+    /// witnesses meeting its quorum (its log lines are ignored: the log is --log-key's).
+    #[arg(long, requires = "log_key")]
+    witness_policy: Option<PathBuf>,
     /// With --log-key: a C2SP tlog-proof of a session's last event (from
-    /// GET /log/proof/inclusion/{id}?format=text); one per session of the file.
+    /// GET /log/proof/inclusion/{id}?format=text), for exports without proof lines.
     #[arg(long, requires = "log_key")]
     log_proof: Vec<PathBuf>,
 }
@@ -518,6 +534,8 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                     .ok()
                     .filter(|d| *d >= std::time::Duration::from_millis(10))
                     .ok_or("--integrate-interval must be at least 0.01 seconds")?,
+                    witness_policy: a.witness_policy,
+                    witness_timeout: positive(a.witness_timeout, "--witness-timeout")?,
                 },
             };
             let app = Application::build(cfg).await.map_err(|e| e.to_string())?;
@@ -532,7 +550,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
                 let log = a
                     .log_key
                     .as_deref()
-                    .map(|k| read_log_proofs(k, &a.log_proof))
+                    .map(|k| read_log_proofs(k, a.witness_policy.as_ref(), &a.log_proof))
                     .transpose()?;
                 verify_file(f, log.as_ref())
             }
@@ -859,10 +877,21 @@ fn verify_file(path: &PathBuf, log: Option<&LogProofs>) -> Result<ExitCode, Stri
     let mut chains: Vec<((String, String), ChainVerifier)> = Vec::new();
     let mut index: HashMap<(String, String), usize> = HashMap::new();
     let mut bad_lines = 0;
-    let mut last: HashMap<(String, String), (u64, [u8; 32])> = HashMap::new();
+    let mut hashes: SessionHashes = HashMap::new();
+    let mut embedded: Vec<EmbeddedProof> = Vec::new();
     for (n, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| format!("cannot read line {}: {e}", n + 1))?;
         if line.trim().is_empty() {
+            continue;
+        }
+        if is_proof_line(&line) {
+            match read_proof_line(n + 1, &line) {
+                Ok(p) => embedded.push(p),
+                Err(e) => {
+                    bad_lines += 1;
+                    println!("FAIL line {} (log proof): {e}", n + 1);
+                }
+            }
             continue;
         }
         let ev = match read_export_line(&line) {
@@ -877,9 +906,10 @@ fn verify_file(path: &PathBuf, log: Option<&LogProofs>) -> Result<ExitCode, Stri
             }
         };
         let key = (ev.project.clone(), ev.session_id.clone());
-        let newest = last.entry(key.clone()).or_insert((ev.seq, ev.hash));
-        if ev.seq >= newest.0 {
-            *newest = (ev.seq, ev.hash);
+        // Each session's hashes by seq (the chain check below refuses any other order).
+        let chain = hashes.entry(key.clone()).or_default();
+        if ev.seq == chain.len() as u64 + 1 {
+            chain.push(ev.hash);
         }
         let i = *index.entry(key.clone()).or_insert_with(|| {
             chains.push((key, ChainVerifier::new()));
@@ -909,12 +939,18 @@ fn verify_file(path: &PathBuf, log: Option<&LogProofs>) -> Result<ExitCode, Stri
         "{} of {total} sessions verified ({verified_events} events), {broken} broken, {bad_lines} unreadable lines",
         total - broken
     );
-    let not_logged = log.map_or(0, |log| check_log_proofs(log, &last, &intact));
+    let not_logged = log.map_or(0, |log| check_log_proofs(log, &hashes, &intact, &embedded));
     if log.is_some() {
         println!(
             "{} of {} intact sessions proved in the transparency log",
             intact.len() - not_logged,
             intact.len()
+        );
+    } else if !embedded.is_empty() {
+        println!(
+            "{} log proof lines not checked: pass --log-key (and --witness-policy) to check \
+             the sessions are in the transparency log",
+            embedded.len()
         );
     }
     let failures = broken + bad_lines + not_logged;
@@ -1076,6 +1112,9 @@ async fn export(scope: &Scope) -> Result<ExitCode, String> {
     let store = open(&scope.db).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    // Each project's checkpoint, read once: every session of a project proves against it.
+    let mut checkpoints: HashMap<String, Option<agentledger_store::log::LogCheckpoint>> =
+        HashMap::new();
     for (p, id) in scoped_sessions(store.as_ref(), scope).await? {
         let mut after = 0;
         loop {
@@ -1089,6 +1128,23 @@ async fn export(scope: &Scope) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             if evs.len() < 5_000 {
                 break;
+            }
+        }
+        if after == 0 {
+            continue;
+        }
+        if !checkpoints.contains_key(&p.name) {
+            let cp = crate::export_proof::best_witnessed(store.as_ref(), &p)
+                .await
+                .map_err(|e| e.to_string())?;
+            checkpoints.insert(p.name.clone(), cp);
+        }
+        if let Some(Some(cp)) = checkpoints.get(&p.name) {
+            let line = crate::export_proof::proof_line(store.as_ref(), cp, &p, &id, after)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(line) = line {
+                out.write_all(&line).map_err(|e| e.to_string())?;
             }
         }
     }

@@ -71,6 +71,7 @@ pub struct Metrics {
     durability_warnings: Gauge,
     log_leaves: Counter,
     log_checkpoints: Counter,
+    log_cosignatures: Counter,
     log_failures: Family<LogTaskLabel, Counter>,
 }
 
@@ -153,6 +154,12 @@ impl Metrics {
         let log_leaves = Counter::default();
         let log_checkpoints = Counter::default();
         let log_failures = Family::<LogTaskLabel, Counter>::default();
+        let log_cosignatures = Counter::default();
+        registry.register(
+            "log_cosignatures_received",
+            "Witness cosignatures of checkpoints received and kept by this node",
+            log_cosignatures.clone(),
+        );
         registry.register(
             "log_leaves_integrated",
             "Events added to their project's transparency log by this node",
@@ -165,10 +172,12 @@ impl Metrics {
         );
         registry.register(
             "log_failures",
-            "Transparency log passes that failed, by task (integrate, publish); the log says why",
+            "Transparency log passes that failed, by task (integrate, publish, cosign: a \
+             witness exchange); the log says why",
             log_failures.clone(),
         );
         Metrics {
+            log_cosignatures,
             log_leaves,
             log_checkpoints,
             log_failures,
@@ -215,7 +224,13 @@ impl Metrics {
         self.log_checkpoints.inc();
     }
 
-    /// A failed integration pass or publication (`task`: integrate or publish).
+    /// Cosignatures a witness returned and the store kept.
+    pub fn log_cosigned(&self, n: usize) {
+        self.log_cosignatures.inc_by(n as u64);
+    }
+
+    /// A failed integration pass, publication or witness exchange (`task`: integrate, publish
+    /// or cosign).
     pub fn log_failure(&self, task: &str) {
         self.log_failures
             .get_or_create(&LogTaskLabel { task: task.into() })

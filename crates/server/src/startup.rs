@@ -133,6 +133,8 @@ impl ServeConfig {
                 origin: "agentledger.test".into(),
                 checkpoint_interval: Duration::from_millis(300),
                 integrate_interval: Duration::from_millis(100),
+                witness_policy: None,
+                witness_timeout: Duration::from_secs(2),
             },
         }
     }
@@ -218,6 +220,17 @@ impl Application {
         // Before the database: a key file others can read stops the start, loudly.
         let log_key = crate::transparency::LogKey::load_or_create(&cfg.log.key)
             .map_err(|e| StartupError::Config(e.to_string()))?;
+        let witnessing = match &cfg.log.witness_policy {
+            Some(path) => {
+                let policy = crate::cosign::WitnessPolicy::load(path, &cfg.log.origin, &log_key)
+                    .map_err(StartupError::Config)?;
+                Some(Arc::new(
+                    crate::cosign::Witnessing::new(policy, cfg.log.witness_timeout)
+                        .map_err(StartupError::Config)?,
+                ))
+            }
+            None => None,
+        };
         let store = backend.open().await?;
         // The store logged each at open; /metrics shows the count.
         metrics.durability_warnings(store.durability_warnings().len());
@@ -254,6 +267,7 @@ impl Application {
             live: Arc::default(),
             console: Arc::new(crate::console::ConsoleState::new(cfg.secure_cookies)),
             alerts: alerts.clone(),
+            witnessing: witnessing.clone(),
         };
         alerts.spawn_workers(store.clone());
         let live = state.live.clone();
@@ -261,6 +275,7 @@ impl Application {
             store.clone(),
             Arc::new(log_key),
             &cfg.log,
+            witnessing,
             state.metrics.clone(),
         );
         let router = routes::router()

@@ -33,4 +33,6 @@ pub struct AppState {
     pub console: Arc<crate::console::ConsoleState>,
     /// Alert rules (cached) and the outbox's workers.
     pub alerts: Arc<crate::alerts::Alerting>,
+    /// `--witness-policy`: the witnesses and the quorum of served checkpoints.
+    pub witnessing: Option<Arc<crate::cosign::Witnessing>>,
 }

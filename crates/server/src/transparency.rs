@@ -44,6 +44,11 @@ pub struct LogConfig {
     pub checkpoint_interval: Duration,
     /// How often committed events are integrated.
     pub integrate_interval: Duration,
+    /// `--witness-policy`: the C2SP tlog-policy file naming the witnesses each checkpoint is
+    /// sent to and the quorum a served checkpoint meets (docs/transparency.md "Witnesses").
+    pub witness_policy: Option<PathBuf>,
+    /// How long one exchange with a witness may take.
+    pub witness_timeout: Duration,
 }
 
 /// Why the key file could not be used.
@@ -205,11 +210,12 @@ impl Drop for LogTasks {
     }
 }
 
-/// Starts the integrator and the publisher.
+/// Starts the integrator, the publisher and (with a witness policy) the cosigner.
 pub fn spawn(
     store: Arc<dyn EventStore>,
     key: Arc<LogKey>,
     cfg: &LogConfig,
+    witnessing: Option<Arc<crate::cosign::Witnessing>>,
     metrics: Arc<Metrics>,
 ) -> LogTasks {
     let integrator = tokio::spawn(integrate_forever(
@@ -218,15 +224,23 @@ pub fn spawn(
         metrics.clone(),
     ));
     let publisher = tokio::spawn(publish_forever(
-        store,
+        store.clone(),
         key,
         cfg.origin.clone(),
         cfg.checkpoint_interval,
-        metrics,
+        metrics.clone(),
     ));
-    LogTasks {
-        handles: vec![integrator, publisher],
+    let mut handles = vec![integrator, publisher];
+    if let Some(w) = witnessing {
+        // Its own task: a slow witness never delays signing.
+        handles.push(tokio::spawn(crate::cosign::cosign_forever(
+            store,
+            w,
+            cfg.checkpoint_interval,
+            metrics,
+        )));
     }
+    LogTasks { handles }
 }
 
 async fn integrate_forever(store: Arc<dyn EventStore>, every: Duration, metrics: Arc<Metrics>) {

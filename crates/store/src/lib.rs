@@ -610,6 +610,22 @@ pub trait EventStore: alerts::AlertStore + Send + Sync + 'static {
         checkpoint: log::LogCheckpoint,
     ) -> StoreResult<log::LogCheckpoint>;
 
+    /// Keep witnesses' cosignatures of the project's checkpoints (`log_checkpoint` must hold
+    /// each one's size). A cosignature already kept for (size, witness, key ID) stays as it is.
+    async fn log_add_cosignatures(
+        &self,
+        project: &ProjectRef,
+        cosignatures: Vec<log::LogCosignature>,
+    ) -> StoreResult<()>;
+    /// The cosignatures of the project's `sizes` newest cosigned checkpoints of at most
+    /// `max_size` leaves (any size when `None`), newest size first.
+    async fn log_cosignatures(
+        &self,
+        project: &ProjectRef,
+        max_size: Option<u64>,
+        sizes: u32,
+    ) -> StoreResult<Vec<log::LogCosignature>>;
+
     /// Requests waiting for the writer (for metrics and back-pressure).
     fn queue_depth(&self) -> usize;
     /// Events accepted for appending and not yet answered.

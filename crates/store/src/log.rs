@@ -93,6 +93,24 @@ pub struct LogCheckpoint {
     pub created_at: Micros,
 }
 
+/// A witness's cosignature of one of the project's stored checkpoints (C2SP
+/// tlog-cosignature), kept as the witness answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCosignature {
+    /// The cosigned checkpoint's tree size.
+    pub size: u64,
+    /// The witness's key name (the signature line's name).
+    pub witness: String,
+    /// The witness's key ID (the first four bytes of the line's signature).
+    pub key_id: u32,
+    /// The signature line, `— <name> <base64>\n`.
+    pub line: String,
+    pub created_at: Micros,
+}
+
+/// Longest cosignature line kept (a C2SP cosignature line is about 140 bytes).
+pub const MAX_COSIGNATURE_LINE: usize = 1024;
+
 /// A stored hash or tile the log should hold and does not: the tree is damaged.
 fn missing(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("transparency log: {what}"))

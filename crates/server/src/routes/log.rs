@@ -37,6 +37,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/log/checkpoint", get(checkpoint))
+        .route("/log/witnesses", get(witnesses))
         .route("/log/tile/{*path}", get(tile))
         .route("/log/proof/inclusion/{id}", get(inclusion))
         .route("/log/proof/consistency/{from}", get(consistency))
@@ -121,21 +122,30 @@ async fn checkpoint_at(
     caller: &Caller,
     size: Option<u64>,
 ) -> Result<LogCheckpoint, ApiError> {
-    st.store
-        .log_checkpoint(&caller.project, size)
-        .await?
-        .ok_or(ApiError::NotFound(if size.is_some() {
-            "no checkpoint of that tree size (sizes with a checkpoint: see /log/checkpoint)"
-        } else {
-            "no checkpoint yet: this project's log has no signed checkpoint (events are \
-             integrated within a second and signed every --checkpoint-interval)"
-        }))
+    crate::cosign::served_checkpoint(
+        st.store.as_ref(),
+        st.witnessing.as_deref(),
+        &caller.project,
+        size,
+    )
+    .await?
+    .ok_or(ApiError::NotFound(if size.is_some() {
+        "no checkpoint of that tree size (sizes with a checkpoint: see /log/checkpoint)"
+    } else if st.witnessing.is_some() {
+        "no checkpoint meets the witness policy's quorum yet (GET /log/witnesses shows each \
+         witness's state)"
+    } else {
+        "no checkpoint yet: this project's log has no signed checkpoint (events are \
+         integrated within a second and signed every --checkpoint-interval)"
+    }))
 }
 
 /// The latest signed checkpoint
 ///
 /// The project's log's newest checkpoint: a C2SP signed note over the C2SP tlog-checkpoint
 /// text (origin, tree size, root hash), signed with the key `agentledger log-key` prints.
+/// With a witness policy (`serve --witness-policy`), the newest checkpoint whose witnesses'
+/// cosignatures (C2SP tlog-cosignature lines after the log's signature) meet its quorum.
 #[utoipa::path(get, path = "/log/checkpoint", tag = "log",
     responses((status = 200, content_type = "text/plain", body = String, description = "Signed note"),
         (status = 404, body = ErrorBody, description = "No checkpoint signed yet")),
@@ -303,4 +313,36 @@ pub async fn consistency(
         checkpoint: note_text(&cp),
     })
     .into_response())
+}
+
+/// The witnesses of the policy in force, for the caller's project's log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WitnessesOut {
+    /// False when the server runs without `--witness-policy` (the list is then empty).
+    pub policy: bool,
+    /// The policy's quorum line (`none`, a witness or a group name).
+    pub quorum: Option<String>,
+    pub witnesses: Vec<crate::cosign::WitnessState>,
+}
+
+/// The log's witnesses
+///
+/// Each witness of the server's witness policy with, for the caller's project's log, the
+/// largest tree size it cosigned since the server started, and its last failure.
+#[utoipa::path(get, path = "/log/witnesses", tag = "log",
+    responses((status = 200, body = WitnessesOut)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn witnesses(State(st): State<AppState>, caller: Caller) -> Json<WitnessesOut> {
+    Json(match &st.witnessing {
+        Some(w) => WitnessesOut {
+            policy: true,
+            quorum: Some(w.quorum()),
+            witnesses: w.states(&caller.project),
+        },
+        None => WitnessesOut {
+            policy: false,
+            quorum: None,
+            witnesses: Vec::new(),
+        },
+    })
 }

@@ -61,7 +61,7 @@ pub fn router() -> Router<AppState> {
         alerts::list_alerts, alerts::resolve, alerts::list_deliveries,
         alerts::list_rules, alerts::create_rule, alerts::delete_rule,
         alerts::list_destinations, alerts::create_destination, alerts::delete_destination,
-        log::checkpoint, log::tile, log::inclusion, log::consistency,
+        log::checkpoint, log::witnesses, log::tile, log::inclusion, log::consistency,
     ),
     modifiers(&Security, &CommonErrors),
     tags((name = "native", description = "agentledger's own API"),

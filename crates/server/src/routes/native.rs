@@ -1,5 +1,7 @@
 //! The native API under `/api/v1`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -7,6 +9,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::StreamExt;
 
 use agentledger_core::Dialect;
 use agentledger_dialects::native::{
@@ -256,29 +259,67 @@ pub async fn export(
     const CHUNK: u32 = 2_000;
     // The stream reads after the handler returns: it holds the key's read
     // slot until the last chunk, so exports count against --reads-per-key.
-    let slot = caller.read_slot();
-    let stream = futures_util::stream::unfold(Some(0u64), move |after| {
-        let _slot = &slot;
-        let (store, project, id) = (st.store.clone(), caller.project.clone(), id.clone());
-        async move {
-            let after = after?;
-            match store.session_events(&project, &id, after, CHUNK).await {
-                Ok(evs) if evs.is_empty() => None,
-                Ok(evs) => {
-                    let next =
-                        (evs.len() == CHUNK as usize).then(|| evs.last().map_or(after, |e| e.seq));
-                    Some((Ok(export_lines(&evs)), next))
-                }
-                Err(e) => {
-                    tracing::error!(cause = %e, "export aborted");
-                    Some((Err(std::io::Error::other("export aborted")), None))
+    let slot = Arc::new(caller.read_slot());
+    // The last seq streamed, for the log proof line that ends the export.
+    let exported = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (store, project) = (st.store.clone(), caller.project.clone());
+    let events = {
+        let (slot, exported, id) = (slot.clone(), exported.clone(), id.clone());
+        futures_util::stream::unfold(Some(0u64), move |after| {
+            let _slot = &slot;
+            let (store, project, id, exported) =
+                (store.clone(), project.clone(), id.clone(), exported.clone());
+            async move {
+                let after = after?;
+                match store.session_events(&project, &id, after, CHUNK).await {
+                    Ok(evs) if evs.is_empty() => None,
+                    Ok(evs) => {
+                        let last = evs.last().map_or(after, |e| e.seq);
+                        exported.store(last, std::sync::atomic::Ordering::Relaxed);
+                        let next = (evs.len() == CHUNK as usize).then_some(last);
+                        Some((Ok(export_lines(&evs)), next))
+                    }
+                    Err(e) => {
+                        tracing::error!(cause = %e, "export aborted");
+                        Some((Err(std::io::Error::other("export aborted")), None))
+                    }
                 }
             }
+        })
+    };
+    // After the events: the proof of the newest exported event in the served checkpoint
+    // (docs/transparency.md "Exports carry their proof").
+    let proof = futures_util::stream::once(async move {
+        let _slot = slot;
+        let last = exported.load(std::sync::atomic::Ordering::Relaxed);
+        if last == 0 {
+            return None;
         }
-    });
+        let line = async {
+            let Some(cp) = crate::export_proof::served(
+                st.store.as_ref(),
+                st.witnessing.as_deref(),
+                &caller.project,
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            crate::export_proof::proof_line(st.store.as_ref(), &cp, &caller.project, &id, last)
+                .await
+        };
+        match line.await {
+            Ok(line) => line.map(Ok),
+            Err(e) => {
+                tracing::error!(cause = %e, "export aborted at its log proof");
+                Some(Err(std::io::Error::other("export aborted")))
+            }
+        }
+    })
+    .filter_map(std::future::ready);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
+        Body::from_stream(events.chain(proof)),
     )
         .into_response())
 }

@@ -581,9 +581,10 @@ async fn sigkill_between_commit_and_integration_loses_nothing() {
     }
 }
 
-/// Offline: an export and the tlog-proof of its session's last event verify with the log's
-/// verifier key alone; a proof of another session, another project's key or a session
-/// missing from the log are named failures.
+/// Offline: an export carries the proof of its session's newest event (its last line), and
+/// verifies with the log's verifier key alone; for an export without it, a tlog-proof file of
+/// the session's last event does. A proof of another session, another project's key, a
+/// session cut short or missing from the log are named failures.
 #[tokio::test]
 async fn an_export_is_proved_in_the_log_offline() {
     let app = spawn_app().await;
@@ -600,11 +601,24 @@ async fn an_export_is_proved_in_the_log_offline() {
     let verifier = vkey(&app, "default");
     let vkey_text = verifier.to_vkey();
     checkpoint_of_size(&app, &app.key, 30, &verifier).await;
-    // Session s-0's events are 0, 3, ..., 27; its last is event 27.
-    let export = get_bytes(&app, "/api/v1/sessions/s-0/export").await;
+    // Session s-0's events are 0, 3, ..., 27; its last is event 27, seq 10.
+    let export =
+        String::from_utf8(get_bytes(&app, "/api/v1/sessions/s-0/export").await).expect("utf8");
+    let lines: Vec<&str> = export.lines().collect();
+    assert_eq!(lines.len(), 11, "ten events and the log proof line");
+    let proof_line: Value = serde_json::from_str(lines[10]).expect("json");
+    assert_eq!(proof_line["log_proof"]["seq"], 10);
+    assert_eq!(proof_line["log_proof"]["project"], "default");
+    assert_eq!(proof_line["log_proof"]["session_id"], "s-0");
+    assert_eq!(proof_line["log_proof"]["event_id"], events[27].0.as_str());
     let dir = tempfile::tempdir().expect("dir");
-    let export_file = dir.path().join("s-0.jsonl");
-    std::fs::write(&export_file, &export).expect("write");
+    let write = |name: &str, lines: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{}\n", lines.join("\n"))).expect("write");
+        path
+    };
+    let export_file = write("s-0.jsonl", &lines);
+    let bare_file = write("bare.jsonl", &lines[..10]);
     let proof_of = |i: usize| {
         let (app, id) = (&app, events[i].0.clone());
         async move { get_bytes(app, &format!("/log/proof/inclusion/{id}?format=text")).await }
@@ -613,58 +627,78 @@ async fn an_export_is_proved_in_the_log_offline() {
     std::fs::write(&proof_file, proof_of(27).await).expect("write");
     let other_file = dir.path().join("other.tlog-proof");
     std::fs::write(&other_file, proof_of(28).await).expect("write");
-    let verify = |key: &str, proof: &std::path::Path| {
-        let out = app.cli(&[
+    let verify = |file: &std::path::Path, key: &str, proof: Option<&std::path::Path>| {
+        let mut args = vec![
             "verify",
             "--file",
-            export_file.to_str().expect("utf8"),
+            file.to_str().expect("utf8"),
             "--log-key",
             key,
-            "--log-proof",
-            proof.to_str().expect("utf8"),
-        ]);
+        ];
+        if let Some(p) = proof {
+            args.extend(["--log-proof", p.to_str().expect("utf8")]);
+        }
+        let out = app.cli(&args);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    let (ok, text) = verify(&vkey_text, &proof_file);
+    // The export's own proof line.
+    let (ok, text) = verify(&export_file, &vkey_text, None);
     assert!(ok, "{text}");
     assert!(
-        text.contains("OK default/s-0: seq 10 is leaf")
+        text.contains("OK default/s-0: seq 10 of 10 is leaf")
+            && text.contains("(line 11)")
             && text.contains("1 of 1 intact sessions proved"),
+        "{text}"
+    );
+    // Without --log-key the proof line is not checked, and verify says so.
+    let out = app.cli(&["verify", "--file", export_file.to_str().expect("utf8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 log proof lines not checked"), "{text}");
+    // A proof file for an export without the line.
+    let (ok, text) = verify(&bare_file, &vkey_text, Some(&proof_file));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK default/s-0: seq 10 of 10 is leaf")
+            && text.contains("1 of 1 intact sessions proved"),
+        "{text}"
+    );
+    let (ok, text) = verify(&bare_file, &vkey_text, None);
+    assert!(!ok);
+    assert!(
+        text.contains("FAIL default/s-0: no log proof for this session"),
         "{text}"
     );
     // The vkey may come from a file too.
     let vkey_file = dir.path().join("log.vkey");
     std::fs::write(&vkey_file, format!("{vkey_text}\n")).expect("write");
-    assert!(verify(vkey_file.to_str().expect("utf8"), &proof_file).0);
+    assert!(verify(&export_file, vkey_file.to_str().expect("utf8"), None).0);
     // Another session's proof proves nothing about this one.
-    let (ok, text) = verify(&vkey_text, &other_file);
+    let (ok, text) = verify(&bare_file, &vkey_text, Some(&other_file));
     assert!(!ok);
     assert!(text.contains("FAIL default/s-0: no log proof"), "{text}");
     // Another project's log key does not vouch for this project's log.
     let other_key = vkey(&app, "other").to_vkey();
-    let (ok, text) = verify(&other_key, &proof_file);
+    let (ok, text) = verify(&export_file, &other_key, None);
     assert!(!ok);
     assert!(text.contains("FAIL default/s-0"), "{text}");
     // The independent Python verifier (standard library; the signature where the
     // cryptography package is installed) agrees.
-    let python = |key: &str, proof: &std::path::Path| {
-        let out = std::process::Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../scripts/verify_export.py"
-            ))
-            .arg(&export_file)
-            .args([
-                "--log-proof",
-                proof.to_str().expect("utf8"),
-                "--log-key",
-                key,
-            ])
-            .output()
-            .expect("python3 runs");
+    let python = |file: &std::path::Path, key: &str, proof: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/verify_export.py"
+        ))
+        .arg(file)
+        .args(["--log-key", key]);
+        if let Some(p) = proof {
+            cmd.args(["--log-proof", p.to_str().expect("utf8")]);
+        }
+        let out = cmd.output().expect("python3 runs");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -672,12 +706,17 @@ async fn an_export_is_proved_in_the_log_offline() {
         );
         (out.status.success(), text)
     };
-    let (ok, text) = python(&vkey_text, &proof_file);
+    let (ok, text) = python(&export_file, &vkey_text, None);
     assert!(
-        ok && text.contains("OK default/s-0: seq 10 is leaf"),
+        ok && text.contains("OK default/s-0: seq 10 of 10 is leaf"),
         "{text}"
     );
-    let (ok, text) = python(&vkey_text, &other_file);
+    let (ok, text) = python(&bare_file, &vkey_text, Some(&proof_file));
+    assert!(
+        ok && text.contains("OK default/s-0: seq 10 of 10 is leaf"),
+        "{text}"
+    );
+    let (ok, text) = python(&bare_file, &vkey_text, Some(&other_file));
     assert!(
         !ok && text.contains("FAIL default/s-0: no log proof"),
         "{text}"
@@ -687,7 +726,7 @@ async fn an_export_is_proved_in_the_log_offline() {
         .status()
         .is_ok_and(|s| s.success());
     if signatures_checked {
-        let (ok, text) = python(&other_key, &proof_file);
+        let (ok, text) = python(&export_file, &other_key, None);
         assert!(
             !ok && text.contains("not signed by the given log key"),
             "{text}"
@@ -697,15 +736,23 @@ async fn an_export_is_proved_in_the_log_offline() {
     }
 
     // An export cut short (its last event dropped) is not what the log holds: the proof of
-    // seq 10 says nothing of a session ending at seq 9, and verify says so.
-    let mut lines: Vec<String> = String::from_utf8(export)
-        .expect("utf8")
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.pop();
-    std::fs::write(&export_file, format!("{}\n", lines.join("\n"))).expect("write");
-    let (ok, text) = verify(&vkey_text, &proof_file);
+    // seq 10 says nothing of a session ending at seq 9, and both verifiers say so.
+    let mut cut: Vec<&str> = lines[..9].to_vec();
+    cut.push(lines[10]);
+    let cut_file = write("cut.jsonl", &cut);
+    let (ok, text) = verify(&cut_file, &vkey_text, None);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL default/s-0: no log proof holds"),
+        "{text}"
+    );
+    let (ok, text) = python(&cut_file, &vkey_text, None);
+    assert!(
+        !ok && text.contains("FAIL default/s-0: no log proof"),
+        "{text}"
+    );
+    let cut_bare = write("cut-bare.jsonl", &lines[..9]);
+    let (ok, text) = verify(&cut_bare, &vkey_text, Some(&proof_file));
     assert!(!ok, "{text}");
     assert!(text.contains("FAIL default/s-0: no log proof"), "{text}");
 }
@@ -772,7 +819,8 @@ async fn a_session_rewritten_in_the_database_is_caught_by_the_log() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("0 of 1 intact sessions proved")
-            && text.contains("FAIL default/r: no log proof given proves its last event (seq 5)"),
+            && text.contains("FAIL default/r: no log proof holds")
+            && text.contains("proof does not lead to the claimed root hash"),
         "{text}"
     );
 }

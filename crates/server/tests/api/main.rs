@@ -32,3 +32,4 @@ mod tenancy;
 mod timestamps;
 mod verify;
 mod witness;
+mod witnessed;

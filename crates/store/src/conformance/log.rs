@@ -46,7 +46,9 @@ pub async fn integrate_exactly(store: &dyn EventStore, p: &ProjectRef, n: u64, m
 /// that verify; integrating again adds nothing; projects' logs are apart; one checkpoint per
 /// size.
 pub async fn log_integrates_every_event_once(store: &dyn EventStore) {
-    use crate::log::{LogCheckpoint, consistency_proof, inclusion_proof, leaf_entry, root_at};
+    use crate::log::{
+        LogCheckpoint, LogCosignature, consistency_proof, inclusion_proof, leaf_entry, root_at,
+    };
     use agentledger_tlog::{MemoryTree, Tile, leaf_hash, tree_hash, verify_consistency};
 
     let p = project(store, "p").await;
@@ -215,4 +217,70 @@ pub async fn log_integrates_every_event_once(store: &dyn EventStore) {
     let at = store.log_checkpoint(&p, Some(100)).await.expect("at 100");
     assert_eq!(at.map(|c| c.root), Some(root_100));
     assert_eq!(store.log_checkpoint(&q, None).await.expect("q"), None);
+
+    // Cosignatures: kept per (size, witness key), the first kept stays, read newest size
+    // first, bounded by size and by the number of sizes, and scoped by project.
+    let co = |size: u64, witness: &str, key_id: u32, line: &str| LogCosignature {
+        size,
+        witness: witness.into(),
+        key_id,
+        line: line.into(),
+        created_at: Micros(7),
+    };
+    assert!(
+        store
+            .log_cosignatures(&p, None, 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+    store
+        .log_add_cosignatures(
+            &p,
+            vec![
+                co(100, "w1", 1, "— w1 a\n"),
+                co(100, "w2", 2, "— w2 b\n"),
+                co(300, "w1", 1, "— w1 c\n"),
+            ],
+        )
+        .await
+        .expect("keep");
+    store
+        .log_add_cosignatures(
+            &p,
+            vec![
+                co(300, "w1", 1, "— w1 again\n"),
+                co(300, "w2", 2, "— w2 d\n"),
+            ],
+        )
+        .await
+        .expect("keep");
+    let all = store.log_cosignatures(&p, None, 10).await.expect("read");
+    let lines: Vec<(u64, &str)> = all.iter().map(|c| (c.size, c.line.as_str())).collect();
+    assert_eq!(
+        lines,
+        [
+            (300, "— w1 c\n"),
+            (300, "— w2 d\n"),
+            (100, "— w1 a\n"),
+            (100, "— w2 b\n")
+        ]
+    );
+    assert_eq!(all[0], co(300, "w1", 1, "— w1 c\n"));
+    let newest = store.log_cosignatures(&p, None, 1).await.expect("read");
+    assert_eq!(newest.len(), 2);
+    assert!(newest.iter().all(|c| c.size == 300));
+    let older = store
+        .log_cosignatures(&p, Some(299), 5)
+        .await
+        .expect("read");
+    assert_eq!(older.len(), 2);
+    assert!(older.iter().all(|c| c.size == 100));
+    assert!(
+        store
+            .log_cosignatures(&q, None, 10)
+            .await
+            .expect("q")
+            .is_empty()
+    );
 }

@@ -848,6 +848,26 @@ impl EventStore for PostgresStore {
         tlog::add_checkpoint(&*self.conn().await?, project.id.0, &checkpoint).await
     }
 
+    async fn log_add_cosignatures(
+        &self,
+        project: &ProjectRef,
+        cosignatures: Vec<crate::log::LogCosignature>,
+    ) -> StoreResult<()> {
+        if cosignatures.is_empty() {
+            return Ok(());
+        }
+        tlog::add_cosignatures(&*self.conn().await?, project.id.0, &cosignatures).await
+    }
+
+    async fn log_cosignatures(
+        &self,
+        project: &ProjectRef,
+        max_size: Option<u64>,
+        sizes: u32,
+    ) -> StoreResult<Vec<crate::log::LogCosignature>> {
+        tlog::cosignatures(&*self.conn().await?, project.id.0, max_size, sizes).await
+    }
+
     fn queue_depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
     }

@@ -320,6 +320,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project_id, size)
     );
     "#,
+    // 5: witnesses' cosignatures of the log's checkpoints (issue 17,
+    // `serve --witness-policy`): each line as the witness answered it, by
+    // checkpoint size and witness key (name, key ID).
+    r#"
+    CREATE TABLE tlog_cosignatures (
+        project_id  BIGINT NOT NULL,
+        size        BIGINT NOT NULL,
+        witness     TEXT NOT NULL,
+        key_id      BIGINT NOT NULL,
+        line        TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (project_id, size, witness, key_id)
+    );
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

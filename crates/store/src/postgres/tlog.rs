@@ -29,7 +29,7 @@ use agentledger_tlog::integrate::{integrate, right_edge_tiles};
 use agentledger_tlog::{EMPTY_ROOT, Hash, Tile, leaf_hash};
 
 use super::errors::describe;
-use crate::log::{Integrated, LogCheckpoint, LogHead, cut_tile, leaf_entry};
+use crate::log::{Integrated, LogCheckpoint, LogCosignature, LogHead, cut_tile, leaf_entry};
 use crate::{StoreError, StoreResult};
 
 fn db(e: tokio_postgres::Error) -> StoreError {
@@ -361,4 +361,68 @@ pub(crate) async fn add_checkpoint(
     checkpoint(client, project, Some(cp.size))
         .await?
         .ok_or_else(|| StoreError::Storage("a checkpoint just kept is not there".into()))
+}
+
+/// Keeps cosignatures (the first one kept per size and witness key stays).
+pub(crate) async fn add_cosignatures(
+    client: &tokio_postgres::Client,
+    project: i64,
+    cosignatures: &[LogCosignature],
+) -> StoreResult<()> {
+    let st = client
+        .prepare(
+            "INSERT INTO tlog_cosignatures (project_id, size, witness, key_id, line, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .await
+        .map_err(db)?;
+    for c in cosignatures {
+        client
+            .execute(
+                &st,
+                &[
+                    &project,
+                    &i64_of(c.size)?,
+                    &c.witness,
+                    &i64::from(c.key_id),
+                    &c.line,
+                    &c.created_at.0,
+                ],
+            )
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The cosignatures of the `sizes` newest cosigned sizes up to `max_size`, newest first.
+pub(crate) async fn cosignatures(
+    client: &tokio_postgres::Client,
+    project: i64,
+    max_size: Option<u64>,
+    sizes: u32,
+) -> StoreResult<Vec<LogCosignature>> {
+    let max = max_size.map_or(i64::MAX, |m| i64::try_from(m).unwrap_or(i64::MAX));
+    let rows = client
+        .query(
+            "SELECT size, witness, key_id, line, created_at FROM tlog_cosignatures \
+             WHERE project_id = $1 AND size IN (SELECT DISTINCT size FROM tlog_cosignatures \
+               WHERE project_id = $1 AND size <= $2 ORDER BY size DESC LIMIT $3) \
+             ORDER BY size DESC, witness, key_id",
+            &[&project, &max, &i64::from(sizes)],
+        )
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            Ok(LogCosignature {
+                size: u64_of(r.try_get(0).map_err(db)?)?,
+                witness: r.try_get(1).map_err(db)?,
+                key_id: u32::try_from(r.try_get::<_, i64>(2).map_err(db)?)
+                    .map_err(|_| StoreError::Corrupt("a cosignature's key ID past u32".into()))?,
+                line: r.try_get(3).map_err(db)?,
+                created_at: Micros(r.try_get(4).map_err(db)?),
+            })
+        })
+        .collect()
 }

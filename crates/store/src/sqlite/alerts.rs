@@ -174,7 +174,7 @@ fn storage(e: rusqlite::Error) -> StoreError {
 
 impl SqliteStore {
     /// Run `f` on the writer's connection, in a transaction of its own.
-    async fn exec<T: Send + 'static>(
+    pub(super) async fn exec<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {

@@ -1285,6 +1285,30 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn log_add_cosignatures(
+        &self,
+        project: &ProjectRef,
+        cosignatures: Vec<crate::log::LogCosignature>,
+    ) -> StoreResult<()> {
+        if cosignatures.is_empty() {
+            return Ok(());
+        }
+        let p = project.id.0;
+        self.exec(move |c| tlog::add_cosignatures(c, p, &cosignatures))
+            .await
+    }
+
+    async fn log_cosignatures(
+        &self,
+        project: &ProjectRef,
+        max_size: Option<u64>,
+        sizes: u32,
+    ) -> StoreResult<Vec<crate::log::LogCosignature>> {
+        let p = project.id.0;
+        self.read(move |c| Ok(tlog::cosignatures(c, p, max_size, sizes)))
+            .await?
+    }
+
     fn queue_depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
     }

@@ -323,6 +323,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project_id, size)
     ) WITHOUT ROWID;
     "#,
+    // 12: witnesses' cosignatures of the log's checkpoints (issue 17,
+    // `serve --witness-policy`): each line as the witness answered it, by
+    // checkpoint size and witness key (name, key ID).
+    r#"
+    CREATE TABLE tlog_cosignatures (
+        project_id  INTEGER NOT NULL,
+        size        INTEGER NOT NULL,
+        witness     TEXT NOT NULL,
+        key_id      INTEGER NOT NULL,
+        line        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (project_id, size, witness, key_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Migration 9's recount, for tests that rebuild the rollups and compare.
@@ -433,6 +447,7 @@ mod tests {
              DROP TABLE tlog_tiles;
              DROP TABLE tlog_leaves;
              DROP TABLE tlog_checkpoints;
+             DROP TABLE tlog_cosignatures;
              DROP TABLE rollups;
              DROP TABLE idempotency_keys;
              DROP INDEX sessions_project_agent;

@@ -17,7 +17,7 @@ use agentledger_core::Micros;
 use agentledger_tlog::integrate::{integrate, right_edge_tiles};
 use agentledger_tlog::{Hash, Tile, leaf_hash};
 
-use crate::log::{Integrated, LogCheckpoint, LogHead, cut_tile, leaf_entry};
+use crate::log::{Integrated, LogCheckpoint, LogCosignature, LogHead, cut_tile, leaf_entry};
 use crate::{StoreError, StoreResult};
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -302,4 +302,69 @@ pub(crate) fn add_checkpoint(
     .map_err(db)?;
     checkpoint(conn, project, Some(cp.size))?
         .ok_or_else(|| StoreError::Storage("a checkpoint just kept is not there".into()))
+}
+
+/// Keeps cosignatures (the first one kept per size and witness key stays).
+pub(crate) fn add_cosignatures(
+    conn: &Connection,
+    project: i64,
+    cosignatures: &[LogCosignature],
+) -> rusqlite::Result<()> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO tlog_cosignatures (project_id, size, witness, key_id, line, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+    )?;
+    for c in cosignatures {
+        st.execute(params![
+            project,
+            i64::try_from(c.size).unwrap_or(i64::MAX),
+            c.witness,
+            i64::from(c.key_id),
+            c.line,
+            c.created_at.0
+        ])?;
+    }
+    Ok(())
+}
+
+/// The cosignatures of the `sizes` newest cosigned sizes up to `max_size`, newest first.
+pub(crate) fn cosignatures(
+    conn: &Connection,
+    project: i64,
+    max_size: Option<u64>,
+    sizes: u32,
+) -> StoreResult<Vec<LogCosignature>> {
+    let max = max_size.map_or(i64::MAX, |m| i64::try_from(m).unwrap_or(i64::MAX));
+    let mut st = conn
+        .prepare_cached(
+            "SELECT size, witness, key_id, line, created_at FROM tlog_cosignatures \
+             WHERE project_id = ?1 AND size IN (SELECT DISTINCT size FROM tlog_cosignatures \
+               WHERE project_id = ?1 AND size <= ?2 ORDER BY size DESC LIMIT ?3) \
+             ORDER BY size DESC, witness, key_id",
+        )
+        .map_err(db)?;
+    let rows = st
+        .query_map(params![project, max, sizes], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(db)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (size, witness, key_id, line, at) = row.map_err(db)?;
+        out.push(LogCosignature {
+            size: u64_of(size)?,
+            witness,
+            key_id: u32::try_from(key_id)
+                .map_err(|_| StoreError::Corrupt("a cosignature's key ID past u32".into()))?,
+            line,
+            created_at: Micros(at),
+        });
+    }
+    Ok(out)
 }

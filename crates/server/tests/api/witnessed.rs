@@ -1,0 +1,406 @@
+//! `serve --witness-policy` end to end (issue 17, docs/transparency.md "Witnesses"): two real
+//! `agentledger witness` servers, a quorum of both, and what a client sees at /log/. The
+//! served checkpoint is checked with crates/tlog's C2SP tlog-policy verifier alone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use agentledger::conn::ConnLimits;
+use agentledger::witness::{RunningWitness, WitnessConfig, start};
+use agentledger_tlog::note::{Ed25519Signer, sign};
+use agentledger_tlog::policy::Policy;
+use agentledger_tlog::proof::TlogProof;
+use agentledger_tlog::witness::AddCheckpointRequest;
+use agentledger_tlog::{Checkpoint, leaf_hash};
+
+use crate::helpers::*;
+use crate::log::{acked, batch};
+
+const ORIGIN: &str = "agentledger.test/default";
+
+/// A log key file made before the server starts (so the witnesses can be told its key), as
+/// the server would make it: signer-key text, mode 0600.
+fn write_log_key(path: &Path, seed: u8) -> Ed25519Signer {
+    let signer = Ed25519Signer::from_seed("agentledger-log", [seed; 32]).expect("key");
+    std::fs::write(path, format!("{}\n", signer.to_skey())).expect("write key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    signer.renamed(ORIGIN).expect("renamed")
+}
+
+struct Witness {
+    running: Option<RunningWitness>,
+    addr: SocketAddr,
+    cfg: WitnessConfig,
+}
+
+impl Witness {
+    async fn start(dir: &Path, name: &str, log_vkey: &str) -> Witness {
+        let cfg = WitnessConfig {
+            key: dir.join(format!("{name}.key")),
+            name: format!("{name}.example"),
+            state: dir.join(format!("{name}.db")),
+            logs: vec![log_vkey.to_owned()],
+            limits: ConnLimits::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let running = start(cfg.clone(), listener).await.expect("witness starts");
+        Witness {
+            running: Some(running),
+            addr,
+            cfg,
+        }
+    }
+
+    fn vkey(&self) -> String {
+        self.running.as_ref().expect("running").verifier.to_vkey()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn stop(&mut self) {
+        if let Some(w) = self.running.take() {
+            w.stop().await;
+        }
+    }
+
+    /// Starts again on the same address, key and state.
+    async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("bind the same address");
+        self.running = Some(start(self.cfg.clone(), listener).await.expect("restart"));
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    log_key_file: PathBuf,
+    policy_file: PathBuf,
+    policy: Policy,
+    log: Ed25519Signer,
+    witnesses: Vec<Witness>,
+}
+
+/// A log key, two witnesses that trust it, and a policy requiring both.
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_key_file = dir.path().join("log.key");
+    let log = write_log_key(&log_key_file, 42);
+    let log_vkey = log.verifier().to_vkey();
+    let w1 = Witness::start(dir.path(), "w1", &log_vkey).await;
+    let w2 = Witness::start(dir.path(), "w2", &log_vkey).await;
+    let text = format!(
+        "# the witnesses of agentledger.test's logs\n\
+         log {log_vkey}\n\
+         witness w1 {} {}\n\
+         witness w2 {} {}\n\
+         group both all w1 w2\n\
+         quorum both\n",
+        w1.vkey(),
+        w1.url(),
+        w2.vkey(),
+        w2.url()
+    );
+    let policy_file = dir.path().join("witnesses.policy");
+    std::fs::write(&policy_file, &text).expect("write policy");
+    let policy = Policy::parse(text.as_bytes()).expect("policy");
+    Setup {
+        dir,
+        log_key_file,
+        policy_file,
+        policy,
+        log,
+        witnesses: vec![w1, w2],
+    }
+}
+
+async fn serve(s: &Setup) -> TestApp {
+    let (key, policy) = (s.log_key_file.clone(), s.policy_file.clone());
+    spawn_app_with(move |cfg| {
+        cfg.log.key = key;
+        cfg.log.witness_policy = Some(policy);
+        cfg.log.witness_timeout = Duration::from_secs(2);
+    })
+    .await
+}
+
+/// Polls /log/checkpoint until it serves a checkpoint of `size` leaves; checks it with the
+/// C2SP policy (the log's signature and both witnesses' cosignatures).
+async fn witnessed_checkpoint(app: &TestApp, policy: &Policy, size: u64) -> Vec<u8> {
+    let started = Instant::now();
+    loop {
+        let r = app.get("/log/checkpoint").await;
+        if r.status() == StatusCode::OK {
+            let note = r.bytes().await.expect("body").to_vec();
+            let verified = policy
+                .verify_checkpoint(&note)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&note)));
+            assert!(verified.checkpoint.size <= size);
+            if verified.checkpoint.size == size {
+                assert_eq!(verified.witnesses, ["w1", "w2"]);
+                eprintln!(
+                    "witnessed checkpoint of {size} after {} ms",
+                    started.elapsed().as_millis()
+                );
+                return note;
+            }
+        } else {
+            assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no witnessed checkpoint of {size} leaves after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn witness_states(app: &TestApp) -> Vec<Value> {
+    let r = app.get("/log/witnesses").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["policy"], true);
+    assert_eq!(body["quorum"], "both");
+    body["witnesses"].as_array().expect("witnesses").clone()
+}
+
+/// Waits until `check` holds for /log/witnesses' answer.
+async fn until_witnesses(app: &TestApp, what: &str, check: impl Fn(&[Value]) -> bool) {
+    let started = Instant::now();
+    loop {
+        let states = witness_states(app).await;
+        if check(&states) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: not after 60 s: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_witnesses_cosign_and_only_a_quorum_checkpoint_is_served() {
+    let mut s = setup().await;
+    let app = serve(&s).await;
+    let events = acked(&app.ingest(batch("w", 0, 100)).await);
+    let note = witnessed_checkpoint(&app, &s.policy, 100).await;
+
+    // An inclusion proof leads to the same witnessed checkpoint: a client holding the policy
+    // checks the event, the log's signature and the quorum.
+    let (id, entry) = &events[57];
+    let r = app
+        .get(&format!("/log/proof/inclusion/{id}?format=text"))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let proof = TlogProof::parse(&r.bytes().await.expect("body")).expect("tlog-proof");
+    assert_eq!(proof.checkpoint, note);
+    let verified = s
+        .policy
+        .verify_checkpoint(&proof.checkpoint)
+        .expect("quorum");
+    assert_eq!(verified.witnesses, ["w1", "w2"]);
+    let (cp, _) = proof
+        .verify(&leaf_hash(entry), &[&s.log.verifier()])
+        .expect("included");
+    assert_eq!(cp.size, 100);
+    let states = witness_states(&app).await;
+    assert_eq!(states.len(), 2);
+    for w in &states {
+        assert_eq!(w["cosigned_size"], 100, "{w}");
+        assert_eq!(w["failures"], 0, "{w}");
+    }
+
+    // One witness down: the log goes on signing, w1 cosigns the bigger tree, but the served
+    // checkpoint stays the last one both cosigned.
+    s.witnesses[1].stop().await;
+    app.ingest(batch("w", 100, 50)).await;
+    until_witnesses(&app, "w1 cosigns 150 and w2 fails", |w| {
+        w[0]["cosigned_size"] == 150 && w[1]["failures"].as_u64() >= Some(1)
+    })
+    .await;
+    let states = witness_states(&app).await;
+    assert_eq!(states[1]["cosigned_size"], 100);
+    assert!(
+        states[1]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unreachable")),
+        "{states:?}"
+    );
+    let r = app.get("/log/checkpoint").await;
+    let served = r.bytes().await.expect("body");
+    let verified = s.policy.verify_checkpoint(&served).expect("quorum");
+    assert_eq!(verified.checkpoint.size, 100, "no quorum for 150 yet");
+
+    // Back up (same key, same state): it gets the new checkpoint with a proof from 100.
+    s.witnesses[1].restart().await;
+    witnessed_checkpoint(&app, &s.policy, 150).await;
+    until_witnesses(&app, "w2 recovered", |w| {
+        w[1]["cosigned_size"] == 150 && w[1]["failures"] == 0
+    })
+    .await;
+
+    // The export carries the witnessed checkpoint: verify checks the chain, the inclusion, the
+    // log's signature and the quorum offline, and names what fails.
+    let export = app.get("/api/v1/sessions/w-1/export").await;
+    assert_eq!(export.status(), StatusCode::OK);
+    let export_file = s.dir.path().join("w-1.jsonl");
+    std::fs::write(&export_file, export.bytes().await.expect("body")).expect("write");
+    let log_vkey = s.log.verifier().to_vkey();
+    let verify = |policy: &Path| {
+        let out = app.cli(&[
+            "verify",
+            "--file",
+            export_file.to_str().expect("utf8"),
+            "--log-key",
+            &log_vkey,
+            "--witness-policy",
+            policy.to_str().expect("utf8"),
+        ]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, text) = verify(&s.policy_file);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK default/w-1: seq 50 of 50 is leaf")
+            && text.contains("cosigned by w1, w2"),
+        "{text}"
+    );
+    // A policy that also wants a witness that never saw this log: the quorum is not met.
+    let third = agentledger_tlog::cosignature::CosignatureSigner::from_seed("w3.example", [3; 32])
+        .expect("key")
+        .verifier()
+        .to_vkey();
+    let strict = s.dir.path().join("strict.policy");
+    std::fs::write(
+        &strict,
+        format!(
+            "witness w1 {}\nwitness w2 {}\nwitness w3 {third}\ngroup all3 all w1 w2 w3\nquorum all3\n",
+            s.witnesses[0].vkey(),
+            s.witnesses[1].vkey()
+        ),
+    )
+    .expect("write");
+    let (ok, text) = verify(&strict);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL default/w-1") && text.contains("do not meet the quorum"),
+        "{text}"
+    );
+    for w in &mut s.witnesses {
+        w.stop().await;
+    }
+    drop(s.dir);
+}
+
+#[tokio::test]
+async fn witnesses_refuse_a_forked_log_and_its_checkpoints_are_not_served() {
+    let mut s = setup().await;
+    let app = serve(&s).await;
+    app.ingest(batch("f", 0, 40)).await;
+    witnessed_checkpoint(&app, &s.policy, 40).await;
+
+    // Whoever holds the log's key signs another tree of the same size: both witnesses refuse.
+    let fork = Checkpoint::new(ORIGIN, 40, leaf_hash(b"another history"))
+        .expect("checkpoint")
+        .to_text();
+    let forked_note = sign(&fork, &[&s.log]).expect("sign");
+    for w in &s.witnesses {
+        let r = reqwest::Client::new()
+            .post(format!("{}/add-checkpoint", w.url()))
+            .body(
+                AddCheckpointRequest {
+                    old_size: 40,
+                    consistency_proof: vec![],
+                    checkpoint: forked_note.clone(),
+                }
+                .to_bytes(),
+            )
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    // A second server with the same key and origin but another database (history rewritten
+    // from scratch): the witnesses refuse its checkpoints, so it never serves one.
+    let forked = serve(&s).await;
+    forked.ingest(batch("g", 0, 60)).await;
+    until_witnesses(&forked, "both witnesses refuse the fork", |w| {
+        w.iter().all(|w| {
+            w["failures"].as_u64() >= Some(1)
+                && w["last_error"].as_str().is_some_and(|e| e.contains("422"))
+        })
+    })
+    .await;
+    let r = forked.get("/log/checkpoint").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let body: Value = r.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("quorum")),
+        "{body}"
+    );
+    // The honest log goes on being witnessed.
+    app.ingest(batch("f", 40, 10)).await;
+    witnessed_checkpoint(&app, &s.policy, 50).await;
+    for w in &mut s.witnesses {
+        w.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_witness_policy_that_cannot_be_honoured_stops_the_start() {
+    let s = setup().await;
+    let log_vkey = s.log.verifier().to_vkey();
+    let w1 = s.witnesses[0].vkey();
+    let cases = [
+        (format!("witness w1 {w1}\nquorum w1\n"), "has no URL"),
+        (
+            format!("witness w1 {w1} ftp://witness.example\nquorum w1\n"),
+            "not an http:// or https:// URL",
+        ),
+        (
+            format!(
+                "log {}\nwitness w1 {w1} http://127.0.0.1:1\nquorum w1\n",
+                Ed25519Signer::from_seed(ORIGIN, [9; 32])
+                    .expect("key")
+                    .verifier()
+                    .to_vkey()
+            ),
+            "does not carry this server's key",
+        ),
+        (format!("log {log_vkey}\nquorum w9\n"), "line 2"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = s.dir.path().join(format!("bad-{i}.policy"));
+        std::fs::write(&path, text).expect("write");
+        let mut cfg = agentledger::ServeConfig::for_tests(s.dir.path().join(format!("bad-{i}.db")));
+        cfg.log.key = s.log_key_file.clone();
+        cfg.log.witness_policy = Some(path);
+        let err = match agentledger::Application::build(cfg).await {
+            Ok(_) => panic!("case {i} started"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "case {i}: {err}");
+        assert!(err.contains("--witness-policy"), "case {i}: {err}");
+    }
+}
