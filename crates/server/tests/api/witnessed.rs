@@ -128,8 +128,16 @@ async fn setup() -> Setup {
 }
 
 async fn serve(s: &Setup) -> TestApp {
+    serve_on(s, None).await
+}
+
+/// With `db`, on that database (a PostgreSQL URL) instead of the test's SQLite file.
+async fn serve_on(s: &Setup, db: Option<String>) -> TestApp {
     let (key, policy) = (s.log_key_file.clone(), s.policy_file.clone());
     spawn_app_with(move |cfg| {
+        if let Some(db) = db {
+            cfg.db = db;
+        }
         cfg.log.key = key;
         cfg.log.witness_policy = Some(policy);
         cfg.log.witness_timeout = Duration::from_secs(2);
@@ -402,5 +410,40 @@ async fn a_witness_policy_that_cannot_be_honoured_stops_the_start() {
         };
         assert!(err.contains(want), "case {i}: {err}");
         assert!(err.contains("--witness-policy"), "case {i}: {err}");
+    }
+}
+
+/// The same on PostgreSQL: cosignatures kept there, the quorum checkpoint served, and an
+/// export's proof line verified with the policy.
+#[tokio::test]
+async fn witnessed_checkpoints_on_postgresql() {
+    let Some(pg) = crate::postgres::PgDb::new() else {
+        return;
+    };
+    let mut s = setup().await;
+    let app = serve_on(&s, Some(pg.url.clone())).await;
+    app.ingest(batch("p", 0, 30)).await;
+    witnessed_checkpoint(&app, &s.policy, 30).await;
+    let export = app.get("/api/v1/sessions/p-2/export").await;
+    assert_eq!(export.status(), StatusCode::OK);
+    let export_file = s.dir.path().join("p-2.jsonl");
+    std::fs::write(&export_file, export.bytes().await.expect("body")).expect("write");
+    let out = app.cli(&[
+        "verify",
+        "--file",
+        export_file.to_str().expect("utf8"),
+        "--log-key",
+        &s.log.verifier().to_vkey(),
+        "--witness-policy",
+        s.policy_file.to_str().expect("utf8"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("OK default/p-2: seq 10 of 10") && text.contains("cosigned by w1, w2"),
+        "{text}"
+    );
+    for w in &mut s.witnesses {
+        w.stop().await;
     }
 }
