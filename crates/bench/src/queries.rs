@@ -303,7 +303,11 @@ async fn run(
             break;
         }
         let (_, body) = api.get(&format!("/api/v1/sessions/{s}/export")).await?;
-        lines += body.iter().filter(|&&b| b == b'\n').count() as u64;
+        // Event lines: not the log proof line that ends each session's export.
+        lines += body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty() && !l.starts_with(b"{\"log_proof\""))
+            .count() as u64;
         bytes += body.len() as u64;
         exported += 1;
     }
