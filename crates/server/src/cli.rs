@@ -1117,6 +1117,7 @@ async fn export(scope: &Scope) -> Result<ExitCode, String> {
         HashMap::new();
     for (p, id) in scoped_sessions(store.as_ref(), scope).await? {
         let mut after = 0;
+        let mut last_event = None;
         loop {
             let evs = store
                 .session_events(&p, &id, after, 5_000)
@@ -1124,15 +1125,16 @@ async fn export(scope: &Scope) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             let Some(last) = evs.last() else { break };
             after = last.seq;
+            last_event = Some((last.seq, last.id));
             out.write_all(&crate::routes::native::export_lines(&evs))
                 .map_err(|e| e.to_string())?;
             if evs.len() < 5_000 {
                 break;
             }
         }
-        if after == 0 {
+        let Some(last_event) = last_event else {
             continue;
-        }
+        };
         if !checkpoints.contains_key(&p.name) {
             let cp = crate::export_proof::best_witnessed(store.as_ref(), &p)
                 .await
@@ -1140,7 +1142,7 @@ async fn export(scope: &Scope) -> Result<ExitCode, String> {
             checkpoints.insert(p.name.clone(), cp);
         }
         if let Some(Some(cp)) = checkpoints.get(&p.name) {
-            let line = crate::export_proof::proof_line(store.as_ref(), cp, &p, &id, after)
+            let line = crate::export_proof::proof_line(store.as_ref(), cp, &p, &id, last_event)
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(line) = line {

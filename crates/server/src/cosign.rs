@@ -265,7 +265,8 @@ impl Witnessing {
         });
         let answers = futures_util::future::join_all(exchanges).await;
         let mut kept = Vec::new();
-        let mut cosigned = 0;
+        // Witnesses that cosigned: their state moves once the cosignatures are kept.
+        let mut cosigned = Vec::new();
         for (i, mut state, answer) in answers {
             let w = &self.policy.witnesses[i];
             match answer {
@@ -285,7 +286,6 @@ impl Witnessing {
                         continue;
                     }
                     kept.extend(lines);
-                    cosigned += 1;
                     if state.failures > 0 {
                         tracing::info!(project = %project.name, witness = %w.name, size = latest.size, "witness cosigns again");
                     }
@@ -294,6 +294,8 @@ impl Witnessing {
                     state.failures = 0;
                     state.last_error = None;
                     state.next_attempt = None;
+                    cosigned.push((i, state));
+                    continue;
                 }
                 Err(e) => {
                     metrics.log_failure("cosign");
@@ -320,9 +322,14 @@ impl Witnessing {
             }
             self.set_state(project.id.0, i, state);
         }
-        metrics.log_cosigned(kept.len());
+        let n = kept.len();
         store.log_add_cosignatures(project, kept).await?;
-        Ok(cosigned)
+        metrics.log_cosigned(n);
+        let witnesses = cosigned.len();
+        for (i, state) in cosigned {
+            self.set_state(project.id.0, i, state);
+        }
+        Ok(witnesses)
     }
 
     /// The checkpoint to serve: with `size`, the one of that size with its kept cosignatures

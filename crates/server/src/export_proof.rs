@@ -84,16 +84,18 @@ pub async fn best_witnessed(
     Ok(Some(cp))
 }
 
-/// The proof line for `session_id` (exported up to `last_seq`) under `cp`: for the newest
-/// event at or below `last_seq` whose leaf is in `cp` (a binary search over seq, since a
-/// session's leaves are in seq order). `None` if no event of the session is in `cp` yet.
+/// The proof line for `session_id` (exported up to event `last`: its seq and id) under `cp`:
+/// for the newest event at or below it whose leaf is in `cp` (normally `last` itself; else a
+/// binary search over seq, since a session's leaves are in seq order). `None` if no event of
+/// the session is in `cp` yet.
 pub async fn proof_line(
     store: &dyn EventStore,
     cp: &LogCheckpoint,
     project: &ProjectRef,
     session_id: &str,
-    last_seq: u64,
+    last: (u64, agentledger_core::EventId),
 ) -> StoreResult<Option<Bytes>> {
+    let (last_seq, last_id) = last;
     // The event at `seq` and its leaf index, if integrated.
     let leaf_of = |seq: u64| async move {
         let Some(ev) = store
@@ -109,7 +111,10 @@ pub async fn proof_line(
     };
     let in_cp =
         |found: &Option<(agentledger_core::EventId, u64)>| found.is_some_and(|(_, i)| i < cp.size);
-    let mut best = leaf_of(last_seq).await?;
+    let mut best = store
+        .log_leaf_index(project, last_id)
+        .await?
+        .map(|i| (last_id, i));
     let mut best_seq = last_seq;
     if !in_cp(&best) {
         // The largest seq in 1..last_seq whose leaf is in the checkpoint.
@@ -151,4 +156,89 @@ pub async fn proof_line(
         .map_err(|e| agentledger_store::StoreError::Storage(e.to_string()))?;
     out.push(b'\n');
     Ok(Some(Bytes::from(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session whose newest events are not in the checkpoint yet proves its newest event
+    /// that is (found by the binary search), and the line verifies for that event.
+    #[tokio::test]
+    async fn the_proof_line_is_for_the_newest_event_in_the_checkpoint() {
+        use agentledger_core::Kind;
+        use agentledger_store::conformance::{event, integrate_exactly, project};
+        use agentledger_store::sqlite::{SqliteOptions, SqliteStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(SqliteOptions::new(dir.path().join("l.db"))).unwrap();
+        let key = crate::transparency::LogKey::load_or_create(&dir.path().join("log.key")).unwrap();
+        let p = project(&store, "p").await;
+        // Session "s" interleaved with "o", so its leaves are not consecutive.
+        let mut acked = Vec::new();
+        for i in 0..15 {
+            let evs = vec![
+                event("s", Kind::Memory, "{}"),
+                event("o", Kind::Memory, &format!("{{\"i\":{i}}}")),
+            ];
+            acked.extend(store.append(&p, evs).await.unwrap());
+            if i == 9 {
+                integrate_exactly(&store, &p, 20, 100).await;
+                crate::transparency::publish(&store, &key, "o", &p)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        integrate_exactly(&store, &p, 10, 100).await;
+        let cp = store.log_checkpoint(&p, None).await.unwrap().unwrap();
+        assert_eq!(cp.size, 20, "the last ten leaves are not signed");
+        let s: Vec<_> = acked.iter().filter(|e| e.session_id == "s").collect();
+        let last = s.last().unwrap();
+        assert_eq!(last.seq, 15);
+        let line = proof_line(&store, &cp, &p, "s", (last.seq, last.id))
+            .await
+            .unwrap()
+            .expect("a line");
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["log_proof"]["seq"], 10);
+        assert_eq!(v["log_proof"]["event_id"], s[9].id.to_string());
+        let proof =
+            TlogProof::parse(v["log_proof"]["tlog_proof"].as_str().unwrap().as_bytes()).unwrap();
+        let entry = log::leaf_entry("s", 10, &s[9].hash).unwrap();
+        let (verified, _) = proof
+            .verify(
+                &agentledger_tlog::leaf_hash(&entry),
+                &[&key.verifier("o/p").unwrap()],
+            )
+            .unwrap();
+        assert_eq!(verified.size, 20);
+
+        // The checkpoint holds the whole session: the line is for its last event.
+        crate::transparency::publish(&store, &key, "o", &p)
+            .await
+            .unwrap()
+            .unwrap();
+        let cp = store.log_checkpoint(&p, None).await.unwrap().unwrap();
+        let line = proof_line(&store, &cp, &p, "s", (last.seq, last.id))
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["log_proof"]["seq"], 15);
+        // A session with nothing in the checkpoint has no line.
+        let first = store.log_checkpoint(&p, Some(20)).await.unwrap().unwrap();
+        let late = store
+            .append(&p, vec![event("late", Kind::Memory, "{}")])
+            .await
+            .unwrap();
+        integrate_exactly(&store, &p, 1, 100).await;
+        assert!(
+            proof_line(&store, &first, &p, "late", (1, late[0].id))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        store.close().await;
+    }
 }

@@ -260,8 +260,8 @@ pub async fn export(
     // The stream reads after the handler returns: it holds the key's read
     // slot until the last chunk, so exports count against --reads-per-key.
     let slot = Arc::new(caller.read_slot());
-    // The last seq streamed, for the log proof line that ends the export.
-    let exported = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The last event streamed (seq, id), for the log proof line that ends the export.
+    let exported = Arc::new(std::sync::Mutex::new(None));
     let (store, project) = (st.store.clone(), caller.project.clone());
     let events = {
         let (slot, exported, id) = (slot.clone(), exported.clone(), id.clone());
@@ -275,7 +275,10 @@ pub async fn export(
                     Ok(evs) if evs.is_empty() => None,
                     Ok(evs) => {
                         let last = evs.last().map_or(after, |e| e.seq);
-                        exported.store(last, std::sync::atomic::Ordering::Relaxed);
+                        if let Some(e) = evs.last() {
+                            *exported.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some((e.seq, e.id));
+                        }
                         let next = (evs.len() == CHUNK as usize).then_some(last);
                         Some((Ok(export_lines(&evs)), next))
                     }
@@ -291,10 +294,8 @@ pub async fn export(
     // (docs/transparency.md "Exports carry their proof").
     let proof = futures_util::stream::once(async move {
         let _slot = slot;
-        let last = exported.load(std::sync::atomic::Ordering::Relaxed);
-        if last == 0 {
-            return None;
-        }
+        let last = *exported.lock().unwrap_or_else(|p| p.into_inner());
+        let last = last?;
         let line = async {
             let Some(cp) = crate::export_proof::served(
                 st.store.as_ref(),
