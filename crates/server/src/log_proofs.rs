@@ -12,18 +12,23 @@ pub struct LogProofs {
     proofs: Vec<(PathBuf, agentledger_tlog::proof::TlogProof)>,
 }
 
-pub fn read_log_proofs(key: &str, files: &[PathBuf]) -> Result<LogProofs, String> {
+/// A `--log-key` argument: a log's verifier key, or a file holding one.
+pub fn read_log_key(key: &str) -> Result<agentledger_tlog::note::Ed25519Verifier, String> {
     use agentledger_tlog::note::Ed25519Verifier;
-    let verifier = match Ed25519Verifier::parse(key.trim()) {
-        Ok(v) => v,
+    match Ed25519Verifier::parse(key.trim()) {
+        Ok(v) => Ok(v),
         Err(_) => {
             let text = std::fs::read_to_string(key).map_err(|e| {
                 format!("--log-key is neither a verifier key nor a readable file: {e}")
             })?;
             Ed25519Verifier::parse(text.trim())
-                .map_err(|e| format!("--log-key file {key}: not a verifier key: {e}"))?
+                .map_err(|e| format!("--log-key file {key}: not a verifier key: {e}"))
         }
-    };
+    }
+}
+
+pub fn read_log_proofs(key: &str, files: &[PathBuf]) -> Result<LogProofs, String> {
+    let verifier = read_log_key(key)?;
     let proofs = files
         .iter()
         .map(|f| {
