@@ -65,6 +65,52 @@ enum Command {
     /// Print a witness's verifier key (type 0x04, what a witness policy lists), creating the
     /// key file if there is none.
     WitnessKey(WitnessKeyArgs),
+    /// Follow a project's transparency log from outside the server.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Follow one project's log over HTTP: keep the last checkpoint trusted, refuse any later
+    /// one not signed by the log key, smaller, or not consistent with it, recompute the tree
+    /// from the entry bundles, and check every session the log holds against the API. Prints
+    /// one FAIL line per problem; exit status 1 when there is one, 2 when a round could not
+    /// finish (with --once).
+    Monitor(MonitorArgs),
+}
+
+#[derive(Args)]
+struct MonitorArgs {
+    /// The server's base URL, e.g. https://ledger.example.com.
+    #[arg(long, env = "AGENTLEDGER_URL")]
+    url: String,
+    /// An API key of the project whose log is followed.
+    #[arg(long, env = "AGENTLEDGER_API_KEY", hide_env_values = true)]
+    key: String,
+    /// The log's verifier key (what `agentledger log-key --project P` prints), or a file
+    /// holding it; its name is the log's origin.
+    #[arg(long)]
+    log_key: String,
+    /// SQLite file keeping the last trusted checkpoint and the monitor's copy of the log's
+    /// leaves (created if absent; one per log followed).
+    #[arg(long, default_value = "agentledger-monitor.db")]
+    state: PathBuf,
+    /// Run one round and exit (for tests and cron).
+    #[arg(long)]
+    once: bool,
+    /// Seconds between rounds.
+    #[arg(long, default_value_t = 60)]
+    interval: u64,
+    /// A C2SP tlog-policy file: every checkpoint must also be cosigned by a quorum of its
+    /// witnesses (and signed by a log it lists).
+    #[arg(long)]
+    witness_policy: Option<PathBuf>,
+    /// Seconds each HTTP request may take.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -561,6 +607,9 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
         Command::Copy(a) => copy(&a).await,
         Command::LogKey(a) => log_key(&a),
         Command::Witness(a) => witness(a).await,
+        Command::Log {
+            command: LogCommand::Monitor(a),
+        } => monitor(a).await,
         Command::WitnessKey(a) => {
             let key = crate::witness::WitnessKey::load_or_create(&a.key.key, &a.key.name())?;
             println!("{}", key.verifier().to_vkey());
@@ -589,6 +638,36 @@ async fn witness(a: WitnessArgs) -> Result<ExitCode, String> {
     shutdown_signal().await;
     running.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn monitor(a: MonitorArgs) -> Result<ExitCode, String> {
+    let log_key = crate::log_proofs::read_log_key(&a.log_key)?;
+    let policy = match &a.witness_policy {
+        None => None,
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(
+                agentledger_tlog::policy::Policy::parse(&bytes)
+                    .map_err(|e| format!("{}: not a tlog-policy: {e}", path.display()))?,
+            )
+        }
+    };
+    if a.interval == 0 || a.timeout == 0 {
+        return Err("--interval and --timeout must be at least 1 second".into());
+    }
+    let code = crate::monitor::run(crate::monitor::MonitorConfig {
+        url: a.url,
+        key: a.key,
+        log_key,
+        state: a.state,
+        policy,
+        once: a.once,
+        interval: std::time::Duration::from_secs(a.interval),
+        timeout: std::time::Duration::from_secs(a.timeout),
+    })
+    .await;
+    Ok(ExitCode::from(code))
 }
 
 fn log_key(a: &LogKeyArgs) -> Result<ExitCode, String> {

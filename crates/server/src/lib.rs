@@ -17,6 +17,7 @@ pub mod live;
 pub mod log_proofs;
 pub mod mcp;
 pub mod metrics;
+pub mod monitor;
 pub mod ratelimit;
 pub mod routes;
 pub mod startup;

@@ -70,14 +70,18 @@ pub fn read_proof_line(line_no: usize, line: &str) -> Result<EmbeddedProof, Stri
     })
 }
 
-/// A verifier key given inline or in a file.
-fn key_or_file(flag: &str, key: &str) -> Result<String, String> {
-    if Ed25519Verifier::parse(key.trim()).is_ok() {
-        return Ok(key.trim().to_owned());
+/// A `--log-key` argument: a log's verifier key, or a file holding one.
+pub fn read_log_key(key: &str) -> Result<Ed25519Verifier, String> {
+    match Ed25519Verifier::parse(key.trim()) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let text = std::fs::read_to_string(key).map_err(|e| {
+                format!("--log-key is neither a verifier key nor a readable file: {e}")
+            })?;
+            Ed25519Verifier::parse(text.trim())
+                .map_err(|e| format!("--log-key file {key}: not a verifier key: {e}"))
+        }
     }
-    std::fs::read_to_string(key)
-        .map(|t| t.trim().to_owned())
-        .map_err(|e| format!("{flag} is neither a verifier key nor a readable file: {e}"))
 }
 
 pub fn read_log_proofs(
@@ -85,9 +89,7 @@ pub fn read_log_proofs(
     policy: Option<&PathBuf>,
     files: &[PathBuf],
 ) -> Result<LogProofs, String> {
-    let text = key_or_file("--log-key", key)?;
-    let verifier = Ed25519Verifier::parse(&text)
-        .map_err(|e| format!("--log-key {key}: not a verifier key: {e}"))?;
+    let verifier = read_log_key(key)?;
     let policy = policy
         .map(|path| {
             let data = std::fs::read(path)

@@ -14,7 +14,10 @@ use crate::{
 };
 
 mod log;
-pub use log::{integrate_all, integrate_exactly, log_integrates_every_event_once};
+pub use log::{
+    integrate_all, integrate_exactly, log_integrates_every_event_once,
+    log_racing_passes_integrate_each_event_once,
+};
 
 pub fn event(session: &str, kind: Kind, payload: &str) -> NewEvent {
     NewEvent {

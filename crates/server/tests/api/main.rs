@@ -18,6 +18,7 @@ mod ingest;
 mod limits;
 mod log;
 mod mcp;
+mod monitor;
 mod ops;
 mod otel_sdk;
 mod otlp;

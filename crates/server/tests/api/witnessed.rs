@@ -312,6 +312,83 @@ async fn two_witnesses_cosign_and_only_a_quorum_checkpoint_is_served() {
         text.contains("FAIL default/w-1") && text.contains("do not meet the quorum"),
         "{text}"
     );
+
+    // A monitor holding the policy follows the witnessed log; then someone with the database
+    // rewrites session w-1's last event and re-chains it by the public spec: the monitor and
+    // the offline verifier of a fresh export both name the session.
+    let state = s.dir.path().join("monitor.db");
+    let monitor = |policy: PathBuf| {
+        let (db, base, key, log_vkey, state) = (
+            app.db.clone(),
+            app.base.clone(),
+            app.key.clone(),
+            log_vkey.clone(),
+            state.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let out = cli_on(
+                &db,
+                &[
+                    "log",
+                    "monitor",
+                    "--once",
+                    "--url",
+                    &base,
+                    "--key",
+                    &key,
+                    "--log-key",
+                    &log_vkey,
+                    "--state",
+                    state.to_str().expect("utf8"),
+                    "--witness-policy",
+                    policy.to_str().expect("utf8"),
+                ],
+            );
+            (
+                out.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            )
+        })
+    };
+    let (code, text) = monitor(s.policy_file.clone()).await.expect("monitor");
+    assert_eq!(code, Some(0), "{text}");
+    let exported = std::fs::read_to_string(&export_file).expect("read");
+    let last = exported
+        .lines()
+        .find(|l| l.contains("\"seq\":50,"))
+        .expect("seq 50");
+    let mut ev = serde_json::from_str::<agentledger_core::ExportLine>(last)
+        .expect("export line")
+        .into_event()
+        .expect("event");
+    ev.agent_id = "mallory".into();
+    let forged = hex::encode(ev.compute_hash());
+    tamper(
+        &app.db,
+        &format!(
+            "UPDATE events SET agent_id = 'mallory', hash = x'{forged}' \
+             WHERE seq = 50 AND session_ref = (SELECT rowid FROM sessions WHERE id = 'w-1')"
+        ),
+    );
+    tamper(
+        &app.db,
+        &format!("UPDATE sessions SET head_hash = x'{forged}' WHERE id = 'w-1'"),
+    );
+    let (code, text) = monitor(s.policy_file.clone()).await.expect("monitor");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL") && text.contains("w-1"), "{text}");
+    let export = app.get("/api/v1/sessions/w-1/export").await;
+    std::fs::write(&export_file, export.bytes().await.expect("body")).expect("write");
+    let (ok, text) = verify(&s.policy_file);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL default/w-1: no log proof holds"),
+        "{text}"
+    );
     for w in &mut s.witnesses {
         w.stop().await;
     }

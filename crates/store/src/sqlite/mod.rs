@@ -325,6 +325,11 @@ enum TextPlan {
 /// Full-text matches above which `TextPlan::Probe` is used.
 const LOOKUP_MATCHES: i64 = 5_000;
 
+/// Integration passes of one `log_integrate` call that may lose the compare-and-set to
+/// another pass of the same project before the call gives up (`Overloaded`: the log is being
+/// integrated by someone else, and the next call carries on).
+const MAX_STALE_PASSES: usize = 8;
+
 /// WHERE clause and parameters shared by an event listing and its count.
 fn event_filters(project: ProjectId, q: &EventQuery) -> (String, Vec<Value>) {
     event_filters_with(project, q, TextPlan::In, None)
@@ -1214,16 +1219,27 @@ impl EventStore for SqliteStore {
         max: usize,
     ) -> StoreResult<crate::log::Integrated> {
         let project = project.id.0;
-        if !self.read(move |c| Ok(tlog::pending(c, project))).await?? {
-            let head = self.read(move |c| Ok(tlog::head(c, project))).await??;
-            return Ok(crate::log::Integrated { head, added: 0 });
+        // Reading and hashing happen on a read connection; the writer gets only the write,
+        // which it applies if the cursor is still where the read began. A pass loses that
+        // race only to another pass of the same project, which made progress: prepare again.
+        for _ in 0..MAX_STALE_PASSES {
+            let Some(pass) = self
+                .read(move |c| Ok(tlog::prepare_pass(c, project, max)))
+                .await??
+            else {
+                let head = self.read(move |c| Ok(tlog::head(c, project))).await??;
+                return Ok(crate::log::Integrated { head, added: 0 });
+            };
+            let pass = Box::new(pass);
+            match self
+                .admin(|reply| Cmd::LogIntegrate { pass, reply })
+                .await?
+            {
+                tlog::PassOutcome::Applied(done) => return Ok(done),
+                tlog::PassOutcome::Stale => continue,
+            }
         }
-        self.admin(|reply| Cmd::LogIntegrate {
-            project,
-            max,
-            reply,
-        })
-        .await
+        Err(StoreError::Overloaded)
     }
 
     async fn log_head(&self, project: &ProjectRef) -> StoreResult<crate::log::LogHead> {

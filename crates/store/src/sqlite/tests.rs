@@ -26,6 +26,74 @@ async fn conformance_log() {
     c::log_integrates_every_event_once(&open(&d)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_log_racing_passes() {
+    let d = tempfile::tempdir().unwrap();
+    c::log_racing_passes_integrate_each_event_once(&open(&d)).await;
+}
+
+/// The compare-and-set of an integration pass: two passes prepared from the same cursor,
+/// then applied one after the other; the first writes, the second finds the cursor moved
+/// and writes nothing (no event gets a second index), and a new pass takes the rest.
+#[tokio::test]
+async fn log_pass_applies_only_from_the_cursor_it_read() {
+    use super::tlog::{PassOutcome, prepare_pass};
+    use super::writer::Cmd;
+    use agentledger_core::Kind;
+
+    let d = tempfile::tempdir().unwrap();
+    let store = open(&d);
+    let p = c::project(&store, "p").await;
+    let events = (0..10)
+        .map(|i| c::event("s", Kind::Memory, &format!("{{\"n\":{i}}}")))
+        .collect();
+    let acked = store.append(&p, events).await.expect("append");
+    let id = p.id.0;
+    let store = &store;
+    let prepare = |max: usize| async move {
+        store
+            .read(move |c| Ok(prepare_pass(c, id, max)))
+            .await
+            .expect("read")
+            .expect("prepare")
+            .expect("events wait")
+    };
+    let first = Box::new(prepare(4).await);
+    let second = Box::new(prepare(6).await);
+    let apply = |pass| store.admin(move |reply| Cmd::LogIntegrate { pass, reply });
+    let won = apply(first).await.expect("apply first");
+    let PassOutcome::Applied(done) = won else {
+        panic!("the first pass found a moved cursor");
+    };
+    assert_eq!((done.added, done.head.size), (4, 4));
+    assert_eq!(
+        apply(second).await.expect("apply second"),
+        PassOutcome::Stale
+    );
+    assert_eq!(store.log_head(&p).await.expect("head"), done.head);
+    assert_eq!(c::integrate_all(store, &p, 100).await, 6);
+    for (i, a) in acked.iter().enumerate() {
+        assert_eq!(
+            store.log_leaf_index(&p, a.id).await.expect("index"),
+            Some(i as u64),
+            "event {i}"
+        );
+    }
+    // A pass prepared before another one caught up is stale as well.
+    let more = store
+        .append(&p, vec![c::event("s", Kind::Memory, "{}")])
+        .await
+        .expect("append");
+    let late = Box::new(prepare(8).await);
+    assert_eq!(c::integrate_all(store, &p, 100).await, 1);
+    assert_eq!(apply(late).await.expect("apply late"), PassOutcome::Stale);
+    assert_eq!(
+        store.log_leaf_index(&p, more[0].id).await.expect("index"),
+        Some(10)
+    );
+    assert_eq!(store.log_head(&p).await.expect("head").size, 11);
+}
+
 #[tokio::test]
 async fn conformance_isolation() {
     let d = tempfile::tempdir().unwrap();

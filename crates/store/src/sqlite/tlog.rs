@@ -3,13 +3,23 @@
 //! **Integration order is commit order.** One writer thread commits every event, and rowids
 //! only grow (events are never deleted, so SQLite never reuses one), so the events' rowid
 //! order is the order their transactions committed. The integration cursor is the rowid of
-//! the last integrated event. A pass runs on the writer thread as a command of its own,
-//! between group commits (never inside an append's transaction, so an acknowledgement never
-//! waits on it): it reads the events after the cursor, appends their leaves with
-//! `tlog::integrate`, writes the tiles, the leaves and the new cursor, and commits all of it
-//! at once. A crash before that COMMIT leaves the cursor where it was (the next pass does the
-//! same work again); after it, those events are behind the cursor and never integrated again
-//! (and `tlog_leaves_event` refuses a second index for an event in any case).
+//! the last integrated event.
+//!
+//! **A pass is split in two so the writer only writes.** [`prepare_pass`] runs on a read
+//! connection (a blocking task): in one read snapshot it reads the cursor, the events after
+//! it and the right-edge tiles, then computes the leaf hashes, the new tiles and the root.
+//! [`apply_pass`] runs on the writer thread as a command of its own, between group commits
+//! (never inside an append's transaction, so an acknowledgement never waits on it): it checks
+//! that the stored cursor and tree are still the ones the pass started from (a
+//! compare-and-set) and then writes the tiles, the leaves and the new cursor, committing all
+//! of it at once. If another pass moved the cursor in between, it writes nothing and the
+//! caller prepares again. Since the writer is the only connection that writes, the check and
+//! the writes are atomic: no event gets two indexes and none is skipped (the events a pass
+//! read are exactly those after the cursor it checked, and rowids only grow, so no event can
+//! later appear behind that cursor). A crash before the COMMIT leaves the cursor where it was
+//! (the next pass does the same work again); after it, those events are behind the cursor and
+//! never integrated again (and `tlog_leaves_event` refuses a second index for an event in any
+//! case).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -57,37 +67,59 @@ fn state(conn: &Connection, project: i64) -> StoreResult<(LogHead, i64)> {
     }
 }
 
-/// Whether the project has a committed event after its cursor (a read, so an idle project
-/// costs the writer nothing).
-pub(crate) fn pending(conn: &Connection, project: i64) -> StoreResult<bool> {
-    let (_, cursor) = state(conn, project)?;
-    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE project_id = ?1 AND rowid > ?2)")
-        .and_then(|mut st| st.query_row(params![project, cursor], |r| r.get(0)))
-        .map_err(db)
-}
-
 pub(crate) fn head(conn: &Connection, project: i64) -> StoreResult<LogHead> {
     state(conn, project).map(|(h, _)| h)
 }
 
-/// One integration pass; the caller runs it inside a transaction of the writer.
-pub(crate) fn integrate_pass(
+/// The work of one integration pass, computed on a read connection: where the tree stood
+/// when the pass read it (the compare-and-set guard) and everything the writer must store.
+#[derive(Debug)]
+pub(crate) struct PreparedPass {
+    project: i64,
+    /// The cursor and tree the pass started from: the write applies only if they are still
+    /// the stored ones.
+    from_cursor: i64,
+    from: LogHead,
+    /// The rowid of the last event integrated (the new cursor).
+    last_rowid: i64,
+    /// Each new leaf: its event id and entry, in index order from `from.size`.
+    leaves: Vec<(Vec<u8>, Vec<u8>)>,
+    tiles: Vec<(Tile, Vec<u8>)>,
+    to: LogHead,
+}
+
+/// What the writer did with a [`PreparedPass`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PassOutcome {
+    Applied(Integrated),
+    /// The stored cursor moved since the pass read it (another pass won): nothing was
+    /// written, and the caller prepares again from the new state.
+    Stale,
+}
+
+/// Reads the events past `project`'s cursor (at most `max`) and the right-edge tiles, all in
+/// one read transaction (one snapshot), and computes their leaves and the new tiles; `None`
+/// when nothing waits. Runs on a read connection, so the hashing never occupies the writer.
+pub(crate) fn prepare_pass(
     conn: &Connection,
     project: i64,
     max: usize,
-) -> StoreResult<Integrated> {
-    let (head, cursor) = state(conn, project)?;
+) -> StoreResult<Option<PreparedPass>> {
+    // A deferred read transaction: the state, the events and the tiles come from one
+    // snapshot. Dropped (rolled back) on every path; it wrote nothing.
+    let snapshot = conn.unchecked_transaction().map_err(db)?;
+    let (from, from_cursor) = state(&snapshot, project)?;
     let limit = i64::try_from(max.clamp(1, crate::log::MAX_INTEGRATE)).unwrap_or(1);
     let mut events: Vec<(i64, Vec<u8>, Vec<u8>)> = Vec::new();
     {
-        let mut st = conn
+        let mut st = snapshot
             .prepare_cached(
                 "SELECT e.rowid, e.id, s.id, e.seq, e.hash FROM events e \
                  JOIN sessions s ON s.rowid = e.session_ref \
                  WHERE e.project_id = ?1 AND e.rowid > ?2 ORDER BY e.rowid LIMIT ?3",
             )
             .map_err(db)?;
-        let mut rows = st.query(params![project, cursor, limit]).map_err(db)?;
+        let mut rows = st.query(params![project, from_cursor, limit]).map_err(db)?;
         while let Some(r) = rows.next().map_err(db)? {
             let rowid: i64 = r.get(0).map_err(db)?;
             let id: Vec<u8> = r.get(1).map_err(db)?;
@@ -101,15 +133,43 @@ pub(crate) fn integrate_pass(
         }
     }
     let Some(last_rowid) = events.last().map(|e| e.0) else {
-        return Ok(Integrated { head, added: 0 });
+        return Ok(None);
     };
-    let right_edge = read_tiles_exact(conn, project, &right_edge_tiles(head.size))?;
+    let right_edge = read_tiles_exact(&snapshot, project, &right_edge_tiles(from.size))?;
+    drop(snapshot);
     let leaves: Vec<Hash> = events
         .iter()
         .map(|(_, _, entry)| leaf_hash(entry))
         .collect();
-    let grown = integrate(head.size, &right_edge, &leaves)
+    let grown = integrate(from.size, &right_edge, &leaves)
         .map_err(|e| StoreError::Corrupt(format!("transparency log tiles: {e}")))?;
+    Ok(Some(PreparedPass {
+        project,
+        from_cursor,
+        from,
+        last_rowid,
+        leaves: events
+            .into_iter()
+            .map(|(_, id, entry)| (id, entry))
+            .collect(),
+        tiles: grown.tiles,
+        to: LogHead {
+            size: grown.size,
+            root: grown.root,
+        },
+    }))
+}
+
+/// Stores a prepared pass — its tiles, leaves and the new cursor — if the project's cursor
+/// and tree are still the ones it was computed from (a compare-and-set); otherwise writes
+/// nothing and answers [`PassOutcome::Stale`]. The caller runs it inside a transaction of
+/// the writer (the only connection that writes, so the check and the writes are atomic).
+pub(crate) fn apply_pass(conn: &Connection, pass: &PreparedPass) -> StoreResult<PassOutcome> {
+    let project = pass.project;
+    let (head, cursor) = state(conn, project)?;
+    if cursor != pass.from_cursor || head != pass.from {
+        return Ok(PassOutcome::Stale);
+    }
     {
         let mut put = conn
             .prepare_cached(
@@ -118,7 +178,7 @@ pub(crate) fn integrate_pass(
                  DO UPDATE SET width = excluded.width, data = excluded.data",
             )
             .map_err(db)?;
-        for (tile, data) in &grown.tiles {
+        for (tile, data) in &pass.tiles {
             put.execute(params![
                 project,
                 tile.level,
@@ -133,11 +193,12 @@ pub(crate) fn integrate_pass(
                 "INSERT INTO tlog_leaves (project_id, idx, event_id, entry) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(db)?;
-        for (i, (_, id, entry)) in events.iter().enumerate() {
+        for (i, (id, entry)) in pass.leaves.iter().enumerate() {
             leaf.execute(params![project, i64_of(head.size + i as u64)?, id, entry])
                 .map_err(db)?;
         }
     }
+    let size = i64_of(pass.to.size)?;
     conn.prepare_cached(
         "INSERT INTO tlog_state (project_id, size, root, cursor) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (project_id) DO UPDATE SET size = excluded.size, root = excluded.root, \
@@ -146,19 +207,16 @@ pub(crate) fn integrate_pass(
     .and_then(|mut st| {
         st.execute(params![
             project,
-            grown.size as i64,
-            grown.root.as_bytes().as_slice(),
-            last_rowid
+            size,
+            pass.to.root.as_bytes().as_slice(),
+            pass.last_rowid
         ])
     })
     .map_err(db)?;
-    Ok(Integrated {
-        head: LogHead {
-            size: grown.size,
-            root: grown.root,
-        },
-        added: events.len() as u64,
-    })
+    Ok(PassOutcome::Applied(Integrated {
+        head: pass.to,
+        added: pass.leaves.len() as u64,
+    }))
 }
 
 /// Tiles that must exist at exactly their width (the integrator's right edge).

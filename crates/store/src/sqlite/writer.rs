@@ -107,11 +107,11 @@ pub(crate) enum Cmd {
         run: ExecFn,
         reply: Reply<ExecAnswer>,
     },
-    /// One transparency-log integration pass (see `super::tlog`).
+    /// The write of one transparency-log integration pass, prepared on a read connection
+    /// and applied only if the cursor has not moved (see `super::tlog`).
     LogIntegrate {
-        project: i64,
-        max: usize,
-        reply: Reply<crate::log::Integrated>,
+        pass: Box<super::tlog::PreparedPass>,
+        reply: Reply<super::tlog::PassOutcome>,
     },
     LogCheckpoint {
         project: i64,
@@ -937,12 +937,8 @@ impl Writer {
             } => {
                 let _ = reply.send(self.import_session(&project, &session, &events));
             }
-            Cmd::LogIntegrate {
-                project,
-                max,
-                reply,
-            } => {
-                let r = self.in_txn(|w| super::tlog::integrate_pass(&w.conn, project, max));
+            Cmd::LogIntegrate { pass, reply } => {
+                let r = self.in_txn(|w| super::tlog::apply_pass(&w.conn, &pass));
                 let _ = reply.send(r);
             }
             Cmd::LogCheckpoint {
