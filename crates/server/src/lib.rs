@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod conn;
 pub mod console;
+pub mod erase;
 pub mod error;
 pub mod extract;
 pub mod ingest;

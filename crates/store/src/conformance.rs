@@ -552,6 +552,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
     let b = project(store, "idem-b").await;
     let req = |fp: u8| AppendRequest {
         alerts: None,
+        erase: None,
         session: None,
         events: vec![event("s", Kind::ToolCall, r#"{"toolName":"x"}"#)],
         idempotency: Some(keyed("k-1", fp)),
@@ -597,6 +598,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
     // answering that the session exists.
     let create = || AppendRequest {
         alerts: None,
+        erase: None,
         session: Some(crate::NewSession {
             id: SessionId::parse("created").expect("id"),
             agent_id: AgentId::parse("agent-1").expect("id"),

@@ -323,6 +323,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project_id, size)
     ) WITHOUT ROWID;
     "#,
+    // 12: erasure that keeps the proof (core/src/erasure.rs): an erased
+    // row's payload column is emptied ('' : the column is NOT NULL) and
+    // these say who erased it, when, and the seq of the `event_erased`
+    // record appended to its session in the same transaction.
+    r#"
+    ALTER TABLE events ADD COLUMN erased_at INTEGER;
+    ALTER TABLE events ADD COLUMN erased_by TEXT;
+    ALTER TABLE events ADD COLUMN erasure_seq INTEGER;
+    "#,
 ];
 
 /// Migration 9's recount, for tests that rebuild the rollups and compare.
