@@ -100,7 +100,9 @@ pub fn check_reason(reason: &str) -> Result<(), String> {
         return Err("reason must not be empty".into());
     }
     if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(format!("reason is longer than {MAX_REASON_CHARS} characters"));
+        return Err(format!(
+            "reason is longer than {MAX_REASON_CHARS} characters"
+        ));
     }
     Ok(())
 }
@@ -122,6 +124,47 @@ impl From<&Erasure> for ErasedLine {
             record_seq: e.record_seq,
         }
     }
+}
+
+/// The `event_erased` record of erasing `ev` (which must not be erased
+/// already): appended to `ev`'s session by the same agent, under native
+/// dialect, with no client time (its `server_ts` is the erasure's time).
+pub fn record_event(ev: &crate::Event, by: &str, reason: &str) -> Result<crate::NewEvent, String> {
+    check_reason(reason)?;
+    if by.is_empty() || by.chars().count() > MAX_BY_CHARS {
+        return Err(format!(
+            "who erased it must be 1 to {MAX_BY_CHARS} characters"
+        ));
+    }
+    if ev.erased.is_some() {
+        return Err(format!("event {} is already erased", ev.id));
+    }
+    if ev.kind == crate::Kind::EventErased {
+        return Err("an erasure record names no content and cannot be erased".into());
+    }
+    let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
+    let record = ErasureRecord {
+        erased_event_id: ev.id.to_string(),
+        erased_seq: ev.seq,
+        payload_sha256: hex::encode(ev.payload_sha256),
+        erased_by: by.to_owned(),
+        reason: reason.to_owned(),
+        usage: RecordedUsage::from(&usage),
+    };
+    Ok(crate::NewEvent {
+        session_id: crate::SessionId::parse(ev.session_id.clone())
+            .map_err(|e| format!("stored session id: {e}"))?,
+        agent_id: crate::AgentId::parse(ev.agent_id.clone())
+            .map_err(|e| format!("stored agent id: {e}"))?,
+        kind: crate::Kind::EventErased,
+        source_type: crate::Kind::EventErased.as_str().into(),
+        dialect: crate::Dialect::Native,
+        severity: crate::Severity::Info,
+        client_ts: None,
+        payload: serde_json::value::to_raw_value(&record).map_err(|e| e.to_string())?,
+        metadata: crate::event::empty_object(),
+        judgement: None,
+    })
 }
 
 /// The JSON text an erased event's payload reads as (`null`): an event

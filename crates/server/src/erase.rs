@@ -5,13 +5,8 @@
 //! through the store's one append path with the erasure in the same
 //! transaction, so the payload is gone exactly when the record is chained.
 
-use serde_json::value::to_raw_value;
-
-use agentledger_core::erasure::{self, ErasureRecord, RecordedUsage};
-use agentledger_core::usage::Usage;
-use agentledger_core::{
-    AgentId, Dialect, EventId, Kind, Micros, NewEvent, SessionId, Severity, event::empty_object,
-};
+use agentledger_core::erasure;
+use agentledger_core::{EventId, Kind, Micros};
 use agentledger_store::{AppendOutcome, AppendRequest, EraseTarget, EventStore, ProjectRef};
 
 /// What an erasure did (or, for `AlreadyErased`, what the first one did).
@@ -80,29 +75,8 @@ pub async fn erase(
             message: "an erasure record names no content and cannot be erased".into(),
         });
     }
-    let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
-    let record = ErasureRecord {
-        erased_event_id: id.to_string(),
-        erased_seq: ev.seq,
-        payload_sha256: hex::encode(ev.payload_sha256),
-        erased_by: by.to_owned(),
-        reason: reason.to_owned(),
-        usage: RecordedUsage::from(&usage),
-    };
-    let corrupt =
-        |what: &str| agentledger_store::StoreError::Corrupt(format!("event {id}: stored {what}"));
-    let event = NewEvent {
-        session_id: SessionId::parse(ev.session_id.clone()).map_err(|_| corrupt("session id"))?,
-        agent_id: AgentId::parse(ev.agent_id.clone()).map_err(|_| corrupt("agent id"))?,
-        kind: Kind::EventErased,
-        source_type: Kind::EventErased.as_str().into(),
-        dialect: Dialect::Native,
-        severity: Severity::Info,
-        client_ts: None,
-        payload: to_raw_value(&record).map_err(|_| corrupt("erasure record"))?,
-        metadata: empty_object(),
-        judgement: None,
-    };
+    let event = erasure::record_event(&ev, by, reason)
+        .map_err(|e| agentledger_store::StoreError::Corrupt(format!("event {id}: {e}")))?;
     let req = AppendRequest {
         events: vec![event],
         erase: Some(EraseTarget {

@@ -765,9 +765,7 @@ mod tests {
             // Where the record is.
             Box::new(|evs| evs[1].erased.as_mut().unwrap().record_seq = 4),
             // A payload left in place on a row marked erased.
-            Box::new(|evs| {
-                evs[1].payload = RawValue::from_string(r#"{"n": 2}"#.into()).unwrap()
-            }),
+            Box::new(|evs| evs[1].payload = RawValue::from_string(r#"{"n": 2}"#.into()).unwrap()),
             // Another event marked erased than the record names.
             Box::new(|evs| {
                 let e = evs[1].erased.take();

@@ -149,6 +149,7 @@ conformance! {
     conformance_events_columns_and_salts => events_columns_and_salts_are_read_back,
     conformance_gauges_and_close => gauges_settle_and_close_refuses,
     conformance_log => log_integrates_every_event_once,
+    conformance_erasure => erasure_keeps_the_proof,
 }
 
 /// The integrator never passes a transaction that is still running: an event committed after
