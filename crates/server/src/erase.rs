@@ -79,12 +79,12 @@ pub async fn erase(
         .map_err(|e| agentledger_store::StoreError::Corrupt(format!("event {id}: {e}")))?;
     let req = AppendRequest {
         events: vec![event],
-        erase: Some(EraseTarget {
+        erase: Some(Box::new(EraseTarget {
             event_id: id,
             seq: ev.seq,
             payload_sha256: ev.payload_sha256,
             by: by.to_owned(),
-        }),
+        })),
         ..AppendRequest::default()
     };
     let appended = match store.append_request(project, req).await {

@@ -2149,12 +2149,12 @@ pub async fn erase(
         .map_err(crate::StoreError::Storage)?;
     let req = crate::AppendRequest {
         events: vec![record],
-        erase: Some(crate::EraseTarget {
+        erase: Some(Box::new(crate::EraseTarget {
             event_id: id,
             seq: ev.seq,
             payload_sha256: ev.payload_sha256,
             by: by.to_owned(),
-        }),
+        })),
         ..Default::default()
     };
     match store.append_request(project, req).await? {
@@ -2272,12 +2272,12 @@ pub async fn erasure_keeps_the_proof(store: &dyn EventStore) {
         events: vec![
             agentledger_core::erasure::record_event(&before, "key:k2", "again").expect("record"),
         ],
-        erase: Some(crate::EraseTarget {
+        erase: Some(Box::new(crate::EraseTarget {
             event_id: out[0].id,
             seq: 1,
             payload_sha256: before.payload_sha256,
             by: "key:k2".into(),
-        }),
+        })),
         ..Default::default()
     };
     assert!(matches!(
@@ -2297,12 +2297,12 @@ pub async fn erasure_keeps_the_proof(store: &dyn EventStore) {
     assert!(erase(store, &other, out[1].id, "key:k3").await.is_err());
     let req = crate::AppendRequest {
         events: vec![event("s", Kind::EventErased, "{}")],
-        erase: Some(crate::EraseTarget {
+        erase: Some(Box::new(crate::EraseTarget {
             event_id: out[1].id,
             seq: 2,
             payload_sha256: [0; 32],
             by: "key:k3".into(),
-        }),
+        })),
         ..Default::default()
     };
     assert!(store.append_request(&other, req).await.is_err());

@@ -142,7 +142,7 @@ pub struct AppendRequest {
     /// one event is then its `event_erased` record (core's `erasure`), which
     /// must name the same session. `AlreadyErased` if it was erased before;
     /// nothing is stored unless both happen.
-    pub erase: Option<EraseTarget>,
+    pub erase: Option<Box<EraseTarget>>,
 }
 
 /// The event an [`AppendRequest`] erases, as the caller read it (the

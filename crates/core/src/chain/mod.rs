@@ -757,7 +757,8 @@ mod tests {
     #[test]
     fn an_erasure_that_disagrees_with_its_record_fails() {
         let base = erased_chain(4, 2);
-        let broken: Vec<Box<dyn Fn(&mut Vec<Event>)>> = vec![
+        type Edit = Box<dyn Fn(&mut Vec<Event>)>;
+        let broken: Vec<Edit> = vec![
             // Who erased it, rewritten on the row.
             Box::new(|evs| evs[1].erased.as_mut().unwrap().by = "key:other".into()),
             // When.

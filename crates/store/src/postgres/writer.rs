@@ -134,7 +134,7 @@ struct Job {
     /// The project's event alert rules (the outbox is written with the events).
     alerts: Option<Arc<crate::alerts::RuleSet>>,
     /// The event this job's record erases (see `AppendRequest::erase`).
-    erase: Option<crate::EraseTarget>,
+    erase: Option<Box<crate::EraseTarget>>,
     submitted: Vec<NewEvent>,
     verdicts: Vec<Verdict>,
     ids: Vec<EventId>,
@@ -1125,7 +1125,7 @@ async fn check_erasures(
     let mut erasing: std::collections::HashSet<(i64, EventId)> = Default::default();
     // What each erasing job says, collected first: a `Job` is not `Sync`,
     // so none is held across the reads below.
-    let wanted: Vec<(usize, i64, String, crate::EraseTarget, Option<String>, bool)> = batch
+    let wanted: Vec<WantedErasure> = batch
         .iter()
         .filter_map(|&i| {
             let job = &jobs[i];
@@ -1215,6 +1215,18 @@ async fn erase_rows(client: &tokio_postgres::Client, erasures: &[Erasing]) -> Re
     }
     Ok(())
 }
+
+/// An erasing job, as [`check_erasures`] reads it: its index, project id
+/// and name, target, the record's session, and whether the job is shaped
+/// as an erasure (its one event is an `event_erased` record).
+type WantedErasure = (
+    usize,
+    i64,
+    String,
+    Box<crate::EraseTarget>,
+    Option<String>,
+    bool,
+);
 
 /// One erasure to write (see [`erase_rows`]).
 struct Erasing {
