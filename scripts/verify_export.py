@@ -317,7 +317,7 @@ def verify(lines, expected_heads=None):
             # once a later event_erased record in this chain confirms it.
             problem = _erased_problem(ev)
             if problem:
-                fail(ev["seq"], problem)
+                fail(ev["seq"], "line %d: %s" % (number, problem))
                 continue
             pending[ev["seq"]] = ev
             payload_sha256 = ev["payload_sha256"]
@@ -329,7 +329,7 @@ def verify(lines, expected_heads=None):
             if ev["kind"] == "event_erased":
                 problem = _record_problem(ev, pending, recorded)
                 if problem:
-                    fail(ev["seq"], problem)
+                    fail(ev["seq"], "line %d: %s" % (number, problem))
                     continue
         if ev["prev_hash"] != last_hash:
             fail(ev["seq"], "prev_hash does not match the previous event")

@@ -1331,7 +1331,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
         original_metadata_sha256: None,
         redaction_salt: Some([5; 32]),
     });
-    source
+    let first = source
         .append(
             &p,
             vec![
@@ -1353,6 +1353,10 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
         )
         .await
         .expect("append");
+    // An erased event is copied erased, with its record (issue 17).
+    erase(source, &p, first[1].id, "key:k")
+        .await
+        .expect("erase");
     let header = NewSession {
         id: SessionId::parse("s3").expect("id"),
         agent_id: AgentId::parse("agent-3").expect("agent"),
@@ -1388,7 +1392,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
             r.sessions,
             r.events_copied
         ),
-        (2, 3, 3, 4, 7)
+        (2, 3, 3, 4, 8)
     );
     assert_eq!(ledger_text(target).await, ledger_text(source).await);
     // Keys authenticate by their hash; the revoked one stays revoked.
@@ -1408,7 +1412,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
     let r = copy_ledger(source, target, 2, &mut |_| {})
         .await
         .expect("again");
-    assert_eq!((r.events_copied, r.events_already), (0, 7));
+    assert_eq!((r.events_copied, r.events_already), (0, 8));
     // The source goes on; a rerun copies only what is new.
     source
         .append(&p, vec![event("s1", Kind::Memory, r#"{"late":1}"#)])
@@ -1417,7 +1421,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
     let r = copy_ledger(source, target, 2, &mut |_| {})
         .await
         .expect("resume");
-    assert_eq!((r.events_copied, r.events_already), (1, 7));
+    assert_eq!((r.events_copied, r.events_already), (1, 8));
     assert_eq!(ledger_text(target).await, ledger_text(source).await);
 
     // An import must continue the stored head: a gap or a foreign chain is

@@ -437,6 +437,9 @@ mod tests {
              DROP TABLE alerts;
              DROP TABLE alert_rules;
              DROP TABLE alert_destinations;
+             ALTER TABLE events DROP COLUMN erased_at;
+             ALTER TABLE events DROP COLUMN erased_by;
+             ALTER TABLE events DROP COLUMN erasure_seq;
              DROP INDEX events_project_rowid;
              DROP TABLE tlog_state;
              DROP TABLE tlog_tiles;

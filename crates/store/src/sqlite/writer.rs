@@ -163,6 +163,8 @@ pub(crate) struct Writer {
     /// Payloads the open transaction erased, to take out of the full-text
     /// index once it committed.
     txn_erased: Vec<Erased>,
+    /// `secure_delete` was turned on in the open transaction.
+    secure_delete: bool,
 }
 
 /// The sessions `events` name, each once, in order of first appearance.
@@ -203,6 +205,7 @@ impl Writer {
             last_purge: Instant::now() - std::time::Duration::from_secs(3600),
             rollups: PendingRollups::default(),
             txn_erased: Vec::new(),
+            secure_delete: false,
         }
     }
 
@@ -310,6 +313,11 @@ impl Writer {
                     tracing::error!(error = %e, "an erased payload could not be taken out of the full-text index");
                 }
                 drop(paused);
+                if !erased.is_empty() {
+                    self.after_erasure();
+                } else if std::mem::take(&mut self.secure_delete) {
+                    let _ = self.conn.execute_batch("PRAGMA secure_delete = OFF;");
+                }
                 self.search.committed(std::mem::take(&mut self.txn_rowid));
                 for (key, head) in txn_heads {
                     self.heads.put(key, head);
@@ -331,6 +339,9 @@ impl Writer {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 drop(paused);
                 self.txn_erased.clear();
+                if std::mem::take(&mut self.secure_delete) {
+                    let _ = self.conn.execute_batch("PRAGMA secure_delete = OFF;");
+                }
                 self.txn_rowid = 0;
                 self.rollups.discard();
                 tracing::error!(error = %e, "commit failed; no event of this group was stored");
@@ -809,6 +820,27 @@ impl Writer {
         Ok(out)
     }
 
+    /// After an erasure committed: secure_delete off again, and the WAL
+    /// checkpointed and truncated once, so the pages holding the erased
+    /// payload's old bytes are overwritten in the database and gone from the
+    /// WAL (a reader mid-statement may hold the truncation off: the next
+    /// checkpoints then overwrite them; backups are the operator's).
+    fn after_erasure(&mut self) {
+        self.secure_delete = false;
+        let _ = self.conn.execute_batch("PRAGMA secure_delete = OFF;");
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(0) => {}
+            Ok(_) => {
+                tracing::info!("erasure: the WAL is in use; it is truncated at a later checkpoint")
+            }
+            Err(e) => tracing::warn!(error = %e, "erasure: checkpointing the WAL failed"),
+        }
+    }
+
     /// Erase a payload in the transaction that appended its record (core's
     /// `erasure`): the row keeps its digest; its payload column is emptied.
     fn erase_row(
@@ -866,6 +898,11 @@ impl Writer {
                 t.event_id
             )));
         }
+        // Zero the freed bytes of the old payload (set back after COMMIT).
+        self.conn
+            .execute_batch("PRAGMA secure_delete = ON;")
+            .map_err(storage)?;
+        self.secure_delete = true;
         self.conn
             .prepare_cached(
                 "UPDATE events SET payload = '', erased_at = ?1, erased_by = ?2, erasure_seq = ?3
