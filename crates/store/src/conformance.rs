@@ -2265,6 +2265,22 @@ pub async fn erasure_keeps_the_proof(store: &dyn EventStore) {
         .expect("s");
     assert!(report.valid, "{report:?}");
     assert_eq!(report.events, 4);
+    // Reads that look inside payloads skip an erased one: the LLM usage
+    // figures stay (from the kept columns), its latency and provider go.
+    for provider in [None, Some("openai".to_owned())] {
+        let rows = store
+            .llm_usage(
+                &p,
+                EventQuery::default(),
+                provider.clone(),
+                crate::LlmGroup::Model,
+            )
+            .await
+            .expect("llm usage over an erased event");
+        if provider.is_none() {
+            assert_eq!(rows.len(), 1, "{rows:?}");
+        }
+    }
 
     // Again: refused, nothing appended.
     match erase(store, &p, out[0].id, "key:k2").await {

@@ -455,9 +455,6 @@ fn event_filters_with(
                  OR e.rowid IN (SELECT value FROM json_each(?)))"
             }
         });
-        // An erased payload is out of the index (`search::Progress::forget`);
-        // this also holds if a crash came between the erasure and that.
-        sql.push_str(" AND e.erased_at IS NULL");
         p.push(Value::Text(m));
         if let Some(t) = tail {
             p.push(Value::Text(t.to_owned()));
