@@ -35,7 +35,9 @@ _REQUIRED = (
     "dialect", "severity", "client_ts", "server_ts", "payload", "metadata",
     "payload_sha256", "prev_hash", "hash",
 )
-_OPTIONAL = ()
+# An erased event (payload null): {"by", "at", "record_seq"}, checked against
+# the chained event_erased record that must follow it in its session.
+_OPTIONAL = ("erased",)
 # Members that only some envelope versions hash, with those versions.
 _VERSIONED = {
     "verdict": (2, 3),
@@ -289,6 +291,8 @@ def verify(lines, expected_heads=None, log=None):
     failures. With a dict `log`, it is filled with "hashes" ((project, session) -> every
     hash, seq 1 first) and "proofs" (the log proof lines, parsed)."""
     state = {}  # (project, session) -> (last_seq, last_hash) or None once broken
+    # (project, session) -> ({erased seq: line's erased event}, {seqs with a record})
+    erasures = {}
     failures = []
     hashes = {}
     proofs = []
@@ -336,10 +340,26 @@ def verify(lines, expected_heads=None, log=None):
             else:
                 fail(ev["seq"], "seq %d is out of order or repeated" % ev["seq"])
             continue
-        payload_sha256 = sha256_hex(raw["payload"].encode("utf-8"))
-        if payload_sha256 != ev["payload_sha256"]:
-            fail(ev["seq"], "payload bytes do not match payload_sha256")
-            continue
+        pending, recorded = erasures.setdefault(key, ({}, set()))
+        if "erased" in ev:
+            # The payload is gone: its digest is taken as given, and only
+            # once a later event_erased record in this chain confirms it.
+            problem = _erased_problem(ev)
+            if problem:
+                fail(ev["seq"], "line %d: %s" % (number, problem))
+                continue
+            pending[ev["seq"]] = ev
+            payload_sha256 = ev["payload_sha256"]
+        else:
+            payload_sha256 = sha256_hex(raw["payload"].encode("utf-8"))
+            if payload_sha256 != ev["payload_sha256"]:
+                fail(ev["seq"], "payload bytes do not match payload_sha256")
+                continue
+            if ev["kind"] == "event_erased":
+                problem = _record_problem(ev, pending, recorded)
+                if problem:
+                    fail(ev["seq"], "line %d: %s" % (number, problem))
+                    continue
         if ev["prev_hash"] != last_hash:
             fail(ev["seq"], "prev_hash does not match the previous event")
             continue
@@ -359,6 +379,11 @@ def verify(lines, expected_heads=None, log=None):
             continue
         state[key] = (ev["seq"], digest)
         hashes.setdefault(key, []).append(digest)
+    for key, (pending, _) in erasures.items():
+        if state.get(key) is not None and pending:
+            failures.append((key[0], key[1], min(pending),
+                             "the payload is erased but no event_erased record in the chain names it"))
+            state[key] = None
     for session, head in (expected_heads or {}).items():
         matches = [k for k in state if k[1] == session]
         if not matches:
@@ -366,6 +391,45 @@ def verify(lines, expected_heads=None, log=None):
         elif state[matches[0]] is not None and state[matches[0]][1] != head:
             failures.append((matches[0][0], session, state[matches[0]][0] + 1, "chain does not end at the expected head"))
     return state, failures
+
+
+def _erased_problem(ev):
+    """Why an erased line cannot be taken as erased, or None."""
+    e = ev["erased"]
+    if ev["payload"] is not None:
+        return "an erased event still holds a payload"
+    if not isinstance(e, dict) or set(e) != {"by", "at", "record_seq"}:
+        return "member \"erased\" is not {by, at, record_seq}"
+    if not isinstance(e["by"], str) or not _canonical_ts(e["at"]):
+        return "member \"erased\" has no valid by / at"
+    if not isinstance(e["record_seq"], int) or e["record_seq"] <= ev["seq"]:
+        return "the erasure's record does not follow the erased event"
+    if ev["kind"] == "event_erased":
+        return "an erasure record cannot itself be erased"
+    return None
+
+
+def _record_problem(ev, pending, recorded):
+    """Why an event_erased record does not match the erased line it names, or None."""
+    r = ev["payload"]
+    fields = {"erasedEventId", "erasedSeq", "payloadSha256", "erasedBy", "reason", "usage"}
+    if not isinstance(r, dict) or set(r) != fields or not isinstance(r["erasedSeq"], int):
+        return "the event_erased payload is not an erasure record"
+    seq = r["erasedSeq"]
+    if seq >= ev["seq"]:
+        return "an event_erased record names an event that does not precede it"
+    if seq in recorded:
+        return "seq %d has a second event_erased record" % seq
+    recorded.add(seq)
+    erased = pending.pop(seq, None)
+    if erased is None:
+        return "an event_erased record names seq %d, whose payload is not erased" % seq
+    e = erased["erased"]
+    if (r["erasedEventId"] != erased["id"] or r["payloadSha256"] != erased["payload_sha256"]
+            or r["erasedBy"] != e["by"] or e["at"] != ev["server_ts"] or e["record_seq"] != ev["seq"]):
+        return ("the event_erased record does not match erased seq %d (its id, payload_sha256, "
+                "who erased it, when, or where the record is)" % seq)
+    return None
 
 
 # ---- transparency log (docs/transparency.md) ----------------------------------------------

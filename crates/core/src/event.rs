@@ -61,6 +61,9 @@ pub struct Event {
     /// v3, first event of a session: the session's header as the store
     /// holds it (the envelope covers its hash; exports carry it).
     pub session_header: Option<Box<SessionHeaderOut>>,
+    /// Set when the payload was erased (`payload` then reads `null`; the
+    /// digest stays and the chain verifies against it, see `erasure`).
+    pub erased: Option<Box<crate::erasure::Erasure>>,
 }
 
 /// A session's header as an export carries it on the session's first line
@@ -136,6 +139,7 @@ impl Event {
                 .session_header
                 .as_ref()
                 .map(|h| h.created_at.to_rfc3339()),
+            erased: self.erased.as_deref().map(crate::erasure::ErasedLine::from),
         }
     }
 }
@@ -185,6 +189,10 @@ pub struct ExportLine {
     pub session_metadata: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_created_at: Option<String>,
+    /// An erased event: who erased it, when, and the seq of the erasure's
+    /// record (`payload` is then `null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<crate::erasure::ErasedLine>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +318,7 @@ impl ExportLine {
             envelope_version: self.v,
             verdict: self.verdict,
             session_header: None,
+            erased: None,
             original_payload_sha256: self
                 .original_payload_sha256
                 .as_deref()
@@ -366,6 +375,16 @@ impl ExportLine {
             return Err("the session header belongs to envelope v3".into());
         }
         ev.session_header = header.map(Box::new);
+        if let Some(e) = self.erased {
+            if ev.payload.get() != "null" {
+                return Err("an erased event's payload is null".into());
+            }
+            ev.erased = Some(Box::new(crate::erasure::Erasure {
+                by: e.by,
+                at: ts("erased.at", &e.at)?,
+                record_seq: e.record_seq,
+            }));
+        }
         Ok(ev)
     }
 }

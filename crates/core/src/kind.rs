@@ -92,6 +92,9 @@ string_enum!(
         Custom => "custom",
         Agent => "agent",
         Guardrail => "guardrail",
+        // Appended by the server when it erases an event's payload
+        // (`erasure`); refused from clients.
+        EventErased => "event_erased",
     }
 );
 
@@ -140,7 +143,9 @@ mod tests {
 
     #[test]
     fn names_roundtrip() {
-        assert_eq!(Kind::ALL.len(), 28);
+        assert_eq!(Kind::ALL.len(), 29);
+        // Stored codes are pinned: a new kind goes last.
+        assert_eq!(Kind::EventErased.code(), 28);
         for k in Kind::ALL {
             assert_eq!(k.as_str().parse::<Kind>().unwrap(), *k);
             assert_eq!(Kind::from_code(k.code()), Some(*k));

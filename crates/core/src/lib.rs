@@ -2,6 +2,7 @@
 //! envelope and its verifier. Pure: no I/O, no async, nothing about HTTP or SQL.
 
 pub mod chain;
+pub mod erasure;
 pub mod event;
 pub mod ids;
 pub mod ijson;

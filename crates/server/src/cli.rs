@@ -44,6 +44,11 @@ enum Command {
     Verify(VerifyArgs),
     /// Write events as JSON Lines to stdout.
     Export(Scope),
+    /// Erase an event's payload (personal data, a leaked secret) and keep its
+    /// sha256: the chain, the transparency log and every proof still verify.
+    /// Appends an `event_erased` record (who: `cli:<OS user>`, why) to the
+    /// event's session in the same transaction.
+    Erase(EraseArgs),
     /// The salts of redaction commitments (envelope v3): show one so an
     /// auditor holding an original can check it, or destroy them so nobody
     /// ever can.
@@ -249,6 +254,21 @@ enum SaltsCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Args)]
+struct EraseArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// The event's project.
+    #[arg(long, env = "AGENTLEDGER_PROJECT", default_value = "default")]
+    project: String,
+    /// The event id (any rendering).
+    #[arg(long)]
+    event: String,
+    /// Why (kept in the chained record; 1 to 1000 characters).
+    #[arg(long)]
+    reason: String,
 }
 
 #[derive(Args)]
@@ -603,6 +623,7 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             None => verify_db(&a.scope).await,
         },
         Command::Export(a) => export(&a).await,
+        Command::Erase(a) => erase_cmd(&a).await,
         Command::Salts { command } => salts_cmd(command).await,
         Command::Copy(a) => copy(&a).await,
         Command::LogKey(a) => log_key(&a),
@@ -734,6 +755,48 @@ async fn copy(a: &CopyArgs) -> Result<ExitCode, String> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+async fn erase_cmd(a: &EraseArgs) -> Result<ExitCode, String> {
+    use crate::erase::{EraseError, erase};
+    let id = agentledger_core::EventId::parse_any(&a.event)
+        .map_err(|_| format!("--event: {:?} is not an event id", a.event))?;
+    // Who ran it, as the OS says; the record keeps it.
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    let store = open(&a.db).await?;
+    let result = match store
+        .project_by_name(&a.project)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        None => Err(format!("no project {:?}", a.project)),
+        Some(p) => erase(store.as_ref(), &p, id, &format!("cli:{user}"), &a.reason)
+            .await
+            .map_err(|e| match e {
+                EraseError::NotFound => format!("no event {id} in project {:?}", a.project),
+                EraseError::AlreadyErased(f) => format!(
+                    "event {id} is already erased (by {} at {}; its record is seq {})",
+                    f.by,
+                    f.at.to_rfc3339(),
+                    f.record_seq
+                ),
+                EraseError::Invalid { field, message } => {
+                    format!("--{field}: {message}")
+                }
+                EraseError::Store(e) => e.to_string(),
+            }),
+    };
+    store.close().await;
+    let e = result?;
+    println!(
+        "erased event {} (session {}, seq {}); record event_erased at seq {}",
+        e.event_id, e.session_id, e.seq, e.record_seq
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn salts_cmd(cmd: SaltsCommand) -> Result<ExitCode, String> {
@@ -1061,6 +1124,9 @@ const EXPORT_MEMBERS: &[&str] = &[
     "payload_sha256",
     "prev_hash",
     "hash",
+    // An erased event (payload null): who erased it, when, and its record's
+    // seq, each checked against the chained event_erased record.
+    "erased",
 ];
 
 /// Members that only some envelope versions hash, with those versions: on a
@@ -1108,6 +1174,7 @@ fn read_export_line(line: &str) -> Result<agentledger_core::Event, String> {
         ("client_ts", ev.client_ts.as_deref()),
         ("server_ts", Some(&ev.server_ts)),
         ("session_created_at", ev.session_created_at.as_deref()),
+        ("erased.at", ev.erased.as_ref().map(|e| e.at.as_str())),
     ] {
         if let Some(ts) = ts
             && agentledger_core::Micros::parse_rfc3339(ts).map(|t| t.to_rfc3339())

@@ -63,6 +63,9 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(format!("session {id:?} already exists"))
             }
             StoreError::NoSuchProject(_) => ApiError::NotFound("project not found"),
+            StoreError::AlreadyErased(id) => {
+                ApiError::Conflict(format!("event {id} is already erased"))
+            }
             StoreError::IdempotencyConflict(k) => ApiError::IdempotencyConflict(k),
             StoreError::TooLarge(m) => {
                 tracing::info!(cause = %m, "the database refused a value as too large");

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod conn;
 pub mod console;
 pub mod cosign;
+pub mod erase;
 pub mod error;
 pub mod export_proof;
 pub mod extract;

@@ -555,6 +555,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
     let b = project(store, "idem-b").await;
     let req = |fp: u8| AppendRequest {
         alerts: None,
+        erase: None,
         session: None,
         events: vec![event("s", Kind::ToolCall, r#"{"toolName":"x"}"#)],
         idempotency: Some(keyed("k-1", fp)),
@@ -600,6 +601,7 @@ pub async fn idempotency_keys_replay_once(store: &dyn EventStore) {
     // answering that the session exists.
     let create = || AppendRequest {
         alerts: None,
+        erase: None,
         session: Some(crate::NewSession {
             id: SessionId::parse("created").expect("id"),
             agent_id: AgentId::parse("agent-1").expect("id"),
@@ -1332,7 +1334,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
         original_metadata_sha256: None,
         redaction_salt: Some([5; 32]),
     });
-    source
+    let first = source
         .append(
             &p,
             vec![
@@ -1354,6 +1356,10 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
         )
         .await
         .expect("append");
+    // An erased event is copied erased, with its record (issue 17).
+    erase(source, &p, first[1].id, "key:k")
+        .await
+        .expect("erase");
     let header = NewSession {
         id: SessionId::parse("s3").expect("id"),
         agent_id: AgentId::parse("agent-3").expect("agent"),
@@ -1389,7 +1395,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
             r.sessions,
             r.events_copied
         ),
-        (2, 3, 3, 4, 7)
+        (2, 3, 3, 4, 8)
     );
     assert_eq!(ledger_text(target).await, ledger_text(source).await);
     // Keys authenticate by their hash; the revoked one stays revoked.
@@ -1409,7 +1415,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
     let r = copy_ledger(source, target, 2, &mut |_| {})
         .await
         .expect("again");
-    assert_eq!((r.events_copied, r.events_already), (0, 7));
+    assert_eq!((r.events_copied, r.events_already), (0, 8));
     // The source goes on; a rerun copies only what is new.
     source
         .append(&p, vec![event("s1", Kind::Memory, r#"{"late":1}"#)])
@@ -1418,7 +1424,7 @@ pub async fn import_copies_a_ledger_as_stored(source: &dyn EventStore, target: &
     let r = copy_ledger(source, target, 2, &mut |_| {})
         .await
         .expect("resume");
-    assert_eq!((r.events_copied, r.events_already), (1, 7));
+    assert_eq!((r.events_copied, r.events_already), (1, 8));
     assert_eq!(ledger_text(target).await, ledger_text(source).await);
 
     // An import must continue the stored head: a gap or a foreign chain is
@@ -2132,4 +2138,206 @@ pub async fn alerts_outbox_and_deliveries(store: &dyn EventStore) {
     assert!(store.delete_destination(&p, &dest.id).await.unwrap());
     assert!(store.list_rules(None).await.unwrap().is_empty());
     assert!(store.destination_by_id(&dest.id).await.unwrap().is_none());
+}
+
+/// Erase `id` in `project` the way the server does: its `event_erased`
+/// record appended with the erasure (core's `erasure`).
+pub async fn erase(
+    store: &dyn EventStore,
+    project: &ProjectRef,
+    id: agentledger_core::EventId,
+    by: &str,
+) -> crate::StoreResult<crate::AppendedEvent> {
+    let ev = store
+        .get_event(project, id)
+        .await?
+        .ok_or_else(|| crate::StoreError::Storage("no such event".into()))?;
+    let record = agentledger_core::erasure::record_event(&ev, by, "personal data")
+        .map_err(crate::StoreError::Storage)?;
+    let req = crate::AppendRequest {
+        events: vec![record],
+        erase: Some(Box::new(crate::EraseTarget {
+            event_id: id,
+            seq: ev.seq,
+            payload_sha256: ev.payload_sha256,
+            by: by.to_owned(),
+        })),
+        ..Default::default()
+    };
+    match store.append_request(project, req).await? {
+        crate::AppendOutcome::Committed { appended, .. } => appended
+            .into_iter()
+            .next()
+            .ok_or_else(|| crate::StoreError::Storage("no record".into())),
+        _ => Err(crate::StoreError::Storage("not committed".into())),
+    }
+}
+
+/// Erasure keeps the proof: the payload and its search terms are gone, the
+/// digest, usage figures and chain stay, the session verifies with the
+/// record appended; a second erasure is refused and changes nothing; another
+/// project's event cannot be erased.
+pub async fn erasure_keeps_the_proof(store: &dyn EventStore) {
+    let p = project(store, "p").await;
+    let other = project(store, "other").await;
+    let out = store
+        .append(
+            &p,
+            vec![
+                event(
+                    "s",
+                    Kind::LlmResponse,
+                    r#"{"model":"m1","completion":"zebrafinch 555-0100","usage":{"inputTokens":3,"outputTokens":4},"costUsd":0.25}"#,
+                ),
+                event("s", Kind::Memory, r#"{"note":"zebrafinch lives here"}"#),
+                event("s", Kind::Memory, r#"{"note":"nothing to see"}"#),
+            ],
+        )
+        .await
+        .expect("append");
+    let search = |word: &str| EventQuery {
+        limit: 10,
+        text: Some(word.to_owned()),
+        ..Default::default()
+    };
+    // Indexed first, so the erasure must take the terms out of the index
+    // (and not only out of the tail the search scans).
+    wait_for_search(store).await;
+    let found = store
+        .query_events(&p, search("zebrafinch"))
+        .await
+        .expect("q");
+    assert_eq!(found.events.len(), 2);
+    let before = store
+        .get_event(&p, out[0].id)
+        .await
+        .expect("get")
+        .expect("event");
+
+    let record = erase(store, &p, out[0].id, "key:k1").await.expect("erase");
+    assert_eq!((record.session_id.as_str(), record.seq), ("s", 4));
+
+    let after = store
+        .get_event(&p, out[0].id)
+        .await
+        .expect("get")
+        .expect("event");
+    assert_eq!(after.payload.get(), "null");
+    assert_eq!(after.payload_sha256, before.payload_sha256);
+    assert_eq!(after.hash, before.hash);
+    assert_eq!(
+        after.erased.as_deref(),
+        Some(&agentledger_core::erasure::Erasure {
+            by: "key:k1".into(),
+            at: record.server_ts,
+            record_seq: 4,
+        })
+    );
+    let rec = store.session_events(&p, "s", 3, 10).await.expect("events");
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].kind, Kind::EventErased);
+    assert!(!rec[0].payload.get().contains("zebrafinch"));
+    assert!(rec[0].payload.get().contains(r#""erasedSeq":1"#));
+
+    // The word of the erased payload is found only in the one not erased;
+    // a word only the erased payload held is found nowhere.
+    for _ in 0..2 {
+        let q = store
+            .query_events(&p, search("zebrafinch"))
+            .await
+            .expect("q");
+        assert_eq!(q.events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+        let q = store.query_events(&p, search("555-0100")).await.expect("q");
+        assert!(q.events.is_empty(), "erased text still found");
+        wait_for_search(store).await;
+    }
+    // Usage figures and counters stay (the record keeps them in the chain).
+    let s = store.get_session(&p, "s").await.expect("s").expect("s");
+    assert_eq!(
+        (
+            s.counters.events,
+            s.counters.input_tokens,
+            s.counters.output_tokens
+        ),
+        (4, 3, 4)
+    );
+
+    let report = verify_session(store, &p, "s")
+        .await
+        .expect("verify")
+        .expect("s");
+    assert!(report.valid, "{report:?}");
+    assert_eq!(report.events, 4);
+    // Reads that look inside payloads skip an erased one: the LLM usage
+    // figures stay (from the kept columns), its latency and provider go.
+    for provider in [None, Some("openai".to_owned())] {
+        let rows = store
+            .llm_usage(
+                &p,
+                EventQuery::default(),
+                provider.clone(),
+                crate::LlmGroup::Model,
+            )
+            .await
+            .expect("llm usage over an erased event");
+        if provider.is_none() {
+            assert_eq!(rows.len(), 1, "{rows:?}");
+        }
+    }
+
+    // Again: refused, nothing appended.
+    match erase(store, &p, out[0].id, "key:k2").await {
+        Err(crate::StoreError::AlreadyErased(_)) | Err(crate::StoreError::Storage(_)) => {}
+        other => panic!("second erasure: {other:?}"),
+    }
+    // At the store level too (the caller's read raced another erasure).
+    let req = crate::AppendRequest {
+        events: vec![
+            agentledger_core::erasure::record_event(&before, "key:k2", "again").expect("record"),
+        ],
+        erase: Some(Box::new(crate::EraseTarget {
+            event_id: out[0].id,
+            seq: 1,
+            payload_sha256: before.payload_sha256,
+            by: "key:k2".into(),
+        })),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.append_request(&p, req).await,
+        Err(crate::StoreError::AlreadyErased(_))
+    ));
+    assert_eq!(
+        store
+            .get_session(&p, "s")
+            .await
+            .expect("s")
+            .expect("s")
+            .head_seq,
+        4
+    );
+    // Another project's event is not reachable.
+    assert!(erase(store, &other, out[1].id, "key:k3").await.is_err());
+    let req = crate::AppendRequest {
+        events: vec![event("s", Kind::EventErased, "{}")],
+        erase: Some(Box::new(crate::EraseTarget {
+            event_id: out[1].id,
+            seq: 2,
+            payload_sha256: [0; 32],
+            by: "key:k3".into(),
+        })),
+        ..Default::default()
+    };
+    assert!(store.append_request(&other, req).await.is_err());
+    let kept = store
+        .get_event(&p, out[1].id)
+        .await
+        .expect("get")
+        .expect("e");
+    assert!(kept.erased.is_none());
+    let report = verify_session(store, &p, "s")
+        .await
+        .expect("verify")
+        .expect("s");
+    assert!(report.valid, "{report:?}");
 }

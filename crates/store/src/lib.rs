@@ -138,6 +138,22 @@ pub struct AppendRequest {
     /// event and writes the alerts it fires into the outbox, in this
     /// transaction (see [`alerts`]). Without one, no alert is written.
     pub alerts: Option<std::sync::Arc<alerts::RuleSet>>,
+    /// Erase this event's payload in the same transaction: the request's
+    /// one event is then its `event_erased` record (core's `erasure`), which
+    /// must name the same session. `AlreadyErased` if it was erased before;
+    /// nothing is stored unless both happen.
+    pub erase: Option<Box<EraseTarget>>,
+}
+
+/// The event an [`AppendRequest`] erases, as the caller read it (the
+/// store refuses the erasure if the row no longer matches).
+#[derive(Debug, Clone)]
+pub struct EraseTarget {
+    pub event_id: EventId,
+    pub seq: u64,
+    pub payload_sha256: [u8; 32],
+    /// Who erased it (the record's `erasedBy`).
+    pub by: String,
 }
 
 /// A session's policy state as the store keeps it beside the chain head.
@@ -317,6 +333,9 @@ pub enum StoreError {
     Full(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
+    /// The event to erase is already erased: nothing was stored.
+    #[error("event {0} is already erased")]
+    AlreadyErased(String),
     /// An import would change or contradict what the store already holds
     /// (another event at a seq, another key under an id): nothing of it
     /// was stored.

@@ -11,8 +11,16 @@
 //! session row's header (agent, system prompt, metadata, creation time) is
 //! covered by the first event's hash (envelope v3). docs/hash-chain.md lists
 //! exactly what is covered and how.
+//!
+//! An erased event (core's `erasure`) has no payload to re-derive its usage
+//! columns from: they are compared instead with the usage its chained
+//! `event_erased` record wrote down, and the session's counters are folded
+//! from those columns. An erased `session_started` event's tags cannot be
+//! re-derived: if it comes before any other `session_started` with tags, the
+//! session row's tags are not compared (docs/hash-chain.md says so).
 
 use agentledger_core::chain::{SessionHead, tag_list};
+use agentledger_core::erasure::ErasureRecord;
 use agentledger_core::usage::Usage;
 use agentledger_core::verdict::Decision;
 use agentledger_core::{ChainVerifier, Event, Micros, SessionStatus, VerifyReport};
@@ -35,6 +43,8 @@ pub async fn verify_session(
     };
     let mut verifier = ChainVerifier::new();
     let mut derived = SessionFacts::default();
+    // Usage columns of erased events, until their record is read.
+    let mut erased_usage: std::collections::HashMap<u64, Usage> = Default::default();
     let mut after = 0;
     loop {
         let rows = store
@@ -45,18 +55,20 @@ pub async fn verify_session(
         let full = rows.len() == CHUNK as usize;
         // Hashing 5,000 events is milliseconds of CPU: off the async workers.
         let p = project.clone();
-        (verifier, derived) = tokio::task::spawn_blocking(move || {
+        (verifier, derived, erased_usage) = tokio::task::spawn_blocking(move || {
             for (ev, cols) in &rows {
                 if !verifier.push(ev) {
                     break;
                 }
-                if let Err(reason) = check_columns(&p, ev, cols) {
+                if let Err(reason) = check_columns(&p, ev, cols)
+                    .and_then(|()| check_erasure_usage(ev, cols, &mut erased_usage))
+                {
                     verifier.fail_at(ev.seq, reason);
                     break;
                 }
-                derived.add(ev);
+                derived.add(ev, cols);
             }
-            (verifier, derived)
+            (verifier, derived, erased_usage)
         })
         .await
         .map_err(|e| crate::StoreError::Storage(format!("verification task failed: {e}")))?;
@@ -100,6 +112,10 @@ pub fn check_columns(
             decided.map_or("none", Decision::as_str)
         ));
     }
+    if ev.erased.is_some() {
+        // Compared with the erasure's record (`check_erasure_usage`).
+        return Ok(());
+    }
     let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
     if cols.usage != usage {
         return Err(format!(
@@ -110,6 +126,36 @@ pub fn check_columns(
     Ok(())
 }
 
+/// An erased event's usage columns against the usage its `event_erased`
+/// record wrote down (the record follows the erased event in the chain; the
+/// chain verifier has already matched the two).
+fn check_erasure_usage(
+    ev: &Event,
+    cols: &DerivedColumns,
+    pending: &mut std::collections::HashMap<u64, Usage>,
+) -> Result<(), String> {
+    if ev.erased.is_some() {
+        pending.insert(ev.seq, cols.usage.clone());
+        return Ok(());
+    }
+    if ev.kind != agentledger_core::Kind::EventErased {
+        return Ok(());
+    }
+    let record = ErasureRecord::parse(ev.payload.get())?;
+    let recorded = Usage::from(&record.usage);
+    match pending.remove(&record.erased_seq) {
+        Some(stored) if stored == recorded => Ok(()),
+        Some(stored) => Err(format!(
+            "stored usage columns of erased seq {} do not match its erasure record: stored {stored:?}, record says {recorded:?}",
+            record.erased_seq
+        )),
+        None => Err(format!(
+            "the event_erased record names seq {}, which is not erased",
+            record.erased_seq
+        )),
+    }
+}
+
 fn verdict_decision(text: &str) -> Option<Decision> {
     agentledger_core::verdict::decision_of(text)
 }
@@ -117,10 +163,24 @@ fn verdict_decision(text: &str) -> Option<Decision> {
 /// What the events say about their session row: the same fold the
 /// writer does as it appends (core's `SessionHead::advance`).
 #[derive(Default)]
-struct SessionFacts(SessionHead);
+struct SessionFacts(SessionHead, TagsUnknown);
+
+/// An erased `session_started` came while no tags were known yet: the
+/// session's tags may have been its, so they cannot be checked.
+#[derive(Default)]
+struct TagsUnknown(bool);
 
 impl SessionFacts {
-    fn add(&mut self, ev: &Event) {
+    fn add(&mut self, ev: &Event, cols: &DerivedColumns) {
+        if ev.erased.is_some() {
+            if ev.kind == agentledger_core::Kind::SessionStarted && self.0.tags.is_none() {
+                self.1.0 = true;
+            }
+            // The usage columns, as checked against the erasure's record.
+            self.0
+                .advance(ev.kind, ev.severity, ev.time(), "{}", &cols.usage);
+            return;
+        }
         let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
         self.0
             .advance(ev.kind, ev.severity, ev.time(), ev.payload.get(), &usage);
@@ -168,7 +228,7 @@ impl SessionFacts {
             ));
         }
         // The row's tags are read back as the array's string members.
-        if s.tags != tag_list(f.tags.as_deref()) {
+        if !self.1.0 && s.tags != tag_list(f.tags.as_deref()) {
             return Err("session row tags do not match its session_started event".into());
         }
         Ok(())

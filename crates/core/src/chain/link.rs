@@ -279,6 +279,7 @@ mod tests {
                         created_at: Micros(1_700_000_000_000_000),
                     })
                 }),
+                erased: None,
             };
             verifier.push(&stored);
         }

@@ -313,6 +313,18 @@ pub struct ChainVerifier {
     last_seq: u64,
     prev: Option<[u8; 32]>,
     failure: Option<(u64, String)>,
+    /// Erased events whose `event_erased` record has not been seen yet, by seq.
+    unrecorded: std::collections::BTreeMap<u64, PendingErasure>,
+    /// Seqs whose erasure record was seen.
+    recorded: std::collections::BTreeSet<u64>,
+}
+
+/// An erased event as the verifier saw it, until its record confirms it.
+#[derive(Debug)]
+struct PendingErasure {
+    id: String,
+    payload_sha256: [u8; 32],
+    erasure: crate::erasure::Erasure,
 }
 
 impl ChainVerifier {
@@ -364,8 +376,25 @@ impl ChainVerifier {
                 ),
             );
         }
-        if sha256(ev.payload.get().as_bytes()) != ev.payload_sha256 {
-            return self.fail(ev.seq, "payload bytes do not match payload_sha256".into());
+        match &ev.erased {
+            // The payload is gone: the stored digest is taken as given, and
+            // only once a later record in this chain confirms the erasure.
+            Some(e) => {
+                if let Err(reason) = self.erased(ev, e) {
+                    return self.fail(ev.seq, reason);
+                }
+            }
+            None => {
+                if sha256(ev.payload.get().as_bytes()) != ev.payload_sha256 {
+                    return self.fail(ev.seq, "payload bytes do not match payload_sha256".into());
+                }
+            }
+        }
+        if ev.erased.is_none()
+            && ev.kind == crate::Kind::EventErased
+            && let Err(reason) = self.record(ev)
+        {
+            return self.fail(ev.seq, reason);
         }
         if ev.prev_hash != self.prev {
             return self.fail(
@@ -384,9 +413,75 @@ impl ChainVerifier {
         true
     }
 
+    fn erased(&mut self, ev: &Event, e: &crate::erasure::Erasure) -> Result<(), String> {
+        if ev.payload.get() != "null" {
+            return Err("an erased event still holds a payload".into());
+        }
+        if ev.kind == crate::Kind::EventErased {
+            return Err("an erasure record cannot itself be erased".into());
+        }
+        if e.record_seq <= ev.seq {
+            return Err(format!(
+                "the erasure's record is said to be seq {}, which does not follow the erased event",
+                e.record_seq
+            ));
+        }
+        self.unrecorded.insert(
+            ev.seq,
+            PendingErasure {
+                id: ev.id.to_string(),
+                payload_sha256: ev.payload_sha256,
+                erasure: e.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    /// An `event_erased` record: it must name an erased event earlier in
+    /// this chain, and agree with what its row says (id, digest, who, when,
+    /// where the record is).
+    fn record(&mut self, ev: &Event) -> Result<(), String> {
+        let r = crate::erasure::ErasureRecord::parse(ev.payload.get())?;
+        if r.erased_seq >= ev.seq {
+            return Err("an event_erased record names an event that does not precede it".into());
+        }
+        if !self.recorded.insert(r.erased_seq) {
+            return Err(format!(
+                "seq {} has a second event_erased record",
+                r.erased_seq
+            ));
+        }
+        let Some(p) = self.unrecorded.remove(&r.erased_seq) else {
+            return Err(format!(
+                "an event_erased record names seq {}, whose payload is not erased",
+                r.erased_seq
+            ));
+        };
+        if r.erased_event_id != p.id
+            || r.payload_sha256 != hex32(&p.payload_sha256)
+            || r.erased_by != p.erasure.by
+            || p.erasure.at != ev.server_ts
+            || p.erasure.record_seq != ev.seq
+        {
+            return Err(format!(
+                "the event_erased record does not match erased seq {} (its id, payload_sha256, who erased it, when, or where the record is)",
+                r.erased_seq
+            ));
+        }
+        Ok(())
+    }
+
     /// Finish, optionally checking the head the ledger recorded for the session
     /// (catches deletion of the last events).
     pub fn finish(mut self, recorded_head: Option<(u64, Option<[u8; 32]>)>) -> VerifyReport {
+        if self.failure.is_none()
+            && let Some((seq, _)) = self.unrecorded.iter().next()
+        {
+            self.failure = Some((
+                *seq,
+                "the payload is erased but no event_erased record in the chain names it".into(),
+            ));
+        }
         if let (None, Some((head_seq, head_hash))) = (&self.failure, recorded_head) {
             if head_seq != self.last_seq {
                 let seq = self.last_seq + 1;
@@ -454,6 +549,7 @@ mod tests {
                 original_payload_sha256: (seq == 2).then_some([9; 32]),
                 original_metadata_sha256: None,
                 session_header: None,
+                erased: None,
             };
             ev.hash = ev.compute_hash();
             out.push(ev);
@@ -497,6 +593,7 @@ mod tests {
                 original_payload_sha256: None,
                 original_metadata_sha256: None,
                 session_header: None,
+                erased: None,
             }
         };
         let t = |s: &str| Micros::parse_rfc3339(s).unwrap();
@@ -595,6 +692,96 @@ mod tests {
         assert_eq!(r.first_invalid_seq, Some(2));
     }
 
+    /// A chain of `n` events whose seq `erased` is erased, followed by its
+    /// `event_erased` record (seq n + 1), hashes as the server writes them.
+    fn erased_chain(n: u64, erased: u64) -> Vec<Event> {
+        let mut evs = chain(n);
+        let target = evs[erased as usize - 1].clone();
+        let record_ts = Micros(1_800_000_000_000_000);
+        let record = crate::erasure::ErasureRecord {
+            erased_event_id: target.id.to_string(),
+            erased_seq: erased,
+            payload_sha256: hex::encode(target.payload_sha256),
+            erased_by: "key:k1".into(),
+            reason: "personal data".into(),
+            usage: Default::default(),
+        };
+        let payload = serde_json::value::to_raw_value(&record).unwrap();
+        let mut rec = evs[n as usize - 1].clone();
+        rec.seq = n + 1;
+        rec.id = EventId::generate(record_ts);
+        rec.kind = Kind::EventErased;
+        rec.source_type = "event_erased".into();
+        rec.client_ts = None;
+        rec.server_ts = record_ts;
+        rec.payload_sha256 = sha256(payload.get().as_bytes());
+        rec.payload = payload;
+        rec.verdict = None;
+        rec.original_payload_sha256 = None;
+        rec.prev_hash = Some(evs[n as usize - 1].hash);
+        rec.hash = rec.compute_hash();
+        evs.push(rec);
+        let e = &mut evs[erased as usize - 1];
+        e.payload = crate::erasure::erased_payload();
+        e.erased = Some(Box::new(crate::erasure::Erasure {
+            by: "key:k1".into(),
+            at: record_ts,
+            record_seq: n + 1,
+        }));
+        evs
+    }
+
+    #[test]
+    fn an_erased_payload_verifies_with_its_record() {
+        let evs = erased_chain(4, 2);
+        let r = verify(&evs, Some((5, Some(evs[4].hash))));
+        assert!(r.valid, "{r:?}");
+        assert_eq!(r.events, 5);
+    }
+
+    #[test]
+    fn an_erasure_without_its_record_fails() {
+        // Marked erased in the database, no record appended: refused.
+        let mut evs = erased_chain(4, 2);
+        evs.pop();
+        let r = verify(&evs, None);
+        assert!(!r.valid);
+        assert_eq!(r.first_invalid_seq, Some(2));
+        assert!(r.reason.unwrap().contains("no event_erased record"));
+        // A tampered payload is still refused: erasure is not a way round it.
+        let mut evs = chain(4);
+        evs[1].payload = RawValue::from_string(r#"{"n": 99}"#.into()).unwrap();
+        assert_eq!(verify(&evs, None).first_invalid_seq, Some(2));
+    }
+
+    #[test]
+    fn an_erasure_that_disagrees_with_its_record_fails() {
+        let base = erased_chain(4, 2);
+        type Edit = Box<dyn Fn(&mut Vec<Event>)>;
+        let broken: Vec<Edit> = vec![
+            // Who erased it, rewritten on the row.
+            Box::new(|evs| evs[1].erased.as_mut().unwrap().by = "key:other".into()),
+            // When.
+            Box::new(|evs| evs[1].erased.as_mut().unwrap().at = Micros(1)),
+            // Where the record is.
+            Box::new(|evs| evs[1].erased.as_mut().unwrap().record_seq = 4),
+            // A payload left in place on a row marked erased.
+            Box::new(|evs| evs[1].payload = RawValue::from_string(r#"{"n": 2}"#.into()).unwrap()),
+            // Another event marked erased than the record names.
+            Box::new(|evs| {
+                let e = evs[1].erased.take();
+                evs[2].erased = e;
+                evs[2].payload = crate::erasure::erased_payload();
+                evs[1].payload = RawValue::from_string(r#"{"n": 2}"#.into()).unwrap();
+            }),
+        ];
+        for (i, b) in broken.iter().enumerate() {
+            let mut evs = base.clone();
+            b(&mut evs);
+            assert!(!verify(&evs, None).valid, "case {i} verified");
+        }
+    }
+
     #[test]
     fn deleted_tail_is_caught_by_the_recorded_head() {
         let evs = chain(5);
@@ -671,6 +858,7 @@ mod props {
                         created_at: Micros(1_700_000_000_000_000),
                     })
                 }),
+                erased: None,
             };
             ev.hash = ev.compute_hash();
             out.push(ev);

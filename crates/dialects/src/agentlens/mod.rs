@@ -199,6 +199,19 @@ pub struct EventOut {
     pub metadata: Box<RawValue>,
     pub prev_hash: Option<String>,
     pub hash: String,
+    /// Present when the payload was erased (`payload` is then null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<ErasedOut>,
+}
+
+/// Who erased an event's payload, when, and the seq of its `event_erased` record.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = agentlens::ErasedOut)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasedOut {
+    pub by: String,
+    pub at: String,
+    pub record_seq: u64,
 }
 
 impl From<Event> for EventOut {
@@ -214,6 +227,11 @@ impl From<Event> for EventOut {
             metadata: e.metadata,
             prev_hash: e.prev_hash.map(hex::encode),
             hash: hex::encode(e.hash),
+            erased: e.erased.as_deref().map(|x| ErasedOut {
+                by: x.by.clone(),
+                at: x.at.to_rfc3339_millis(),
+                record_seq: x.record_seq,
+            }),
         }
     }
 }

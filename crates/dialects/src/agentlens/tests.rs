@@ -58,6 +58,7 @@ fn rendered_events_have_exactly_the_documented_keys() {
         original_payload_sha256: None,
         original_metadata_sha256: None,
         session_header: None,
+        erased: None,
     };
     let ours = serde_json::to_value(EventOut::from(stored)).unwrap();
     assert_eq!(keys(&ours), keys(&documented));

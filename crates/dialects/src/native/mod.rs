@@ -324,6 +324,30 @@ pub struct EventOut {
     /// salt (kept apart, never returned), when redaction changed it (v3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub original_payload_hmac: Option<String>,
+    /// Present when the payload was erased (`payload` is then null;
+    /// `payload_sha256` is kept and the chain still verifies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erased: Option<ErasedOut>,
+}
+
+/// Who erased an event's payload, when, and the seq of the `event_erased`
+/// record appended to its session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErasedOut {
+    /// `key:<api key id>` or `cli:<os user>`.
+    pub by: String,
+    pub at: String,
+    pub record_seq: u64,
+}
+
+impl From<&agentledger_core::erasure::Erasure> for ErasedOut {
+    fn from(e: &agentledger_core::erasure::Erasure) -> Self {
+        ErasedOut {
+            by: e.by.clone(),
+            at: e.at.to_rfc3339(),
+            record_seq: e.record_seq,
+        }
+    }
 }
 
 impl From<Event> for EventOut {
@@ -352,6 +376,7 @@ impl From<Event> for EventOut {
             original_payload_hmac: (e.envelope_version >= 3)
                 .then(|| e.original_payload_sha256.map(hex::encode))
                 .flatten(),
+            erased: e.erased.as_deref().map(ErasedOut::from),
         }
     }
 }

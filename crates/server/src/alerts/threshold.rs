@@ -65,12 +65,17 @@ struct Measure {
     session: String,
 }
 
-/// Every kind but the alerts' own.
+/// Every kind but the server's own records (alerts, erasures).
 fn counted_kinds() -> Vec<Kind> {
     Kind::ALL
         .iter()
         .copied()
-        .filter(|k| !matches!(k, Kind::AlertTriggered | Kind::AlertResolved))
+        .filter(|k| {
+            !matches!(
+                k,
+                Kind::AlertTriggered | Kind::AlertResolved | Kind::EventErased
+            )
+        })
         .collect()
 }
 

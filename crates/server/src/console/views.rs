@@ -70,7 +70,11 @@ impl Row {
             .and_then(|u| u.cost_usd)
             .map(usd)
             .unwrap_or_default();
-        let raw = e.payload.get();
+        let erased = e
+            .erased
+            .as_ref()
+            .map(|x| format!("(erased by {} at {})", x.by, x.at.to_rfc3339()));
+        let raw = erased.as_deref().unwrap_or(e.payload.get());
         let excerpt: String = raw.chars().take(160).collect();
         Row {
             id: e.id.to_string(),

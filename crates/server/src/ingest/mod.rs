@@ -152,6 +152,20 @@ pub async fn submit(
         judge: how,
         key,
     } = sub;
+    // The erasure record is the server's (crate::erase): a client-sent one
+    // would claim an erasure that did not happen.
+    if let Some(i) = events
+        .iter()
+        .position(|e| e.kind == agentledger_core::Kind::EventErased)
+    {
+        return Err(agentledger_dialects::InputError::invalid(
+            format!("events[{i}]"),
+            format!(
+                "events[{i}]: kind event_erased is written by the server when an admin erases                  an event (POST /api/v1/events/{{id}}/erase), not sent"
+            ),
+        )
+        .into());
+    }
     let (mut req, seeds) = match st.policy.clone() {
         None => (request(session, events, key, &render, None), None),
         Some(engine) => {
@@ -241,6 +255,7 @@ fn request(
         idempotency,
         judge,
         alerts: None,
+        erase: None,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod agentlens;
 pub mod agentlens_read;
 pub mod alerts;
+pub mod erase;
 pub mod fabraix;
 pub mod log;
 pub mod native;
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .merge(alerts::router())
         .merge(ops::router())
         .merge(log::router())
+        .merge(erase::router())
 }
 
 #[derive(OpenApi)]
@@ -49,7 +51,7 @@ pub fn router() -> Router<AppState> {
     paths(
         native::ingest, native::list_events, native::get_event,
         native::create_session, native::list_sessions, native::get_session,
-        native::verify, native::export, native::usage, stream::stream, ops::healthz, ops::metrics,
+        native::verify, native::export, native::usage, erase::erase_event, stream::stream, ops::healthz, ops::metrics,
         fabraix::register, fabraix::event,
         agentlens::ingest, agentlens::list, agentlens::get_one,
         agentlens_read::health, agentlens_read::list_sessions, agentlens_read::get_session, agentlens_read::timeline,

@@ -10,6 +10,7 @@ mod console;
 mod copy;
 mod crash;
 mod dialects;
+mod erase;
 mod faults;
 mod helpers;
 mod hostile;

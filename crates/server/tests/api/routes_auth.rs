@@ -63,6 +63,7 @@ async fn seed(app: &TestApp) -> BTreeMap<&'static str, String> {
         ("/log/proof/inclusion/{id}", event_id.clone()),
         ("/log/proof/consistency/{from}", "1".to_owned()),
         ("/log/tile/{path}", "0/000.p/1".to_owned()),
+        ("/api/v1/events/{id}/erase", event_id.clone()),
         ("/api/v1/events/{id}", event_id),
         ("/api/v1/sessions/{id}", "sess-of-project-a".to_owned()),
         (

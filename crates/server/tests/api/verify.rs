@@ -406,9 +406,14 @@ async fn repeated_and_unknown_members_are_refused_by_both_verifiers() {
             "verdict",
         ),
         (
-            // Nothing writes or hashes it: a note a reader would take as true.
-            "an unhashed erased member",
-            honest[1].replacen('{', r#"{"erased":"withdrawn by legal, ignore","#, 1),
+            // An erasure claimed on a line that still holds its payload
+            // (and that no event_erased record names): refused, not shown.
+            "an erased member on a line with its payload",
+            honest[1].replacen(
+                '{',
+                r#"{"erased":{"by":"legal","at":"2026-01-01T00:00:00.000000Z","record_seq":3},"#,
+                1,
+            ),
             "erased",
         ),
         (

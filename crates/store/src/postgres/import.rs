@@ -332,6 +332,25 @@ impl PostgresStore {
             )
             .await
             .map_err(|e| self.err(e))?;
+            // Erased events keep their erasure (the column was written empty).
+            for ie in events {
+                let Some(x) = ie.event.erased.as_deref() else {
+                    continue;
+                };
+                tx.execute(
+                    "UPDATE events SET payload = '', erased_at = $3, erased_by = $4, \
+                     erasure_seq = $5 WHERE project_id = $1 AND id = $2",
+                    &[
+                        &project.id.0,
+                        &&ie.event.id.to_bytes()[..],
+                        &x.at.0,
+                        &x.by,
+                        &(x.record_seq as i64),
+                    ],
+                )
+                .await
+                .map_err(|e| self.err(e))?;
+            }
         }
         let k = &head.counters;
         tx.execute(
@@ -423,7 +442,10 @@ impl Columns {
         self.severities.push(i16::from(ev.severity.code()));
         self.client_ts.push(ev.client_ts.map(|t| t.0));
         self.server_ts.push(ev.server_ts.0);
-        self.payloads.push(ev.payload.get().to_owned());
+        self.payloads.push(match ev.erased {
+            Some(_) => String::new(),
+            None => ev.payload.get().to_owned(),
+        });
         self.metadata.push(ev.metadata.get().to_owned());
         self.payload_sha256.push(ev.payload_sha256.to_vec());
         self.prev_hashes.push(ev.prev_hash.map(|h| h.to_vec()));

@@ -341,11 +341,11 @@ const MONDAY: i64 = 4 * 86_400 * 1_000_000;
 const WEEK: i64 = 7 * 86_400 * 1_000_000;
 /// A payload's `latencyMs` when it is a number (anything else is no latency).
 /// `json`, not `jsonb`: it accepts every valid JSON text (`\u0000` included).
-const LATENCY: &str = "CASE WHEN json_typeof(e.payload::json -> 'latencyMs') = 'number' \
-    THEN (e.payload::json ->> 'latencyMs')::float8 END";
+const LATENCY: &str = "CASE WHEN json_typeof(nullif(e.payload, '')::json -> 'latencyMs') = 'number' \
+    THEN (nullif(e.payload, '')::json ->> 'latencyMs')::float8 END";
 /// A payload's `provider` when it is a string.
-const PROVIDER: &str = "CASE WHEN json_typeof(e.payload::json -> 'provider') = 'string' \
-    THEN e.payload::json ->> 'provider' END";
+const PROVIDER: &str = "CASE WHEN json_typeof(nullif(e.payload, '')::json -> 'provider') = 'string' \
+    THEN nullif(e.payload, '')::json ->> 'provider' END";
 
 pub(crate) async fn llm_usage<C: GenericClient + Sync>(
     c: &C,

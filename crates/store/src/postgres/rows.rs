@@ -18,7 +18,7 @@ pub const EVENT_COLS: &str = "e.pos, e.id, s.id AS session_id, e.seq, e.agent_id
     e.payload_sha256, e.prev_hash, e.hash, e.ts, e.envelope_version, e.verdict, \
     e.original_payload_sha256, e.original_metadata_sha256, s.agent_id AS session_agent_id, \
     s.system_prompt AS session_system_prompt, s.metadata AS session_metadata, \
-    s.created_at AS session_created_at";
+    s.created_at AS session_created_at, e.erased_at, e.erased_by, e.erasure_seq";
 
 /// The derived columns verification compares (see `verify.rs`).
 pub const DERIVED_COLS: &str = "e.project_id, e.decision, e.model, e.input_tokens, \
@@ -93,7 +93,12 @@ pub fn event_from_row(r: &Row, project: &str) -> Result<Event, StoreError> {
         severity: code(r, "severity", Severity::from_code)?,
         client_ts: get::<Option<i64>>(r, "client_ts")?.map(Micros),
         server_ts: Micros(get(r, "server_ts")?),
-        payload: json(r, "payload")?,
+        // An erased row keeps an empty payload column; its erasure
+        // columns say so.
+        payload: match get::<Option<i64>>(r, "erased_at")? {
+            None => json(r, "payload")?,
+            Some(_) => agentledger_core::erasure::erased_payload(),
+        },
         metadata: json(r, "metadata")?,
         payload_sha256: hash32(r, "payload_sha256")?,
         prev_hash: opt_hash32(r, "prev_hash")?,
@@ -109,6 +114,7 @@ pub fn event_from_row(r: &Row, project: &str) -> Result<Event, StoreError> {
         original_payload_sha256: opt_hash32(r, "original_payload_sha256")?,
         original_metadata_sha256: opt_hash32(r, "original_metadata_sha256")?,
         session_header: None,
+        erased: erasure(r)?,
     };
     if ev.seq == 1 && ev.envelope_version >= 3 {
         // The session's first event covers its header (read from the
@@ -121,6 +127,20 @@ pub fn event_from_row(r: &Row, project: &str) -> Result<Event, StoreError> {
         }));
     }
     Ok(ev)
+}
+
+/// The erasure of an event row, if its payload was erased (`erasure.rs`).
+fn erasure(r: &Row) -> Result<Option<Box<agentledger_core::erasure::Erasure>>, StoreError> {
+    let Some(at) = get::<Option<i64>>(r, "erased_at")? else {
+        return Ok(None);
+    };
+    Ok(Some(Box::new(agentledger_core::erasure::Erasure {
+        by: get::<Option<String>>(r, "erased_by")?.unwrap_or_default(),
+        at: Micros(at),
+        record_seq: get::<Option<i64>>(r, "erasure_seq")?
+            .and_then(|s| u64::try_from(s).ok())
+            .ok_or_else(|| corrupt("erasure_seq", "an erased row names no record"))?,
+    })))
 }
 
 /// Map a session row (columns as [`SESSION_COLS`]).

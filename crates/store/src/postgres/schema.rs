@@ -334,6 +334,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project_id, size, witness, key_id)
     );
     "#,
+    // 6: erasure that keeps the proof (core/src/erasure.rs): an erased
+    // row's payload is emptied ('', so its generated search vector is
+    // empty) and these say who erased it, when, and the seq of the
+    // `event_erased` record appended to its session in the same transaction.
+    r#"
+    ALTER TABLE events ADD COLUMN erased_at BIGINT,
+        ADD COLUMN erased_by TEXT,
+        ADD COLUMN erasure_seq BIGINT;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -150,6 +150,7 @@ conformance! {
     conformance_gauges_and_close => gauges_settle_and_close_refuses,
     conformance_log => log_integrates_every_event_once,
     conformance_log_racing_passes => log_racing_passes_integrate_each_event_once,
+    conformance_erasure => erasure_keeps_the_proof,
 }
 
 /// The integrator never passes a transaction that is still running: an event committed after

@@ -133,6 +133,8 @@ struct Job {
     judge: Option<Box<dyn Judge>>,
     /// The project's event alert rules (the outbox is written with the events).
     alerts: Option<Arc<crate::alerts::RuleSet>>,
+    /// The event this job's record erases (see `AppendRequest::erase`).
+    erase: Option<Box<crate::EraseTarget>>,
     submitted: Vec<NewEvent>,
     verdicts: Vec<Verdict>,
     ids: Vec<EventId>,
@@ -167,6 +169,7 @@ impl Job {
             render,
             judge: req.judge,
             alerts: req.alerts,
+            erase: req.erase,
             submitted,
             verdicts: Vec::new(),
             ids,
@@ -194,6 +197,7 @@ impl Job {
             idempotency: self.key.take().zip(self.render.take()),
             judge: self.judge.take(),
             alerts: self.alerts.clone(),
+            erase: self.erase.clone(),
         };
         self.outcome = Some(Ok(AppendOutcome::NeedsState {
             request: Box::new(request),
@@ -716,6 +720,7 @@ impl Writer {
         self.purge(client).await;
 
         // 4. Judge (see the module doc) and decide every job in memory.
+        check_erasures(client, jobs, batch).await?;
         let mut states = self.states_at(client, jobs, batch, &heads).await?;
         let mut new_rows: Vec<NewRow> = Vec::new();
         let mut decided: Vec<(usize, Decided)> = Vec::new();
@@ -791,6 +796,24 @@ impl Writer {
                 }
             }
             insert_events(client, &rows, &refs).await?;
+            let erasures: Vec<Erasing> = decided
+                .iter()
+                .filter_map(|(i, d)| {
+                    let (Decided::Append { appended, .. }, Some(t)) = (d, jobs[*i].erase.as_ref())
+                    else {
+                        return None;
+                    };
+                    let at = appended.first()?;
+                    Some(Erasing {
+                        project: jobs[*i].project.id.0,
+                        event_id: t.event_id,
+                        by: t.by.clone(),
+                        at: at.out.server_ts.0,
+                        record_seq: at.out.seq as i64,
+                    })
+                })
+                .collect();
+            erase_rows(client, &erasures).await?;
             write_rollups(client, &rows, token).await?;
             // The outbox, in the events' transaction (see `crate::alerts`).
             let mut outbox = Vec::new();
@@ -1087,6 +1110,131 @@ fn witness_of(
 struct Appended {
     out: AppendedEvent,
     linked: agentledger_core::chain::Linked,
+}
+
+/// Refuse the erasures of the batch that cannot be carried out: the event
+/// is not the one the record names, is already erased, or is erased by an
+/// earlier job of the group. The record's session is locked (step 1), and
+/// an erasure's record names the erased event's session, so no other
+/// writer erases the row until this transaction ends.
+async fn check_erasures(
+    client: &tokio_postgres::Client,
+    jobs: &mut [Job],
+    batch: &[usize],
+) -> Result<(), Failure> {
+    let mut erasing: std::collections::HashSet<(i64, EventId)> = Default::default();
+    // What each erasing job says, collected first: a `Job` is not `Sync`,
+    // so none is held across the reads below.
+    let wanted: Vec<WantedErasure> = batch
+        .iter()
+        .filter_map(|&i| {
+            let job = &jobs[i];
+            let t = job.erase.clone().filter(|_| job.outcome.is_none())?;
+            let sent = job.sent();
+            let shaped = sent.len() == 1 && sent[0].kind == agentledger_core::Kind::EventErased;
+            Some((
+                i,
+                job.project.id.0,
+                job.project.name.clone(),
+                t,
+                sent.first().map(|e| e.session_id.as_str().to_owned()),
+                shaped,
+            ))
+        })
+        .collect();
+    for (i, p, project_name, t, record_session, shaped) in wanted {
+        let row = client
+            .query_opt(
+                "SELECT e.erased_at, s.id AS session_id, e.seq, e.payload_sha256
+                 FROM events e JOIN sessions s ON s.project_id = e.project_id AND s.ref = e.session_ref
+                 WHERE e.project_id = $1 AND e.id = $2",
+                &[&p, &&t.event_id.to_bytes()[..]],
+            )
+            .await
+            .map_err(failure)?;
+        let refusal = match row {
+            None => Some(StoreError::Storage(format!(
+                "event {} to erase is not in project {project_name}",
+                t.event_id
+            ))),
+            Some(r) => {
+                let erased: Option<i64> = get(&r, "erased_at").map_err(Failure::Data)?;
+                let session: String = get(&r, "session_id").map_err(Failure::Data)?;
+                let seq: i64 = get(&r, "seq").map_err(Failure::Data)?;
+                let sha: Vec<u8> = get(&r, "payload_sha256").map_err(Failure::Data)?;
+                if erased.is_some() || erasing.contains(&(p, t.event_id)) {
+                    Some(StoreError::AlreadyErased(t.event_id.to_string()))
+                } else if record_session.as_deref() != Some(session.as_str())
+                    || seq != t.seq as i64
+                    || sha[..] != t.payload_sha256[..]
+                    || !shaped
+                {
+                    Some(StoreError::Storage(format!(
+                        "event {} is not the event the erasure record names",
+                        t.event_id
+                    )))
+                } else {
+                    None
+                }
+            }
+        };
+        match refusal {
+            Some(e) => jobs[i].outcome = Some(Err(e)),
+            None => {
+                erasing.insert((p, t.event_id));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Erase the payloads of the decided erasure jobs, in the transaction that
+/// appends their records: the row keeps its digest; its payload is emptied
+/// (and with it the generated search vector).
+async fn erase_rows(client: &tokio_postgres::Client, erasures: &[Erasing]) -> Result<(), Failure> {
+    for e in erasures {
+        let n = client
+            .execute(
+                "UPDATE events SET payload = '', erased_at = $3, erased_by = $4, erasure_seq = $5
+                 WHERE project_id = $1 AND id = $2 AND erased_at IS NULL",
+                &[
+                    &e.project,
+                    &&e.event_id.to_bytes()[..],
+                    &e.at,
+                    &e.by,
+                    &e.record_seq,
+                ],
+            )
+            .await
+            .map_err(failure)?;
+        if n != 1 {
+            return Err(Failure::Data(StoreError::AlreadyErased(
+                e.event_id.to_string(),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An erasing job, as [`check_erasures`] reads it: its index, project id
+/// and name, target, the record's session, and whether the job is shaped
+/// as an erasure (its one event is an `event_erased` record).
+type WantedErasure = (
+    usize,
+    i64,
+    String,
+    Box<crate::EraseTarget>,
+    Option<String>,
+    bool,
+);
+
+/// One erasure to write (see [`erase_rows`]).
+struct Erasing {
+    project: i64,
+    event_id: EventId,
+    by: String,
+    at: i64,
+    record_seq: i64,
 }
 
 /// Decide one job against the group's heads, linking its events with

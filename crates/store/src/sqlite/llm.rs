@@ -17,8 +17,8 @@ use crate::{EventQuery, LlmGroup, LlmUsageRow, ProjectRef};
 const MONDAY: i64 = 4 * 86_400 * 1_000_000;
 const WEEK: i64 = 7 * 86_400 * 1_000_000;
 /// A payload's `latencyMs` when it is a number (anything else is no latency).
-const LATENCY: &str = "CASE WHEN json_type(e.payload, '$.latencyMs') IN ('integer', 'real') \
-    THEN json_extract(e.payload, '$.latencyMs') END";
+const LATENCY: &str = "CASE WHEN json_type(nullif(e.payload, ''), '$.latencyMs') IN ('integer', 'real') \
+    THEN json_extract(nullif(e.payload, ''), '$.latencyMs') END";
 
 pub(super) fn llm_usage_sync(
     conn: &Connection,
@@ -33,12 +33,12 @@ pub(super) fn llm_usage_sync(
     };
     let (mut filters, mut params) = event_filters(project.id, &q);
     if let Some(p) = provider {
-        filters.push_str(" AND json_extract(e.payload, '$.provider') = ?");
+        filters.push_str(" AND json_extract(nullif(e.payload, ''), '$.provider') = ?");
         params.push(Value::Text(p));
     }
     let (keys, order) = match group {
         LlmGroup::Model => (
-            "json_extract(e.payload, '$.provider'), e.model, NULL".to_owned(),
+            "json_extract(nullif(e.payload, ''), '$.provider'), e.model, NULL".to_owned(),
             "7 DESC, 5 DESC",
         ),
         LlmGroup::Time(width) => {

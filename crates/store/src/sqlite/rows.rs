@@ -12,9 +12,10 @@ use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionSt
 pub const EVENT_COLS: &str = "e.rowid, e.id, s.id, e.seq, e.agent_id, e.kind, e.source_type, \
     e.dialect, e.severity, e.client_ts, e.server_ts, e.payload, e.metadata, e.payload_sha256, \
     e.prev_hash, e.hash, e.ts, e.envelope_version, e.verdict, e.original_payload_sha256, \
-    e.original_metadata_sha256, s.agent_id, s.system_prompt, s.metadata, s.created_at";
+    e.original_metadata_sha256, s.agent_id, s.system_prompt, s.metadata, s.created_at, \
+    e.erased_at, e.erased_by, e.erasure_seq";
 /// How many columns [`EVENT_COLS`] has.
-pub const EVENT_COL_COUNT: usize = 25;
+pub const EVENT_COL_COUNT: usize = 28;
 
 pub const EVENT_FROM: &str = "events e JOIN sessions s ON s.rowid = e.session_ref";
 
@@ -68,7 +69,12 @@ pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i6
         severity,
         client_ts: r.get::<_, Option<i64>>(9)?.map(Micros),
         server_ts: Micros(r.get(10)?),
-        payload: json(r, 11)?,
+        // An erased row keeps an empty payload column (NOT NULL since
+        // migration 1); its erasure columns say so.
+        payload: match r.get::<_, Option<i64>>(25)? {
+            None => json(r, 11)?,
+            Some(_) => agentledger_core::erasure::erased_payload(),
+        },
         metadata: json(r, 12)?,
         payload_sha256: hash32(r, 13)?,
         prev_hash: opt_hash32(r, 14)?,
@@ -81,6 +87,17 @@ pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i6
         original_payload_sha256: opt_hash32(r, 19)?,
         original_metadata_sha256: opt_hash32(r, 20)?,
         session_header: None,
+        erased: match r.get::<_, Option<i64>>(25)? {
+            None => None,
+            Some(at) => Some(Box::new(agentledger_core::erasure::Erasure {
+                by: r.get::<_, Option<String>>(26)?.unwrap_or_default(),
+                at: Micros(at),
+                record_seq: r
+                    .get::<_, Option<i64>>(27)?
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| bad(27, "an erased row names no record"))?,
+            })),
+        },
     };
     let mut ev = ev;
     if ev.seq == 1 && ev.envelope_version >= 3 {

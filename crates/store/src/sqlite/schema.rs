@@ -337,6 +337,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project_id, size, witness, key_id)
     ) WITHOUT ROWID;
     "#,
+    // 13: erasure that keeps the proof (core/src/erasure.rs): an erased
+    // row's payload column is emptied ('' : the column is NOT NULL) and
+    // these say who erased it, when, and the seq of the `event_erased`
+    // record appended to its session in the same transaction.
+    r#"
+    ALTER TABLE events ADD COLUMN erased_at INTEGER;
+    ALTER TABLE events ADD COLUMN erased_by TEXT;
+    ALTER TABLE events ADD COLUMN erasure_seq INTEGER;
+    "#,
 ];
 
 /// Migration 9's recount, for tests that rebuild the rollups and compare.
@@ -442,6 +451,9 @@ mod tests {
              DROP TABLE alerts;
              DROP TABLE alert_rules;
              DROP TABLE alert_destinations;
+             ALTER TABLE events DROP COLUMN erased_at;
+             ALTER TABLE events DROP COLUMN erased_by;
+             ALTER TABLE events DROP COLUMN erasure_seq;
              DROP INDEX events_project_rowid;
              DROP TABLE tlog_state;
              DROP TABLE tlog_tiles;

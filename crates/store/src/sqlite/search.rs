@@ -176,6 +176,14 @@ pub(crate) struct Progress {
     wake: Mutex<bool>,
     cv: Condvar,
     stop: AtomicBool,
+    /// Held by the indexer for each chunk (read the ledger, write the
+    /// index) and by the writer around the COMMIT of an erasure and its
+    /// removal from the index ([`Progress::forget`]): so a chunk read the
+    /// erased payload before that COMMIT and is already in the index
+    /// (watermark at or past the row), or reads the row after it.
+    chunk: Mutex<()>,
+    /// The index file, once the indexer opened it.
+    index_path: std::sync::OnceLock<PathBuf>,
     /// Tests hold the indexer to make a tail of known size.
     #[cfg(test)]
     held: AtomicBool,
@@ -206,6 +214,38 @@ impl Progress {
         }
     }
 
+    /// Stop the indexer between chunks until the guard is dropped; with it,
+    /// the rowid up to which the index holds events.
+    pub(crate) fn pause(&self) -> (std::sync::MutexGuard<'_, ()>, i64) {
+        let guard = self.chunk.lock().unwrap_or_else(|p| p.into_inner());
+        (guard, self.indexed.load(Ordering::Relaxed))
+    }
+
+    /// Take erased payloads out of the index (call while paused, after the
+    /// erasure committed): rows up to `indexed` were indexed with their
+    /// payload, which a contentless FTS5 table deletes only given the same
+    /// text; later rows will be indexed as erased (empty).
+    pub(crate) fn forget(&self, indexed: i64, erased: &[Erased]) -> rusqlite::Result<()> {
+        let Some(path) = self.index_path.get() else {
+            return Ok(());
+        };
+        let conn = Connection::open(path)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE")?;
+        {
+            let mut del = conn.prepare(
+                "INSERT INTO events_fts (events_fts, rowid, payload, project)                  VALUES ('delete', ?1, ?2, ?3)",
+            )?;
+            for e in erased.iter().filter(|e| e.rowid <= indexed) {
+                del.execute(params![
+                    e.rowid,
+                    e.payload,
+                    project_token(agentledger_core::ProjectId(e.project))
+                ])?;
+            }
+        }
+        conn.execute_batch("COMMIT")
+    }
+
     /// Hold (or release) the indexer: it indexes nothing while held.
     #[cfg(test)]
     pub(crate) fn hold(&self, on: bool) {
@@ -225,6 +265,14 @@ impl Progress {
     }
 }
 
+/// An erased event's row as it was indexed: its payload is needed once
+/// more to take its terms out of the index.
+pub(crate) struct Erased {
+    pub(crate) rowid: i64,
+    pub(crate) payload: String,
+    pub(crate) project: i64,
+}
+
 pub(crate) struct Indexer {
     ledger: Connection,
     index: Connection,
@@ -234,7 +282,9 @@ pub(crate) struct Indexer {
 impl Indexer {
     /// Open both sides; check the index belongs to this ledger, else empty it.
     pub(crate) fn open(ledger: &Path, progress: Arc<Progress>) -> rusqlite::Result<Indexer> {
-        let index = open_index(&index_path(ledger))?;
+        let path = index_path(ledger);
+        let index = open_index(&path)?;
+        let _ = progress.index_path.set(path);
         let ledger = Connection::open_with_flags(
             ledger,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -298,7 +348,11 @@ impl Indexer {
         loop {
             let stopping = self.progress.stop.load(Ordering::Relaxed);
             let last_pass = std::time::Instant::now();
-            match self.index_chunk() {
+            let progress = self.progress.clone();
+            let paused = progress.chunk.lock().unwrap_or_else(|p| p.into_inner());
+            let done = self.index_chunk();
+            drop(paused);
+            match done {
                 Ok(Chunk::Full) if !stopping => continue,
                 Ok(_) => failures = 0,
                 Err(e) => {
@@ -331,8 +385,8 @@ impl Indexer {
         let mut full = false;
         {
             let mut st = self.ledger.prepare_cached(
-                "SELECT rowid, id, payload, project_id FROM events \
-                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+                "SELECT rowid, id, CASE WHEN erased_at IS NULL THEN payload ELSE '' END, \
+                 project_id FROM events WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
             )?;
             let mut it = st.query(params![from, CHUNK])?;
             while let Some(r) = it.next()? {
@@ -427,7 +481,8 @@ pub(crate) fn tail_matches(
     // NOT INDEXED: walk the rowid range past the watermark, never a project
     // or session index (which would read all of a project to find its tail).
     let sql = format!(
-        "SELECT e.rowid, e.payload FROM events e NOT INDEXED \
+        "SELECT e.rowid, CASE WHEN e.erased_at IS NULL THEN e.payload ELSE '' END \
+         FROM events e NOT INDEXED \
          WHERE e.rowid > ? AND {filters} ORDER BY e.rowid LIMIT {}",
         TAIL_EVENTS + 1
     );

@@ -95,6 +95,56 @@ async fn log_pass_applies_only_from_the_cursor_it_read() {
 }
 
 #[tokio::test]
+async fn conformance_erasure() {
+    let d = tempfile::tempdir().unwrap();
+    c::erasure_keeps_the_proof(&open(&d)).await;
+}
+
+/// The erased payload's terms leave the index file itself (not only the
+/// answers, which skip erased rows anyway): a contentless FTS5 table
+/// forgets a row only when given its text, so the writer does that with
+/// the indexer paused.
+#[tokio::test]
+async fn erasure_takes_the_terms_out_of_the_index_file() {
+    use agentledger_core::Kind;
+    let d = tempfile::tempdir().unwrap();
+    let store = open(&d);
+    let p = c::project(&store, "p").await;
+    let out = store
+        .append(
+            &p,
+            vec![
+                c::event("s", Kind::Memory, r#"{"note":"zebrafinch one"}"#),
+                c::event("s", Kind::Memory, r#"{"note":"zebrafinch two"}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    c::wait_for_search(&store).await;
+    c::erase(&store, &p, out[0].id, "key:k").await.unwrap();
+    c::wait_for_search(&store).await;
+    let index =
+        rusqlite::Connection::open(search::index_path(&d.path().join("ledger.db"))).unwrap();
+    let rows: Vec<i64> = index
+        .prepare("SELECT rowid FROM events_fts WHERE events_fts MATCH 'zebrafinch' ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the erased row's terms are still indexed");
+    let check: String = index
+        .query_row(
+            "INSERT INTO events_fts (events_fts, rank) VALUES ('integrity-check', 0) RETURNING 'ok'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or_else(|e| e.to_string());
+    assert_eq!(check, "ok");
+    store.close().await;
+}
+
+#[tokio::test]
 async fn conformance_isolation() {
     let d = tempfile::tempdir().unwrap();
     c::projects_are_isolated(&open(&d)).await;

@@ -34,7 +34,7 @@ mod import;
 use super::faults::Faults;
 use super::rollups::Pending as PendingRollups;
 use super::rows::{EVENT_COLS, EVENT_FROM, SESSION_COLS, event_from_row, session_from_row};
-use super::search::Progress;
+use super::search::{Erased, Progress};
 use crate::{
     ApiKeyInfo, AppendOutcome, AppendRequest, AppendedEvent, Committed, IdempotencyKey, Judge,
     NewSession, ProjectRef, SessionFold, SessionStates, StoreError, StoreResult, StoredReply,
@@ -160,6 +160,11 @@ pub(crate) struct Writer {
     last_purge: Instant,
     /// Hourly rollup deltas of the open transaction (see `crate::rollup`).
     rollups: PendingRollups,
+    /// Payloads the open transaction erased, to take out of the full-text
+    /// index once it committed.
+    txn_erased: Vec<Erased>,
+    /// `secure_delete` was turned on in the open transaction.
+    secure_delete: bool,
 }
 
 /// The sessions `events` name, each once, in order of first appearance.
@@ -199,6 +204,8 @@ impl Writer {
             idempotency_ttl,
             last_purge: Instant::now() - std::time::Duration::from_secs(3600),
             rollups: PendingRollups::default(),
+            txn_erased: Vec::new(),
+            secure_delete: false,
         }
     }
 
@@ -280,6 +287,10 @@ impl Writer {
             results.push((reply, outcome, _permit));
         }
         let requests = results.len();
+        // An erasure commits with the indexer paused, so its payload's
+        // terms are either in the index already or never will be.
+        let search = self.search.clone();
+        let paused = (!self.txn_erased.is_empty()).then(|| search.pause());
         let committed = if self.faults.as_ref().is_some_and(|f| f.commit_fails()) {
             Err(StoreError::Storage(
                 "disk I/O error (injected: the COMMIT's fsync failed)".into(),
@@ -293,6 +304,20 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                let erased = std::mem::take(&mut self.txn_erased);
+                if let Some((_, indexed)) = &paused
+                    && let Err(e) = search.forget(*indexed, &erased)
+                {
+                    // Searches skip erased rows regardless; the terms stay
+                    // in the index file until it is rebuilt.
+                    tracing::error!(error = %e, "an erased payload could not be taken out of the full-text index");
+                }
+                drop(paused);
+                if !erased.is_empty() {
+                    self.after_erasure();
+                } else if std::mem::take(&mut self.secure_delete) {
+                    let _ = self.conn.execute_batch("PRAGMA secure_delete = OFF;");
+                }
                 self.search.committed(std::mem::take(&mut self.txn_rowid));
                 for (key, head) in txn_heads {
                     self.heads.put(key, head);
@@ -312,6 +337,11 @@ impl Writer {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
+                drop(paused);
+                self.txn_erased.clear();
+                if std::mem::take(&mut self.secure_delete) {
+                    let _ = self.conn.execute_batch("PRAGMA secure_delete = OFF;");
+                }
                 self.txn_rowid = 0;
                 self.rollups.discard();
                 tracing::error!(error = %e, "commit failed; no event of this group was stored");
@@ -336,6 +366,7 @@ impl Writer {
         let mut local: HashMap<HeadKey, Head> = HashMap::new();
         let mut local_states: HashMap<HeadKey, State> = HashMap::new();
         let rowid_before = self.txn_rowid;
+        let erased_before = self.txn_erased.len();
         let result = self.run_request(
             txn_heads,
             &mut local,
@@ -345,6 +376,7 @@ impl Writer {
         );
         if result.is_err() {
             self.txn_rowid = rowid_before;
+            self.txn_erased.truncate(erased_before);
         }
         self.rollups.request_done(result.is_ok());
         let end = match &result {
@@ -373,6 +405,7 @@ impl Writer {
             idempotency,
             judge,
             alerts,
+            erase,
         } = req;
         if let Some((key, _)) = &idempotency
             && let Some((fingerprint, reply)) = self.kept_reply(project, &key.key)?
@@ -414,6 +447,7 @@ impl Writer {
                             idempotency,
                             judge: Some(judge),
                             alerts,
+                            erase,
                         }),
                         sessions: missing,
                     });
@@ -446,6 +480,9 @@ impl Writer {
             None => None,
         };
         let appended = self.insert_events(txn_heads, local, project, &events)?;
+        if let Some(target) = &erase {
+            self.erase_row(project, &events, &appended, target)?;
+        }
         if let Some(rules) = alerts.as_deref().filter(|r| !r.rules.is_empty()) {
             // The outbox, in the events' transaction (see `crate::alerts`).
             for (ev, a) in events.iter().zip(&appended) {
@@ -781,6 +818,104 @@ impl Writer {
                 .map_err(storage)?;
         }
         Ok(out)
+    }
+
+    /// After an erasure committed: secure_delete off again, and the WAL
+    /// checkpointed and truncated once, so the pages holding the erased
+    /// payload's old bytes are overwritten in the database and gone from the
+    /// WAL (a reader mid-statement may hold the truncation off: the next
+    /// checkpoints then overwrite them; backups are the operator's).
+    fn after_erasure(&mut self) {
+        self.secure_delete = false;
+        let _ = self.conn.execute_batch("PRAGMA secure_delete = OFF;");
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            }) {
+            Ok(0) => {}
+            Ok(_) => {
+                tracing::info!("erasure: the WAL is in use; it is truncated at a later checkpoint")
+            }
+            Err(e) => tracing::warn!(error = %e, "erasure: checkpointing the WAL failed"),
+        }
+    }
+
+    /// Erase a payload in the transaction that appended its record (core's
+    /// `erasure`): the row keeps its digest; its payload column is emptied.
+    fn erase_row(
+        &mut self,
+        project: &ProjectRef,
+        events: &[NewEvent],
+        appended: &[AppendedEvent],
+        t: &crate::EraseTarget,
+    ) -> StoreResult<()> {
+        let (Some(record), Some(at), 1) = (events.first(), appended.first(), events.len()) else {
+            return Err(StoreError::Storage(
+                "an erasure appends exactly its record".into(),
+            ));
+        };
+        if record.kind != agentledger_core::Kind::EventErased {
+            return Err(StoreError::Storage(
+                "an erasure's event is an event_erased record".into(),
+            ));
+        }
+        let row = self
+            .conn
+            .query_row(
+                "SELECT e.rowid, e.payload, e.erased_at, s.id, e.seq, e.payload_sha256
+                 FROM events e JOIN sessions s ON s.rowid = e.session_ref
+                 WHERE e.id = ?1 AND e.project_id = ?2",
+                params![&t.event_id.to_bytes()[..], project.id.0],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Vec<u8>>(5)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(storage)?;
+        let Some((rowid, payload, erased_at, session, seq, sha)) = row else {
+            return Err(StoreError::Storage(format!(
+                "event {} to erase is not in project {}",
+                t.event_id, project.name
+            )));
+        };
+        if erased_at.is_some() {
+            return Err(StoreError::AlreadyErased(t.event_id.to_string()));
+        }
+        if session != record.session_id.as_str()
+            || seq != t.seq as i64
+            || sha[..] != t.payload_sha256[..]
+        {
+            return Err(StoreError::Storage(format!(
+                "event {} is not the event the erasure record names",
+                t.event_id
+            )));
+        }
+        // Zero the freed bytes of the old payload (set back after COMMIT).
+        self.conn
+            .execute_batch("PRAGMA secure_delete = ON;")
+            .map_err(storage)?;
+        self.secure_delete = true;
+        self.conn
+            .prepare_cached(
+                "UPDATE events SET payload = '', erased_at = ?1, erased_by = ?2, erasure_seq = ?3
+                 WHERE rowid = ?4",
+            )
+            .and_then(|mut st| st.execute(params![at.server_ts.0, &t.by, at.seq as i64, rowid]))
+            .map_err(storage)?;
+        self.txn_erased.push(Erased {
+            rowid,
+            payload,
+            project: project.id.0,
+        });
+        Ok(())
     }
 
     /// A session's header as its row holds it (this transaction's own rows

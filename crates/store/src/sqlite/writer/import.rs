@@ -235,6 +235,21 @@ impl Writer {
                     e => e,
                 })?;
             self.txn_rowid = self.txn_rowid.max(self.conn.last_insert_rowid());
+            if let Some(x) = ev.erased.as_deref() {
+                // An erased event keeps its erasure (and no payload text).
+                self.conn
+                    .execute(
+                        "UPDATE events SET payload = '', erased_at = ?1, erased_by = ?2, \
+                         erasure_seq = ?3 WHERE rowid = ?4",
+                        params![
+                            x.at.0,
+                            x.by,
+                            x.record_seq as i64,
+                            self.conn.last_insert_rowid()
+                        ],
+                    )
+                    .map_err(storage)?;
+            }
             self.rollups
                 .count(project.id.0, &crate::rollup::EventFacts::stored(ev, cols));
             if let Some(salt) = &ie.redaction_salt {
