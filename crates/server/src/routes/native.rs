@@ -242,7 +242,11 @@ pub async fn verify(
 ///
 /// One event per line in seq order, with everything needed to re-verify the
 /// chain offline (see docs/hash-chain.md). `payload` and `metadata` appear
-/// byte for byte as they were hashed.
+/// byte for byte as they were hashed. A last line `{"log_proof": {...}}` holds
+/// the C2SP tlog-proof of the newest exported event in the project's signed
+/// (and, with a witness policy, cosigned) checkpoint (docs/transparency.md
+/// "Exports carry their proof"); it is absent until an event of the session
+/// is in a checkpoint.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/export", tag = "native",
     params(("id" = String, Path, description = "Session id")),
     responses((status = 200, content_type = "application/x-ndjson", body = String, description = "JSON Lines"),
