@@ -257,6 +257,8 @@ async fn stored(base: &str, key: &str, sessions: usize) -> Vec<(String, Vec<Line
         let text = r.text().await.expect("export body");
         let lines: Vec<Line> = text
             .lines()
+            // Not the log proof line that ends a session's export.
+            .filter(|l| !l.starts_with("{\"log_proof\""))
             .map(|l| {
                 let v: Value = serde_json::from_str(l).expect("export line is JSON");
                 Line {
