@@ -176,7 +176,9 @@
     return out;
   }
   async function verify(text, expectedHead) {
-    const lines = text.split("\n").filter((l) => l.trim() !== "");
+    // The log proof line that ends an export is not an event (its proof needs the log's
+    // key: `agentledger verify --log-key` checks it).
+    const lines = text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith('{"log_proof"'));
     let last = 0, prev = null;
     for (let n = 0; n < lines.length; n++) {
       const line = lines[n];
