@@ -193,7 +193,8 @@ pub struct EventOut {
     /// The canonical kind (one of the 18 types for events sent here).
     pub event_type: String,
     pub severity: String,
-    #[schema(value_type = Object)]
+    /// Null when the payload was erased (see `erased`).
+    #[schema(value_type = Option<Object>)]
     pub payload: Box<RawValue>,
     #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,

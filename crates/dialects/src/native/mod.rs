@@ -305,7 +305,8 @@ pub struct EventOut {
     pub timestamp: String,
     pub client_timestamp: Option<String>,
     pub received_at: String,
-    #[schema(value_type = Object)]
+    /// Null when the payload was erased (see `erased`).
+    #[schema(value_type = Option<Object>)]
     pub payload: Box<RawValue>,
     #[schema(value_type = Object)]
     pub metadata: Box<RawValue>,

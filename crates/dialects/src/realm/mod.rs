@@ -149,7 +149,8 @@ pub struct EventOut {
     pub kind: String,
     /// ISO 8601 with milliseconds.
     pub timestamp: String,
-    #[schema(value_type = Object)]
+    /// Null when the payload was erased.
+    #[schema(value_type = Option<Object>)]
     pub data: Box<RawValue>,
 }
 

@@ -198,7 +198,8 @@ pub struct EventOut {
     pub agent_id: String,
     #[serde(rename = "type")]
     pub kind: String,
-    #[schema(value_type = Object)]
+    /// Null when the payload was erased.
+    #[schema(value_type = Option<Object>)]
     pub payload: Box<RawValue>,
     pub trace_id: Option<String>,
     /// When the event occurred, ISO 8601.
