@@ -105,6 +105,24 @@ pub type Client = hyper_util::client::legacy::Client<
 >;
 
 pub fn client(cfg: &AlertConfig) -> Result<Client, String> {
+    outbound_client(cfg.timeout)
+}
+
+/// The outbound client above with this connect timeout; alerts, witnesses and the log
+/// monitor all use it.
+pub fn outbound_client<B>(
+    connect_timeout: Duration,
+) -> Result<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        B,
+    >,
+    String,
+>
+where
+    B: hyper::body::Body + Send,
+    B::Data: Send,
+{
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -115,7 +133,7 @@ pub fn client(cfg: &AlertConfig) -> Result<Client, String> {
         .with_no_client_auth();
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
-    http.set_connect_timeout(Some(cfg.timeout));
+    http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
