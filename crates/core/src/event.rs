@@ -97,6 +97,62 @@ impl Event {
         self.client_ts.unwrap_or(self.server_ts)
     }
 
+    /// This event's export line (no newline) appended to `out`: the bytes
+    /// `serde_json` writes for [`Event::to_export_line`], written straight
+    /// from the event, its stored payload and metadata copied as they are.
+    /// Exports stream every event of a session through this.
+    pub fn write_export_line(&self, out: &mut Vec<u8>) {
+        let mut o = crate::jsonw::Obj::new(out);
+        o.u64("v", self.envelope_version.into());
+        o.str("project", &self.project);
+        o.str("session_id", &self.session_id);
+        o.u64("seq", self.seq);
+        let mut id = [0u8; ulid::ULID_LEN];
+        o.str("id", self.id.encode(&mut id));
+        o.str("agent_id", &self.agent_id);
+        o.str("kind", self.kind.as_str());
+        o.str("source_type", &self.source_type);
+        o.str("dialect", self.dialect.as_str());
+        o.str("severity", self.severity.as_str());
+        o.opt_time("client_ts", self.client_ts);
+        o.time("server_ts", self.server_ts);
+        o.raw("payload", self.payload.get());
+        o.raw("metadata", self.metadata.get());
+        o.hex("payload_sha256", &self.payload_sha256);
+        o.opt_hex("prev_hash", self.prev_hash.as_ref());
+        o.hex("hash", &self.hash);
+        if let Some(v) = &self.verdict {
+            o.raw("verdict", v.get());
+        }
+        let (payload_original, metadata_original) = if self.envelope_version >= 3 {
+            ("original_payload_hmac", "original_metadata_hmac")
+        } else {
+            ("original_payload_sha256", "original_metadata_sha256")
+        };
+        if let Some(d) = &self.original_payload_sha256 {
+            o.hex(payload_original, d);
+        }
+        if let Some(d) = &self.original_metadata_sha256 {
+            o.hex(metadata_original, d);
+        }
+        if let Some(h) = &self.session_header {
+            o.str("session_agent_id", &h.agent_id);
+            if let Some(p) = &h.system_prompt {
+                o.str("session_system_prompt", p);
+            }
+            o.raw("session_metadata", h.metadata.get());
+            o.time("session_created_at", h.created_at);
+        }
+        if let Some(e) = &self.erased {
+            let mut inner = crate::jsonw::Obj::new(o.key("erased"));
+            inner.str("by", &e.by);
+            inner.time("at", e.at);
+            inner.u64("record_seq", e.record_seq);
+            inner.end();
+        }
+        o.end();
+    }
+
     pub fn to_export_line(&self) -> ExportLine {
         ExportLine {
             v: self.envelope_version,

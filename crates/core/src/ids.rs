@@ -112,6 +112,13 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// The id's text (as `Display` writes it) in `buf`, without allocating.
+    pub fn encode(self, buf: &mut [u8; ulid::ULID_LEN]) -> &str {
+        self.0.array_to_str(buf)
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -6,6 +6,7 @@ pub mod erasure;
 pub mod event;
 pub mod ids;
 pub mod ijson;
+pub mod jsonw;
 pub mod keys;
 pub mod kind;
 pub mod payload;

@@ -97,17 +97,42 @@ impl Micros {
 
     /// `2026-02-08T10:00:00.000000Z`: the canonical form used in hashes.
     pub fn to_rfc3339(self) -> String {
+        let mut out = Vec::with_capacity(27);
+        self.write_rfc3339(&mut out);
+        // Only ASCII digits, signs and separators are written.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`Micros::to_rfc3339`] appended to `out` (the hash envelope and the
+    /// export line write it for every event).
+    pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        fn digits(out: &mut Vec<u8>, n: u32, width: usize) {
+            let mut buf = [b'0'; 6];
+            let mut n = n;
+            for at in (0..width).rev() {
+                buf[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            out.extend_from_slice(&buf[..width]);
+        }
         let c = Civil::of(self);
-        format!(
-            "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            c.year_text(),
-            c.month,
-            c.day,
-            c.hour,
-            c.minute,
-            c.second,
-            c.micro
-        )
+        match u32::try_from(c.year) {
+            Ok(y) if (1..=9999).contains(&y) => digits(out, y, 4),
+            _ => out.extend_from_slice(c.year_text().as_bytes()),
+        }
+        out.push(b'-');
+        digits(out, c.month.into(), 2);
+        out.push(b'-');
+        digits(out, c.day.into(), 2);
+        out.push(b'T');
+        digits(out, c.hour.into(), 2);
+        out.push(b':');
+        digits(out, c.minute.into(), 2);
+        out.push(b':');
+        digits(out, c.second.into(), 2);
+        out.push(b'.');
+        digits(out, c.micro, 6);
+        out.push(b'Z');
     }
 
     /// `2026-02-08T10:00:00.000Z`: millisecond form for vendor APIs that document it.
@@ -299,6 +324,17 @@ mod tests {
     proptest! {
         // PROPTEST_CASES sets the number of cases (default 256).
         #![proptest_config(ProptestConfig::default())]
+
+        /// The hand-written digits are the `format!` text, for every `i64`.
+        #[test]
+        fn written_text_is_the_formatted_text(us in any::<i64>()) {
+            let c = Civil::of(Micros(us));
+            let formatted = format!(
+                "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                c.year_text(), c.month, c.day, c.hour, c.minute, c.second, c.micro
+            );
+            prop_assert_eq!(Micros(us).to_rfc3339(), formatted);
+        }
 
         /// Every representable instant renders to text that parses back to it.
         #[test]

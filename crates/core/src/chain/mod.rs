@@ -35,77 +35,6 @@ fn hex32(bytes: &[u8; 32]) -> String {
     }
 }
 
-/// The hashed envelope. Field order here is the JCS (sorted) order; keep it sorted.
-#[derive(Serialize)]
-struct EnvelopeV1<'a> {
-    agent_id: &'a str,
-    client_ts: Option<String>,
-    dialect: &'a str,
-    event_id: String,
-    kind: &'a str,
-    metadata_sha256: String,
-    payload_sha256: String,
-    prev_hash: Option<String>,
-    project: &'a str,
-    seq: u64,
-    server_ts: String,
-    session_id: &'a str,
-    severity: &'a str,
-    source_type: &'a str,
-    v: u32,
-}
-
-/// Version 2 adds the verdict and the originals of redacted bytes. Sorted.
-#[derive(Serialize)]
-struct EnvelopeV2<'a> {
-    agent_id: &'a str,
-    client_ts: Option<String>,
-    dialect: &'a str,
-    event_id: String,
-    kind: &'a str,
-    metadata_sha256: String,
-    original_metadata_sha256: Option<String>,
-    original_payload_sha256: Option<String>,
-    payload_sha256: String,
-    prev_hash: Option<String>,
-    project: &'a str,
-    seq: u64,
-    server_ts: String,
-    session_id: &'a str,
-    severity: &'a str,
-    source_type: &'a str,
-    v: u32,
-    verdict_sha256: Option<String>,
-}
-
-/// Version 3: the originals of redacted bytes are committed to with a keyed
-/// hash (HMAC-SHA256 under a random per-event salt kept apart from the
-/// events and destroyable), so a redacted value cannot be recovered by
-/// guessing; and the first event of a session covers the session's header
-/// (`session_sha256`). Sorted.
-#[derive(Serialize)]
-struct EnvelopeV3<'a> {
-    agent_id: &'a str,
-    client_ts: Option<String>,
-    dialect: &'a str,
-    event_id: String,
-    kind: &'a str,
-    metadata_sha256: String,
-    original_metadata_hmac: Option<String>,
-    original_payload_hmac: Option<String>,
-    payload_sha256: String,
-    prev_hash: Option<String>,
-    project: &'a str,
-    seq: u64,
-    server_ts: String,
-    session_id: &'a str,
-    session_sha256: Option<String>,
-    severity: &'a str,
-    source_type: &'a str,
-    v: u32,
-    verdict_sha256: Option<String>,
-}
-
 /// A session's header: what the session row says about it beyond its events.
 /// Its hash is in the envelope of the session's first event (v3).
 #[derive(Debug, Clone, Copy)]
@@ -184,74 +113,49 @@ pub struct HashInput<'a> {
 }
 
 impl HashInput<'_> {
-    /// The canonical envelope bytes (exposed for docs and tests).
+    /// The canonical envelope bytes (exposed for docs and tests): JCS of
+    /// the version's members, in sorted order (docs/hash-chain.md). Written
+    /// member by member: this runs for every append and every verified
+    /// event. The tests hold it to serde_json's output of the envelope
+    /// structs and to an independent JCS implementation.
     pub fn envelope_bytes(&self) -> Vec<u8> {
-        if self.version >= 3 {
-            let env = EnvelopeV3 {
-                agent_id: self.agent_id,
-                client_ts: self.client_ts.map(Micros::to_rfc3339),
-                dialect: self.dialect,
-                event_id: self.event_id.to_owned(),
-                kind: self.kind,
-                metadata_sha256: hex32(&sha256(self.metadata)),
-                original_metadata_hmac: self.original_metadata_sha256.map(hex32),
-                original_payload_hmac: self.original_payload_sha256.map(hex32),
-                payload_sha256: hex32(self.payload_sha256),
-                prev_hash: self.prev_hash.map(hex32),
-                project: self.project,
-                seq: self.seq,
-                server_ts: self.server_ts.to_rfc3339(),
-                session_id: self.session_id,
-                session_sha256: self.session_sha256.as_ref().map(hex32),
-                severity: self.severity,
-                source_type: self.source_type,
-                v: 3,
-                verdict_sha256: self.verdict.map(|v| hex32(&sha256(v))),
-            };
-            return serde_json::to_vec(&env).unwrap_or_default();
+        let mut out = Vec::with_capacity(640);
+        let mut o = crate::jsonw::Obj::new(&mut out);
+        let v = self.version.clamp(1, 3);
+        o.str("agent_id", self.agent_id);
+        o.opt_time("client_ts", self.client_ts);
+        o.str("dialect", self.dialect);
+        o.str("event_id", self.event_id);
+        o.str("kind", self.kind);
+        o.hex("metadata_sha256", &sha256(self.metadata));
+        match v {
+            2 => {
+                o.opt_hex("original_metadata_sha256", self.original_metadata_sha256);
+                o.opt_hex("original_payload_sha256", self.original_payload_sha256);
+            }
+            3 => {
+                o.opt_hex("original_metadata_hmac", self.original_metadata_sha256);
+                o.opt_hex("original_payload_hmac", self.original_payload_sha256);
+            }
+            _ => {}
         }
-        if self.version == 2 {
-            let env = EnvelopeV2 {
-                agent_id: self.agent_id,
-                client_ts: self.client_ts.map(Micros::to_rfc3339),
-                dialect: self.dialect,
-                event_id: self.event_id.to_owned(),
-                kind: self.kind,
-                metadata_sha256: hex32(&sha256(self.metadata)),
-                original_metadata_sha256: self.original_metadata_sha256.map(hex32),
-                original_payload_sha256: self.original_payload_sha256.map(hex32),
-                payload_sha256: hex32(self.payload_sha256),
-                prev_hash: self.prev_hash.map(hex32),
-                project: self.project,
-                seq: self.seq,
-                server_ts: self.server_ts.to_rfc3339(),
-                session_id: self.session_id,
-                severity: self.severity,
-                source_type: self.source_type,
-                v: 2,
-                verdict_sha256: self.verdict.map(|v| hex32(&sha256(v))),
-            };
-            return serde_json::to_vec(&env).unwrap_or_default();
+        o.hex("payload_sha256", self.payload_sha256);
+        o.opt_hex("prev_hash", self.prev_hash);
+        o.str("project", self.project);
+        o.u64("seq", self.seq);
+        o.time("server_ts", self.server_ts);
+        o.str("session_id", self.session_id);
+        if v == 3 {
+            o.opt_hex("session_sha256", self.session_sha256.as_ref());
         }
-        let env = EnvelopeV1 {
-            agent_id: self.agent_id,
-            client_ts: self.client_ts.map(Micros::to_rfc3339),
-            dialect: self.dialect,
-            event_id: self.event_id.to_owned(),
-            kind: self.kind,
-            metadata_sha256: hex32(&sha256(self.metadata)),
-            payload_sha256: hex32(self.payload_sha256),
-            prev_hash: self.prev_hash.map(hex32),
-            project: self.project,
-            seq: self.seq,
-            server_ts: self.server_ts.to_rfc3339(),
-            session_id: self.session_id,
-            severity: self.severity,
-            source_type: self.source_type,
-            v: 1,
-        };
-        // Serialising a struct of strings and integers into a Vec cannot fail.
-        serde_json::to_vec(&env).unwrap_or_default()
+        o.str("severity", self.severity);
+        o.str("source_type", self.source_type);
+        o.u64("v", v.into());
+        if v >= 2 {
+            o.opt_hex("verdict_sha256", self.verdict.map(sha256).as_ref());
+        }
+        o.end();
+        out
     }
 
     pub fn hash(&self) -> [u8; 32] {
@@ -289,9 +193,32 @@ impl Event {
 
     /// Recompute this event's hash from its stored fields.
     pub fn compute_hash(&self) -> [u8; 32] {
-        let id = self.id.to_string();
-        self.hash_input(&id).hash()
+        let mut buf = [0u8; ulid::ULID_LEN];
+        let id = self.id.encode(&mut buf);
+        self.hash_input(id).hash()
     }
+
+    /// What verifying this event hashes: its payload (unless erased) and its
+    /// envelope. Pure, so a verifier may compute it for many events at once
+    /// and check them in order after ([`ChainVerifier::push_digested`]).
+    pub fn digests(&self) -> Digests {
+        Digests {
+            payload: self
+                .erased
+                .is_none()
+                .then(|| sha256(self.payload.get().as_bytes())),
+            envelope: self.compute_hash(),
+        }
+    }
+}
+
+/// An event's digests as [`Event::digests`] computes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Digests {
+    /// SHA-256 of the stored payload bytes; `None` for an erased event.
+    pub payload: Option<[u8; 32]>,
+    /// The recomputed envelope hash.
+    pub envelope: [u8; 32],
 }
 
 /// Result of verifying one session's chain.
@@ -356,6 +283,15 @@ impl ChainVerifier {
         if self.failed() {
             return false;
         }
+        self.push_digested(ev, &ev.digests())
+    }
+
+    /// [`ChainVerifier::push`] with the event's digests already computed
+    /// (`d` must be `ev.digests()`).
+    pub fn push_digested(&mut self, ev: &Event, d: &Digests) -> bool {
+        if self.failed() {
+            return false;
+        }
         self.events += 1;
         let expected = self.last_seq + 1;
         if ev.seq > expected {
@@ -385,7 +321,7 @@ impl ChainVerifier {
                 }
             }
             None => {
-                if sha256(ev.payload.get().as_bytes()) != ev.payload_sha256 {
+                if d.payload != Some(ev.payload_sha256) {
                     return self.fail(ev.seq, "payload bytes do not match payload_sha256".into());
                 }
             }
@@ -402,7 +338,7 @@ impl ChainVerifier {
                 "prev_hash does not match the hash of the previous event".into(),
             );
         }
-        if ev.compute_hash() != ev.hash {
+        if d.envelope != ev.hash {
             return self.fail(
                 ev.seq,
                 "hash does not match the recomputed envelope hash".into(),
@@ -631,6 +567,186 @@ mod tests {
         );
     }
 
+    // The envelope as it was first defined: serde_json's compact output of
+    // structs whose fields are declared in sorted order. The hand-written
+    // `envelope_bytes` must give the same bytes for every version.
+    /// The hashed envelope. Field order here is the JCS (sorted) order; keep it sorted.
+    #[derive(Serialize)]
+    struct EnvelopeV1<'a> {
+        agent_id: &'a str,
+        client_ts: Option<String>,
+        dialect: &'a str,
+        event_id: String,
+        kind: &'a str,
+        metadata_sha256: String,
+        payload_sha256: String,
+        prev_hash: Option<String>,
+        project: &'a str,
+        seq: u64,
+        server_ts: String,
+        session_id: &'a str,
+        severity: &'a str,
+        source_type: &'a str,
+        v: u32,
+    }
+
+    /// Version 2 adds the verdict and the originals of redacted bytes. Sorted.
+    #[derive(Serialize)]
+    struct EnvelopeV2<'a> {
+        agent_id: &'a str,
+        client_ts: Option<String>,
+        dialect: &'a str,
+        event_id: String,
+        kind: &'a str,
+        metadata_sha256: String,
+        original_metadata_sha256: Option<String>,
+        original_payload_sha256: Option<String>,
+        payload_sha256: String,
+        prev_hash: Option<String>,
+        project: &'a str,
+        seq: u64,
+        server_ts: String,
+        session_id: &'a str,
+        severity: &'a str,
+        source_type: &'a str,
+        v: u32,
+        verdict_sha256: Option<String>,
+    }
+
+    /// Version 3: the originals of redacted bytes are committed to with a keyed
+    /// hash (HMAC-SHA256 under a random per-event salt kept apart from the
+    /// events and destroyable), so a redacted value cannot be recovered by
+    /// guessing; and the first event of a session covers the session's header
+    /// (`session_sha256`). Sorted.
+    #[derive(Serialize)]
+    struct EnvelopeV3<'a> {
+        agent_id: &'a str,
+        client_ts: Option<String>,
+        dialect: &'a str,
+        event_id: String,
+        kind: &'a str,
+        metadata_sha256: String,
+        original_metadata_hmac: Option<String>,
+        original_payload_hmac: Option<String>,
+        payload_sha256: String,
+        prev_hash: Option<String>,
+        project: &'a str,
+        seq: u64,
+        server_ts: String,
+        session_id: &'a str,
+        session_sha256: Option<String>,
+        severity: &'a str,
+        source_type: &'a str,
+        v: u32,
+        verdict_sha256: Option<String>,
+    }
+
+    fn serde_envelope(h: &HashInput<'_>) -> Vec<u8> {
+        let hex = |d: &[u8; 32]| hex::encode(d);
+        match h.version {
+            3.. => serde_json::to_vec(&EnvelopeV3 {
+                agent_id: h.agent_id,
+                client_ts: h.client_ts.map(Micros::to_rfc3339),
+                dialect: h.dialect,
+                event_id: h.event_id.to_owned(),
+                kind: h.kind,
+                metadata_sha256: hex(&sha256(h.metadata)),
+                original_metadata_hmac: h.original_metadata_sha256.map(hex),
+                original_payload_hmac: h.original_payload_sha256.map(hex),
+                payload_sha256: hex(h.payload_sha256),
+                prev_hash: h.prev_hash.map(hex),
+                project: h.project,
+                seq: h.seq,
+                server_ts: h.server_ts.to_rfc3339(),
+                session_id: h.session_id,
+                session_sha256: h.session_sha256.as_ref().map(hex),
+                severity: h.severity,
+                source_type: h.source_type,
+                v: 3,
+                verdict_sha256: h.verdict.map(|v| hex(&sha256(v))),
+            }),
+            2 => serde_json::to_vec(&EnvelopeV2 {
+                agent_id: h.agent_id,
+                client_ts: h.client_ts.map(Micros::to_rfc3339),
+                dialect: h.dialect,
+                event_id: h.event_id.to_owned(),
+                kind: h.kind,
+                metadata_sha256: hex(&sha256(h.metadata)),
+                original_metadata_sha256: h.original_metadata_sha256.map(hex),
+                original_payload_sha256: h.original_payload_sha256.map(hex),
+                payload_sha256: hex(h.payload_sha256),
+                prev_hash: h.prev_hash.map(hex),
+                project: h.project,
+                seq: h.seq,
+                server_ts: h.server_ts.to_rfc3339(),
+                session_id: h.session_id,
+                severity: h.severity,
+                source_type: h.source_type,
+                v: 2,
+                verdict_sha256: h.verdict.map(|v| hex(&sha256(v))),
+            }),
+            _ => serde_json::to_vec(&EnvelopeV1 {
+                agent_id: h.agent_id,
+                client_ts: h.client_ts.map(Micros::to_rfc3339),
+                dialect: h.dialect,
+                event_id: h.event_id.to_owned(),
+                kind: h.kind,
+                metadata_sha256: hex(&sha256(h.metadata)),
+                payload_sha256: hex(h.payload_sha256),
+                prev_hash: h.prev_hash.map(hex),
+                project: h.project,
+                seq: h.seq,
+                server_ts: h.server_ts.to_rfc3339(),
+                session_id: h.session_id,
+                severity: h.severity,
+                source_type: h.source_type,
+                v: 1,
+            }),
+        }
+        .unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn envelope_is_the_serde_envelope(
+            version in 0u32..5,
+            strs in proptest::collection::vec(proptest::prelude::any::<String>(), 8),
+            seq in proptest::prelude::any::<u64>(),
+            client_ts in proptest::option::of(proptest::prelude::any::<i64>()),
+            server_ts in proptest::prelude::any::<i64>(),
+            digest in proptest::prelude::any::<[u8; 32]>(),
+            optional in proptest::collection::vec(
+                proptest::option::of(proptest::prelude::any::<[u8; 32]>()), 4),
+            verdict in proptest::option::of(proptest::prelude::any::<String>()),
+        ) {
+            let h = HashInput {
+                project: &strs[0],
+                session_id: &strs[1],
+                seq,
+                event_id: &strs[2],
+                agent_id: &strs[3],
+                kind: &strs[4],
+                source_type: &strs[5],
+                dialect: &strs[6],
+                severity: &strs[7],
+                client_ts: client_ts.map(Micros),
+                server_ts: Micros(server_ts),
+                payload_sha256: &digest,
+                metadata: strs[0].as_bytes(),
+                prev_hash: optional[0].as_ref(),
+                version,
+                verdict: verdict.as_deref().map(str::as_bytes),
+                original_payload_sha256: optional[1].as_ref(),
+                original_metadata_sha256: optional[2].as_ref(),
+                session_sha256: optional[3],
+            };
+            proptest::prop_assert_eq!(
+                String::from_utf8(h.envelope_bytes()).unwrap(),
+                String::from_utf8(serde_envelope(&h)).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn envelope_is_jcs() {
         for ev in chain(3) {
@@ -694,6 +810,49 @@ mod tests {
 
     /// A chain of `n` events whose seq `erased` is erased, followed by its
     /// `event_erased` record (seq n + 1), hashes as the server writes them.
+    /// The export line written by hand is, byte for byte, serde_json's
+    /// text of `to_export_line()`, for every version, optional member,
+    /// kind, dialect and severity, a session header and an erasure.
+    #[test]
+    fn export_line_is_the_serde_export_line() {
+        let mut evs = chain(4);
+        evs.extend(erased_chain(5, 2));
+        evs.extend(crate::chain::props::build(
+            &[r#"{"a":"\u00e9\n"}"#.into(), "[1,2.5,null]".into()],
+            "s\u{1}\"",
+            "a\\b",
+        ));
+        let mut v1 = chain(1).remove(0);
+        v1.envelope_version = 1;
+        v1.verdict = None;
+        evs.push(v1);
+        let mut v3 = crate::chain::props::build(&["{}".into()], "s", "a").remove(0);
+        v3.original_payload_sha256 = Some([7; 32]);
+        v3.original_metadata_sha256 = Some([8; 32]);
+        if let Some(h) = v3.session_header.as_mut() {
+            h.system_prompt = None;
+        }
+        evs.push(v3);
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            let mut ev = chain(1).remove(0);
+            ev.kind = *k;
+            ev.dialect = Dialect::ALL[i % Dialect::ALL.len()];
+            ev.severity = Severity::ALL[i % Severity::ALL.len()];
+            evs.push(ev);
+        }
+        for ev in &evs {
+            let mut ours = Vec::new();
+            ev.write_export_line(&mut ours);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&ev.to_export_line()).unwrap(),
+                "seq {} v{}",
+                ev.seq,
+                ev.envelope_version
+            );
+        }
+    }
+
     fn erased_chain(n: u64, erased: u64) -> Vec<Event> {
         let mut evs = chain(n);
         let target = evs[erased as usize - 1].clone();
@@ -824,7 +983,7 @@ mod props {
         })
     }
 
-    fn build(payloads: &[String], session: &str, agent: &str) -> Vec<Event> {
+    pub(super) fn build(payloads: &[String], session: &str, agent: &str) -> Vec<Event> {
         let mut out: Vec<Event> = Vec::new();
         for (i, p) in payloads.iter().enumerate() {
             let seq = i as u64 + 1;
