@@ -25,6 +25,8 @@ use agentledger_core::usage::Usage;
 use agentledger_core::verdict::Decision;
 use agentledger_core::{ChainVerifier, Event, Micros, SessionStatus, VerifyReport};
 
+use futures_util::StreamExt;
+
 use crate::{DerivedColumns, EventStore, ProjectRef, StoreResult};
 
 /// Events read per round trip while verifying.
@@ -45,29 +47,49 @@ pub async fn verify_session(
     let mut derived = SessionFacts::default();
     // Usage columns of erased events, until their record is read.
     let mut erased_usage: std::collections::HashMap<u64, Usage> = Default::default();
-    let mut after = 0;
-    loop {
-        let rows = store
-            .session_events_with_columns(project, session_id, after, CHUNK)
-            .await?;
-        let Some((last, _)) = rows.last() else { break };
-        after = last.seq;
+    // Chunks are read and hashed (the per-event work that needs no order:
+    // decoding rows, SHA-256 of each payload and envelope) several at a time,
+    // on store and blocking threads, then checked in seq order, which is
+    // cheap. Chunk `i` is read as the events after seq `i * CHUNK`: a
+    // session's seqs are 1, 2, 3, ... so the chunks meet exactly, and where
+    // they do not (an event deleted or renumbered), the ordered check fails
+    // at that seq before reaching the next chunk.
+    let ahead = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)) + 1;
+    let mut prepared = futures_util::stream::iter(0u64..)
+        .map(|i| async move {
+            let rows = store
+                .session_events_with_columns(project, session_id, i * u64::from(CHUNK), CHUNK)
+                .await?;
+            tokio::task::spawn_blocking(move || {
+                let digests: Vec<_> = rows.iter().map(|(ev, _)| ev.digests()).collect();
+                (rows, digests)
+            })
+            .await
+            .map_err(|e| crate::StoreError::Storage(format!("verification task failed: {e}")))
+        })
+        .buffered(ahead);
+    while let Some(chunk) = prepared.next().await {
+        let (rows, digests) = chunk?;
         let full = rows.len() == CHUNK as usize;
-        // Hashing 5,000 events is milliseconds of CPU: off the async workers.
         let p = project.clone();
+        // The ordered checks of 5,000 events are milliseconds of CPU: off the async workers.
         (verifier, derived, erased_usage) = tokio::task::spawn_blocking(move || {
-            for (ev, cols) in &rows {
-                if !verifier.push(ev) {
+            for ((ev, cols), d) in rows.iter().zip(&digests) {
+                if !verifier.push_digested(ev, d) {
                     break;
                 }
-                if let Err(reason) = check_columns(&p, ev, cols)
+                // The payload's usage, read once for the column check and the session's counters.
+                let usage = payload_usage(ev);
+                if let Err(reason) = check_columns(&p, ev, cols, usage.as_ref())
                     .and_then(|()| check_erasure_usage(ev, cols, &mut erased_usage))
                 {
                     verifier.fail_at(ev.seq, reason);
                     break;
                 }
-                derived.add(ev, cols);
+                derived.add(ev, cols, usage.as_ref());
             }
+            // Freed here, off the async workers too.
+            drop(rows);
             (verifier, derived, erased_usage)
         })
         .await
@@ -86,11 +108,21 @@ pub async fn verify_session(
     ))
 }
 
-/// The event's derived columns against what its covered fields say.
-pub fn check_columns(
+/// The usage an event's payload states (`None` for an erased event, whose
+/// payload is gone).
+fn payload_usage(ev: &Event) -> Option<Usage> {
+    ev.erased
+        .is_none()
+        .then(|| Usage::of(ev.kind, ev.payload.get()).unwrap_or_default())
+}
+
+/// The event's derived columns against what its covered fields say;
+/// `usage` is [`payload_usage`] of `ev`.
+fn check_columns(
     project: &ProjectRef,
     ev: &Event,
     cols: &DerivedColumns,
+    usage: Option<&Usage>,
 ) -> Result<(), String> {
     if cols.project_id != project.id.0 {
         return Err(format!(
@@ -112,12 +144,11 @@ pub fn check_columns(
             decided.map_or("none", Decision::as_str)
         ));
     }
-    if ev.erased.is_some() {
-        // Compared with the erasure's record (`check_erasure_usage`).
+    let Some(usage) = usage else {
+        // Erased: compared with the erasure's record (`check_erasure_usage`).
         return Ok(());
-    }
-    let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
-    if cols.usage != usage {
+    };
+    if cols.usage != *usage {
         return Err(format!(
             "stored usage columns (model, tokens, cost) do not match the hashed payload: stored {:?}, payload says {:?}",
             cols.usage, usage
@@ -171,8 +202,8 @@ struct SessionFacts(SessionHead, TagsUnknown);
 struct TagsUnknown(bool);
 
 impl SessionFacts {
-    fn add(&mut self, ev: &Event, cols: &DerivedColumns) {
-        if ev.erased.is_some() {
+    fn add(&mut self, ev: &Event, cols: &DerivedColumns, usage: Option<&Usage>) {
+        let Some(usage) = usage else {
             if ev.kind == agentledger_core::Kind::SessionStarted && self.0.tags.is_none() {
                 self.1.0 = true;
             }
@@ -180,10 +211,9 @@ impl SessionFacts {
             self.0
                 .advance(ev.kind, ev.severity, ev.time(), "{}", &cols.usage);
             return;
-        }
-        let usage = Usage::of(ev.kind, ev.payload.get()).unwrap_or_default();
+        };
         self.0
-            .advance(ev.kind, ev.severity, ev.time(), ev.payload.get(), &usage);
+            .advance(ev.kind, ev.severity, ev.time(), ev.payload.get(), usage);
     }
 
     fn compare(&self, s: &agentledger_core::Session) -> Result<(), String> {

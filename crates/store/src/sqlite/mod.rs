@@ -163,7 +163,9 @@ impl SqliteStore {
                     | OpenFlags::SQLITE_OPEN_URI,
             )
             .with_init(move |c| {
-                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;")?;
+                c.execute_batch(
+                    "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1; PRAGMA mmap_size = 2147418112;",
+                )?;
                 c.execute(
                     "ATTACH DATABASE ?1 AS search",
                     [index_file.to_string_lossy().as_ref()],
@@ -996,7 +998,39 @@ impl EventStore for SqliteStore {
                     Ok((ev, rows::derived_from_row(r, rows::EVENT_COL_COUNT)?))
                 },
             )?;
-            rows.collect()
+            let mut out = Vec::with_capacity(limit.min(10_000) as usize);
+            for row in rows {
+                out.push(row?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn session_events(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let (project, session_id) = (project.clone(), session_id.to_owned());
+        self.read(move |c| {
+            // As `session_events_with_columns`, without the derived columns.
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLS} FROM {EVENT_FROM}
+                 WHERE e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2)
+                   AND e.seq > ?3 ORDER BY e.seq LIMIT ?4"
+            ))?;
+            let rows = st.query_map(
+                rusqlite::params![project.id.0, session_id, after_seq as i64, limit as i64],
+                |r| Ok(event_from_row(r, &project.name)?.0),
+            )?;
+            let mut out = Vec::with_capacity(limit.min(10_000) as usize);
+            for row in rows {
+                out.push(row?);
+            }
+            Ok(out)
         })
         .await
     }

@@ -9,10 +9,14 @@ use agentledger_core::event::{SessionCounters, SessionHeaderOut};
 use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
 
 /// Columns of an event row; the query must alias events as `e` and sessions as `s`.
+/// The session's header is read on its first event only (the only one whose
+/// hash covers it): a long system prompt is not copied out with every row.
 pub const EVENT_COLS: &str = "e.rowid, e.id, s.id, e.seq, e.agent_id, e.kind, e.source_type, \
     e.dialect, e.severity, e.client_ts, e.server_ts, e.payload, e.metadata, e.payload_sha256, \
     e.prev_hash, e.hash, e.ts, e.envelope_version, e.verdict, e.original_payload_sha256, \
-    e.original_metadata_sha256, s.agent_id, s.system_prompt, s.metadata, s.created_at, \
+    e.original_metadata_sha256, \
+    CASE WHEN e.seq = 1 THEN s.agent_id END, CASE WHEN e.seq = 1 THEN s.system_prompt END, \
+    CASE WHEN e.seq = 1 THEN s.metadata END, CASE WHEN e.seq = 1 THEN s.created_at END, \
     e.erased_at, e.erased_by, e.erasure_seq";
 /// How many columns [`EVENT_COLS`] has.
 pub const EVENT_COL_COUNT: usize = 28;
