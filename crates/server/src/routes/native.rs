@@ -260,7 +260,6 @@ pub async fn export(
     if st.store.get_session(&caller.project, &id).await?.is_none() {
         return Err(ApiError::NotFound("session not found"));
     }
-    const CHUNK: u32 = 2_000;
     // The stream reads after the handler returns: it holds the key's read
     // slot until the last chunk, so exports count against --reads-per-key.
     let slot = Arc::new(caller.read_slot());
@@ -269,29 +268,28 @@ pub async fn export(
     let (store, project) = (st.store.clone(), caller.project.clone());
     let events = {
         let (slot, exported, id) = (slot.clone(), exported.clone(), id.clone());
-        futures_util::stream::unfold(Some(0u64), move |after| {
+        // Chunks are read and rendered a few at a time, in order
+        // (`export_chunks`), while hyper sends the one before.
+        let mut done = false;
+        export_chunks(store, project, id).scan((), move |(), chunk| {
             let _slot = &slot;
-            let (store, project, id, exported) =
-                (store.clone(), project.clone(), id.clone(), exported.clone());
-            async move {
-                let after = after?;
-                match store.session_events(&project, &id, after, CHUNK).await {
-                    Ok(evs) if evs.is_empty() => None,
-                    Ok(evs) => {
-                        let last = evs.last().map_or(after, |e| e.seq);
-                        if let Some(e) = evs.last() {
-                            *exported.lock().unwrap_or_else(|p| p.into_inner()) =
-                                Some((e.seq, e.id));
-                        }
-                        let next = (evs.len() == CHUNK as usize).then_some(last);
-                        Some((Ok(export_lines(&evs)), next))
-                    }
-                    Err(e) => {
-                        tracing::error!(cause = %e, "export aborted");
-                        Some((Err(std::io::Error::other("export aborted")), None))
-                    }
-                }
+            if done {
+                return std::future::ready(None);
             }
+            std::future::ready(Some(match chunk {
+                Ok(c) => {
+                    done = c.last_chunk;
+                    if let Some(last) = c.last_event {
+                        *exported.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+                    }
+                    Ok(c.lines)
+                }
+                Err(e) => {
+                    done = true;
+                    tracing::error!(cause = %e, "export aborted");
+                    Err(std::io::Error::other("export aborted"))
+                }
+            }))
         })
     };
     // After the events: the proof of the newest exported event in the served checkpoint
@@ -331,12 +329,64 @@ pub async fn export(
 
 /// Render events as JSON Lines.
 pub fn export_lines(evs: &[agentledger_core::Event]) -> Bytes {
-    let mut buf = Vec::with_capacity(evs.len() * 768);
+    let mut buf = Vec::with_capacity(evs.iter().map(|e| e.payload.get().len() + 640).sum());
     for e in evs {
-        // Serialising plain data to a Vec cannot fail.
-        if serde_json::to_writer(&mut buf, &e.to_export_line()).is_ok() {
-            buf.push(b'\n');
-        }
+        e.write_export_line(&mut buf);
+        buf.push(b'\n');
     }
     Bytes::from(buf)
+}
+
+/// One chunk of a session's export.
+struct ExportChunk {
+    lines: Bytes,
+    /// The last event in `lines` (seq, id).
+    last_event: Option<(u64, agentledger_core::EventId)>,
+    /// No events follow this chunk.
+    last_chunk: bool,
+}
+
+/// Events per chunk of an export.
+const EXPORT_CHUNK: u32 = 2_000;
+
+/// A session's events as JSON Lines, in seq order, chunk by chunk. Chunk
+/// `i` reads the first [`EXPORT_CHUNK`] events after seq `i * EXPORT_CHUNK`,
+/// so a few chunks are read and rendered at once (on store and blocking
+/// threads) ahead of the one being sent. A full chunk keeps only its events
+/// up to seq `(i + 1) * EXPORT_CHUNK` (the rest are the next chunk's); a chunk
+/// that is not full holds every event after its start and is the last. So
+/// every stored event is written once, in order, even where seqs are not
+/// contiguous (a tampered ledger: verification names the gap).
+fn export_chunks(
+    store: Arc<dyn agentledger_store::EventStore>,
+    project: agentledger_store::ProjectRef,
+    id: String,
+) -> impl futures_util::Stream<Item = Result<ExportChunk, agentledger_store::StoreError>> {
+    let ahead = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)) + 1;
+    futures_util::stream::iter(0u64..)
+        .map(move |i| {
+            let (store, project, id) = (store.clone(), project.clone(), id.clone());
+            async move {
+                let after = i * u64::from(EXPORT_CHUNK);
+                let mut evs = store
+                    .session_events(&project, &id, after, EXPORT_CHUNK)
+                    .await?;
+                let last_chunk = evs.len() < EXPORT_CHUNK as usize;
+                if !last_chunk {
+                    evs.retain(|e| e.seq <= after + u64::from(EXPORT_CHUNK));
+                }
+                let last_event = evs.last().map(|e| (e.seq, e.id));
+                let lines = tokio::task::spawn_blocking(move || export_lines(&evs))
+                    .await
+                    .map_err(|e| {
+                        agentledger_store::StoreError::Storage(format!("export task failed: {e}"))
+                    })?;
+                Ok(ExportChunk {
+                    lines,
+                    last_event,
+                    last_chunk,
+                })
+            }
+        })
+        .buffered(ahead)
 }
