@@ -32,6 +32,16 @@ use crate::{DerivedColumns, EventStore, ProjectRef, StoreResult};
 /// Events read per round trip while verifying.
 const CHUNK: u32 = 5_000;
 
+/// Chunks of one session that a verification (or an export) has in hand at
+/// once, being read, hashed or rendered, ahead of the one being checked (or
+/// sent): enough to keep both cores of a small machine busy.
+pub const CHUNKS_AHEAD: usize = 3;
+
+/// Of those, the chunks being read at once. Each holds a read connection
+/// while it is read, so one request uses at most two (`--reads-per-key`
+/// bounds a key's requests), for the tens of milliseconds a chunk takes.
+pub const CHUNK_READS: usize = 2;
+
 /// Verify one session's chain as stored, including its recorded head and
 /// every derived column. Returns `None` if the session does not exist in
 /// `project`.
@@ -47,39 +57,51 @@ pub async fn verify_session(
     let mut derived = SessionFacts::default();
     // Usage columns of erased events, until their record is read.
     let mut erased_usage: std::collections::HashMap<u64, Usage> = Default::default();
-    // Chunks are read and hashed (the per-event work that needs no order:
-    // decoding rows, SHA-256 of each payload and envelope) several at a time,
-    // on store and blocking threads, then checked in seq order, which is
-    // cheap. Chunk `i` is read as the events after seq `i * CHUNK`: a
+    // Chunks are read and prepared (the per-event work that needs no order:
+    // decoding rows, SHA-256 of each payload and envelope, the usage each
+    // payload states) [`CHUNKS_AHEAD`] at a time, [`CHUNK_READS`] of them
+    // reading, on store and blocking threads, then checked in seq order,
+    // which is cheap. Chunk `i` is read as the events after seq `i * CHUNK`: a
     // session's seqs are 1, 2, 3, ... so the chunks meet exactly, and where
     // they do not (an event deleted or renumbered), the ordered check fails
     // at that seq before reaching the next chunk.
-    let ahead = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)) + 1;
+    let reads = tokio::sync::Semaphore::new(CHUNK_READS);
     let mut prepared = futures_util::stream::iter(0u64..)
-        .map(|i| async move {
-            let rows = store
-                .session_events_with_columns(project, session_id, i * u64::from(CHUNK), CHUNK)
-                .await?;
-            tokio::task::spawn_blocking(move || {
-                let digests: Vec<_> = rows.iter().map(|(ev, _)| ev.digests()).collect();
-                (rows, digests)
-            })
-            .await
-            .map_err(|e| crate::StoreError::Storage(format!("verification task failed: {e}")))
+        .map(|i| {
+            let reads = &reads;
+            async move {
+                let rows = {
+                    let _reading = reads
+                        .acquire()
+                        .await
+                        .map_err(|_| crate::StoreError::Storage("verification stopped".into()))?;
+                    store
+                        .session_events_with_columns(
+                            project,
+                            session_id,
+                            i * u64::from(CHUNK),
+                            CHUNK,
+                        )
+                        .await?
+                };
+                prepare(rows).await
+            }
         })
-        .buffered(ahead);
+        .buffered(CHUNKS_AHEAD);
     while let Some(chunk) = prepared.next().await {
-        let (rows, digests) = chunk?;
+        let Prepared {
+            rows,
+            digests,
+            usages,
+        } = chunk?;
         let full = rows.len() == CHUNK as usize;
         let p = project.clone();
         // The ordered checks of 5,000 events are milliseconds of CPU: off the async workers.
         (verifier, derived, erased_usage) = tokio::task::spawn_blocking(move || {
-            for ((ev, cols), d) in rows.iter().zip(&digests) {
+            for (((ev, cols), d), usage) in rows.iter().zip(&digests).zip(&usages) {
                 if !verifier.push_digested(ev, d) {
                     break;
                 }
-                // The payload's usage, read once for the column check and the session's counters.
-                let usage = payload_usage(ev);
                 if let Err(reason) = check_columns(&p, ev, cols, usage.as_ref())
                     .and_then(|()| check_erasure_usage(ev, cols, &mut erased_usage))
                 {
@@ -106,6 +128,31 @@ pub async fn verify_session(
     Ok(Some(
         verifier.finish(Some((session.head_seq, session.head_hash))),
     ))
+}
+
+/// A chunk of rows with what checking them needs computed ahead, in any
+/// order: each event's digests and the usage its payload states.
+struct Prepared {
+    rows: Vec<(Event, DerivedColumns)>,
+    digests: Vec<agentledger_core::chain::Digests>,
+    /// [`payload_usage`] of each event, read once for the column check and
+    /// the session's counters.
+    usages: Vec<Option<Usage>>,
+}
+
+/// Hash a chunk on a blocking thread (milliseconds of CPU).
+async fn prepare(rows: Vec<(Event, DerivedColumns)>) -> StoreResult<Prepared> {
+    tokio::task::spawn_blocking(move || {
+        let digests = rows.iter().map(|(ev, _)| ev.digests()).collect();
+        let usages = rows.iter().map(|(ev, _)| payload_usage(ev)).collect();
+        Prepared {
+            rows,
+            digests,
+            usages,
+        }
+    })
+    .await
+    .map_err(|e| crate::StoreError::Storage(format!("verification task failed: {e}")))
 }
 
 /// The usage an event's payload states (`None` for an erased event, whose

@@ -1,7 +1,7 @@
 //! Row <-> model mapping for the SQLite backend.
 
 use rusqlite::Row;
-use rusqlite::types::Type;
+use rusqlite::types::{Type, ValueRef};
 use serde_json::value::RawValue;
 
 use agentledger_core::chain::tag_list;
@@ -32,19 +32,26 @@ fn bad(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Blob, what.to_owned().into())
 }
 
+/// A fixed-size blob, read in place (no vector per column: these are read
+/// for every event a verification or an export streams).
+fn blob<const N: usize>(r: &Row<'_>, idx: usize, what: &str) -> rusqlite::Result<Option<[u8; N]>> {
+    match r.get_ref(idx)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(b) => b.try_into().map(Some).map_err(|_| bad(idx, what)),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            idx,
+            what.to_owned(),
+            other.data_type(),
+        )),
+    }
+}
+
 fn hash32(r: &Row<'_>, idx: usize) -> rusqlite::Result<[u8; 32]> {
-    let v: Vec<u8> = r.get(idx)?;
-    v.try_into().map_err(|_| bad(idx, "hash is not 32 bytes"))
+    blob(r, idx, "hash is not 32 bytes")?.ok_or_else(|| bad(idx, "hash is missing"))
 }
 
 fn opt_hash32(r: &Row<'_>, idx: usize) -> rusqlite::Result<Option<[u8; 32]>> {
-    match r.get::<_, Option<Vec<u8>>>(idx)? {
-        None => Ok(None),
-        Some(v) => v
-            .try_into()
-            .map(Some)
-            .map_err(|_| bad(idx, "hash is not 32 bytes")),
-    }
+    blob(r, idx, "hash is not 32 bytes")
 }
 
 fn json(r: &Row<'_>, idx: usize) -> rusqlite::Result<Box<RawValue>> {
@@ -54,10 +61,8 @@ fn json(r: &Row<'_>, idx: usize) -> rusqlite::Result<Box<RawValue>> {
 
 /// Map an event row (columns as [`EVENT_COLS`]); also returns (rowid, ts) for cursors.
 pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i64, i64)> {
-    let id: Vec<u8> = r.get(1)?;
-    let id: [u8; 16] = id
-        .try_into()
-        .map_err(|_| bad(1, "event id is not 16 bytes"))?;
+    let id: [u8; 16] =
+        blob(r, 1, "event id is not 16 bytes")?.ok_or_else(|| bad(1, "event id is missing"))?;
     let kind = Kind::from_code(r.get(5)?).ok_or_else(|| bad(5, "unknown kind code"))?;
     let dialect = Dialect::from_code(r.get(7)?).ok_or_else(|| bad(7, "unknown dialect code"))?;
     let severity = Severity::from_code(r.get(8)?).ok_or_else(|| bad(8, "unknown severity code"))?;
