@@ -351,8 +351,9 @@ const EXPORT_CHUNK: u32 = 2_000;
 
 /// A session's events as JSON Lines, in seq order, chunk by chunk. Chunk
 /// `i` reads the first [`EXPORT_CHUNK`] events after seq `i * EXPORT_CHUNK`,
-/// so a few chunks are read and rendered at once (on store and blocking
-/// threads) ahead of the one being sent. A full chunk keeps only its events
+/// so chunks are read ([`agentledger_store::verify::CHUNK_READS`] at once)
+/// and rendered on blocking threads, up to
+/// [`agentledger_store::verify::CHUNKS_AHEAD`] ahead of the one being sent. A full chunk keeps only its events
 /// up to seq `(i + 1) * EXPORT_CHUNK` (the rest are the next chunk's); a chunk
 /// that is not full holds every event after its start and is the last. So
 /// every stored event is written once, in order, even where seqs are not
@@ -362,15 +363,23 @@ fn export_chunks(
     project: agentledger_store::ProjectRef,
     id: String,
 ) -> impl futures_util::Stream<Item = Result<ExportChunk, agentledger_store::StoreError>> {
-    let ahead = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)) + 1;
+    let reads = Arc::new(tokio::sync::Semaphore::new(
+        agentledger_store::verify::CHUNK_READS,
+    ));
     futures_util::stream::iter(0u64..)
         .map(move |i| {
-            let (store, project, id) = (store.clone(), project.clone(), id.clone());
+            let (store, project, id, reads) =
+                (store.clone(), project.clone(), id.clone(), reads.clone());
             async move {
                 let after = i * u64::from(EXPORT_CHUNK);
-                let mut evs = store
-                    .session_events(&project, &id, after, EXPORT_CHUNK)
-                    .await?;
+                let mut evs = {
+                    let _reading = reads.acquire().await.map_err(|_| {
+                        agentledger_store::StoreError::Storage("export stopped".into())
+                    })?;
+                    store
+                        .session_events(&project, &id, after, EXPORT_CHUNK)
+                        .await?
+                };
                 let last_chunk = evs.len() < EXPORT_CHUNK as usize;
                 if !last_chunk {
                     evs.retain(|e| e.seq <= after + u64::from(EXPORT_CHUNK));
@@ -388,5 +397,5 @@ fn export_chunks(
                 })
             }
         })
-        .buffered(ahead)
+        .buffered(agentledger_store::verify::CHUNKS_AHEAD)
 }

@@ -518,3 +518,71 @@ async fn version_3_exports_cover_the_session_header() {
         assert!(out.contains("seq 1"), "{what}: cli: {out}");
     }
 }
+
+/// The seqs of an export's event lines, in the order written.
+fn exported_seqs(export: &str) -> Vec<u64> {
+    export
+        .lines()
+        .filter(|l| !l.starts_with(r#"{"log_proof""#))
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("line is JSON")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect()
+}
+
+/// Verify and export read a session in chunks, several at once (5,000
+/// events a chunk for verify, 2,000 for export): a long session verifies
+/// and exports whole, and an event deleted at a chunk's first seq is named
+/// by verify while the export still writes every remaining event once, in
+/// order.
+#[tokio::test]
+async fn long_sessions_verify_and_export_across_chunks() {
+    let app = spawn_app().await;
+    let n = 12_001;
+    for start in (1..=n).step_by(1000) {
+        let batch: Vec<Value> = (start..=(start + 999).min(n))
+            .map(|i| memory("s", i))
+            .collect();
+        app.ingest(Value::Array(batch)).await;
+    }
+    let v = app.get_json("/api/v1/sessions/s/verify").await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["events"].as_u64()),
+        (Some(true), Some(n as u64)),
+        "{v}"
+    );
+    let export = app
+        .get("/api/v1/sessions/s/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(exported_seqs(&export), (1..=n as u64).collect::<Vec<_>>());
+    let file = app.dir.path().join("long.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let out = app.cli(&["verify", "--file", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The first seq of verify's third chunk and of export's sixth.
+    tamper(&app.db, "DELETE FROM events WHERE seq = 10001");
+    assert_broken_at(&app, 10001).await;
+    // The first seq of export's second chunk, inside verify's first.
+    tamper(&app.db, "DELETE FROM events WHERE seq = 2001");
+    assert_broken_at(&app, 2001).await;
+    let export = app
+        .get("/api/v1/sessions/s/export")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let expected: Vec<u64> = (1..=n as u64)
+        .filter(|s| *s != 2001 && *s != 10001)
+        .collect();
+    assert_eq!(exported_seqs(&export), expected);
+}
