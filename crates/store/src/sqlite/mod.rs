@@ -986,26 +986,17 @@ impl EventStore for SqliteStore {
     ) -> StoreResult<Vec<(Event, DerivedColumns)>> {
         let (project, session_id) = (project.clone(), session_id.to_owned());
         self.read(move |c| {
-            // Rows of this session whatever their project_id says: an edited
-            // project_id is then caught by verification, not hidden from it.
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {EVENT_COLS}, e.project_id, e.decision, e.model, e.input_tokens, \
-                 e.output_tokens, e.cost_usd FROM {EVENT_FROM}
-                 WHERE e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2)
-                   AND e.seq > ?3 ORDER BY e.seq LIMIT ?4"
-            ))?;
-            let rows = st.query_map(
-                rusqlite::params![project.id.0, session_id, after_seq as i64, limit as i64],
-                |r| {
-                    let ev = event_from_row(r, &project.name)?.0;
+            session_rows(
+                c,
+                &project,
+                &session_id,
+                (after_seq, limit),
+                ", e.project_id, e.decision, e.model, e.input_tokens, e.output_tokens, e.cost_usd",
+                |r, project| {
+                    let ev = event_from_row(r, project)?.0;
                     Ok((ev, rows::derived_from_row(r, rows::EVENT_COL_COUNT)?))
                 },
-            )?;
-            let mut out = Vec::with_capacity(limit.min(10_000) as usize);
-            for row in rows {
-                out.push(row?);
-            }
-            Ok(out)
+            )
         })
         .await
     }
@@ -1019,21 +1010,14 @@ impl EventStore for SqliteStore {
     ) -> StoreResult<Vec<Event>> {
         let (project, session_id) = (project.clone(), session_id.to_owned());
         self.read(move |c| {
-            // As `session_events_with_columns`, without the derived columns.
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {EVENT_COLS} FROM {EVENT_FROM}
-                 WHERE e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2)
-                   AND e.seq > ?3 ORDER BY e.seq LIMIT ?4"
-            ))?;
-            let rows = st.query_map(
-                rusqlite::params![project.id.0, session_id, after_seq as i64, limit as i64],
-                |r| Ok(event_from_row(r, &project.name)?.0),
-            )?;
-            let mut out = Vec::with_capacity(limit.min(10_000) as usize);
-            for row in rows {
-                out.push(row?);
-            }
-            Ok(out)
+            session_rows(
+                c,
+                &project,
+                &session_id,
+                (after_seq, limit),
+                "",
+                |r, project| Ok(event_from_row(r, project)?.0),
+            )
         })
         .await
     }
@@ -1406,3 +1390,32 @@ impl Drop for SqliteStore {
 
 #[cfg(test)]
 mod tests;
+
+/// A session's events with seq > `after`, at most `limit`, in seq order,
+/// with `extra` columns after [`rows::EVENT_COL_COUNT`], each row mapped by
+/// `map` (given the project's name). Rows of the session whatever their
+/// project_id says: an edited project_id is then caught by verification,
+/// not hidden from it.
+fn session_rows<T>(
+    c: &Connection,
+    project: &ProjectRef,
+    session_id: &str,
+    (after, limit): (u64, u32),
+    extra: &str,
+    map: impl Fn(&rusqlite::Row<'_>, &str) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT {EVENT_COLS}{extra} FROM {EVENT_FROM}
+         WHERE e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2)
+           AND e.seq > ?3 ORDER BY e.seq LIMIT ?4"
+    ))?;
+    let rows = st.query_map(
+        rusqlite::params![project.id.0, session_id, after as i64, limit as i64],
+        |r| map(r, &project.name),
+    )?;
+    let mut out = Vec::with_capacity(limit.min(10_000) as usize);
+    for row in rows {
+        out.push(row?);
+    }
+    Ok(out)
+}
