@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::Client;
+use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -366,6 +366,45 @@ async fn console_in_chromium() {
     );
     d.screenshot("verify").await;
     no_csp_violation(&d.console_log().await, "verify");
+
+    // An erased event: its payload is gone, its record follows in the chain,
+    // and the browser's verification accepts the two together.
+    let ack = app
+        .ingest(json!([
+            memory("erased-demo", 1),
+            memory("erased-demo", 2),
+            memory("erased-demo", 3)
+        ]))
+        .await;
+    let erased_id = ack["events"][1]["id"]
+        .as_str()
+        .expect("event id")
+        .to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/events/{erased_id}/erase"),
+            &json!({"reason": "personal data"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    d.goto(&app.url("/console/sessions/erased-demo/verify"))
+        .await;
+    assert!(
+        d.text("#server-verdict")
+            .await
+            .starts_with("Valid: 4 events")
+    );
+    d.click("#verify-here").await;
+    d.until(
+        "the browser's verification of an erased session",
+        "return !!document.getElementById('browser-result').dataset.result",
+    )
+    .await;
+    let result = d.text("#browser-result").await;
+    assert!(
+        result.starts_with("Verified in this browser: 4 events"),
+        "{result}"
+    );
 
     // Search, and a hit opens in its session at its seq.
     d.goto(&app.url("/console/search?q=passwd")).await;

@@ -175,11 +175,43 @@
     }
     return out;
   }
+  // Why an erased line cannot be taken as erased, or null (as
+  // scripts/verify_export.py and the server check it).
+  function erasedProblem(ev, raw) {
+    const e = ev.erased;
+    if (raw.payload !== "null") return "an erased event still holds a payload";
+    if (e === null || typeof e !== "object" || Object.keys(e).sort().join() !== "at,by,record_seq") return "member \"erased\" is not {by, at, record_seq}";
+    if (typeof e.by !== "string" || typeof e.at !== "string") return "member \"erased\" has no valid by / at";
+    if (!Number.isInteger(e.record_seq) || e.record_seq <= ev.seq) return "the erasure's record does not follow the erased event";
+    if (ev.kind === "event_erased") return "an erasure record cannot itself be erased";
+    return null;
+  }
+  // Why an event_erased record does not match the erased line it names, or null.
+  function recordProblem(ev, pending, recorded) {
+    const r = ev.payload;
+    const fields = "erasedBy,erasedEventId,erasedSeq,payloadSha256,reason,usage";
+    if (r === null || typeof r !== "object" || Object.keys(r).sort().join() !== fields || !Number.isInteger(r.erasedSeq)) return "the event_erased payload is not an erasure record";
+    const seq = r.erasedSeq;
+    if (seq >= ev.seq) return "an event_erased record names an event that does not precede it";
+    if (recorded.has(seq)) return "seq " + seq + " has a second event_erased record";
+    recorded.add(seq);
+    const erased = pending.get(seq);
+    if (erased === undefined) return "an event_erased record names seq " + seq + ", whose payload is not erased";
+    pending.delete(seq);
+    const e = erased.erased;
+    if (r.erasedEventId !== erased.id || r.payloadSha256 !== erased.payload_sha256 || r.erasedBy !== e.by || e.at !== ev.server_ts || e.record_seq !== ev.seq) {
+      return "the event_erased record does not match erased seq " + seq + " (its id, payload_sha256, who erased it, when, or where the record is)";
+    }
+    return null;
+  }
   async function verify(text, expectedHead) {
     // The log proof line that ends an export is not an event (its proof needs the log's
     // key: `agentledger verify --log-key` checks it).
     const lines = text.split("\n").filter((l) => l.trim() !== "" && !l.startsWith('{"log_proof"'));
     let last = 0, prev = null;
+    // Erased events (payload null) until the event_erased record that must
+    // follow them in the chain confirms them; seqs whose record was seen.
+    const pending = new Map(), recorded = new Set();
     for (let n = 0; n < lines.length; n++) {
       const line = lines[n];
       const ev = JSON.parse(line);
@@ -187,8 +219,22 @@
       const fail = (seq, why) => ({ ok: false, seq, why, events: n });
       if (![1, 2, 3].includes(ev.v)) return fail(ev.seq, "unsupported envelope version " + ev.v);
       if (ev.seq !== last + 1) return fail(last + 1, ev.seq > last + 1 ? "event seq " + (last + 1) + " is missing" : "seq " + ev.seq + " is out of order or repeated");
-      const payloadSha = await sha256(raw.payload);
-      if (payloadSha !== ev.payload_sha256) return fail(ev.seq, "payload bytes do not match payload_sha256");
+      let payloadSha;
+      if (ev.erased !== undefined) {
+        // The payload is gone: its digest is taken as given, and only once a
+        // later event_erased record in this chain confirms it.
+        const why = erasedProblem(ev, raw);
+        if (why) return fail(ev.seq, why);
+        pending.set(ev.seq, ev);
+        payloadSha = ev.payload_sha256;
+      } else {
+        payloadSha = await sha256(raw.payload);
+        if (payloadSha !== ev.payload_sha256) return fail(ev.seq, "payload bytes do not match payload_sha256");
+        if (ev.kind === "event_erased") {
+          const why = recordProblem(ev, pending, recorded);
+          if (why) return fail(ev.seq, why);
+        }
+      }
       if ((ev.prev_hash ?? null) !== prev) return fail(ev.seq, "prev_hash does not match the previous event");
       const env = {
         v: ev.v, project: ev.project, session_id: ev.session_id, seq: ev.seq, event_id: ev.id,
@@ -220,6 +266,10 @@
       if (hash !== ev.hash) return fail(ev.seq, "hash does not match the recomputed envelope hash");
       last = ev.seq;
       prev = hash;
+    }
+    if (pending.size > 0) {
+      const seq = Math.min(...pending.keys());
+      return { ok: false, seq, why: "the payload is erased but no event_erased record in the chain names it", events: lines.length };
     }
     if (expectedHead && prev !== expectedHead) {
       return { ok: false, seq: last, why: "the chain ends at " + (prev || "nothing") + ", not at the expected head", events: lines.length };
