@@ -98,7 +98,7 @@ impl Event {
     }
 
     /// This event's export line (no newline) appended to `out`: the bytes
-    /// `serde_json` writes for [`Event::to_export_line`], written straight
+    /// `serde_json` writes for its [`ExportLine`] (the tests hold it to that), written straight
     /// from the event, its stored payload and metadata copied as they are.
     /// Exports stream every event of a session through this.
     pub fn write_export_line(&self, out: &mut Vec<u8>) {
@@ -153,6 +153,9 @@ impl Event {
         o.end();
     }
 
+    /// The export line as a struct: serde_json's text of it is what
+    /// [`Event::write_export_line`] writes, which the tests hold it to.
+    #[cfg(test)]
     pub fn to_export_line(&self) -> ExportLine {
         ExportLine {
             v: self.envelope_version,

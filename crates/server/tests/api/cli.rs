@@ -119,12 +119,7 @@ async fn cli_export_matches_the_http_export() {
     let app = spawn_app().await;
     app.ingest(json!([tool_call("x", "1"), memory("x", 2), memory("y", 3)]))
         .await;
-    let http = app
-        .get("/api/v1/sessions/x/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let http = app.get_text("/api/v1/sessions/x/export").await;
     let out = app.cli(&["export", "--session", "x"]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap(), http);

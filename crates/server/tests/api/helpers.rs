@@ -154,6 +154,13 @@ impl TestApp {
         r.json().await.expect("json")
     }
 
+    /// A GET's body as text (an export, a page), asserting 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.text().await.expect("text")
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.post_with(path, body, &self.key).await
     }

@@ -41,12 +41,7 @@ async fn payload_bytes_are_kept_exactly_as_sent() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    let export = app
-        .get("/api/v1/sessions/s/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/s/export").await;
     assert!(
         export.contains(r#""payload":{ "b" : 1.50, "a":"\u00e9" }"#),
         "{export}"

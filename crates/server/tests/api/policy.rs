@@ -584,12 +584,7 @@ async fn redaction_cannot_be_reversed_by_guessing() {
         )
         .await;
     let id = body["events"][0]["id"].as_str().unwrap().to_owned();
-    let export = app
-        .get("/api/v1/sessions/pii/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/pii/export").await;
     assert!(!export.contains("219-09-9999"), "{export}");
     // The attack: hash each candidate original and look for it. The true
     // original's plain digest is nowhere in the export.
@@ -662,12 +657,7 @@ async fn redaction_stores_the_redacted_form_and_still_verifies() {
     assert_eq!(ver["valid"], true, "{ver}");
     // The export carries the redacted bytes and the original's hash; the
     // independent verifier accepts it.
-    let export = app
-        .get("/api/v1/sessions/red/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/red/export").await;
     assert!(!export.contains(AWS_KEY) && !export.contains("bob@example.org"));
     let path = app.dir.path().join("red.jsonl");
     std::fs::write(&path, &export).unwrap();

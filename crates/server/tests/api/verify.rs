@@ -61,12 +61,7 @@ async fn intact_chain_verifies_everywhere() {
         app.get_json("/api/v1/sessions/s").await["head_hash"]
     );
 
-    let export = app
-        .get("/api/v1/sessions/s/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/s/export").await;
     assert_eq!(export.lines().count(), 6);
     let file = app.dir.path().join("export.jsonl");
     std::fs::write(&file, &export).unwrap();
@@ -101,15 +96,7 @@ async fn edited_payload_fails_at_its_seq() {
 
     // The tampered export fails the independent verifier at the same seq.
     let file = app.dir.path().join("t.jsonl");
-    std::fs::write(
-        &file,
-        app.get("/api/v1/sessions/s/export")
-            .await
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&file, app.get_text("/api/v1/sessions/s/export").await).unwrap();
     let (ok, out) = python_verify(&file);
     assert!(!ok);
     assert!(out.contains("seq 3"), "{out}");
@@ -139,12 +126,7 @@ async fn a_recomputed_hash_still_breaks_the_next_link() {
     five_events(&app).await;
     // The attacker edits event 4 and recomputes its hash with the public spec:
     // event 4 then checks out on its own, but event 5's prev_hash no longer matches.
-    let export = app
-        .get("/api/v1/sessions/s/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/s/export").await;
     let line = export.lines().nth(3).unwrap();
     let mut ev = serde_json::from_str::<agentledger_core::ExportLine>(line)
         .unwrap()
@@ -164,12 +146,7 @@ async fn a_recomputed_hash_still_breaks_the_next_link() {
 async fn reordered_export_fails_both_offline_verifiers() {
     let app = spawn_app().await;
     five_events(&app).await;
-    let export = app
-        .get("/api/v1/sessions/s/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/s/export").await;
     let mut lines: Vec<&str> = export.lines().collect();
     lines.swap(1, 2);
     let file = app.dir.path().join("r.jsonl");
@@ -302,12 +279,7 @@ async fn the_cli_names_the_seq_of_every_kind_of_tampering() {
 async fn honest_export(app: &TestApp) -> Vec<String> {
     app.ingest(json!([memory("s", 1), memory("s", 2), memory("s", 3)]))
         .await;
-    let export = app
-        .get("/api/v1/sessions/s/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/s/export").await;
     let lines: Vec<String> = export.lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[1].contains(r#""verdict":{"#), "{}", lines[1]);
@@ -463,12 +435,7 @@ async fn version_3_exports_cover_the_session_header() {
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
     app.ingest(json!([memory("hdr", 1), memory("hdr", 2)]))
         .await;
-    let export = app
-        .get("/api/v1/sessions/hdr/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/hdr/export").await;
     let lines: Vec<String> = export.lines().map(str::to_owned).collect();
     assert!(lines[0].contains(r#""v":3"#), "{}", lines[0]);
     assert!(
@@ -553,12 +520,7 @@ async fn long_sessions_verify_and_export_across_chunks() {
         (Some(true), Some(n as u64)),
         "{v}"
     );
-    let export = app
-        .get("/api/v1/sessions/s/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/s/export").await;
     assert_eq!(exported_seqs(&export), (1..=n as u64).collect::<Vec<_>>());
     let file = app.dir.path().join("long.jsonl");
     std::fs::write(&file, &export).unwrap();
@@ -575,12 +537,7 @@ async fn long_sessions_verify_and_export_across_chunks() {
     // The first seq of export's second chunk, inside verify's first.
     tamper(&app.db, "DELETE FROM events WHERE seq = 2001");
     assert_broken_at(&app, 2001).await;
-    let export = app
-        .get("/api/v1/sessions/s/export")
-        .await
-        .text()
-        .await
-        .unwrap();
+    let export = app.get_text("/api/v1/sessions/s/export").await;
     let expected: Vec<u64> = (1..=n as u64)
         .filter(|s| *s != 2001 && *s != 10001)
         .collect();
