@@ -97,60 +97,43 @@ impl Event {
         self.client_ts.unwrap_or(self.server_ts)
     }
 
-    /// This event's export line (no newline) appended to `out`: the bytes
-    /// `serde_json` writes for its [`ExportLine`] (the tests hold it to that), written straight
-    /// from the event, its stored payload and metadata copied as they are.
-    /// Exports stream every event of a session through this.
+    /// This event's export line (no newline) appended to `out`
+    /// ([`EventView::write_export_line`]).
     pub fn write_export_line(&self, out: &mut Vec<u8>) {
-        let mut o = crate::jsonw::Obj::new(out);
-        o.u64("v", self.envelope_version.into());
-        o.str("project", &self.project);
-        o.str("session_id", &self.session_id);
-        o.u64("seq", self.seq);
-        let mut id = [0u8; ulid::ULID_LEN];
-        o.str("id", self.id.encode(&mut id));
-        o.str("agent_id", &self.agent_id);
-        o.str("kind", self.kind.as_str());
-        o.str("source_type", &self.source_type);
-        o.str("dialect", self.dialect.as_str());
-        o.str("severity", self.severity.as_str());
-        o.opt_time("client_ts", self.client_ts);
-        o.time("server_ts", self.server_ts);
-        o.raw("payload", self.payload.get());
-        o.raw("metadata", self.metadata.get());
-        o.hex("payload_sha256", &self.payload_sha256);
-        o.opt_hex("prev_hash", self.prev_hash.as_ref());
-        o.hex("hash", &self.hash);
-        if let Some(v) = &self.verdict {
-            o.raw("verdict", v.get());
+        self.view().write_export_line(out);
+    }
+
+    /// This event as an [`EventView`], borrowing its fields.
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            id: self.id,
+            project: &self.project,
+            session_id: &self.session_id,
+            seq: self.seq,
+            agent_id: &self.agent_id,
+            kind: self.kind,
+            source_type: &self.source_type,
+            dialect: self.dialect,
+            severity: self.severity,
+            client_ts: self.client_ts,
+            server_ts: self.server_ts,
+            payload: self.payload.get(),
+            metadata: self.metadata.get(),
+            payload_sha256: self.payload_sha256,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            envelope_version: self.envelope_version,
+            verdict: self.verdict.as_deref().map(RawValue::get),
+            original_payload_sha256: self.original_payload_sha256,
+            original_metadata_sha256: self.original_metadata_sha256,
+            session_header: self.session_header.as_deref().map(|h| HeaderView {
+                agent_id: &h.agent_id,
+                system_prompt: h.system_prompt.as_deref(),
+                metadata: h.metadata.get(),
+                created_at: h.created_at,
+            }),
+            erased: self.erased.as_deref().cloned(),
         }
-        let (payload_original, metadata_original) = if self.envelope_version >= 3 {
-            ("original_payload_hmac", "original_metadata_hmac")
-        } else {
-            ("original_payload_sha256", "original_metadata_sha256")
-        };
-        if let Some(d) = &self.original_payload_sha256 {
-            o.hex(payload_original, d);
-        }
-        if let Some(d) = &self.original_metadata_sha256 {
-            o.hex(metadata_original, d);
-        }
-        if let Some(h) = &self.session_header {
-            o.str("session_agent_id", &h.agent_id);
-            if let Some(p) = &h.system_prompt {
-                o.str("session_system_prompt", p);
-            }
-            o.raw("session_metadata", h.metadata.get());
-            o.time("session_created_at", h.created_at);
-        }
-        if let Some(e) = &self.erased {
-            let mut inner = crate::jsonw::Obj::new(o.key("erased"));
-            inner.str("by", &e.by);
-            inner.time("at", e.at);
-            inner.u64("record_seq", e.record_seq);
-            inner.end();
-        }
-        o.end();
     }
 
     /// The export line as a struct: serde_json's text of it is what
@@ -200,6 +183,162 @@ impl Event {
                 .map(|h| h.created_at.to_rfc3339()),
             erased: self.erased.as_deref().map(crate::erasure::ErasedLine::from),
         }
+    }
+}
+
+/// An event read where it is stored (a database row), borrowing its
+/// fields: those of [`Event`], with the payload, metadata and verdict as
+/// their stored JSON text, not parsed again. Verification and export read
+/// every event of a session through this, without an [`Event`] (and its
+/// copies and JSON validation) for each; [`EventView::to_event`] makes one.
+#[derive(Debug, Clone)]
+pub struct EventView<'a> {
+    pub id: EventId,
+    pub project: &'a str,
+    pub session_id: &'a str,
+    pub seq: u64,
+    pub agent_id: &'a str,
+    pub kind: Kind,
+    pub source_type: &'a str,
+    pub dialect: Dialect,
+    pub severity: Severity,
+    pub client_ts: Option<Micros>,
+    pub server_ts: Micros,
+    /// The payload's JSON text as stored (`null` once erased).
+    pub payload: &'a str,
+    pub metadata: &'a str,
+    pub payload_sha256: [u8; 32],
+    pub prev_hash: Option<[u8; 32]>,
+    pub hash: [u8; 32],
+    pub envelope_version: u32,
+    pub verdict: Option<&'a str>,
+    pub original_payload_sha256: Option<[u8; 32]>,
+    pub original_metadata_sha256: Option<[u8; 32]>,
+    pub session_header: Option<HeaderView<'a>>,
+    pub erased: Option<crate::erasure::Erasure>,
+}
+
+/// [`SessionHeaderOut`], borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderView<'a> {
+    pub agent_id: &'a str,
+    pub system_prompt: Option<&'a str>,
+    pub metadata: &'a str,
+    pub created_at: Micros,
+}
+
+/// Which stored JSON text of an [`EventView`] does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadJson {
+    Payload,
+    Metadata,
+    Verdict,
+    SessionMetadata,
+}
+
+impl<'a> EventView<'a> {
+    /// The time the event happened ([`Event::time`]).
+    pub fn time(&self) -> Micros {
+        self.client_ts.unwrap_or(self.server_ts)
+    }
+
+    /// This event's export line (no newline) appended to `out`: the bytes
+    /// `serde_json` writes for its [`ExportLine`] (the tests hold it to that), written straight
+    /// from the event, its stored payload and metadata copied as they are.
+    /// Exports stream every event of a session through this.
+    pub fn write_export_line(&self, out: &mut Vec<u8>) {
+        let mut o = crate::jsonw::Obj::new(out);
+        o.u64("v", self.envelope_version.into());
+        o.str("project", self.project);
+        o.str("session_id", self.session_id);
+        o.u64("seq", self.seq);
+        let mut id = [0u8; ulid::ULID_LEN];
+        o.str("id", self.id.encode(&mut id));
+        o.str("agent_id", self.agent_id);
+        o.str("kind", self.kind.as_str());
+        o.str("source_type", self.source_type);
+        o.str("dialect", self.dialect.as_str());
+        o.str("severity", self.severity.as_str());
+        o.opt_time("client_ts", self.client_ts);
+        o.time("server_ts", self.server_ts);
+        o.raw("payload", self.payload);
+        o.raw("metadata", self.metadata);
+        o.hex("payload_sha256", &self.payload_sha256);
+        o.opt_hex("prev_hash", self.prev_hash.as_ref());
+        o.hex("hash", &self.hash);
+        if let Some(v) = self.verdict {
+            o.raw("verdict", v);
+        }
+        let (payload_original, metadata_original) = if self.envelope_version >= 3 {
+            ("original_payload_hmac", "original_metadata_hmac")
+        } else {
+            ("original_payload_sha256", "original_metadata_sha256")
+        };
+        if let Some(d) = &self.original_payload_sha256 {
+            o.hex(payload_original, d);
+        }
+        if let Some(d) = &self.original_metadata_sha256 {
+            o.hex(metadata_original, d);
+        }
+        if let Some(h) = &self.session_header {
+            o.str("session_agent_id", h.agent_id);
+            if let Some(p) = h.system_prompt {
+                o.str("session_system_prompt", p);
+            }
+            o.raw("session_metadata", h.metadata);
+            o.time("session_created_at", h.created_at);
+        }
+        if let Some(e) = &self.erased {
+            let mut inner = crate::jsonw::Obj::new(o.key("erased"));
+            inner.str("by", &e.by);
+            inner.time("at", e.at);
+            inner.u64("record_seq", e.record_seq);
+            inner.end();
+        }
+        o.end();
+    }
+
+    /// The event, its JSON texts parsed (validated) into an [`Event`].
+    pub fn to_event(&self) -> Result<Event, BadJson> {
+        let json =
+            |text: &str, bad: BadJson| RawValue::from_string(text.to_owned()).map_err(|_| bad);
+        Ok(Event {
+            id: self.id,
+            project: self.project.to_owned(),
+            session_id: self.session_id.to_owned(),
+            seq: self.seq,
+            agent_id: self.agent_id.to_owned(),
+            kind: self.kind,
+            source_type: self.source_type.to_owned(),
+            dialect: self.dialect,
+            severity: self.severity,
+            client_ts: self.client_ts,
+            server_ts: self.server_ts,
+            payload: json(self.payload, BadJson::Payload)?,
+            metadata: json(self.metadata, BadJson::Metadata)?,
+            payload_sha256: self.payload_sha256,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            envelope_version: self.envelope_version,
+            verdict: self
+                .verdict
+                .map(|v| json(v, BadJson::Verdict))
+                .transpose()?,
+            original_payload_sha256: self.original_payload_sha256,
+            original_metadata_sha256: self.original_metadata_sha256,
+            session_header: self
+                .session_header
+                .map(|h| {
+                    Ok::<_, BadJson>(Box::new(SessionHeaderOut {
+                        agent_id: h.agent_id.to_owned(),
+                        system_prompt: h.system_prompt.map(str::to_owned),
+                        metadata: json(h.metadata, BadJson::SessionMetadata)?,
+                        created_at: h.created_at,
+                    }))
+                })
+                .transpose()?,
+            erased: self.erased.clone().map(Box::new),
+        })
     }
 }
 

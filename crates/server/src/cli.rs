@@ -1265,16 +1265,15 @@ async fn export(scope: &Scope) -> Result<ExitCode, String> {
         let mut after = 0;
         let mut last_event = None;
         loop {
-            let evs = store
-                .session_events(&p, &id, after, 5_000)
+            let piece = store
+                .session_export_lines(&p, &id, after, 5_000, u64::MAX)
                 .await
                 .map_err(|e| e.to_string())?;
-            let Some(last) = evs.last() else { break };
-            after = last.seq;
-            last_event = Some((last.seq, last.id));
-            out.write_all(&crate::routes::native::export_lines(&evs))
-                .map_err(|e| e.to_string())?;
-            if evs.len() < 5_000 {
+            let Some(last) = piece.last else { break };
+            after = last.0;
+            last_event = Some(last);
+            out.write_all(&piece.lines).map_err(|e| e.to_string())?;
+            if piece.read < 5_000 {
                 break;
             }
         }

@@ -65,6 +65,48 @@ pub struct DerivedColumns {
     pub usage: agentledger_core::usage::Usage,
 }
 
+/// A piece of a session's export: [`EventStore::session_export_lines`].
+#[derive(Debug, Default)]
+pub struct ExportLines {
+    /// The lines, each ending in a newline.
+    pub lines: Vec<u8>,
+    /// Events read.
+    pub read: usize,
+    /// The last event written (seq, id).
+    pub last: Option<(u64, EventId)>,
+    /// The events up to `until` ([`ExportLines::push`]): the length of
+    /// their lines and the last of them.
+    until: (usize, Option<(u64, EventId)>),
+}
+
+impl ExportLines {
+    /// Room for `events` lines whose payloads total `payload_bytes`.
+    pub fn new(events: usize, payload_bytes: usize) -> Self {
+        ExportLines {
+            lines: Vec::with_capacity(payload_bytes + events * 640),
+            ..Default::default()
+        }
+    }
+
+    /// Write an event's line (events come in seq order), noting where the
+    /// events with seq <= `until` end.
+    pub fn push(&mut self, ev: &agentledger_core::event::EventView<'_>, until: u64) {
+        self.read += 1;
+        ev.write_export_line(&mut self.lines);
+        self.lines.push(b'\n');
+        self.last = Some((ev.seq, ev.id));
+        if ev.seq <= until {
+            self.until = (self.lines.len(), self.last);
+        }
+    }
+
+    /// Keep only the lines of events with seq <= `until`.
+    pub fn keep_until(&mut self) {
+        self.lines.truncate(self.until.0);
+        self.last = self.until.1;
+    }
+}
+
 /// The ledger's answer for one appended event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendedEvent {
@@ -516,6 +558,58 @@ pub trait EventStore: alerts::AlertStore + Send + Sync + 'static {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<(Event, DerivedColumns)>>;
+
+    /// What verifying the events of one session with seq > `after_seq` needs
+    /// (at most `limit`, in seq order), computed as they are read: see
+    /// [`verify::VerifyRow`]. A backend that can read its rows as
+    /// [`EventView`](agentledger_core::event::EventView)s makes these without
+    /// an [`Event`] for each.
+    async fn session_verify_rows(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<verify::VerifyRow>> {
+        let rows = self
+            .session_events_with_columns(project, session_id, after_seq, limit)
+            .await?;
+        // Hashing thousands of events is milliseconds of CPU: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            rows.into_iter()
+                .map(|(ev, cols)| verify::VerifyRow::new(&ev.view(), cols))
+                .collect()
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("verification task failed: {e}")))
+    }
+
+    /// The export lines ([`EventView::write_export_line`](agentledger_core::event::EventView::write_export_line),
+    /// each ending in a newline) of one session's events with seq >
+    /// `after_seq`, at most `limit`, in seq order, noting where those with
+    /// seq <= `until` end ([`ExportLines::keep_until`]).
+    async fn session_export_lines(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+        until: u64,
+    ) -> StoreResult<ExportLines> {
+        let evs = self
+            .session_events(project, session_id, after_seq, limit)
+            .await?;
+        tokio::task::spawn_blocking(move || {
+            let mut out =
+                ExportLines::new(evs.len(), evs.iter().map(|e| e.payload.get().len()).sum());
+            for ev in &evs {
+                out.push(&ev.view(), until);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("export task failed: {e}")))
+    }
 
     /// The salt of an event's redaction commitment (envelope v3), if it was
     /// redacted and the salt not destroyed. With it and the original bytes,

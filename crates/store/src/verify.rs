@@ -19,11 +19,11 @@
 //! re-derived: if it comes before any other `session_started` with tags, the
 //! session row's tags are not compared (docs/hash-chain.md says so).
 
-use agentledger_core::chain::{SessionHead, tag_list};
-use agentledger_core::erasure::ErasureRecord;
+use agentledger_core::chain::{ChainEntry, SessionHead, tag_list};
+use agentledger_core::event::EventView;
 use agentledger_core::usage::Usage;
 use agentledger_core::verdict::Decision;
-use agentledger_core::{ChainVerifier, Event, Micros, SessionStatus, VerifyReport};
+use agentledger_core::{ChainVerifier, Micros, SessionStatus, Severity, VerifyReport};
 
 use futures_util::StreamExt;
 
@@ -66,49 +66,37 @@ pub async fn verify_session(
     // they do not (an event deleted or renumbered), the ordered check fails
     // at that seq before reaching the next chunk.
     let reads = tokio::sync::Semaphore::new(CHUNK_READS);
-    let mut prepared = futures_util::stream::iter(0u64..)
+    let mut chunks = futures_util::stream::iter(0u64..)
         .map(|i| {
             let reads = &reads;
             async move {
-                let rows = {
-                    let _reading = reads
-                        .acquire()
-                        .await
-                        .map_err(|_| crate::StoreError::Storage("verification stopped".into()))?;
-                    store
-                        .session_events_with_columns(
-                            project,
-                            session_id,
-                            i * u64::from(CHUNK),
-                            CHUNK,
-                        )
-                        .await?
-                };
-                prepare(rows).await
+                let _reading = reads
+                    .acquire()
+                    .await
+                    .map_err(|_| crate::StoreError::Storage("verification stopped".into()))?;
+                store
+                    .session_verify_rows(project, session_id, i * u64::from(CHUNK), CHUNK)
+                    .await
             }
         })
         .buffered(CHUNKS_AHEAD);
-    while let Some(chunk) = prepared.next().await {
-        let Prepared {
-            rows,
-            digests,
-            usages,
-        } = chunk?;
+    while let Some(rows) = chunks.next().await {
+        let rows = rows?;
         let full = rows.len() == CHUNK as usize;
         let p = project.clone();
         // The ordered checks of 5,000 events are milliseconds of CPU: off the async workers.
         (verifier, derived, erased_usage) = tokio::task::spawn_blocking(move || {
-            for (((ev, cols), d), usage) in rows.iter().zip(&digests).zip(&usages) {
-                if !verifier.push_digested(ev, d) {
+            for row in &rows {
+                if !verifier.push_entry(&row.entry) {
                     break;
                 }
-                if let Err(reason) = check_columns(&p, ev, cols, usage.as_ref())
-                    .and_then(|()| check_erasure_usage(ev, cols, &mut erased_usage))
+                if let Err(reason) = check_columns(&p, row)
+                    .and_then(|()| check_erasure_usage(row, &mut erased_usage))
                 {
-                    verifier.fail_at(ev.seq, reason);
+                    verifier.fail_at(row.entry.seq, reason);
                     break;
                 }
-                derived.add(ev, cols, usage.as_ref());
+                derived.add(row);
             }
             // Freed here, off the async workers too.
             drop(rows);
@@ -130,60 +118,60 @@ pub async fn verify_session(
     ))
 }
 
-/// A chunk of rows with what checking them needs computed ahead, in any
-/// order: each event's digests and the usage its payload states.
-struct Prepared {
-    rows: Vec<(Event, DerivedColumns)>,
-    digests: Vec<agentledger_core::chain::Digests>,
-    /// [`payload_usage`] of each event, read once for the column check and
-    /// the session's counters.
-    usages: Vec<Option<Usage>>,
+/// What verifying one stored event needs, computed from its row ahead of
+/// the ordered checks, in any order (by the store, as it reads the row):
+/// the chain's entry with its digests, the usage its payload states, the
+/// decision its verdict states, and its derived columns as stored.
+#[derive(Debug, Clone)]
+pub struct VerifyRow {
+    pub entry: ChainEntry,
+    pub severity: Severity,
+    /// [`EventView::time`].
+    pub time: Micros,
+    /// The decision the stored verdict states (`None` without a verdict);
+    /// `Err` when it states none readable.
+    decision: Result<Option<Decision>, ()>,
+    /// The usage the payload states (`None` for an erased event, whose
+    /// payload is gone), read once for the column check and the counters.
+    usage: Option<Usage>,
+    /// A `session_started` event's payload: the session's tags come from it.
+    started_payload: Option<Box<str>>,
+    pub cols: DerivedColumns,
 }
 
-/// Hash a chunk on a blocking thread (milliseconds of CPU).
-async fn prepare(rows: Vec<(Event, DerivedColumns)>) -> StoreResult<Prepared> {
-    tokio::task::spawn_blocking(move || {
-        let digests = rows.iter().map(|(ev, _)| ev.digests()).collect();
-        let usages = rows.iter().map(|(ev, _)| payload_usage(ev)).collect();
-        Prepared {
-            rows,
-            digests,
-            usages,
+impl VerifyRow {
+    pub fn new(ev: &EventView<'_>, cols: DerivedColumns) -> Self {
+        VerifyRow {
+            entry: ChainEntry::new(ev),
+            severity: ev.severity,
+            time: ev.time(),
+            decision: match ev.verdict {
+                None => Ok(None),
+                Some(v) => verdict_decision(v).map(Some).ok_or(()),
+            },
+            usage: ev
+                .erased
+                .is_none()
+                .then(|| Usage::of(ev.kind, ev.payload).unwrap_or_default()),
+            started_payload: (ev.kind == agentledger_core::Kind::SessionStarted)
+                .then(|| ev.payload.into()),
+            cols,
         }
-    })
-    .await
-    .map_err(|e| crate::StoreError::Storage(format!("verification task failed: {e}")))
+    }
 }
 
-/// The usage an event's payload states (`None` for an erased event, whose
-/// payload is gone).
-fn payload_usage(ev: &Event) -> Option<Usage> {
-    ev.erased
-        .is_none()
-        .then(|| Usage::of(ev.kind, ev.payload.get()).unwrap_or_default())
-}
-
-/// The event's derived columns against what its covered fields say;
-/// `usage` is [`payload_usage`] of `ev`.
-fn check_columns(
-    project: &ProjectRef,
-    ev: &Event,
-    cols: &DerivedColumns,
-    usage: Option<&Usage>,
-) -> Result<(), String> {
+/// The event's derived columns against what its covered fields say.
+fn check_columns(project: &ProjectRef, row: &VerifyRow) -> Result<(), String> {
+    let cols = &row.cols;
     if cols.project_id != project.id.0 {
         return Err(format!(
             "stored project_id {} is not the session's project ({}): the row was moved between projects",
             cols.project_id, project.id.0
         ));
     }
-    let decided = match &ev.verdict {
-        None => None,
-        Some(v) => Some(
-            verdict_decision(v.get())
-                .ok_or_else(|| "the stored verdict has no readable decision".to_string())?,
-        ),
-    };
+    let decided = row
+        .decision
+        .map_err(|()| "the stored verdict has no readable decision".to_string())?;
     if cols.decision != decided {
         return Err(format!(
             "stored decision column ({}) does not match the hashed verdict ({})",
@@ -191,7 +179,7 @@ fn check_columns(
             decided.map_or("none", Decision::as_str)
         ));
     }
-    let Some(usage) = usage else {
+    let Some(usage) = &row.usage else {
         // Erased: compared with the erasure's record (`check_erasure_usage`).
         return Ok(());
     };
@@ -208,18 +196,18 @@ fn check_columns(
 /// record wrote down (the record follows the erased event in the chain; the
 /// chain verifier has already matched the two).
 fn check_erasure_usage(
-    ev: &Event,
-    cols: &DerivedColumns,
+    row: &VerifyRow,
     pending: &mut std::collections::HashMap<u64, Usage>,
 ) -> Result<(), String> {
+    let ev = &row.entry;
     if ev.erased.is_some() {
-        pending.insert(ev.seq, cols.usage.clone());
+        pending.insert(ev.seq, row.cols.usage.clone());
         return Ok(());
     }
-    if ev.kind != agentledger_core::Kind::EventErased {
-        return Ok(());
-    }
-    let record = ErasureRecord::parse(ev.payload.get())?;
+    let record = match &ev.record {
+        None => return Ok(()),
+        Some(record) => record.as_ref().map_err(Clone::clone)?,
+    };
     let recorded = Usage::from(&record.usage);
     match pending.remove(&record.erased_seq) {
         Some(stored) if stored == recorded => Ok(()),
@@ -249,18 +237,19 @@ struct SessionFacts(SessionHead, TagsUnknown);
 struct TagsUnknown(bool);
 
 impl SessionFacts {
-    fn add(&mut self, ev: &Event, cols: &DerivedColumns, usage: Option<&Usage>) {
-        let Some(usage) = usage else {
-            if ev.kind == agentledger_core::Kind::SessionStarted && self.0.tags.is_none() {
+    fn add(&mut self, row: &VerifyRow) {
+        let kind = row.entry.kind;
+        let payload = row.started_payload.as_deref().unwrap_or("{}");
+        let Some(usage) = &row.usage else {
+            if kind == agentledger_core::Kind::SessionStarted && self.0.tags.is_none() {
                 self.1.0 = true;
             }
             // The usage columns, as checked against the erasure's record.
             self.0
-                .advance(ev.kind, ev.severity, ev.time(), "{}", &cols.usage);
+                .advance(kind, row.severity, row.time, "{}", &row.cols.usage);
             return;
         };
-        self.0
-            .advance(ev.kind, ev.severity, ev.time(), ev.payload.get(), usage);
+        self.0.advance(kind, row.severity, row.time, payload, usage);
     }
 
     fn compare(&self, s: &agentledger_core::Session) -> Result<(), String> {

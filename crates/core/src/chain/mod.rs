@@ -10,7 +10,8 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{Event, Micros};
+use crate::event::EventView;
+use crate::{Event, EventId, Micros};
 
 mod link;
 pub use link::{LinkError, LinkFacts, Linked, SessionHead, link, session_tags, tag_list};
@@ -164,30 +165,48 @@ impl HashInput<'_> {
 }
 
 impl Event {
-    pub fn hash_input<'a>(&'a self, event_id: &'a str) -> HashInput<'a> {
+    /// Recompute this event's hash from its stored fields.
+    pub fn compute_hash(&self) -> [u8; 32] {
+        self.view().compute_hash()
+    }
+
+    /// What verifying this event hashes ([`EventView::digests`]).
+    pub fn digests(&self) -> Digests {
+        self.view().digests()
+    }
+}
+
+impl<'a> EventView<'a> {
+    pub fn hash_input<'b>(&'b self, event_id: &'b str) -> HashInput<'b> {
         HashInput {
-            project: &self.project,
-            session_id: &self.session_id,
+            project: self.project,
+            session_id: self.session_id,
             seq: self.seq,
             event_id,
-            agent_id: &self.agent_id,
+            agent_id: self.agent_id,
             kind: self.kind.as_str(),
-            source_type: &self.source_type,
+            source_type: self.source_type,
             dialect: self.dialect.as_str(),
             severity: self.severity.as_str(),
             client_ts: self.client_ts,
             server_ts: self.server_ts,
             payload_sha256: &self.payload_sha256,
-            metadata: self.metadata.get().as_bytes(),
+            metadata: self.metadata.as_bytes(),
             prev_hash: self.prev_hash.as_ref(),
             version: self.envelope_version,
-            verdict: self.verdict.as_ref().map(|v| v.get().as_bytes()),
+            verdict: self.verdict.map(str::as_bytes),
             original_payload_sha256: self.original_payload_sha256.as_ref(),
             original_metadata_sha256: self.original_metadata_sha256.as_ref(),
-            session_sha256: self
-                .session_header
-                .as_ref()
-                .map(|h| h.hash(&self.session_id)),
+            session_sha256: self.session_header.map(|h| {
+                SessionHeader {
+                    session_id: self.session_id,
+                    agent_id: h.agent_id,
+                    system_prompt: h.system_prompt,
+                    metadata: h.metadata.as_bytes(),
+                    created_at: h.created_at,
+                }
+                .hash()
+            }),
         }
     }
 
@@ -200,19 +219,59 @@ impl Event {
 
     /// What verifying this event hashes: its payload (unless erased) and its
     /// envelope. Pure, so a verifier may compute it for many events at once
-    /// and check them in order after ([`ChainVerifier::push_digested`]).
+    /// and check them in order after ([`ChainVerifier::push_entry`]).
     pub fn digests(&self) -> Digests {
         Digests {
             payload: self
                 .erased
                 .is_none()
-                .then(|| sha256(self.payload.get().as_bytes())),
+                .then(|| sha256(self.payload.as_bytes())),
             envelope: self.compute_hash(),
         }
     }
 }
 
-/// An event's digests as [`Event::digests`] computes them.
+/// What the ordered check of a chain needs of one event, its digests
+/// computed: made from an [`EventView`] in any order (on any thread), then
+/// checked in seq order by [`ChainVerifier::push_entry`].
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    pub id: EventId,
+    pub seq: u64,
+    pub kind: crate::Kind,
+    pub server_ts: Micros,
+    pub payload_sha256: [u8; 32],
+    pub prev_hash: Option<[u8; 32]>,
+    pub hash: [u8; 32],
+    pub digests: Digests,
+    pub erased: Option<crate::erasure::Erasure>,
+    /// Erased, yet its payload reads other than `null`.
+    erased_holds_payload: bool,
+    /// An `event_erased` record (not itself erased): the record its payload
+    /// holds, or why it holds none.
+    pub record: Option<Result<crate::erasure::ErasureRecord, String>>,
+}
+
+impl ChainEntry {
+    pub fn new(ev: &EventView<'_>) -> Self {
+        ChainEntry {
+            id: ev.id,
+            seq: ev.seq,
+            kind: ev.kind,
+            server_ts: ev.server_ts,
+            payload_sha256: ev.payload_sha256,
+            prev_hash: ev.prev_hash,
+            hash: ev.hash,
+            digests: ev.digests(),
+            erased: ev.erased.clone(),
+            erased_holds_payload: ev.erased.is_some() && ev.payload != "null",
+            record: (ev.erased.is_none() && ev.kind == crate::Kind::EventErased)
+                .then(|| crate::erasure::ErasureRecord::parse(ev.payload)),
+        }
+    }
+}
+
+/// An event's digests as [`EventView::digests`] computes them.
 #[derive(Debug, Clone, Copy)]
 pub struct Digests {
     /// SHA-256 of the stored payload bytes; `None` for an erased event.
@@ -249,7 +308,7 @@ pub struct ChainVerifier {
 /// An erased event as the verifier saw it, until its record confirms it.
 #[derive(Debug)]
 struct PendingErasure {
-    id: String,
+    id: EventId,
     payload_sha256: [u8; 32],
     erasure: crate::erasure::Erasure,
 }
@@ -283,12 +342,12 @@ impl ChainVerifier {
         if self.failed() {
             return false;
         }
-        self.push_digested(ev, &ev.digests())
+        self.push_entry(&ChainEntry::new(&ev.view()))
     }
 
-    /// [`ChainVerifier::push`] with the event's digests already computed
-    /// (`d` must be `ev.digests()`).
-    pub fn push_digested(&mut self, ev: &Event, d: &Digests) -> bool {
+    /// Check the next event, its digests computed ahead ([`ChainEntry::new`]).
+    /// Returns false once the chain is broken; later events are then ignored.
+    pub fn push_entry(&mut self, ev: &ChainEntry) -> bool {
         if self.failed() {
             return false;
         }
@@ -321,14 +380,13 @@ impl ChainVerifier {
                 }
             }
             None => {
-                if d.payload != Some(ev.payload_sha256) {
+                if ev.digests.payload != Some(ev.payload_sha256) {
                     return self.fail(ev.seq, "payload bytes do not match payload_sha256".into());
                 }
             }
         }
-        if ev.erased.is_none()
-            && ev.kind == crate::Kind::EventErased
-            && let Err(reason) = self.record(ev)
+        if let Some(record) = &ev.record
+            && let Err(reason) = self.record(ev, record)
         {
             return self.fail(ev.seq, reason);
         }
@@ -338,7 +396,7 @@ impl ChainVerifier {
                 "prev_hash does not match the hash of the previous event".into(),
             );
         }
-        if d.envelope != ev.hash {
+        if ev.digests.envelope != ev.hash {
             return self.fail(
                 ev.seq,
                 "hash does not match the recomputed envelope hash".into(),
@@ -349,8 +407,8 @@ impl ChainVerifier {
         true
     }
 
-    fn erased(&mut self, ev: &Event, e: &crate::erasure::Erasure) -> Result<(), String> {
-        if ev.payload.get() != "null" {
+    fn erased(&mut self, ev: &ChainEntry, e: &crate::erasure::Erasure) -> Result<(), String> {
+        if ev.erased_holds_payload {
             return Err("an erased event still holds a payload".into());
         }
         if ev.kind == crate::Kind::EventErased {
@@ -365,7 +423,7 @@ impl ChainVerifier {
         self.unrecorded.insert(
             ev.seq,
             PendingErasure {
-                id: ev.id.to_string(),
+                id: ev.id,
                 payload_sha256: ev.payload_sha256,
                 erasure: e.clone(),
             },
@@ -376,8 +434,12 @@ impl ChainVerifier {
     /// An `event_erased` record: it must name an erased event earlier in
     /// this chain, and agree with what its row says (id, digest, who, when,
     /// where the record is).
-    fn record(&mut self, ev: &Event) -> Result<(), String> {
-        let r = crate::erasure::ErasureRecord::parse(ev.payload.get())?;
+    fn record(
+        &mut self,
+        ev: &ChainEntry,
+        r: &Result<crate::erasure::ErasureRecord, String>,
+    ) -> Result<(), String> {
+        let r = r.as_ref().map_err(Clone::clone)?;
         if r.erased_seq >= ev.seq {
             return Err("an event_erased record names an event that does not precede it".into());
         }
@@ -393,7 +455,7 @@ impl ChainVerifier {
                 r.erased_seq
             ));
         };
-        if r.erased_event_id != p.id
+        if r.erased_event_id != p.id.to_string()
             || r.payload_sha256 != hex32(&p.payload_sha256)
             || r.erased_by != p.erasure.by
             || p.erasure.at != ev.server_ts
@@ -544,7 +606,7 @@ mod tests {
         );
         let id = first.id.to_string();
         assert_eq!(
-            String::from_utf8(first.hash_input(&id).envelope_bytes()).unwrap(),
+            String::from_utf8(first.view().hash_input(&id).envelope_bytes()).unwrap(),
             r#"{"agent_id":"my-agent","client_ts":"2026-02-08T10:00:00.000000Z","dialect":"native","event_id":"01KAZ3V5Q8X9R2T4W6Y8A0C2E4","kind":"tool_call","metadata_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","payload_sha256":"f29ce418b3ad89e0c4cd299ed190102683b4807c639c36ffc24243cdbeccab9c","prev_hash":null,"project":"default","seq":1,"server_ts":"2026-02-08T10:00:00.250000Z","session_id":"sess_01","severity":"info","source_type":"tool_call","v":1}"#
         );
         first.hash = first.compute_hash();
@@ -751,7 +813,7 @@ mod tests {
     fn envelope_is_jcs() {
         for ev in chain(3) {
             let id = ev.id.to_string();
-            let ours = ev.hash_input(&id).envelope_bytes();
+            let ours = ev.view().hash_input(&id).envelope_bytes();
             let value: serde_json::Value = serde_json::from_slice(&ours).unwrap();
             let jcs = serde_json_canonicalizer::to_vec(&value).unwrap();
             assert_eq!(
@@ -1043,7 +1105,7 @@ mod props {
             session in ".{1,40}", agent in ".{1,40}", p in payload()
         ) {
             let evs = build(&[p], &session, &agent);
-            let bytes = evs[0].hash_input(&evs[0].id.to_string()).envelope_bytes();
+            let bytes = evs[0].view().hash_input(&evs[0].id.to_string()).envelope_bytes();
             let parsed: serde_json::Value = serde_json::from_slice(&bytes).expect("envelope is JSON");
             let canonical = serde_json_canonicalizer::to_vec(&parsed).expect("canonical");
             prop_assert_eq!(&canonical, &bytes);
@@ -1165,8 +1227,13 @@ mod props {
         }
         let r = verify(&forged);
         assert_eq!((r.valid, r.first_invalid_seq), (false, Some(1)));
-        let env =
-            String::from_utf8(evs[1].hash_input(&evs[1].id.to_string()).envelope_bytes()).unwrap();
+        let env = String::from_utf8(
+            evs[1]
+                .view()
+                .hash_input(&evs[1].id.to_string())
+                .envelope_bytes(),
+        )
+        .unwrap();
         assert!(env.contains("\"session_sha256\":null"), "{env}");
     }
 }

@@ -327,16 +327,6 @@ pub async fn export(
         .into_response())
 }
 
-/// Render events as JSON Lines.
-pub fn export_lines(evs: &[agentledger_core::Event]) -> Bytes {
-    let mut buf = Vec::with_capacity(evs.iter().map(|e| e.payload.get().len() + 640).sum());
-    for e in evs {
-        e.write_export_line(&mut buf);
-        buf.push(b'\n');
-    }
-    Bytes::from(buf)
-}
-
 /// One chunk of a session's export.
 struct ExportChunk {
     lines: Bytes,
@@ -351,9 +341,10 @@ const EXPORT_CHUNK: u32 = 2_000;
 
 /// A session's events as JSON Lines, in seq order, chunk by chunk. Chunk
 /// `i` reads the first [`EXPORT_CHUNK`] events after seq `i * EXPORT_CHUNK`,
-/// so chunks are read ([`agentledger_store::verify::CHUNK_READS`] at once)
-/// and rendered on blocking threads, up to
-/// [`agentledger_store::verify::CHUNKS_AHEAD`] ahead of the one being sent. A full chunk keeps only its events
+/// and writes their lines as it reads them (`session_export_lines`), so
+/// chunks are read and rendered ([`agentledger_store::verify::CHUNK_READS`]
+/// at once), up to [`agentledger_store::verify::CHUNKS_AHEAD`] ahead of the
+/// one being sent. A full chunk keeps only its events
 /// up to seq `(i + 1) * EXPORT_CHUNK` (the rest are the next chunk's); a chunk
 /// that is not full holds every event after its start and is the last. So
 /// every stored event is written once, in order, even where seqs are not
@@ -372,27 +363,22 @@ fn export_chunks(
                 (store.clone(), project.clone(), id.clone(), reads.clone());
             async move {
                 let after = i * u64::from(EXPORT_CHUNK);
-                let mut evs = {
+                let until = after + u64::from(EXPORT_CHUNK);
+                let mut piece = {
                     let _reading = reads.acquire().await.map_err(|_| {
                         agentledger_store::StoreError::Storage("export stopped".into())
                     })?;
                     store
-                        .session_events(&project, &id, after, EXPORT_CHUNK)
+                        .session_export_lines(&project, &id, after, EXPORT_CHUNK, until)
                         .await?
                 };
-                let last_chunk = evs.len() < EXPORT_CHUNK as usize;
+                let last_chunk = piece.read < EXPORT_CHUNK as usize;
                 if !last_chunk {
-                    evs.retain(|e| e.seq <= after + u64::from(EXPORT_CHUNK));
+                    piece.keep_until();
                 }
-                let last_event = evs.last().map(|e| (e.seq, e.id));
-                let lines = tokio::task::spawn_blocking(move || export_lines(&evs))
-                    .await
-                    .map_err(|e| {
-                        agentledger_store::StoreError::Storage(format!("export task failed: {e}"))
-                    })?;
                 Ok(ExportChunk {
-                    lines,
-                    last_event,
+                    lines: Bytes::from(piece.lines),
+                    last_event: piece.last,
                     last_chunk,
                 })
             }

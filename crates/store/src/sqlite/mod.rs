@@ -991,12 +991,73 @@ impl EventStore for SqliteStore {
                 &project,
                 &session_id,
                 (after_seq, limit),
-                ", e.project_id, e.decision, e.model, e.input_tokens, e.output_tokens, e.cost_usd",
+                DERIVED_COLS,
                 |r, project| {
                     let ev = event_from_row(r, project)?.0;
                     Ok((ev, rows::derived_from_row(r, rows::EVENT_COL_COUNT)?))
                 },
             )
+        })
+        .await
+    }
+
+    async fn session_verify_rows(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::verify::VerifyRow>> {
+        let (project, session_id) = (project.clone(), session_id.to_owned());
+        // Each row is hashed as it is read, from the row itself: no Event,
+        // no copy of its payload, no second parse of its JSON.
+        self.read(move |c| {
+            session_rows(
+                c,
+                &project,
+                &session_id,
+                (after_seq, limit),
+                DERIVED_COLS,
+                |r, project| {
+                    let cols = rows::derived_from_row(r, rows::EVENT_COL_COUNT)?;
+                    Ok(crate::verify::VerifyRow::new(
+                        &rows::event_view(r, project)?,
+                        cols,
+                    ))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn session_export_lines(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+        until: u64,
+    ) -> StoreResult<crate::ExportLines> {
+        let (project, session_id) = (project.clone(), session_id.to_owned());
+        // Each line is written as the row is read, its payload and metadata
+        // copied from the row as stored.
+        self.read(move |c| {
+            let mut out = crate::ExportLines::new(
+                limit.min(4_096) as usize,
+                limit.min(4_096) as usize * 1_536,
+            );
+            each_session_row(
+                c,
+                &project,
+                &session_id,
+                (after_seq, limit),
+                "",
+                |r, project| {
+                    out.push(&rows::event_view(r, project)?, until);
+                    Ok(())
+                },
+            )?;
+            Ok(out)
         })
         .await
     }
@@ -1392,30 +1453,52 @@ impl Drop for SqliteStore {
 mod tests;
 
 /// A session's events with seq > `after`, at most `limit`, in seq order,
-/// with `extra` columns after [`rows::EVENT_COL_COUNT`], each row mapped by
-/// `map` (given the project's name). Rows of the session whatever their
+/// with `extra` columns after [`rows::EVENT_COL_COUNT`], each row given to
+/// `each` (with the project's name). Rows of the session whatever their
 /// project_id says: an edited project_id is then caught by verification,
 /// not hidden from it.
-fn session_rows<T>(
+fn each_session_row(
     c: &Connection,
     project: &ProjectRef,
     session_id: &str,
     (after, limit): (u64, u32),
     extra: &str,
-    map: impl Fn(&rusqlite::Row<'_>, &str) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Vec<T>> {
+    mut each: impl FnMut(&rusqlite::Row<'_>, &str) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     let mut st = c.prepare_cached(&format!(
         "SELECT {EVENT_COLS}{extra} FROM {EVENT_FROM}
          WHERE e.session_ref = (SELECT rowid FROM sessions WHERE project_id = ?1 AND id = ?2)
            AND e.seq > ?3 ORDER BY e.seq LIMIT ?4"
     ))?;
-    let rows = st.query_map(
-        rusqlite::params![project.id.0, session_id, after as i64, limit as i64],
-        |r| map(r, &project.name),
-    )?;
-    let mut out = Vec::with_capacity(limit.min(10_000) as usize);
-    for row in rows {
-        out.push(row?);
+    let mut rows = st.query(rusqlite::params![
+        project.id.0,
+        session_id,
+        after as i64,
+        limit as i64
+    ])?;
+    while let Some(r) = rows.next()? {
+        each(r, &project.name)?;
     }
+    Ok(())
+}
+
+/// The derived columns ([`rows::derived_from_row`]) after [`EVENT_COLS`].
+const DERIVED_COLS: &str =
+    ", e.project_id, e.decision, e.model, e.input_tokens, e.output_tokens, e.cost_usd";
+
+/// [`each_session_row`], each row mapped by `map` and collected.
+fn session_rows<T>(
+    c: &Connection,
+    project: &ProjectRef,
+    session_id: &str,
+    range: (u64, u32),
+    extra: &str,
+    map: impl Fn(&rusqlite::Row<'_>, &str) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut out = Vec::with_capacity(range.1.min(10_000) as usize);
+    each_session_row(c, project, session_id, range, extra, |r, project| {
+        out.push(map(r, project)?);
+        Ok(())
+    })?;
     Ok(out)
 }

@@ -5,7 +5,7 @@ use rusqlite::types::{Type, ValueRef};
 use serde_json::value::RawValue;
 
 use agentledger_core::chain::tag_list;
-use agentledger_core::event::{SessionCounters, SessionHeaderOut};
+use agentledger_core::event::{BadJson, EventView, HeaderView, SessionCounters};
 use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
 
 /// Columns of an event row; the query must alias events as `e` and sessions as `s`.
@@ -59,67 +59,95 @@ fn json(r: &Row<'_>, idx: usize) -> rusqlite::Result<Box<RawValue>> {
     RawValue::from_string(s).map_err(|_| bad(idx, "stored JSON does not parse"))
 }
 
-/// Map an event row (columns as [`EVENT_COLS`]); also returns (rowid, ts) for cursors.
-pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i64, i64)> {
+/// A text column, borrowed from the row.
+fn text<'r>(r: &'r Row<'_>, idx: usize) -> rusqlite::Result<&'r str> {
+    r.get_ref(idx)?
+        .as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into()))
+}
+
+fn opt_text<'r>(r: &'r Row<'_>, idx: usize) -> rusqlite::Result<Option<&'r str>> {
+    r.get_ref(idx)?
+        .as_str_or_null()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, e.into()))
+}
+
+/// An event row (columns as [`EVENT_COLS`]) as a view borrowing the row:
+/// its JSON texts as stored, not parsed again (verification and export
+/// read every event of a session through this).
+pub fn event_view<'r>(r: &'r Row<'_>, project: &'r str) -> rusqlite::Result<EventView<'r>> {
     let id: [u8; 16] =
         blob(r, 1, "event id is not 16 bytes")?.ok_or_else(|| bad(1, "event id is missing"))?;
     let kind = Kind::from_code(r.get(5)?).ok_or_else(|| bad(5, "unknown kind code"))?;
     let dialect = Dialect::from_code(r.get(7)?).ok_or_else(|| bad(7, "unknown dialect code"))?;
     let severity = Severity::from_code(r.get(8)?).ok_or_else(|| bad(8, "unknown severity code"))?;
-    let ev = Event {
+    let seq = r.get::<_, i64>(3)? as u64;
+    let envelope_version = r.get::<_, i64>(17)? as u32;
+    let erased = match r.get::<_, Option<i64>>(25)? {
+        None => None,
+        Some(at) => Some(agentledger_core::erasure::Erasure {
+            by: opt_text(r, 26)?.unwrap_or_default().to_owned(),
+            at: Micros(at),
+            record_seq: r
+                .get::<_, Option<i64>>(27)?
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or_else(|| bad(27, "an erased row names no record"))?,
+        }),
+    };
+    Ok(EventView {
         id: EventId::from_bytes(id),
-        project: project.to_owned(),
-        session_id: r.get(2)?,
-        seq: r.get::<_, i64>(3)? as u64,
-        agent_id: r.get(4)?,
+        project,
+        session_id: text(r, 2)?,
+        seq,
+        agent_id: text(r, 4)?,
         kind,
-        source_type: r.get(6)?,
+        source_type: text(r, 6)?,
         dialect,
         severity,
         client_ts: r.get::<_, Option<i64>>(9)?.map(Micros),
         server_ts: Micros(r.get(10)?),
         // An erased row keeps an empty payload column (NOT NULL since
         // migration 1); its erasure columns say so.
-        payload: match r.get::<_, Option<i64>>(25)? {
-            None => json(r, 11)?,
-            Some(_) => agentledger_core::erasure::erased_payload(),
+        payload: if erased.is_some() {
+            "null"
+        } else {
+            text(r, 11)?
         },
-        metadata: json(r, 12)?,
+        metadata: text(r, 12)?,
         payload_sha256: hash32(r, 13)?,
         prev_hash: opt_hash32(r, 14)?,
         hash: hash32(r, 15)?,
-        envelope_version: r.get::<_, i64>(17)? as u32,
-        verdict: r
-            .get::<_, Option<String>>(18)?
-            .map(|s| RawValue::from_string(s).map_err(|_| bad(18, "stored verdict does not parse")))
-            .transpose()?,
+        envelope_version,
+        verdict: opt_text(r, 18)?,
         original_payload_sha256: opt_hash32(r, 19)?,
         original_metadata_sha256: opt_hash32(r, 20)?,
-        session_header: None,
-        erased: match r.get::<_, Option<i64>>(25)? {
-            None => None,
-            Some(at) => Some(Box::new(agentledger_core::erasure::Erasure {
-                by: r.get::<_, Option<String>>(26)?.unwrap_or_default(),
-                at: Micros(at),
-                record_seq: r
-                    .get::<_, Option<i64>>(27)?
-                    .and_then(|s| u64::try_from(s).ok())
-                    .ok_or_else(|| bad(27, "an erased row names no record"))?,
-            })),
-        },
-    };
-    let mut ev = ev;
-    if ev.seq == 1 && ev.envelope_version >= 3 {
         // The session's first event covers its header (read from the
         // session row, so an edited row breaks this event's hash).
-        let header = SessionHeaderOut {
-            agent_id: r.get(21)?,
-            system_prompt: r.get(22)?,
-            metadata: json(r, 23)?,
-            created_at: Micros(r.get(24)?),
+        session_header: if seq == 1 && envelope_version >= 3 {
+            Some(HeaderView {
+                agent_id: text(r, 21)?,
+                system_prompt: opt_text(r, 22)?,
+                metadata: text(r, 23)?,
+                created_at: Micros(r.get(24)?),
+            })
+        } else {
+            None
+        },
+        erased,
+    })
+}
+
+/// Map an event row (columns as [`EVENT_COLS`]); also returns (rowid, ts) for cursors.
+pub fn event_from_row(r: &Row<'_>, project: &str) -> rusqlite::Result<(Event, i64, i64)> {
+    let ev = event_view(r, project)?.to_event().map_err(|which| {
+        let (idx, what) = match which {
+            BadJson::Payload => (11, "stored payload does not parse"),
+            BadJson::Metadata => (12, "stored metadata does not parse"),
+            BadJson::Verdict => (18, "stored verdict does not parse"),
+            BadJson::SessionMetadata => (23, "stored session metadata does not parse"),
         };
-        ev.session_header = Some(Box::new(header));
-    }
+        bad(idx, what)
+    })?;
     Ok((ev, r.get(0)?, r.get(16)?))
 }
 
