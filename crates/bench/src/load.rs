@@ -41,6 +41,11 @@ pub fn serve_child(db: String) -> ExitCode {
         // sweep's 256 clients plus the harness's own probes.
         cfg.connections.max_per_address = 4096;
         cfg.policy.enabled = std::env::var_os("AGENTLEDGER_NO_POLICY").is_none();
+        // `serve --read-mmap`, to measure it (off unless set).
+        cfg.read_mmap_mib = std::env::var("AGENTLEDGER_READ_MMAP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         // The log and the alert workers at `serve`'s defaults, not the
         // tests' quick ones (integrating every 0.1 s cost the writer more).
         cfg.log.integrate_interval =

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub db: String,
     pub bootstrap_key: Option<String>,
     pub read_connections: u32,
+    /// `--read-mmap`: MiB each SQLite read connection memory-maps (0: none).
+    pub read_mmap_mib: u64,
     pub max_pending_events: usize,
     pub policy: PolicyConfig,
     /// Requests per second per API key; `None` for no limit.
@@ -101,6 +103,7 @@ impl ServeConfig {
             db: db.as_ref().to_string_lossy().into_owned(),
             bootstrap_key: None,
             read_connections: 4,
+            read_mmap_mib: 0,
             max_pending_events: 100_000,
             // Wall-clock, the 50 ms budget flags an event whose judging
             // thread was merely descheduled, and the test machines are
@@ -202,12 +205,27 @@ impl Application {
                 o.read_connections = cfg.read_connections;
                 o.max_pending_events = cfg.max_pending_events;
                 o.faults = cfg.faults.clone();
+                o.read_mmap = read_mmap_bytes(cfg.read_mmap_mib)?;
+                if o.read_mmap > 0 {
+                    tracing::warn!(
+                        mib = cfg.read_mmap_mib,
+                        connections = cfg.read_connections,
+                        "memory-mapped reads are on (--read-mmap): the pages each read connection \
+                         touches count in this process's RSS, once per connection, and a read \
+                         error of the disk ends the process (SIGBUS) instead of failing the request"
+                    );
+                }
                 Backend::Sqlite(o)
             }
             Backend::Postgres(mut o) => {
                 if cfg.faults.is_some() {
                     return Err(StartupError::Config(
                         "storage fault injection is for the SQLite backend only".into(),
+                    ));
+                }
+                if cfg.read_mmap_mib > 0 {
+                    return Err(StartupError::Config(
+                        "--read-mmap maps the embedded SQLite database; with PostgreSQL it cannot apply (PostgreSQL manages its own memory)".into(),
                     ));
                 }
                 o.max_pending_events = cfg.max_pending_events;
@@ -523,4 +541,18 @@ async fn policy_engine(
         "policy checkpoint on"
     );
     Ok(Some(Arc::new(engine)))
+}
+
+/// The largest `--read-mmap` (MiB): SQLite's compile-time cap
+/// (`SQLITE_MAX_MMAP_SIZE` in .cargo/config.toml), 1 TiB.
+pub const MAX_READ_MMAP_MIB: u64 = 1 << 20;
+
+/// `--read-mmap` in bytes, refused past [`MAX_READ_MMAP_MIB`].
+fn read_mmap_bytes(mib: u64) -> Result<u64, StartupError> {
+    if mib > MAX_READ_MMAP_MIB {
+        return Err(StartupError::Config(format!(
+            "--read-mmap {mib} is more than SQLite maps ({MAX_READ_MMAP_MIB} MiB, 1 TiB)"
+        )));
+    }
+    Ok(mib << 20)
 }

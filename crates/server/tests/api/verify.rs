@@ -543,3 +543,50 @@ async fn long_sessions_verify_and_export_across_chunks() {
         .collect();
     assert_eq!(exported_seqs(&export), expected);
 }
+
+/// `--read-mmap` (here 4 GiB, past the 2 GiB SQLite maps unless built with a
+/// higher cap) serves the same verification and export as plain reads, sees
+/// edits made through another connection, and is refused where it cannot
+/// apply.
+#[tokio::test]
+async fn memory_mapped_reads_verify_and_export_the_same() {
+    let app = spawn_app_with(|c| c.read_mmap_mib = 4096).await;
+    five_events(&app).await;
+    let v = app.get_json("/api/v1/sessions/s/verify").await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["events"].as_u64()),
+        (Some(true), Some(5)),
+        "{v}"
+    );
+    let export = app.get_text("/api/v1/sessions/s/export").await;
+    assert_eq!(exported_seqs(&export), vec![1, 2, 3, 4, 5]);
+    let file = app.dir.path().join("mapped.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    assert!(python_verify(&file).0, "the export verifies offline");
+    tamper(
+        &app.db,
+        r#"UPDATE events SET payload = '{"n":99}' WHERE seq = 3"#,
+    );
+    let v = assert_broken_at(&app, 3).await;
+    assert_eq!(
+        v["reason"].as_str(),
+        Some("payload bytes do not match payload_sha256"),
+        "{v}"
+    );
+
+    let refused = |cfg: agentledger::ServeConfig| async move {
+        match agentledger::Application::build(cfg).await {
+            Ok(_) => panic!("a --read-mmap that cannot apply started a server"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = agentledger::ServeConfig::for_tests(dir.path().join("ledger.db"));
+    cfg.read_mmap_mib = agentledger::startup::MAX_READ_MMAP_MIB + 1;
+    let e = refused(cfg).await;
+    assert!(e.contains("--read-mmap") && e.contains("1 TiB"), "{e}");
+    let mut cfg = agentledger::ServeConfig::for_tests("postgres://postgres@127.0.0.1:5432/test");
+    cfg.read_mmap_mib = 64;
+    let e = refused(cfg).await;
+    assert!(e.contains("--read-mmap") && e.contains("PostgreSQL"), "{e}");
+}

@@ -63,6 +63,10 @@ pub struct SqliteOptions {
     pub read_wait: Duration,
     /// How long a reply stays kept under its idempotency key.
     pub idempotency_ttl: Duration,
+    /// Bytes of the database (and of its search index) each read connection
+    /// memory-maps (SQLite's `mmap_size`); 0, the default, maps nothing.
+    /// See docs/configuration.md (`--read-mmap`) for what it trades.
+    pub read_mmap: u64,
 }
 
 impl SqliteOptions {
@@ -77,6 +81,7 @@ impl SqliteOptions {
             query_budget: Duration::from_secs(2),
             read_wait: Duration::from_secs(1),
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            read_mmap: 0,
         }
     }
 }
@@ -156,6 +161,7 @@ impl SqliteStore {
         let checkpointer =
             checkpoint::Checkpointer::open(&opts.path, checkpoints.clone()).map_err(storage)?;
         let index_file = search::index_path(&opts.path);
+        let read_mmap = opts.read_mmap;
         let manager = SqliteConnectionManager::file(&opts.path)
             .with_flags(
                 OpenFlags::SQLITE_OPEN_READ_ONLY
@@ -163,12 +169,15 @@ impl SqliteStore {
                     | OpenFlags::SQLITE_OPEN_URI,
             )
             .with_init(move |c| {
-                // No memory mapping (mmap_size): it made verify and export
-                // of a 100k-event session 17% faster, but every page a
-                // connection touched then counted in the process's RSS, which
-                // the OOM killer weighs (5.4 GB peak at 1M events against
-                // 263 MB; docs/benchmarks.md).
                 c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;")?;
+                // Memory mapping only when asked (`read_mmap`): verify and
+                // export are faster with it, but every page a connection
+                // touches then counts in the process's RSS, once per
+                // connection (docs/benchmarks.md). Set before the ATTACH,
+                // so that the search index is mapped too.
+                if read_mmap > 0 {
+                    c.execute_batch(&format!("PRAGMA mmap_size = {read_mmap};"))?;
+                }
                 c.execute(
                     "ATTACH DATABASE ?1 AS search",
                     [index_file.to_string_lossy().as_ref()],
@@ -182,6 +191,19 @@ impl SqliteStore {
             .min_idle(Some(1))
             .build(manager)
             .map_err(storage)?;
+        if read_mmap > 0 {
+            // SQLite lowers a size past its compile-time cap without a word.
+            let mapped: i64 = pool
+                .get()
+                .map_err(storage)?
+                .query_row("PRAGMA mmap_size", [], |r| r.get(0))
+                .map_err(storage)?;
+            if u64::try_from(mapped).ok() != Some(read_mmap) {
+                return Err(StoreError::Storage(format!(
+                    "memory-mapped reads of {read_mmap} bytes were asked, but SQLite maps at most {mapped}"
+                )));
+            }
+        }
         let (tx, rx) = mpsc::channel(opts.max_pending_requests.max(16));
         let depth = Arc::new(AtomicUsize::new(0));
         let writer = Writer::new(
