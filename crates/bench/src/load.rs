@@ -42,10 +42,15 @@ pub fn serve_child(db: String) -> ExitCode {
         cfg.connections.max_per_address = 4096;
         cfg.policy.enabled = std::env::var_os("AGENTLEDGER_NO_POLICY").is_none();
         // `serve --read-mmap`, to measure it (off unless set).
-        cfg.read_mmap_mib = std::env::var("AGENTLEDGER_READ_MMAP")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        if let Ok(v) = std::env::var("AGENTLEDGER_READ_MMAP") {
+            match v.parse() {
+                Ok(mib) => cfg.read_mmap_mib = mib,
+                Err(_) => {
+                    eprintln!("AGENTLEDGER_READ_MMAP={v:?} is not a number of MiB");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         // The log and the alert workers at `serve`'s defaults, not the
         // tests' quick ones (integrating every 0.1 s cost the writer more).
         cfg.log.integrate_interval =

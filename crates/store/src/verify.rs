@@ -57,11 +57,11 @@ pub async fn verify_session(
     let mut derived = SessionFacts::default();
     // Usage columns of erased events, until their record is read.
     let mut erased_usage: std::collections::HashMap<u64, Usage> = Default::default();
-    // Chunks are read and prepared (the per-event work that needs no order:
-    // decoding rows, SHA-256 of each payload and envelope, the usage each
-    // payload states) [`CHUNKS_AHEAD`] at a time, [`CHUNK_READS`] of them
-    // reading, on store and blocking threads, then checked in seq order,
-    // which is cheap. Chunk `i` is read as the events after seq `i * CHUNK`: a
+    // Chunks are read and prepared by the store as it reads them (the
+    // per-event work that needs no order: SHA-256 of each payload and
+    // envelope, the usage each payload states; `session_verify_rows`),
+    // [`CHUNK_READS`] at a time and up to [`CHUNKS_AHEAD`] ahead, then
+    // checked in seq order, which is cheap. Chunk `i` is read as the events after seq `i * CHUNK`: a
     // session's seqs are 1, 2, 3, ... so the chunks meet exactly, and where
     // they do not (an event deleted or renumbered), the ordered check fails
     // at that seq before reaching the next chunk.

@@ -149,6 +149,35 @@ pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 impl SqliteStore {
+    /// A session's rows with their derived columns ([`session_rows`] with
+    /// [`DERIVED_COLS`]), each mapped by `map`.
+    async fn rows_with_columns<T: Send + 'static>(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        range: (u64, u32),
+        map: fn(&rusqlite::Row<'_>, &str, DerivedColumns) -> rusqlite::Result<T>,
+    ) -> StoreResult<Vec<T>> {
+        let (project, session_id) = (project.clone(), session_id.to_owned());
+        self.read(move |c| {
+            session_rows(
+                c,
+                &project,
+                &session_id,
+                range,
+                DERIVED_COLS,
+                |r, project| {
+                    map(
+                        r,
+                        project,
+                        rows::derived_from_row(r, rows::EVENT_COL_COUNT)?,
+                    )
+                },
+            )
+        })
+        .await
+    }
+
     /// Open (creating if needed) and migrate the database, start the writer.
     pub fn open(opts: SqliteOptions) -> StoreResult<Self> {
         if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -193,14 +222,17 @@ impl SqliteStore {
             .map_err(storage)?;
         if read_mmap > 0 {
             // SQLite lowers a size past its compile-time cap without a word.
-            let mapped: i64 = pool
+            // A build without memory mapping answers no row at all.
+            let mapped: Option<i64> = pool
                 .get()
                 .map_err(storage)?
                 .query_row("PRAGMA mmap_size", [], |r| r.get(0))
+                .optional()
                 .map_err(storage)?;
-            if u64::try_from(mapped).ok() != Some(read_mmap) {
+            if mapped.and_then(|m| u64::try_from(m).ok()) != Some(read_mmap) {
                 return Err(StoreError::Storage(format!(
-                    "memory-mapped reads of {read_mmap} bytes were asked, but SQLite maps at most {mapped}"
+                    "memory-mapped reads of {read_mmap} bytes were asked, but this build of SQLite maps {}",
+                    mapped.map_or("nothing".to_owned(), |m| format!("at most {m} bytes"))
                 )));
             }
         }
@@ -1006,20 +1038,12 @@ impl EventStore for SqliteStore {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<(Event, DerivedColumns)>> {
-        let (project, session_id) = (project.clone(), session_id.to_owned());
-        self.read(move |c| {
-            session_rows(
-                c,
-                &project,
-                &session_id,
-                (after_seq, limit),
-                DERIVED_COLS,
-                |r, project| {
-                    let ev = event_from_row(r, project)?.0;
-                    Ok((ev, rows::derived_from_row(r, rows::EVENT_COL_COUNT)?))
-                },
-            )
-        })
+        self.rows_with_columns(
+            project,
+            session_id,
+            (after_seq, limit),
+            |r, project, cols| Ok((event_from_row(r, project)?.0, cols)),
+        )
         .await
     }
 
@@ -1030,25 +1054,19 @@ impl EventStore for SqliteStore {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<crate::verify::VerifyRow>> {
-        let (project, session_id) = (project.clone(), session_id.to_owned());
         // Each row is hashed as it is read, from the row itself: no Event,
         // no copy of its payload, no second parse of its JSON.
-        self.read(move |c| {
-            session_rows(
-                c,
-                &project,
-                &session_id,
-                (after_seq, limit),
-                DERIVED_COLS,
-                |r, project| {
-                    let cols = rows::derived_from_row(r, rows::EVENT_COL_COUNT)?;
-                    Ok(crate::verify::VerifyRow::new(
-                        &rows::event_view(r, project)?,
-                        cols,
-                    ))
-                },
-            )
-        })
+        self.rows_with_columns(
+            project,
+            session_id,
+            (after_seq, limit),
+            |r, project, cols| {
+                Ok(crate::verify::VerifyRow::new(
+                    &rows::event_view(r, project)?,
+                    cols,
+                ))
+            },
+        )
         .await
     }
 
