@@ -268,6 +268,30 @@ async fn an_erasure_the_chain_does_not_record_fails_verify() {
     );
     let v = app.get_json("/api/v1/sessions/e/verify").await;
     assert_eq!(v["valid"], true, "{v}");
+    // An erased row whose payload column still holds bytes: the erasure
+    // left them behind, and verify says so (the export shows them).
+    tamper(
+        &app.db,
+        "UPDATE events SET payload = '{\"left\":\"behind\"}' WHERE seq = 1",
+    );
+    let v = app.get_json("/api/v1/sessions/e/verify").await;
+    assert_eq!(
+        (&v["valid"], &v["first_invalid_seq"], &v["reason"]),
+        (
+            &json!(false),
+            &json!(1),
+            &json!("an erased event still holds a payload")
+        ),
+        "{v}"
+    );
+    let export = app.get_text("/api/v1/sessions/e/export").await;
+    assert!(
+        export.contains(r#""payload":{"left":"behind"}"#),
+        "{export}"
+    );
+    tamper(&app.db, "UPDATE events SET payload = '' WHERE seq = 1");
+    let v = app.get_json("/api/v1/sessions/e/verify").await;
+    assert_eq!(v["valid"], true, "{v}");
     // A tampered payload of an event that is not erased fails as before.
     tamper(
         &app.db,

@@ -94,10 +94,13 @@ pub fn event_from_row(r: &Row, project: &str) -> Result<Event, StoreError> {
         client_ts: get::<Option<i64>>(r, "client_ts")?.map(Micros),
         server_ts: Micros(get(r, "server_ts")?),
         // An erased row keeps an empty payload column; its erasure
-        // columns say so.
+        // columns say so. One that still holds bytes is read as it is:
+        // verification then says the erasure left the payload behind.
         payload: match get::<Option<i64>>(r, "erased_at")? {
-            None => json(r, "payload")?,
-            Some(_) => agentledger_core::erasure::erased_payload(),
+            Some(_) if get::<&str>(r, "payload")?.is_empty() => {
+                agentledger_core::erasure::erased_payload()
+            }
+            _ => json(r, "payload")?,
         },
         metadata: json(r, "metadata")?,
         payload_sha256: hash32(r, "payload_sha256")?,

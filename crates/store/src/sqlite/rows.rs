@@ -107,11 +107,12 @@ pub fn event_view<'r>(r: &'r Row<'_>, project: &'r str) -> rusqlite::Result<Even
         client_ts: r.get::<_, Option<i64>>(9)?.map(Micros),
         server_ts: Micros(r.get(10)?),
         // An erased row keeps an empty payload column (NOT NULL since
-        // migration 1); its erasure columns say so.
-        payload: if erased.is_some() {
-            "null"
-        } else {
-            text(r, 11)?
+        // migration 1); its erasure columns say so. One that still holds
+        // bytes is read as it is: verification then says the erasure left
+        // the payload behind.
+        payload: match text(r, 11)? {
+            "" if erased.is_some() => "null",
+            stored => stored,
         },
         metadata: text(r, 12)?,
         payload_sha256: hash32(r, 13)?,
