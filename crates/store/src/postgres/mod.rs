@@ -152,6 +152,30 @@ pub(crate) fn redacted(url: &str) -> String {
 }
 
 impl PostgresStore {
+    /// A session's event rows with seq > `after_seq`, at most `limit`, in
+    /// seq order, with the derived columns ([`EVENT_COLS`], [`DERIVED_COLS`]).
+    async fn session_rows(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<tokio_postgres::Row>> {
+        let conn = self.conn().await?;
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        conn.query(
+            &format!(
+                "SELECT {EVENT_COLS}, {DERIVED_COLS} FROM {EVENT_FROM}
+                 WHERE e.project_id = $1
+                   AND e.session_ref = (SELECT ref FROM sessions WHERE project_id = $1 AND id = $2)
+                   AND e.seq > $3 ORDER BY e.seq LIMIT $4"
+            ),
+            &[&project.id.0, &session_id, &after, &i64::from(limit)],
+        )
+        .await
+        .map_err(|e| self.err(e))
+    }
+
     /// Connect, check the server's durability settings, migrate, start the writer.
     pub async fn open(opts: PostgresOptions) -> StoreResult<Self> {
         let mut cfg = tokio_postgres::Config::from_str(&opts.url).map_err(|e| {
@@ -521,20 +545,9 @@ impl EventStore for PostgresStore {
         after_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<(Event, DerivedColumns)>> {
-        let conn = self.conn().await?;
-        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let rows = conn
-            .query(
-                &format!(
-                    "SELECT {EVENT_COLS}, {DERIVED_COLS} FROM {EVENT_FROM}
-                     WHERE e.project_id = $1
-                       AND e.session_ref = (SELECT ref FROM sessions WHERE project_id = $1 AND id = $2)
-                       AND e.seq > $3 ORDER BY e.seq LIMIT $4"
-                ),
-                &[&project.id.0, &session_id, &after, &i64::from(limit)],
-            )
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = self
+            .session_rows(project, session_id, after_seq, limit)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok((
@@ -543,6 +556,58 @@ impl EventStore for PostgresStore {
                 ))
             })
             .collect()
+    }
+
+    async fn session_verify_rows(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<crate::verify::VerifyRow>> {
+        let rows = self
+            .session_rows(project, session_id, after_seq, limit)
+            .await?;
+        let name = project.name.clone();
+        // Each row is hashed from the row itself (no Event, no copy of its
+        // payload, no second parse of its JSON), off the async workers.
+        tokio::task::spawn_blocking(move || {
+            rows.iter()
+                .map(|r| {
+                    Ok(crate::verify::VerifyRow::new(
+                        &rows::event_view(r, &name)?,
+                        rows::derived_from_row(r)?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("verification task failed: {e}")))?
+    }
+
+    async fn session_export_lines(
+        &self,
+        project: &ProjectRef,
+        session_id: &str,
+        after_seq: u64,
+        limit: u32,
+        until: u64,
+    ) -> StoreResult<crate::ExportLines> {
+        let rows = self
+            .session_rows(project, session_id, after_seq, limit)
+            .await?;
+        let name = project.name.clone();
+        // Each line is written from the row, its payload and metadata copied
+        // as stored, off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut out = crate::ExportLines::new(rows.len(), rows.len() * 1_536);
+            for r in &rows {
+                out.push(&rows::event_view(r, &name)?, until);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Storage(format!("export task failed: {e}")))?
     }
 
     async fn redaction_salt(

@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 use agentledger_core::chain::tag_list;
-use agentledger_core::event::{SessionCounters, SessionHeaderOut};
+use agentledger_core::event::{BadJson, EventView, HeaderView, SessionCounters};
 use agentledger_core::verdict::Decision;
 use agentledger_core::{Dialect, Event, EventId, Kind, Micros, Session, SessionStatus, Severity};
 
@@ -42,13 +42,13 @@ pub fn get<'a, T: FromSql<'a>>(r: &'a Row, column: &str) -> Result<T, StoreError
 }
 
 fn hash32(r: &Row, column: &str) -> Result<[u8; 32], StoreError> {
-    let v: Vec<u8> = get(r, column)?;
+    let v: &[u8] = get(r, column)?;
     v.try_into()
         .map_err(|_| corrupt(column, "hash is not 32 bytes"))
 }
 
 fn opt_hash32(r: &Row, column: &str) -> Result<Option<[u8; 32]>, StoreError> {
-    get::<Option<Vec<u8>>>(r, column)?
+    get::<Option<&[u8]>>(r, column)?
         .map(|v| {
             v.try_into()
                 .map_err(|_| corrupt(column, "hash is not 32 bytes"))
@@ -74,18 +74,23 @@ fn count(r: &Row, column: &str) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| corrupt(column, "negative count"))
 }
 
-/// Map an event row (columns as [`EVENT_COLS`]).
-pub fn event_from_row(r: &Row, project: &str) -> Result<Event, StoreError> {
-    let id: Vec<u8> = get(r, "id")?;
+/// An event row (columns as [`EVENT_COLS`]) as a view borrowing the row:
+/// its JSON texts as stored, not parsed again (verification and export
+/// read every event of a session through this).
+pub fn event_view<'r>(r: &'r Row, project: &'r str) -> Result<EventView<'r>, StoreError> {
+    let id: &[u8] = get(r, "id")?;
     let id: [u8; 16] = id
         .try_into()
         .map_err(|_| corrupt("id", "event id is not 16 bytes"))?;
-    let envelope_version: i32 = get(r, "envelope_version")?;
-    let mut ev = Event {
+    let envelope_version = u32::try_from(get::<i32>(r, "envelope_version")?)
+        .map_err(|_| corrupt("envelope_version", "negative"))?;
+    let seq = count(r, "seq")?;
+    let erased = erasure(r)?.map(|e| *e);
+    Ok(EventView {
         id: EventId::from_bytes(id),
-        project: project.to_owned(),
+        project,
         session_id: get(r, "session_id")?,
-        seq: count(r, "seq")?,
+        seq,
         agent_id: get(r, "agent_id")?,
         kind: code(r, "kind", Kind::from_code)?,
         source_type: get(r, "source_type")?,
@@ -96,40 +101,45 @@ pub fn event_from_row(r: &Row, project: &str) -> Result<Event, StoreError> {
         // An erased row keeps an empty payload column; its erasure
         // columns say so. One that still holds bytes is read as it is:
         // verification then says the erasure left the payload behind.
-        payload: match get::<Option<i64>>(r, "erased_at")? {
-            Some(_) if get::<&str>(r, "payload")?.is_empty() => {
-                agentledger_core::erasure::erased_payload()
-            }
-            _ => json(r, "payload")?,
+        payload: match get::<&str>(r, "payload")? {
+            "" if erased.is_some() => "null",
+            stored => stored,
         },
-        metadata: json(r, "metadata")?,
+        metadata: get(r, "metadata")?,
         payload_sha256: hash32(r, "payload_sha256")?,
         prev_hash: opt_hash32(r, "prev_hash")?,
         hash: hash32(r, "hash")?,
-        envelope_version: u32::try_from(envelope_version)
-            .map_err(|_| corrupt("envelope_version", "negative"))?,
-        verdict: get::<Option<String>>(r, "verdict")?
-            .map(|s| {
-                RawValue::from_string(s)
-                    .map_err(|_| corrupt("verdict", "stored JSON does not parse"))
-            })
-            .transpose()?,
+        envelope_version,
+        verdict: get(r, "verdict")?,
         original_payload_sha256: opt_hash32(r, "original_payload_sha256")?,
         original_metadata_sha256: opt_hash32(r, "original_metadata_sha256")?,
-        session_header: None,
-        erased: erasure(r)?,
-    };
-    if ev.seq == 1 && ev.envelope_version >= 3 {
         // The session's first event covers its header (read from the
         // session row, so an edited row breaks this event's hash).
-        ev.session_header = Some(Box::new(SessionHeaderOut {
-            agent_id: get(r, "session_agent_id")?,
-            system_prompt: get(r, "session_system_prompt")?,
-            metadata: json(r, "session_metadata")?,
-            created_at: Micros(get(r, "session_created_at")?),
-        }));
-    }
-    Ok(ev)
+        session_header: if seq == 1 && envelope_version >= 3 {
+            Some(HeaderView {
+                agent_id: get(r, "session_agent_id")?,
+                system_prompt: get(r, "session_system_prompt")?,
+                metadata: get(r, "session_metadata")?,
+                created_at: Micros(get(r, "session_created_at")?),
+            })
+        } else {
+            None
+        },
+        erased,
+    })
+}
+
+/// Map an event row (columns as [`EVENT_COLS`]).
+pub fn event_from_row(r: &Row, project: &str) -> Result<Event, StoreError> {
+    event_view(r, project)?.to_event().map_err(|which| {
+        let column = match which {
+            BadJson::Payload => "payload",
+            BadJson::Metadata => "metadata",
+            BadJson::Verdict => "verdict",
+            BadJson::SessionMetadata => "session_metadata",
+        };
+        corrupt(column, "stored JSON does not parse")
+    })
 }
 
 /// The erasure of an event row, if its payload was erased (`erasure.rs`).
