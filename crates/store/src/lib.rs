@@ -65,6 +65,18 @@ pub struct DerivedColumns {
     pub usage: agentledger_core::usage::Usage,
 }
 
+/// CPU-bound work of a request (hashing or rendering thousands of events)
+/// on a blocking thread, off the async workers; `what` names it if the
+/// thread fails.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Storage(format!("{what} task failed: {e}")))
+}
+
 /// A piece of a session's export: [`EventStore::session_export_lines`].
 #[derive(Debug, Default)]
 pub struct ExportLines {
@@ -560,29 +572,16 @@ pub trait EventStore: alerts::AlertStore + Send + Sync + 'static {
     ) -> StoreResult<Vec<(Event, DerivedColumns)>>;
 
     /// What verifying the events of one session with seq > `after_seq` needs
-    /// (at most `limit`, in seq order), computed as they are read: see
-    /// [`verify::VerifyRow`]. A backend that can read its rows as
-    /// [`EventView`](agentledger_core::event::EventView)s makes these without
-    /// an [`Event`] for each.
+    /// (at most `limit`, in seq order), computed from each row as it is read
+    /// ([`verify::VerifyRow`], from the row as an
+    /// [`EventView`](agentledger_core::event::EventView): no [`Event`] each).
     async fn session_verify_rows(
         &self,
         project: &ProjectRef,
         session_id: &str,
         after_seq: u64,
         limit: u32,
-    ) -> StoreResult<Vec<verify::VerifyRow>> {
-        let rows = self
-            .session_events_with_columns(project, session_id, after_seq, limit)
-            .await?;
-        // Hashing thousands of events is milliseconds of CPU: off the async workers.
-        tokio::task::spawn_blocking(move || {
-            rows.into_iter()
-                .map(|(ev, cols)| verify::VerifyRow::new(&ev.view(), cols))
-                .collect()
-        })
-        .await
-        .map_err(|e| StoreError::Storage(format!("verification task failed: {e}")))
-    }
+    ) -> StoreResult<Vec<verify::VerifyRow>>;
 
     /// The export lines ([`EventView::write_export_line`](agentledger_core::event::EventView::write_export_line),
     /// each ending in a newline) of one session's events with seq >
@@ -595,21 +594,7 @@ pub trait EventStore: alerts::AlertStore + Send + Sync + 'static {
         after_seq: u64,
         limit: u32,
         until: u64,
-    ) -> StoreResult<ExportLines> {
-        let evs = self
-            .session_events(project, session_id, after_seq, limit)
-            .await?;
-        tokio::task::spawn_blocking(move || {
-            let mut out =
-                ExportLines::new(evs.len(), evs.iter().map(|e| e.payload.get().len()).sum());
-            for ev in &evs {
-                out.push(&ev.view(), until);
-            }
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Storage(format!("export task failed: {e}")))
-    }
+    ) -> StoreResult<ExportLines>;
 
     /// The salt of an event's redaction commitment (envelope v3), if it was
     /// redacted and the salt not destroyed. With it and the original bytes,

@@ -85,7 +85,7 @@ pub async fn verify_session(
         let full = rows.len() == CHUNK as usize;
         let p = project.clone();
         // The ordered checks of 5,000 events are milliseconds of CPU: off the async workers.
-        (verifier, derived, erased_usage) = tokio::task::spawn_blocking(move || {
+        (verifier, derived, erased_usage) = crate::blocking("verification", move || {
             for row in &rows {
                 if !verifier.push_entry(&row.entry) {
                     break;
@@ -102,8 +102,7 @@ pub async fn verify_session(
             drop(rows);
             (verifier, derived, erased_usage)
         })
-        .await
-        .map_err(|e| crate::StoreError::Storage(format!("verification task failed: {e}")))?;
+        .await?;
         if verifier.failed() || !full {
             break;
         }

@@ -571,7 +571,7 @@ impl EventStore for PostgresStore {
         let name = project.name.clone();
         // Each row is hashed from the row itself (no Event, no copy of its
         // payload, no second parse of its JSON), off the async workers.
-        tokio::task::spawn_blocking(move || {
+        crate::blocking("verification", move || {
             rows.iter()
                 .map(|r| {
                     Ok(crate::verify::VerifyRow::new(
@@ -581,8 +581,7 @@ impl EventStore for PostgresStore {
                 })
                 .collect()
         })
-        .await
-        .map_err(|e| StoreError::Storage(format!("verification task failed: {e}")))?
+        .await?
     }
 
     async fn session_export_lines(
@@ -599,15 +598,14 @@ impl EventStore for PostgresStore {
         let name = project.name.clone();
         // Each line is written from the row, its payload and metadata copied
         // as stored, off the async workers.
-        tokio::task::spawn_blocking(move || {
+        crate::blocking("export", move || {
             let mut out = crate::ExportLines::new(rows.len(), rows.len() * 1_536);
             for r in &rows {
                 out.push(&rows::event_view(r, &name)?, until);
             }
             Ok(out)
         })
-        .await
-        .map_err(|e| StoreError::Storage(format!("export task failed: {e}")))?
+        .await?
     }
 
     async fn redaction_salt(
