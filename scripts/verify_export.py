@@ -5,7 +5,7 @@ This is an independent implementation of docs/hash-chain.md: it shares no code
 with the server, so the specification and the server cannot drift apart unnoticed.
 
 Usage: verify_export.py EXPORT.jsonl [--expect-head SESSION=HEXHASH ...]
-                        [--log-proof FILE ... [--log-key VKEY]]
+                        [--log-proof FILE ... [--log-key VKEY [--witness-policy FILE]]]
 Exit status 0 when every chain verifies, 1 otherwise (the first broken seq is printed).
 
 With --log-key or --log-proof, each intact session must be in its project's transparency
@@ -15,8 +15,11 @@ session (a C2SP tlog-proof of its newest event in a signed checkpoint), or a --l
 leaf, by RFC 9162's algorithm, in the tree of the checkpoint of the session's project's log.
 With --log-key the checkpoint's Ed25519 signature is checked too when the `cryptography`
 package is installed (the standard library has no Ed25519); otherwise the script says it did
-not check it. Witness cosignatures are not checked here (`agentledger verify
---witness-policy` checks them).
+not check it. With --witness-policy (a C2SP tlog-policy file; its log lines are ignored, the
+log is the one --log-key names) the checkpoint must also carry C2SP tlog-cosignature/v1
+cosignatures by witnesses meeting the policy's quorum, and any cosignature by a listed witness
+must verify; that needs the `cryptography` package, and without it the script refuses rather
+than pass unchecked.
 """
 import base64
 import datetime
@@ -518,12 +521,130 @@ def note_signed_by(text, sigs, vkey):
     return False
 
 
+def _vkey(text, allowed):
+    """(name, algorithm byte, 32-byte Ed25519 key) of a note verifier key of an allowed type."""
+    # The base64 key may hold "+" itself: name and key ID never do.
+    parts = text.strip().split("+", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise ValueError("not a verifier key (name+keyid+key)")
+    name, key_id, material = parts
+    material = base64.b64decode(material, validate=True)
+    if material[:1] not in allowed or len(material) != 33:
+        raise ValueError("not an Ed25519 key of type %s" % " or ".join("0x%02x" % a[0] for a in allowed))
+    if hashlib.sha256(name.encode() + b"\n" + material).digest()[:4].hex() != key_id:
+        raise ValueError("the key's ID does not match its key")
+    return name, material[0], material[1:]
+
+
+def parse_witness_policy(data):
+    """A C2SP tlog-policy: {"witnesses": [(name, vkey name, key)], "groups": {name: (k, members)},
+    "quorum": name or None}. Log lines are read and ignored (--log-key names the log)."""
+    witnesses, groups, used, quorum = [], {}, set(), False
+    names = set()
+    for number, line in enumerate(data.decode("utf-8").split("\n"), 1):
+        if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in line):
+            raise ValueError("line %d: control character other than tab" % number)
+        items = line.replace("\t", " ").split()
+        if not items or items[0].startswith("#"):
+            continue
+        word = items[0]
+        if word == "log":
+            if not 2 <= len(items) <= 3:
+                raise ValueError("line %d: wrong number of items for log" % number)
+            _vkey(items[1], (b"\x01",))
+        elif word == "witness":
+            if not 3 <= len(items) <= 4:
+                raise ValueError("line %d: wrong number of items for witness" % number)
+            if items[1] in names or items[1] == "none":
+                raise ValueError("line %d: name %r is already defined or reserved" % (number, items[1]))
+            try:
+                key_name, _, key = _vkey(items[2], (b"\x04", b"\x01"))
+            except ValueError as e:
+                raise ValueError("line %d: %s" % (number, e))
+            if any(key == w[2] for w in witnesses):
+                raise ValueError("line %d: this public key is already listed" % number)
+            names.add(items[1])
+            witnesses.append((items[1], key_name, key))
+        elif word == "group":
+            if len(items) < 4:
+                raise ValueError("line %d: wrong number of items for group" % number)
+            if items[1] in names or items[1] == "none":
+                raise ValueError("line %d: name %r is already defined or reserved" % (number, items[1]))
+            members = items[3:]
+            for m in members:
+                if m not in names:
+                    raise ValueError("line %d: name %r is not defined on an earlier line" % (number, m))
+                if m in used or members.count(m) > 1:
+                    raise ValueError("line %d: %r is already a member of a group" % (number, m))
+            used.update(members)
+            k = {"all": len(members), "any": 1}.get(items[2])
+            if k is None:
+                if not items[2].isdigit() or items[2] != str(int(items[2])) or not 1 <= int(items[2]) <= len(members):
+                    raise ValueError("line %d: threshold must be all, any or a decimal 1..=members" % number)
+                k = int(items[2])
+            names.add(items[1])
+            groups[items[1]] = (k, members)
+        elif word == "quorum":
+            if len(items) != 2:
+                raise ValueError("line %d: wrong number of items for quorum" % number)
+            if quorum is not False:
+                raise ValueError("line %d: more than one quorum line" % number)
+            if items[1] != "none" and items[1] not in names:
+                raise ValueError("line %d: name %r is not defined on an earlier line" % (number, items[1]))
+            quorum = None if items[1] == "none" else items[1]
+        else:
+            raise ValueError("line %d: unknown keyword %r (want log, witness, group or quorum)" % (number, word))
+    if quorum is False:
+        raise ValueError("the policy has no quorum line")
+    return {"witnesses": witnesses, "groups": groups, "quorum": quorum}
+
+
+def check_quorum(policy, text, sigs):
+    """The policy names of the witnesses whose cosignatures verified, or a ValueError saying
+    why the checkpoint does not meet the policy (C2SP tlog-cosignature/v1, signed-note)."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+        from cryptography.exceptions import InvalidSignature
+    except ImportError:
+        raise ValueError("cannot check witness cosignatures: the cryptography package is not installed")
+    cosigned = []
+    for name, key_name, key in policy["witnesses"]:
+        key_id = hashlib.sha256(key_name.encode() + b"\n\x04" + key).digest()[:4]
+        for line in sigs:
+            if not line.startswith("\u2014 "):
+                continue
+            signer, _, b64 = line[2:].rpartition(" ")
+            raw = base64.b64decode(b64, validate=True)
+            if signer != key_name or raw[:4] != key_id:
+                continue
+            timestamp = int.from_bytes(raw[4:12], "big")
+            message = b"cosignature/v1\ntime %d\n" % timestamp + text
+            try:
+                if len(raw) != 4 + 8 + 64 or timestamp >= 1 << 63:
+                    raise InvalidSignature()
+                Ed25519PublicKey.from_public_bytes(key).verify(raw[12:], message)
+            except InvalidSignature:
+                raise ValueError("the cosignature of witness %s does not verify" % name)
+            if name not in cosigned:
+                cosigned.append(name)
+
+    def met(member):
+        if member in policy["groups"]:
+            k, members = policy["groups"][member]
+            return sum(1 for m in members if met(m)) >= k
+        return member in cosigned
+
+    if policy["quorum"] is not None and not met(policy["quorum"]):
+        raise ValueError("cosignatures by %s do not meet the quorum" % (cosigned or "no witness"))
+    return cosigned
+
+
 def _encoded_project(project):
     safe = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
     return "".join(chr(b) if b in safe else "%%%02X" % b for b in project.encode("utf-8"))
 
 
-def check_log(state, proof_files, vkey, log):
+def check_log(state, proof_files, vkey, log, policy=None):
     """Failures (project, session, None, reason) of intact sessions not proved in the log."""
     files = []
     for path in proof_files:
@@ -544,21 +665,31 @@ def check_log(state, proof_files, vkey, log):
                 except ValueError as e:
                     failures.append((project, session, None, "%s: %s" % (where, e)))
         candidates += [(f[0], last[0], f[1:]) for f in files]
-        proved = None
+        proved, why_not = None, []
         for where, seq, (index, proof, text, sigs) in candidates:
             if not 1 <= seq <= len(chain):
                 continue
             leaf = hashlib.sha256(b"\x00" + leaf_entry(session, seq, chain[seq - 1])).digest()
             lines = text.decode("utf-8").split("\n")
             origin, size, root = lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True)
-            if verify_inclusion(leaf, index, size, proof, root) and (
-                proved is None or seq > proved[-1]
-            ):
-                proved = (where, index, text, sigs, origin, size, seq)
+            if not verify_inclusion(leaf, index, size, proof, root):
+                continue
+            witnesses = None
+            if policy is not None:
+                try:
+                    witnesses = check_quorum(policy, text, sigs)
+                except ValueError as e:
+                    why_not.append("%s: witness policy: %s" % (where, e))
+                    continue
+            if proved is None or seq > proved[-2]:
+                proved = (where, index, text, sigs, origin, size, seq, witnesses)
         if proved is None:
-            failures.append((project, session, None, "no log proof proves one of its events (last seq %d)" % last[0]))
+            reason = "no log proof proves one of its events (last seq %d)" % last[0]
+            if why_not:
+                reason = "no log proof holds: " + "; ".join(why_not)
+            failures.append((project, session, None, reason))
             continue
-        path, index, text, sigs, origin, size, seq = proved
+        path, index, text, sigs, origin, size, seq, witnesses = proved
         if not origin.endswith("/" + _encoded_project(project)):
             failures.append((project, session, None, "the proof is of log %s, not of this project's" % origin))
             continue
@@ -567,6 +698,8 @@ def check_log(state, proof_files, vkey, log):
             failures.append((project, session, None, "the checkpoint is not signed by the given log key"))
             continue
         how = "signature checked" if signed else "signature NOT checked (give --log-key; needs the cryptography package)"
+        if witnesses is not None:
+            how += ", cosigned by %s" % ", ".join(witnesses)
         print("OK %s/%s: seq %d of %d is leaf %d of %s at size %d (%s; %s)" % (project, session, seq, last[0], index, origin, size, path, how))
     return failures
 
@@ -578,6 +711,7 @@ def main(argv):
     heads = {}
     proof_files = []
     vkey = None
+    policy = None
     args = argv[2:]
     while args:
         if args[0] == "--expect-head" and len(args) > 1:
@@ -590,14 +724,25 @@ def main(argv):
         elif args[0] == "--log-key" and len(args) > 1:
             vkey = args[1]
             args = args[2:]
+        elif args[0] == "--witness-policy" and len(args) > 1:
+            try:
+                with open(args[1], "rb") as f:
+                    policy = parse_witness_policy(f.read())
+            except (OSError, ValueError, UnicodeDecodeError) as e:
+                print("--witness-policy %s: %s" % (args[1], e), file=sys.stderr)
+                return 2
+            args = args[2:]
         else:
             print("unknown argument %r" % args[0], file=sys.stderr)
             return 2
+    if policy is not None and vkey is None:
+        print("--witness-policy needs --log-key (the policy's quorum is over that log's checkpoints)", file=sys.stderr)
+        return 2
     log = {}
     with open(argv[1], encoding="utf-8") as f:
         state, failures = verify(f, heads, log)
     if proof_files or vkey:
-        failures += check_log(state, proof_files, vkey, log)
+        failures += check_log(state, proof_files, vkey, log, policy)
     elif log["proofs"]:
         print("%d log proof lines not checked: pass --log-key to check the sessions are in the transparency log" % len(log["proofs"]))
     for project, session, seq, reason in failures:

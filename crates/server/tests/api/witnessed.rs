@@ -312,6 +312,7 @@ async fn two_witnesses_cosign_and_only_a_quorum_checkpoint_is_served() {
         text.contains("FAIL default/w-1") && text.contains("do not meet the quorum"),
         "{text}"
     );
+    python_checks_the_quorum(&export_file, &log_vkey, &s.policy_file, &strict);
 
     // A monitor holding the policy follows the witnessed log; then someone with the database
     // rewrites session w-1's last event and re-chains it by the public spec: the monitor and
@@ -523,4 +524,109 @@ async fn witnessed_checkpoints_on_postgresql() {
     for w in &mut s.witnesses {
         w.stop().await;
     }
+}
+
+/// The independent Python verifier (scripts/verify_export.py) checks the same export against
+/// the same policies: the quorum met by both witnesses, a stricter policy not met, and a
+/// cosignature altered by one bit refused (a listed witness's cosignature must verify). It
+/// needs the cryptography package for Ed25519; without it, it refuses the policy rather than
+/// pass unchecked.
+fn python_checks_the_quorum(export: &Path, log_vkey: &str, policy: &Path, strict: &Path) {
+    let python = |file: &Path, policy: &Path| {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/verify_export.py"
+            ))
+            .arg(file)
+            .args(["--log-key", log_vkey, "--witness-policy"])
+            .arg(policy)
+            .output()
+            .expect("python3 runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // A policy that does not parse, or one without the log key it applies to: refused, naming
+    // what is wrong (exit 2), before any check.
+    let bad = policy.with_extension("bad");
+    std::fs::write(&bad, "witness w1 not-a-key\nquorum w1\n").expect("write");
+    let (ok, text) = python(export, &bad);
+    assert!(!ok && text.contains("line 1"), "{text}");
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/verify_export.py"
+        ))
+        .arg(export)
+        .arg("--witness-policy")
+        .arg(policy)
+        .output()
+        .expect("python3 runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --log-key"));
+    let has_library = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let (ok, text) = python(export, policy);
+    if !has_library {
+        assert!(
+            !ok && text.contains("the cryptography package is not installed"),
+            "{text}"
+        );
+        eprintln!("python3 has no cryptography package: its quorum check is not tested");
+        return;
+    }
+    assert!(
+        ok && text.contains("OK default/w-1: seq 50 of 50 is leaf")
+            && text.contains("cosigned by w1, w2"),
+        "{text}"
+    );
+    let (ok, text) = python(export, strict);
+    assert!(
+        !ok && text.contains("FAIL default/w-1") && text.contains("do not meet the quorum"),
+        "{text}"
+    );
+    // One bit of w2's cosignature flipped (its last signature line in the proof).
+    let exported = std::fs::read_to_string(export).expect("read");
+    let forged: Vec<String> = exported
+        .lines()
+        .map(|line| {
+            if !line.starts_with(r#"{"log_proof""#) {
+                return line.to_owned();
+            }
+            let mut v: serde_json::Value = serde_json::from_str(line).expect("proof line");
+            let proof = v["log_proof"]["tlog_proof"]
+                .as_str()
+                .expect("text")
+                .to_owned();
+            let mut lines: Vec<String> = proof.split('\n').map(str::to_owned).collect();
+            let at = lines
+                .iter()
+                .rposition(|l| l.starts_with("\u{2014} w2"))
+                .expect("w2 cosigned");
+            let (who, b64) = lines[at].rsplit_once(' ').expect("signature line");
+            use base64::Engine as _;
+            let engine = base64::engine::general_purpose::STANDARD;
+            let mut raw = engine.decode(b64).expect("base64");
+            let last = raw.len() - 1;
+            raw[last] ^= 1;
+            lines[at] = format!("{who} {}", engine.encode(raw));
+            v["log_proof"]["tlog_proof"] = serde_json::Value::String(lines.join("\n"));
+            v.to_string()
+        })
+        .collect();
+    let forged_file = export.with_extension("forged.jsonl");
+    std::fs::write(&forged_file, forged.join("\n") + "\n").expect("write");
+    let (ok, text) = python(&forged_file, policy);
+    assert!(
+        !ok && text.contains("the cosignature of witness w2 does not verify"),
+        "{text}"
+    );
 }
