@@ -2229,6 +2229,114 @@ pub async fn erase(
 /// digest, usage figures and chain stay, the session verifies with the
 /// record appended; a second erasure is refused and changes nothing; another
 /// project's event cannot be erased.
+/// An erasure rewrites, in its transaction, the replies kept under idempotency keys that
+/// echo the erased payload (docs/transparency.md): a JSON reply keeps its shape with the
+/// payload `null` (a retry replays that), one that cannot becomes a `410` saying the reply was
+/// erased; replies of other events are untouched.
+pub async fn erasure_scrubs_kept_replies(store: &dyn EventStore) {
+    use crate::{AppendOutcome, AppendRequest, IdempotencyKey, StoredReply};
+    let p = project(store, "p").await;
+    let req = |key: &str, payload: &str, json: bool| AppendRequest {
+        events: vec![event("s", Kind::Memory, payload)],
+        idempotency: Some((
+            IdempotencyKey {
+                key: key.into(),
+                fingerprint: [7; 32],
+            },
+            Box::new(move |c: &crate::Committed<'_>| {
+                let (id, data) = (c.appended[0].id, c.events[0].payload.get());
+                StoredReply {
+                    status: 201,
+                    content_type: if json {
+                        "application/json"
+                    } else {
+                        "text/plain"
+                    }
+                    .into(),
+                    body: if json {
+                        format!(r#"{{"id":"event_{id}","data":{data}}}"#)
+                    } else {
+                        format!("created {id}: {data}")
+                    }
+                    .into_bytes(),
+                }
+            }) as crate::Render,
+        )),
+        ..Default::default()
+    };
+    let secret = r#"{"note":"zebrafinch 078-05-1120"}"#;
+    let committed = |o: AppendOutcome| match o {
+        AppendOutcome::Committed { appended, .. } => appended[0].id,
+        _ => panic!("committed"),
+    };
+    let e1 = committed(
+        store
+            .append_request(&p, req("k-json", secret, true))
+            .await
+            .expect("1"),
+    );
+    let e2 = committed(
+        store
+            .append_request(&p, req("k-text", r#"{"note":"second secret"}"#, false))
+            .await
+            .expect("2"),
+    );
+    store
+        .append_request(&p, req("k-other", secret, true))
+        .await
+        .expect("3");
+    let p = &p;
+    let kept = |key: &'static str| async move {
+        store
+            .idempotent_reply(p, key)
+            .await
+            .expect("read")
+            .expect("kept")
+            .1
+    };
+    let other = kept("k-other").await;
+
+    erase(store, p, e1, "key:k1").await.expect("erase 1");
+    let json = kept("k-json").await;
+    assert_eq!(
+        (
+            json.status,
+            json.content_type.as_str(),
+            String::from_utf8_lossy(&json.body)
+        ),
+        (
+            201,
+            "application/json",
+            format!(r#"{{"id":"event_{e1}","data":null}}"#).into()
+        )
+    );
+    match store
+        .append_request(p, req("k-json", secret, true))
+        .await
+        .expect("retry")
+    {
+        AppendOutcome::Replayed(r) => assert_eq!(r, json, "the retry replays the rewritten reply"),
+        _ => panic!("a retry must replay"),
+    }
+    // Another event's reply holds the same payload text but not this event: untouched.
+    assert_eq!(kept("k-other").await, other);
+
+    erase(store, p, e2, "key:k1").await.expect("erase 2");
+    let text = kept("k-text").await;
+    let body = String::from_utf8_lossy(&text.body).into_owned();
+    assert_eq!(
+        (text.status, text.content_type.as_str()),
+        (410, "application/json")
+    );
+    assert!(
+        body.contains("REPLY_ERASED")
+            && body.contains(&e2.to_string())
+            && !body.contains("second secret"),
+        "{body}"
+    );
+    assert_eq!(kept("k-other").await, other);
+}
+
 pub async fn erasure_keeps_the_proof(store: &dyn EventStore) {
     let p = project(store, "p").await;
     let other = project(store, "other").await;

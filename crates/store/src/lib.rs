@@ -9,6 +9,7 @@ mod kept;
 pub mod log;
 mod open;
 pub mod postgres;
+mod replies;
 pub mod rollup;
 pub mod sqlite;
 pub mod verify;

@@ -344,3 +344,59 @@ async fn the_cli_erases_an_event() {
     let ev = app.get_json(&format!("/api/v1/events/{id}")).await;
     assert_eq!(ev["erased"]["by"], by);
 }
+
+/// A reply kept under an `Idempotency-Key` that echoed the payload (Realm's create reply does,
+/// as `data`) no longer holds it once the event is erased: a retry replays the reply with
+/// `data: null`, as a read of the event now shows it, and the database's kept replies hold no
+/// trace of the payload.
+#[tokio::test]
+async fn erasure_reaches_replies_kept_under_idempotency_keys() {
+    let app = spawn_app().await;
+    let body = json!({"type": "tool_call",
+        "data": {"tool_name": "lookup", "tool_input": {"ssn": "zebrafinch 078-05-1120"}}});
+    let send = || {
+        app.client
+            .post(app.url("/v1/sessions/rs/events"))
+            .header("x-api-key", &app.key)
+            .header("idempotency-key", "create-1")
+            .json(&body)
+            .send()
+    };
+    let first = send().await.expect("send");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.expect("json");
+    assert_eq!(first["data"]["tool_input"]["ssn"], "zebrafinch 078-05-1120");
+    let prefixed = first["id"].as_str().expect("id").to_owned();
+    let id = prefixed.strip_prefix("event_").expect("event_ id");
+    let r = app
+        .post(
+            &format!("/api/v1/events/{id}/erase"),
+            &json!({"reason": "personal data"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let again = send().await.expect("send");
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["data"], Value::Null, "{again}");
+    let read = app.get_json(&format!("/v1/events/{prefixed}")).await;
+    assert_eq!(read["data"], Value::Null, "{read}");
+    let conn = rusqlite::Connection::open(&app.db).expect("open");
+    let left: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM idempotency_keys WHERE instr(body, 'zebrafinch') > 0",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0);
+}

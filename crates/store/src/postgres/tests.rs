@@ -151,6 +151,7 @@ conformance! {
     conformance_log => log_integrates_every_event_once,
     conformance_log_racing_passes => log_racing_passes_integrate_each_event_once,
     conformance_erasure => erasure_keeps_the_proof,
+    conformance_erasure_replies => erasure_scrubs_kept_replies,
 }
 
 /// The integrator never passes a transaction that is still running: an event committed after

@@ -1193,6 +1193,18 @@ async fn check_erasures(
 /// (and with it the generated search vector).
 async fn erase_rows(client: &tokio_postgres::Client, erasures: &[Erasing]) -> Result<(), Failure> {
     for e in erasures {
+        // The payload as it was, to find the kept replies that echo it.
+        let before: Option<String> = client
+            .query_opt(
+                "SELECT payload FROM events
+                 WHERE project_id = $1 AND id = $2 AND erased_at IS NULL FOR UPDATE",
+                &[&e.project, &&e.event_id.to_bytes()[..]],
+            )
+            .await
+            .map_err(failure)?
+            .map(|r| get(&r, "payload"))
+            .transpose()
+            .map_err(Failure::Data)?;
         let n = client
             .execute(
                 "UPDATE events SET payload = '', erased_at = $3, erased_by = $4, erasure_seq = $5
@@ -1207,11 +1219,65 @@ async fn erase_rows(client: &tokio_postgres::Client, erasures: &[Erasing]) -> Re
             )
             .await
             .map_err(failure)?;
-        if n != 1 {
+        let (1, Some(payload)) = (n, before) else {
             return Err(Failure::Data(StoreError::AlreadyErased(
                 e.event_id.to_string(),
             )));
-        }
+        };
+        scrub_kept_replies(client, e.project, &e.event_id.to_string(), &payload).await?;
+    }
+    Ok(())
+}
+
+/// Rewrite the project's kept replies that echo an erased event's payload
+/// (`crate::replies`), in the erasing transaction.
+async fn scrub_kept_replies(
+    client: &tokio_postgres::Client,
+    project: i64,
+    event_id: &str,
+    payload: &str,
+) -> Result<(), Failure> {
+    // Erasures are rare and the table holds one TTL of replies: a scan of the
+    // project's, narrowed by both byte strings, is enough.
+    let rows = client
+        .query(
+            "SELECT key, status, content_type, body FROM idempotency_keys
+             WHERE project_id = $1
+               AND (position($2::bytea in body) > 0 OR position($4::bytea in body) > 0)
+               AND position($3::bytea in body) > 0",
+            &[
+                &project,
+                &event_id.to_ascii_uppercase().as_bytes(),
+                &payload.as_bytes(),
+                &event_id.to_ascii_lowercase().as_bytes(),
+            ],
+        )
+        .await
+        .map_err(failure)?;
+    for r in rows {
+        let key: String = get(&r, "key").map_err(Failure::Data)?;
+        let status: i32 = get(&r, "status").map_err(Failure::Data)?;
+        let content_type: String = get(&r, "content_type").map_err(Failure::Data)?;
+        let body: Vec<u8> = get(&r, "body").map_err(Failure::Data)?;
+        let status = u16::try_from(status)
+            .map_err(|_| Failure::Data(StoreError::Corrupt("a kept reply's status".into())))?;
+        let Some(s) = crate::replies::scrub(status, &content_type, &body, event_id, payload) else {
+            continue;
+        };
+        client
+            .execute(
+                "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5
+                 WHERE project_id = $1 AND key = $2",
+                &[
+                    &project,
+                    &key,
+                    &i32::from(s.status),
+                    &s.content_type,
+                    &s.body,
+                ],
+            )
+            .await
+            .map_err(failure)?;
     }
     Ok(())
 }

@@ -100,6 +100,12 @@ async fn conformance_erasure() {
     c::erasure_keeps_the_proof(&open(&d)).await;
 }
 
+#[tokio::test]
+async fn conformance_erasure_replies() {
+    let d = tempfile::tempdir().unwrap();
+    c::erasure_scrubs_kept_replies(&open(&d)).await;
+}
+
 /// The erased payload's terms leave the index file itself (not only the
 /// answers, which skip erased rows anyway): a contentless FTS5 table
 /// forgets a row only when given its text, so the writer does that with

@@ -910,6 +910,8 @@ impl Writer {
             )
             .and_then(|mut st| st.execute(params![at.server_ts.0, &t.by, at.seq as i64, rowid]))
             .map_err(storage)?;
+        scrub_kept_replies(&self.conn, project.id.0, &t.event_id.to_string(), &payload)
+            .map_err(storage)?;
         self.txn_erased.push(Erased {
             rowid,
             payload,
@@ -1198,6 +1200,49 @@ impl Writer {
 
 /// The reply kept under an idempotency key of a project, if it was kept
 /// at or after `oldest` (µs).
+/// Rewrite the project's kept replies that echo an erased event's payload
+/// (`crate::replies`), in the erasing transaction.
+fn scrub_kept_replies(
+    conn: &Connection,
+    project: i64,
+    event_id: &str,
+    payload: &str,
+) -> rusqlite::Result<()> {
+    let mut found: Vec<(String, crate::replies::Scrubbed)> = Vec::new();
+    {
+        // Erasures are rare and the table holds one TTL of replies: a scan of
+        // the project's, narrowed by both byte strings, is enough.
+        let mut st = conn.prepare_cached(
+            "SELECT key, status, content_type, body FROM idempotency_keys
+             WHERE project_id = ?1 AND (instr(body, ?2) > 0 OR instr(body, ?4) > 0)
+               AND instr(body, ?3) > 0",
+        )?;
+        let mut rows = st.query(params![
+            project,
+            event_id.to_ascii_uppercase().as_bytes(),
+            payload.as_bytes(),
+            event_id.to_ascii_lowercase().as_bytes()
+        ])?;
+        while let Some(r) = rows.next()? {
+            let status: u16 = r.get(1)?;
+            let content_type: String = r.get(2)?;
+            let body: Vec<u8> = r.get(3)?;
+            if let Some(s) = crate::replies::scrub(status, &content_type, &body, event_id, payload)
+            {
+                found.push((r.get(0)?, s));
+            }
+        }
+    }
+    for (key, s) in found {
+        conn.prepare_cached(
+            "UPDATE idempotency_keys SET status = ?3, content_type = ?4, body = ?5
+             WHERE project_id = ?1 AND key = ?2",
+        )?
+        .execute(params![project, key, s.status, s.content_type, s.body])?;
+    }
+    Ok(())
+}
+
 pub(crate) fn kept_reply(
     conn: &Connection,
     project: i64,
