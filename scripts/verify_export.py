@@ -490,6 +490,18 @@ def parse_tlog_proof(data):
     return index, proof, text, [s for s in sigs if s]
 
 
+def _signatures_by(sigs, name, key_id):
+    """The signature bytes (after the 4-byte key ID) of a note's signature lines by key
+    (name, key_id), in order."""
+    for line in sigs:
+        if not line.startswith("\u2014 "):
+            continue
+        signer, _, b64 = line[2:].rpartition(" ")
+        raw = base64.b64decode(b64, validate=True)
+        if signer == name and raw[:4] == key_id:
+            yield raw[4:]
+
+
 def note_signed_by(text, sigs, vkey):
     """True/False if the note carries a valid signature by vkey; None without an Ed25519 library."""
     # The base64 key may hold "+" itself: name and key ID never do.
@@ -506,15 +518,9 @@ def note_signed_by(text, sigs, vkey):
     except ImportError:
         return None
     public = Ed25519PublicKey.from_public_bytes(material[1:])
-    for line in sigs:
-        if not line.startswith("\u2014 "):
-            continue
-        signer, _, b64 = line[2:].rpartition(" ")
-        raw = base64.b64decode(b64, validate=True)
-        if signer != name or raw[:4] != want_id:
-            continue
+    for signature in _signatures_by(sigs, name, want_id):
         try:
-            public.verify(raw[4:], text)
+            public.verify(signature, text)
             return True
         except InvalidSignature:
             return False
@@ -610,19 +616,13 @@ def check_quorum(policy, text, sigs):
     cosigned = []
     for name, key_name, key in policy["witnesses"]:
         key_id = hashlib.sha256(key_name.encode() + b"\n\x04" + key).digest()[:4]
-        for line in sigs:
-            if not line.startswith("\u2014 "):
-                continue
-            signer, _, b64 = line[2:].rpartition(" ")
-            raw = base64.b64decode(b64, validate=True)
-            if signer != key_name or raw[:4] != key_id:
-                continue
-            timestamp = int.from_bytes(raw[4:12], "big")
+        for raw in _signatures_by(sigs, key_name, key_id):
+            timestamp = int.from_bytes(raw[:8], "big")
             message = b"cosignature/v1\ntime %d\n" % timestamp + text
             try:
-                if len(raw) != 4 + 8 + 64 or timestamp >= 1 << 63:
+                if len(raw) != 8 + 64 or timestamp >= 1 << 63:
                     raise InvalidSignature()
-                Ed25519PublicKey.from_public_bytes(key).verify(raw[12:], message)
+                Ed25519PublicKey.from_public_bytes(key).verify(raw[8:], message)
             except InvalidSignature:
                 raise ValueError("the cosignature of witness %s does not verify" % name)
             if name not in cosigned:

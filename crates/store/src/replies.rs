@@ -124,36 +124,12 @@ mod tests {
 
     #[test]
     fn a_reply_without_the_event_or_its_payload_is_left_alone() {
+        let json = |body: &str, payload: &str| {
+            scrub(201, "application/json", body.as_bytes(), ID, payload)
+        };
         let payload = r#"{"n":1}"#;
-        assert_eq!(
-            scrub(
-                201,
-                "application/json",
-                br#"{"id":"other","data":{"n":1}}"#,
-                ID,
-                payload
-            ),
-            None
-        );
-        assert_eq!(
-            scrub(
-                201,
-                "application/json",
-                format!(r#"{{"id":"{ID}"}}"#).as_bytes(),
-                ID,
-                payload
-            ),
-            None
-        );
-        assert_eq!(
-            scrub(
-                201,
-                "application/json",
-                format!(r#"{{"id":"{ID}"}}"#).as_bytes(),
-                ID,
-                ""
-            ),
-            None
-        );
+        assert_eq!(json(r#"{"id":"other","data":{"n":1}}"#, payload), None);
+        assert_eq!(json(&format!(r#"{{"id":"{ID}"}}"#), payload), None);
+        assert_eq!(json(&format!(r#"{{"id":"{ID}","data":{{}}}}"#), ""), None);
     }
 }
