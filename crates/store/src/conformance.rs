@@ -2330,6 +2330,7 @@ pub async fn erasure_scrubs_kept_replies(store: &dyn EventStore) {
     );
     assert!(
         body.contains("REPLY_ERASED")
+            && body.contains(r#""type":"gone""#)
             && body.contains(&e2.to_string())
             && !body.contains("second secret"),
         "{body}"

@@ -56,12 +56,15 @@ pub(crate) fn scrub(
             body: replaced,
         });
     }
+    // The API's error body (dialects' native `ErrorBody`).
     let gone = serde_json::json!({"error": {
-        "code": "REPLY_ERASED",
         "message": format!(
             "this request was carried out; the reply kept for its idempotency key held the \
              payload of event {event_id}, which has since been erased, so it is no longer kept"
         ),
+        "type": "gone",
+        "code": "REPLY_ERASED",
+        "details": {"event_id": event_id},
     }});
     Some(Scrubbed {
         status: 410,
