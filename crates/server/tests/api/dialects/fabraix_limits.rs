@@ -53,27 +53,45 @@ const MIB: u64 = 1024;
 #[tokio::test]
 async fn an_unknown_trace_is_404_before_the_schema_is_compiled() {
     // The review's schema, ten times under an unknown trace_id: nothing is
-    // compiled, so the server holds nothing of them.
+    // compiled, so the server holds nothing of them. Compiling them held
+    // 256 MiB before the fix. What RSS shows besides is the allocator's:
+    // mimalloc (since edaaf1e) keeps freed pages of the 1.3 MB bodies in its
+    // per-thread heaps, +21-51 MiB after the first requests and then flat
+    // (about +30 MiB over 40 requests, measured; +3-5 MiB on glibc's malloc).
+    // So: a bound on the total, and no growth once those heaps are warm
+    // (holding each request's schema would grow by tens of MiB a request).
     let server = spawn_process().await;
     let before = server.rss_kib();
+    let mut warm = None;
     for salt in 0..10 {
         let r = server
             .post("/v1/event", &many_patterns(UNKNOWN_TRACE, 1300, salt))
             .await;
         let status = r.status();
-        let grown = server.rss_kib().saturating_sub(before);
+        let now = server.rss_kib();
+        let grown = now.saturating_sub(before);
         eprintln!(
             "unknown trace, request {salt}: {status}, RSS +{} MiB",
             grown / MIB
         );
         assert!(
-            grown < 50 * MIB,
+            grown < 128 * MIB,
             "RSS grew {} MiB after {} requests",
             grown / MIB,
             salt + 1
         );
         assert_eq!(status, StatusCode::NOT_FOUND);
+        if salt == 2 {
+            warm = Some(now);
+        }
     }
+    let warm = warm.expect("three requests ran");
+    let after_warm = server.rss_kib().saturating_sub(warm);
+    assert!(
+        after_warm < 32 * MIB,
+        "RSS grew {} MiB over the last seven requests",
+        after_warm / MIB
+    );
 
     // A schema that only compiling finds invalid: the run's lookup answers first.
     let app = spawn_app().await;
