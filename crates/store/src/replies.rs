@@ -7,6 +7,8 @@
 //! `null`; or, where that cannot be done without breaking the reply, an
 //! answer saying it was erased.
 
+use memchr::memmem;
+
 /// A kept reply's new status, content type and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Scrubbed {
@@ -74,18 +76,19 @@ pub(crate) fn scrub(
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memmem::find(hay, needle).is_some()
 }
 
+/// `hay` with every (non-overlapping) occurrence of `needle` replaced.
 fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(hay.len());
-    let mut rest = hay;
-    while let Some(at) = rest.windows(needle.len()).position(|w| w == needle) {
-        out.extend_from_slice(&rest[..at]);
+    let mut from = 0;
+    for at in memmem::find_iter(hay, needle) {
+        out.extend_from_slice(&hay[from..at]);
         out.extend_from_slice(with);
-        rest = &rest[at + needle.len()..];
+        from = at + needle.len();
     }
-    out.extend_from_slice(rest);
+    out.extend_from_slice(&hay[from..]);
     out
 }
 

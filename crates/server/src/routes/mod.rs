@@ -153,6 +153,11 @@ impl Modify for CommonErrors {
                         "Idempotency-Key already used for a different request (or, \
                          where documented, another conflict); nothing stored",
                     );
+                    add(
+                        "410",
+                        "A retry under an Idempotency-Key whose kept answer held an event \
+                         payload since erased (code REPLY_ERASED); the request is not repeated",
+                    );
                     let p = ParameterBuilder::new()
                         .name("Idempotency-Key")
                         .parameter_in(ParameterIn::Header)

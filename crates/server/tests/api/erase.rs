@@ -399,4 +399,13 @@ async fn erasure_reaches_replies_kept_under_idempotency_keys() {
         )
         .expect("count");
     assert_eq!(left, 0);
+    // The API description says what such a retry may answer.
+    let doc = app.get_json("/openapi.json").await;
+    let create = &doc["paths"]["/v1/sessions/{session_id}/events"]["post"]["responses"];
+    assert!(
+        create["410"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("REPLY_ERASED")),
+        "{create}"
+    );
 }

@@ -1198,8 +1198,6 @@ impl Writer {
     }
 }
 
-/// The reply kept under an idempotency key of a project, if it was kept
-/// at or after `oldest` (µs).
 /// Rewrite the project's kept replies that echo an erased event's payload
 /// (`crate::replies`), in the erasing transaction.
 fn scrub_kept_replies(
@@ -1243,6 +1241,8 @@ fn scrub_kept_replies(
     Ok(())
 }
 
+/// The reply kept under an idempotency key of a project, if it was kept
+/// at or after `oldest` (µs).
 pub(crate) fn kept_reply(
     conn: &Connection,
     project: i64,
