@@ -416,7 +416,8 @@ def _record_problem(ev, pending, recorded):
     """Why an event_erased record does not match the erased line it names, or None."""
     r = ev["payload"]
     fields = {"erasedEventId", "erasedSeq", "payloadSha256", "erasedBy", "reason", "usage"}
-    if not isinstance(r, dict) or set(r) != fields or not isinstance(r["erasedSeq"], int):
+    if (not isinstance(r, dict) or set(r) - {"tool"} != fields
+            or not isinstance(r["erasedSeq"], int) or not isinstance(r.get("tool"), (str, type(None)))):
         return "the event_erased payload is not an erasure record"
     seq = r["erasedSeq"]
     if seq >= ev["seq"]:

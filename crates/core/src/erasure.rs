@@ -40,8 +40,9 @@ pub struct Erasure {
 }
 
 /// The payload of an `event_erased` event. Never any of the erased content:
-/// only its digest, and the usage figures (model name, token counts, cost)
-/// that the ledger keeps in its usage columns and session counters.
+/// only its digest, the usage figures (model name, token counts, cost)
+/// that the ledger keeps in its usage columns and session counters, and a
+/// tool call's tool name, which the policy checkpoint's session state keeps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ErasureRecord {
@@ -52,6 +53,13 @@ pub struct ErasureRecord {
     pub erased_by: String,
     pub reason: String,
     pub usage: RecordedUsage,
+    /// A `tool_call`'s tool name, as its payload named it (absent for other
+    /// kinds, for a call that named none, and in records written before it
+    /// was kept). The policy checkpoint's session state counts calls per
+    /// tool; a state rebuilt from the ledger reads the erased call's tool
+    /// here, its payload being gone (`agentledger_policy::SessionState`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// [`Usage`] as a record writes it.
@@ -150,6 +158,9 @@ pub fn record_event(ev: &crate::Event, by: &str, reason: &str) -> Result<crate::
         erased_by: by.to_owned(),
         reason: reason.to_owned(),
         usage: RecordedUsage::from(&usage),
+        tool: (ev.kind == crate::Kind::ToolCall)
+            .then(|| crate::payload::tool_name_in(ev.kind, ev.payload.get()))
+            .flatten(),
     };
     Ok(crate::NewEvent {
         session_id: crate::SessionId::parse(ev.session_id.clone())

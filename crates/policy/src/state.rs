@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use agentledger_core::erasure::ErasureRecord;
 use agentledger_core::usage::Usage;
 use agentledger_core::verdict::{Decision, Verdict};
 use agentledger_core::{Event, Kind};
@@ -28,6 +29,10 @@ pub struct SessionState {
     pub cost_usd: f64,
     pub denied: u64,
     pub flagged: u64,
+    /// Erased events folded from the ledger without their payload, by seq:
+    /// their tool name and usage are folded in from their `event_erased`
+    /// record, which follows them in the chain ([`SessionState::apply_stored`]).
+    unrecorded_erasures: BTreeMap<u64, Kind>,
 }
 
 impl SessionState {
@@ -56,16 +61,7 @@ impl SessionState {
         usage: Option<&Usage>,
         verdict: Option<&Verdict>,
     ) {
-        if let Some(v) = verdict {
-            for f in &v.findings {
-                if !self.findings.contains(&f.rule) {
-                    self.findings.insert(f.rule.clone());
-                }
-                if !self.detectors.contains(&f.detector) {
-                    self.detectors.insert(f.detector.clone());
-                }
-            }
-        }
+        self.fold_findings(verdict);
         if check {
             return;
         }
@@ -78,31 +74,50 @@ impl SessionState {
                 .or_default() += 1;
         }
         if let Some(u) = usage {
-            self.input_tokens = self
-                .input_tokens
-                .saturating_add(u.input_tokens.unwrap_or(0));
-            self.output_tokens = self
-                .output_tokens
-                .saturating_add(u.output_tokens.unwrap_or(0));
-            self.cost_usd += u.cost_usd.unwrap_or(0.0);
+            self.add_usage(u);
         }
-        match verdict.map(|v| v.decision) {
-            Some(Decision::Deny) => self.denied += 1,
-            Some(Decision::Flag) => self.flagged += 1,
-            _ => {}
-        }
+        self.count_decision(verdict);
+    }
+
+    fn add_usage(&mut self, u: &Usage) {
+        self.input_tokens = self
+            .input_tokens
+            .saturating_add(u.input_tokens.unwrap_or(0));
+        self.output_tokens = self
+            .output_tokens
+            .saturating_add(u.output_tokens.unwrap_or(0));
+        self.cost_usd += u.cost_usd.unwrap_or(0.0);
     }
 
     /// Fold a stored event in (rebuilding after a restart).
+    ///
+    /// An erased event's payload is gone, and with it the tool name and
+    /// usage the state folded from it when it was appended. Its erasure
+    /// record, later in the chain, keeps both (`ErasureRecord::tool`,
+    /// `usage`): they are folded in when the record is, so a state rebuilt
+    /// after an erasure is the state that was kept in memory. A state that
+    /// folded the event before it was erased (kept in memory, or another
+    /// node's) does not count them again at the record.
     pub fn apply_stored(&mut self, ev: &Event) {
         let check = ev.source_type == CHECK_SOURCE_TYPE && ev.kind == Kind::Decision;
-        let payload: serde_json::Value =
-            serde_json::from_str(ev.payload.get()).unwrap_or(serde_json::Value::Null);
-        let (tool, _) = tool_and_arguments(ev.kind, &payload);
         let verdict: Option<Verdict> = ev
             .verdict
             .as_ref()
             .and_then(|v| serde_json::from_str(v.get()).ok());
+        if ev.erased.is_some() && !check {
+            self.unrecorded_erasures.insert(ev.seq, ev.kind);
+            // Counted now, but for its tool's entry and its usage.
+            self.fold_findings(verdict.as_ref());
+            self.events += 1;
+            if ev.kind == Kind::ToolCall {
+                self.tool_calls += 1;
+            }
+            self.count_decision(verdict.as_ref());
+            return;
+        }
+        let payload: serde_json::Value =
+            serde_json::from_str(ev.payload.get()).unwrap_or(serde_json::Value::Null);
+        let (tool, _) = tool_and_arguments(ev.kind, &payload);
         let usage = Usage::of(ev.kind, ev.payload.get());
         self.apply(
             ev.kind,
@@ -111,5 +126,153 @@ impl SessionState {
             usage.as_ref(),
             verdict.as_ref(),
         );
+        if ev.kind == Kind::EventErased
+            && let Ok(record) = ErasureRecord::parse(ev.payload.get())
+            && let Some(kind) = self.unrecorded_erasures.remove(&record.erased_seq)
+        {
+            if kind == Kind::ToolCall {
+                *self
+                    .tools
+                    .entry(record.tool.unwrap_or_else(|| "unknown".to_owned()))
+                    .or_default() += 1;
+            }
+            self.add_usage(&Usage::from(&record.usage));
+        }
+    }
+
+    /// The rules and detectors a verdict's findings name.
+    fn fold_findings(&mut self, verdict: Option<&Verdict>) {
+        let Some(v) = verdict else { return };
+        for f in &v.findings {
+            if !self.findings.contains(&f.rule) {
+                self.findings.insert(f.rule.clone());
+            }
+            if !self.detectors.contains(&f.detector) {
+                self.detectors.insert(f.detector.clone());
+            }
+        }
+    }
+
+    fn count_decision(&mut self, verdict: Option<&Verdict>) {
+        match verdict.map(|v| v.decision) {
+            Some(Decision::Deny) => self.denied += 1,
+            Some(Decision::Flag) => self.flagged += 1,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentledger_core::erasure::{Erasure, record_event};
+    use agentledger_core::{Dialect, EventId, Micros, Severity};
+    use serde_json::value::RawValue;
+
+    fn event(seq: u64, kind: Kind, payload: &str) -> Event {
+        Event {
+            id: EventId::generate(Micros(1_700_000_000_000_000 + seq as i64)),
+            project: "p".into(),
+            session_id: "s".into(),
+            seq,
+            agent_id: "a".into(),
+            kind,
+            source_type: kind.as_str().into(),
+            dialect: Dialect::Native,
+            severity: Severity::Info,
+            client_ts: None,
+            server_ts: Micros(1_700_000_000_000_000 + seq as i64),
+            payload: RawValue::from_string(payload.into()).unwrap(),
+            metadata: RawValue::from_string("{}".into()).unwrap(),
+            payload_sha256: agentledger_core::chain::sha256(payload.as_bytes()),
+            prev_hash: None,
+            hash: [0; 32],
+            envelope_version: 3,
+            verdict: None,
+            original_payload_sha256: None,
+            original_metadata_sha256: None,
+            session_header: None,
+            erased: None,
+        }
+    }
+
+    /// `ev` erased by the record at `record_seq`: the row as the ledger
+    /// then holds it, and the record.
+    fn erase(ev: &Event, record_seq: u64) -> (Event, Event) {
+        let new = record_event(ev, "key:k1", "personal data").unwrap();
+        let mut record = event(record_seq, Kind::EventErased, new.payload.get());
+        record.source_type = new.source_type;
+        let mut erased = ev.clone();
+        erased.payload = agentledger_core::erasure::erased_payload();
+        erased.erased = Some(Box::new(Erasure {
+            by: "key:k1".into(),
+            at: record.server_ts,
+            record_seq,
+        }));
+        (erased, record)
+    }
+
+    fn fold<'a>(evs: impl IntoIterator<Item = &'a Event>) -> SessionState {
+        let mut s = SessionState::default();
+        for ev in evs {
+            s.apply_stored(ev);
+        }
+        s
+    }
+
+    #[test]
+    fn a_state_rebuilt_after_an_erasure_is_the_state_kept_before_it() {
+        let call = event(
+            1,
+            Kind::ToolCall,
+            r#"{"toolName":"send_email","to":"jo@example.com"}"#,
+        );
+        let llm = event(
+            2,
+            Kind::LlmResponse,
+            r#"{"model":"m","usage":{"inputTokens":12,"outputTokens":5},"costUsd":0.5}"#,
+        );
+        let shell = event(3, Kind::ToolCall, r#"{"toolName":"shell"}"#);
+        let (erased_call, record_call) = erase(&call, 4);
+        let (erased_llm, record_llm) = erase(&llm, 5);
+
+        // As kept in memory: each event folded as appended, payloads and all.
+        let kept = fold([&call, &llm, &shell, &record_call, &record_llm]);
+        assert_eq!(kept.calls_of("send_email"), 1);
+        assert_eq!((kept.input_tokens, kept.output_tokens), (12, 5));
+        assert_eq!(kept.cost_usd, 0.5);
+        assert_eq!((kept.events, kept.tool_calls), (5, 2));
+
+        // Rebuilt from the ledger after both erasures: the same state.
+        let rebuilt = fold([&erased_call, &erased_llm, &shell, &record_call, &record_llm]);
+        assert_eq!(rebuilt, kept);
+
+        // Folded on from a state kept between the event and its erasure
+        // (another node's, or this one's before a restart): counted once.
+        let mut on = fold([&call, &llm, &shell]);
+        on.apply_stored(&record_call);
+        on.apply_stored(&record_llm);
+        assert_eq!(on, kept);
+
+        // Before the record is folded, the erased call counts as a call of
+        // no tool yet (the record follows it in the same transaction, so a
+        // fold of committed events never stops between them).
+        let partial = fold([&erased_call]);
+        assert_eq!((partial.tool_calls, partial.calls_of("send_email")), (1, 0));
+        assert!(partial.tools.is_empty());
+    }
+
+    #[test]
+    fn a_record_written_before_tool_names_were_kept_counts_an_unknown_tool() {
+        let call = event(1, Kind::ToolCall, r#"{"toolName":"send_email"}"#);
+        let (erased, record) = erase(&call, 2);
+        let mut old: serde_json::Value = serde_json::from_str(record.payload.get()).unwrap();
+        assert_eq!(old["tool"], "send_email");
+        old.as_object_mut().unwrap().remove("tool");
+        let mut old_record = record.clone();
+        old_record.payload = serde_json::value::to_raw_value(&old).unwrap();
+        let rebuilt = fold([&erased, &old_record]);
+        assert_eq!(rebuilt.calls_of("unknown"), 1);
+        assert_eq!(rebuilt.tool_calls, 1);
     }
 }

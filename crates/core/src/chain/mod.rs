@@ -926,6 +926,7 @@ mod tests {
             erased_by: "key:k1".into(),
             reason: "personal data".into(),
             usage: Default::default(),
+            tool: None,
         };
         let payload = serde_json::value::to_raw_value(&record).unwrap();
         let mut rec = evs[n as usize - 1].clone();

@@ -117,7 +117,11 @@ async fn erasure_keeps_the_proof_over_http() {
     let record = &record["events"][0];
     assert_eq!(record["payload"]["erasedSeq"], 1);
     assert_eq!(record["payload"]["reason"], "personal data (GDPR art. 17)");
+    // The tool's name is kept (the policy state counts calls per tool), its
+    // arguments are not.
+    assert_eq!(record["payload"]["tool"], "lookup");
     assert!(!record.to_string().contains("zebrafinch"));
+    assert!(!record.to_string().contains("078-05"));
 
     // The chain verifies; search no longer finds the erased word.
     let v = app.get_json("/api/v1/sessions/e/verify").await;

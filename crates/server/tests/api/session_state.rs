@@ -236,3 +236,39 @@ async fn failed_commits_among_concurrent_requests_leave_exactly_n_allowed() {
         assert_eq!(v["valid"], true, "{v}");
     }
 }
+
+#[tokio::test]
+async fn an_erased_call_still_counts_after_a_restart() {
+    // Erasing a call's payload (personal data in its arguments) does not
+    // give the agent its call back: the erasure record keeps the tool name,
+    // so the state rebuilt after a restart counts it as the kept one did.
+    let app = spawn_app().await;
+    put_policies(&app, &at_most(3)).await;
+    let ack = app.ingest(json!([shell("s", 1), shell("s", 2)])).await;
+    let first = ack["events"][0]["id"].as_str().expect("id").to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/events/{first}/erase"),
+            &json!({"reason": "personal data"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let record = app
+        .get_json("/api/v1/events?session_id=s&kind=event_erased")
+        .await;
+    assert_eq!(record["events"][0]["payload"]["tool"], "shell");
+    // Kept in memory: the third call is the last allowed (the record is not
+    // counted a second time).
+    app.ingest(json!([shell("s", 3)])).await;
+    assert_eq!(
+        decisions(&app, "s").await,
+        ["allow", "allow", "none", "allow"]
+    );
+    // Rebuilt from the ledger, where the first call's payload is gone.
+    let app = app.restart().await;
+    app.ingest(json!([shell("s", 4)])).await;
+    assert_eq!(
+        decisions(&app, "s").await,
+        ["allow", "allow", "none", "allow", "deny"]
+    );
+}
