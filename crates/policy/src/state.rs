@@ -140,6 +140,28 @@ impl SessionState {
         }
     }
 
+    /// Fold an erased event whose erasure record was read ahead (a dry run
+    /// reads the session first): counted where it stands in the chain with
+    /// the tool and usage its record keeps, as it was when it was appended.
+    /// Its record, folded later, then adds nothing.
+    pub fn apply_erased(&mut self, ev: &Event, record: &ErasureRecord) {
+        let check = ev.source_type == CHECK_SOURCE_TYPE && ev.kind == Kind::Decision;
+        let verdict: Option<Verdict> = ev
+            .verdict
+            .as_ref()
+            .and_then(|v| serde_json::from_str(v.get()).ok());
+        let tool = (ev.kind == Kind::ToolCall)
+            .then_some(record.tool.as_deref())
+            .flatten();
+        self.apply(
+            ev.kind,
+            check,
+            tool,
+            Some(&Usage::from(&record.usage)),
+            verdict.as_ref(),
+        );
+    }
+
     /// The rules and detectors a verdict's findings name.
     fn fold_findings(&mut self, verdict: Option<&Verdict>) {
         let Some(v) = verdict else { return };
@@ -253,6 +275,19 @@ mod tests {
         on.apply_stored(&record_call);
         on.apply_stored(&record_llm);
         assert_eq!(on, kept);
+
+        // Its record read ahead (a dry run): the same state, the erased
+        // events counted where they stand.
+        let rec = |r: &Event| ErasureRecord::parse(r.payload.get()).unwrap();
+        let mut ahead = SessionState::default();
+        ahead.apply_erased(&erased_call, &rec(&record_call));
+        assert_eq!(ahead.calls_of("send_email"), 1);
+        ahead.apply_erased(&erased_llm, &rec(&record_llm));
+        assert_eq!(ahead.input_tokens, 12);
+        for ev in [&shell, &record_call, &record_llm] {
+            ahead.apply_stored(ev);
+        }
+        assert_eq!(ahead, kept);
 
         // Before the record is folded, the erased call counts as a call of
         // no tool yet (the record follows it in the same transaction, so a

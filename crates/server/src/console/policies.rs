@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use agentledger_core::erasure::ErasureRecord;
 use agentledger_core::verdict::decision_of;
 use agentledger_core::{AgentId, NewEvent, SessionId};
 use agentledger_policy::engine::{compile, schema};
@@ -195,8 +196,8 @@ fn render_status(
 /// Judge the session's stored events (as stored: redacted values stay
 /// redacted) with the draft, in seq order against a fresh session state,
 /// and list each event whose decision would differ from its stored one.
-/// Recorded action checks are not judged again (their proposal is not an
-/// event of its own).
+/// Recorded action checks, erased events and erasure records are not judged
+/// again (see the loop).
 async fn dry_run(
     st: &AppState,
     signed: &Signed,
@@ -215,6 +216,13 @@ async fn dry_run(
     let engine = Engine::new(draft, schema(), live.budget, live.redact);
     let (judged, skipped, changes) = tokio::task::spawn_blocking(move || {
         let mut state = SessionState::default();
+        // The erasure records among the events read, by the seq they erase.
+        let records: std::collections::HashMap<u64, ErasureRecord> = events
+            .iter()
+            .filter(|e| e.kind == agentledger_core::Kind::EventErased && e.erased.is_none())
+            .filter_map(|e| ErasureRecord::parse(e.payload.get()).ok())
+            .map(|r| (r.erased_seq, r))
+            .collect();
         let (mut judged, mut skipped, mut changes) = (0, 0, Vec::new());
         for e in &events {
             let (Ok(session_id), Ok(agent_id)) = (
@@ -224,8 +232,21 @@ async fn dry_run(
                 skipped += 1;
                 continue;
             };
-            if e.source_type == CHECK_SOURCE_TYPE {
-                state.apply_stored(e);
+            // Not judged again, folded as the ledger holds them: recorded
+            // checks (their proposal is not an event of its own), erased
+            // events (their payload is gone: their stored verdict stands,
+            // and their tool and usage come with their record) and erasure
+            // records (written by the server, never judged).
+            if e.source_type == CHECK_SOURCE_TYPE
+                || e.erased.is_some()
+                || e.kind == agentledger_core::Kind::EventErased
+            {
+                // An erased event counts where it stands, with its record's
+                // tool and usage, when the record was read.
+                match records.get(&e.seq).filter(|_| e.erased.is_some()) {
+                    Some(record) => state.apply_erased(e, record),
+                    None => state.apply_stored(e),
+                }
                 skipped += 1;
                 continue;
             }

@@ -608,6 +608,50 @@ async fn a_policy_draft_is_refused_at_its_line_and_a_dry_run_lists_changed_verdi
 }
 
 #[tokio::test]
+async fn a_dry_run_counts_an_erased_call_where_it_stands_and_judges_no_erasure() {
+    // Three calls; the first one's payload erased after the second. A draft
+    // allowing one call: the second call is the first over it, because the
+    // erased call counts where it stands (with the tool its record keeps),
+    // and neither the erased call (nothing left to judge) nor its record
+    // (written by the server) is judged again.
+    let app = spawn_app().await;
+    let ack = app
+        .ingest(json!([tool_call("dry", "c1"), tool_call("dry", "c2")]))
+        .await;
+    let first = ack["events"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .post(
+            &format!("/api/v1/events/{first}/erase"),
+            &json!({"reason": "personal data"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.ingest(json!([tool_call("dry", "c3")])).await;
+    let b = sign_in(&app, &app.key).await;
+    let csrf = b.csrf().await;
+    let draft = "@id(\"one-search\")\n@reason(\"one database search per session\")\nforbid (principal, action == Action::\"tool_call\", resource == Tool::\"search_database\") when { context.session.this_tool_calls >= 1 };\n";
+    let r = b
+        .post(
+            "/console/policies",
+            &[
+                ("csrf", &csrf),
+                ("policies", draft),
+                ("session", "dry"),
+                ("action", "dry_run"),
+            ],
+        )
+        .await;
+    let body = r.text().await.unwrap();
+    let html = Html::parse_document(&body);
+    let summary = texts(&html, "#dry-run-summary").concat();
+    assert!(summary.starts_with("2 events judged"), "{summary}");
+    assert!(summary.contains("(2 not judged again"), "{summary}");
+    assert!(summary.contains("2 verdicts would change"), "{summary}");
+    let seqs = texts(&html, "table.list tbody td.n");
+    assert_eq!(seqs, ["2", "4"], "{body}");
+}
+
+#[tokio::test]
 async fn assets_carry_their_hash_and_answer_revalidation_with_304() {
     let app = spawn_app().await;
     let b = sign_in(&app, &app.key).await;
