@@ -25,6 +25,40 @@ pub struct NewEvent {
     pub judgement: Option<crate::verdict::Judgement>,
 }
 
+impl NewEvent {
+    /// The event as the store holds it once linked ([`crate::chain::link`]),
+    /// built without reading it back: what a fold of stored events reads
+    /// (the store's writer folds the events of a request without a judge
+    /// into the states of its batch). Not its session header.
+    pub fn stored(&self, project: &str, linked: &crate::chain::Linked) -> Event {
+        let j = self.judgement.as_ref();
+        Event {
+            id: linked.id,
+            project: project.to_owned(),
+            session_id: self.session_id.as_str().to_owned(),
+            seq: linked.seq,
+            agent_id: self.agent_id.as_str().to_owned(),
+            kind: self.kind,
+            source_type: self.source_type.clone(),
+            dialect: self.dialect,
+            severity: self.severity,
+            client_ts: self.client_ts,
+            server_ts: linked.server_ts,
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            payload_sha256: linked.payload_sha256,
+            prev_hash: linked.prev_hash,
+            hash: linked.hash,
+            envelope_version: linked.envelope_version,
+            verdict: j.map(|j| j.verdict.clone()),
+            original_payload_sha256: j.and_then(|j| j.original_payload_sha256),
+            original_metadata_sha256: j.and_then(|j| j.original_metadata_sha256),
+            session_header: None,
+            erased: None,
+        }
+    }
+}
+
 /// The JSON text `{}`: metadata of an event that carried none.
 pub fn empty_object() -> Box<RawValue> {
     RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("{{}} is JSON"))

@@ -768,6 +768,33 @@ pub async fn judged_in_commit_order(store: Arc<dyn EventStore>) {
             assert_eq!(before, seq - 1, "event {seq} was judged out of order");
         }
     }
+    // The same with appends without a judge among them (an erasure's
+    // record, an alert's event), which a group commit may put before a
+    // judged request: the judged events still saw every event before them.
+    let mut judged = Vec::new();
+    let mut unjudged = Vec::new();
+    for _ in 0..16 {
+        let (s1, p1) = (store.clone(), p.clone());
+        unjudged.push(tokio::spawn(async move {
+            s1.append(&p1, vec![event("j", Kind::ToolCall, "{}")]).await
+        }));
+        let (s2, p2) = (store.clone(), p.clone());
+        judged.push(tokio::spawn(async move {
+            s2.append_request(&p2, counted(2, "j", plain())).await
+        }));
+    }
+    for t in unjudged {
+        t.await.expect("task").expect("plain append");
+    }
+    for t in judged {
+        for (seq, before) in seen(t.await.expect("task").expect("append")) {
+            assert_eq!(
+                before,
+                seq - 1,
+                "event {seq} was judged without an event appended before it"
+            );
+        }
+    }
     // A long session the store keeps no state of (created without a
     // judge): handed back for a seed, then judged from it.
     let long: Vec<NewEvent> = (0..crate::FOLD_IN_WRITER + 5)

@@ -738,6 +738,21 @@ impl Writer {
                 }
             };
             let result = decide(&jobs[i], &mut heads, &mut new_rows, &kept, &keyed_here);
+            if let (Ok(Decided::Append { appended, .. }), true) = (&result, judged.is_none()) {
+                // Appended without a judge (an erasure's record, an alert's
+                // event) to a session a judged job of this batch holds the
+                // state of (`states_at` read them at the batch's heads):
+                // folded in, so a judged job after it is judged after it,
+                // as the chain has them.
+                let p = jobs[i].project.id.0;
+                for (ev, a) in jobs[i].events.iter().zip(appended) {
+                    if let Some(st) = states.get_mut(&(p, ev.session_id.as_str().to_owned())) {
+                        st.fold
+                            .apply_stored(&ev.stored(&jobs[i].project.name, &a.linked));
+                        st.seq = a.linked.seq;
+                    }
+                }
+            }
             if let (Ok(Decided::Append { .. }), Some(judged)) = (&result, judged) {
                 let p = jobs[i].project.id.0;
                 for (id, fold) in judged {
