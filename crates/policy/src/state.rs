@@ -61,22 +61,51 @@ impl SessionState {
         usage: Option<&Usage>,
         verdict: Option<&Verdict>,
     ) {
-        self.fold_findings(verdict);
+        self.fold(kind, check, Some(tool), usage, verdict);
+    }
+
+    /// [`SessionState::apply`], where `tool` is `None` for a call whose tool
+    /// is not known yet (an erased call before its record): the call is
+    /// counted, its tool's entry is not.
+    fn fold(
+        &mut self,
+        kind: Kind,
+        check: bool,
+        tool: Option<Option<&str>>,
+        usage: Option<&Usage>,
+        verdict: Option<&Verdict>,
+    ) {
+        if let Some(v) = verdict {
+            for f in &v.findings {
+                if !self.findings.contains(&f.rule) {
+                    self.findings.insert(f.rule.clone());
+                }
+                if !self.detectors.contains(&f.detector) {
+                    self.detectors.insert(f.detector.clone());
+                }
+            }
+        }
         if check {
             return;
         }
         self.events += 1;
         if kind == Kind::ToolCall {
             self.tool_calls += 1;
-            *self
-                .tools
-                .entry(tool.unwrap_or("unknown").to_owned())
-                .or_default() += 1;
+            if let Some(tool) = tool {
+                *self
+                    .tools
+                    .entry(tool.unwrap_or("unknown").to_owned())
+                    .or_default() += 1;
+            }
         }
         if let Some(u) = usage {
             self.add_usage(u);
         }
-        self.count_decision(verdict);
+        match verdict.map(|v| v.decision) {
+            Some(Decision::Deny) => self.denied += 1,
+            Some(Decision::Flag) => self.flagged += 1,
+            _ => {}
+        }
     }
 
     fn add_usage(&mut self, u: &Usage) {
@@ -99,20 +128,11 @@ impl SessionState {
     /// folded the event before it was erased (kept in memory, or another
     /// node's) does not count them again at the record.
     pub fn apply_stored(&mut self, ev: &Event) {
-        let check = ev.source_type == CHECK_SOURCE_TYPE && ev.kind == Kind::Decision;
-        let verdict: Option<Verdict> = ev
-            .verdict
-            .as_ref()
-            .and_then(|v| serde_json::from_str(v.get()).ok());
+        let (check, verdict) = stored_verdict(ev);
         if ev.erased.is_some() && !check {
-            self.unrecorded_erasures.insert(ev.seq, ev.kind);
             // Counted now, but for its tool's entry and its usage.
-            self.fold_findings(verdict.as_ref());
-            self.events += 1;
-            if ev.kind == Kind::ToolCall {
-                self.tool_calls += 1;
-            }
-            self.count_decision(verdict.as_ref());
+            self.unrecorded_erasures.insert(ev.seq, ev.kind);
+            self.fold(ev.kind, check, None, None, verdict.as_ref());
             return;
         }
         let payload: serde_json::Value =
@@ -145,43 +165,25 @@ impl SessionState {
     /// the tool and usage its record keeps, as it was when it was appended.
     /// Its record, folded later, then adds nothing.
     pub fn apply_erased(&mut self, ev: &Event, record: &ErasureRecord) {
-        let check = ev.source_type == CHECK_SOURCE_TYPE && ev.kind == Kind::Decision;
-        let verdict: Option<Verdict> = ev
-            .verdict
-            .as_ref()
-            .and_then(|v| serde_json::from_str(v.get()).ok());
-        let tool = (ev.kind == Kind::ToolCall)
-            .then_some(record.tool.as_deref())
-            .flatten();
+        let (check, verdict) = stored_verdict(ev);
         self.apply(
             ev.kind,
             check,
-            tool,
+            record.tool.as_deref(),
             Some(&Usage::from(&record.usage)),
             verdict.as_ref(),
         );
     }
+}
 
-    /// The rules and detectors a verdict's findings name.
-    fn fold_findings(&mut self, verdict: Option<&Verdict>) {
-        let Some(v) = verdict else { return };
-        for f in &v.findings {
-            if !self.findings.contains(&f.rule) {
-                self.findings.insert(f.rule.clone());
-            }
-            if !self.detectors.contains(&f.detector) {
-                self.detectors.insert(f.detector.clone());
-            }
-        }
-    }
-
-    fn count_decision(&mut self, verdict: Option<&Verdict>) {
-        match verdict.map(|v| v.decision) {
-            Some(Decision::Deny) => self.denied += 1,
-            Some(Decision::Flag) => self.flagged += 1,
-            _ => {}
-        }
-    }
+/// Whether a stored event is a recorded action check, and its stored verdict.
+fn stored_verdict(ev: &Event) -> (bool, Option<Verdict>) {
+    (
+        ev.source_type == CHECK_SOURCE_TYPE && ev.kind == Kind::Decision,
+        ev.verdict
+            .as_ref()
+            .and_then(|v| serde_json::from_str(v.get()).ok()),
+    )
 }
 
 #[cfg(test)]

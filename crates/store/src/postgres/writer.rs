@@ -738,7 +738,9 @@ impl Writer {
                 }
             };
             let result = decide(&jobs[i], &mut heads, &mut new_rows, &kept, &keyed_here);
-            if let (Ok(Decided::Append { appended, .. }), true) = (&result, judged.is_none()) {
+            if let (Ok(Decided::Append { appended, .. }), true) =
+                (&result, judged.is_none() && !states.is_empty())
+            {
                 // Appended without a judge (an erasure's record, an alert's
                 // event) to a session a judged job of this batch holds the
                 // state of (`states_at` read them at the batch's heads):
