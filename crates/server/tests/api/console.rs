@@ -560,6 +560,25 @@ async fn the_verify_page_names_the_first_broken_seq() {
     assert_eq!(texts(&html, "#broken-seq"), ["2"]);
 }
 
+/// The policies page after a dry run of `draft` over `session` (200), and its text.
+async fn dry_run(b: &Browser, csrf: &str, draft: &str, session: &str) -> (Html, String) {
+    let r = b
+        .post(
+            "/console/policies",
+            &[
+                ("csrf", csrf),
+                ("policies", draft),
+                ("session", session),
+                ("action", "dry_run"),
+            ],
+        )
+        .await;
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (Html::parse_document(&body), body)
+}
+
 #[tokio::test]
 async fn a_policy_draft_is_refused_at_its_line_and_a_dry_run_lists_changed_verdicts() {
     let app = spawn_app().await;
@@ -581,21 +600,7 @@ async fn a_policy_draft_is_refused_at_its_line_and_a_dry_run_lists_changed_verdi
 
     let draft = "@id(\"no-search\")\n@reason(\"no database searches\")\nforbid (principal, action == Action::\"tool_call\", resource == Tool::\"search_database\");\n";
     let before = app.get_json("/api/v1/policies").await;
-    let r = b
-        .post(
-            "/console/policies",
-            &[
-                ("csrf", &csrf),
-                ("policies", draft),
-                ("session", "dry"),
-                ("action", "dry_run"),
-            ],
-        )
-        .await;
-    let status = r.status();
-    let body = r.text().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let html = Html::parse_document(&body);
+    let (html, _) = dry_run(&b, &csrf, draft, "dry").await;
     let summary = texts(&html, "#dry-run-summary").concat();
     assert!(summary.contains("1 verdicts would change"), "{summary}");
     let cells = texts(&html, "table.list tbody td");
@@ -630,19 +635,7 @@ async fn a_dry_run_counts_an_erased_call_where_it_stands_and_judges_no_erasure()
     let b = sign_in(&app, &app.key).await;
     let csrf = b.csrf().await;
     let draft = "@id(\"one-search\")\n@reason(\"one database search per session\")\nforbid (principal, action == Action::\"tool_call\", resource == Tool::\"search_database\") when { context.session.this_tool_calls >= 1 };\n";
-    let r = b
-        .post(
-            "/console/policies",
-            &[
-                ("csrf", &csrf),
-                ("policies", draft),
-                ("session", "dry"),
-                ("action", "dry_run"),
-            ],
-        )
-        .await;
-    let body = r.text().await.unwrap();
-    let html = Html::parse_document(&body);
+    let (html, body) = dry_run(&b, &csrf, draft, "dry").await;
     let summary = texts(&html, "#dry-run-summary").concat();
     assert!(summary.starts_with("2 events judged"), "{summary}");
     assert!(summary.contains("(2 not judged again"), "{summary}");
