@@ -313,6 +313,9 @@ pub struct Scanned {
     usage: Option<Usage>,
     /// The payload and metadata as stored, when redaction changed them.
     redaction: Option<Redaction>,
+    /// The tool and usage the stored payload states, when redaction changed
+    /// the payload: what the session's state folds ([`Engine::decide`]).
+    stored_tool_usage: Option<(Option<String>, Option<Usage>)>,
 }
 
 /// How far a scanned event's decision got.
@@ -505,6 +508,16 @@ impl Engine {
             check,
         );
         let redaction = self.redaction(ev, payload, metadata, &scan.findings);
+        let stored_tool_usage = redaction
+            .as_ref()
+            .and_then(|r| r.payload.as_deref())
+            .map(|p| {
+                let stored: Value = serde_json::from_str(p.get()).unwrap_or(Value::Null);
+                (
+                    tool_and_arguments(ev.kind, &stored).0,
+                    Usage::of(ev.kind, p.get()),
+                )
+            });
         let pending = if compiled.uses("session") {
             Pending::Request(request)
         } else {
@@ -530,6 +543,7 @@ impl Engine {
             tool,
             usage,
             redaction,
+            stored_tool_usage,
         }
     }
 
@@ -548,6 +562,7 @@ impl Engine {
             tool,
             usage,
             redaction,
+            stored_tool_usage,
         } = scanned;
         let (verdict, mut judgement) = match pending {
             Pending::Decided(verdict, judgement) => (verdict, judgement),
@@ -568,6 +583,12 @@ impl Engine {
             }
         }
         ev.judgement = Some(judgement);
+        // The event is judged by what the agent sent, but the state folds
+        // what the ledger keeps: a state rebuilt from the ledger
+        // (`SessionState::apply_stored`, after a restart or on another node)
+        // reads the stored, redacted payload, and must be this one even
+        // where redaction took a tool name or a usage figure.
+        let (tool, usage) = stored_tool_usage.unwrap_or((tool, usage));
         state.apply(
             ev.kind,
             check,

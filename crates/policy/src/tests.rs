@@ -412,3 +412,59 @@ fn timing() {
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     );
 }
+
+#[test]
+fn the_state_folds_the_tool_and_usage_the_ledger_keeps_where_redaction_took_them() {
+    // A tool named after a mailbox and a model named after a key: redaction
+    // takes both out of the stored payload, and a state rebuilt from the
+    // ledger (after a restart, on another node) reads the stored payload.
+    // The state kept in memory must be that one, or a flow rule on that
+    // tool's calls answers differently after a restart.
+    let e = Engine::with_defaults(
+        Duration::from_secs(5),
+        "secrets,pii".parse::<Redact>().unwrap(),
+    )
+    .unwrap();
+    let mut kept = SessionState::default();
+    let mut rebuilt = SessionState::default();
+    for (seq, (kind, payload)) in [
+        (
+            Kind::ToolCall,
+            r#"{"toolName":"mail_bob@example.org","callId":"c1","arguments":{}}"#,
+        ),
+        (
+            Kind::ToolCall,
+            r#"{"toolName":"ls","callId":"c2","arguments":{}}"#,
+        ),
+        (
+            Kind::LlmResponse,
+            r#"{"model":"AKIAZ7Q2MPLEXAB3CD4E","usage":{"input_tokens":10,"output_tokens":5}}"#,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut ev = event(kind, payload);
+        e.judge(&mut ev, &mut kept, false);
+        let linked = agentledger_core::chain::Linked {
+            id: agentledger_core::EventId::generate(agentledger_core::Micros(1)),
+            seq: seq as u64 + 1,
+            prev_hash: None,
+            hash: [0; 32],
+            payload_sha256: [0; 32],
+            server_ts: agentledger_core::Micros(1),
+            envelope_version: 3,
+            usage: Default::default(),
+        };
+        rebuilt.apply_stored(&ev.stored("p", &linked));
+    }
+    assert!(
+        !kept.tools.contains_key("mail_bob@example.org"),
+        "{:?}",
+        kept.tools
+    );
+    assert_eq!(kept.calls_of("ls"), 1);
+    assert_eq!(kept.tool_calls, 2);
+    assert_eq!(kept.input_tokens, 10);
+    assert_eq!(kept, rebuilt);
+}
