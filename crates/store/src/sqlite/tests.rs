@@ -8,6 +8,30 @@ fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(SqliteOptions::new(dir.path().join("ledger.db"))).expect("open")
 }
 
+/// SQLite as .cargo/config.toml builds it: memory-mapped reads up to 1 TiB
+/// (`--read-mmap`), and no memory management, whose one global page-cache
+/// mutex every connection queued on (docs/benchmarks.md, fifth round). A
+/// build that lost either flag fails here, not as a slower benchmark.
+#[test]
+fn sqlite_is_built_as_configured() {
+    let c = rusqlite::Connection::open_in_memory().unwrap();
+    let options: Vec<String> = c
+        .prepare("PRAGMA compile_options")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        options.iter().any(|o| o == "MAX_MMAP_SIZE=1099511627776"),
+        "{options:?}"
+    );
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "{options:?}"
+    );
+}
+
 #[tokio::test]
 async fn conformance_append() {
     let d = tempfile::tempdir().unwrap();
