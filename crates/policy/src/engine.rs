@@ -314,7 +314,7 @@ pub struct Scanned {
     /// The payload and metadata as stored, when redaction changed them.
     redaction: Option<Redaction>,
     /// The tool and usage the stored payload states, when redaction changed
-    /// the payload: what the session's state folds ([`Engine::decide`]).
+    /// the payload: what the session's state holds ([`Engine::decide`]).
     stored_tool_usage: Option<(Option<String>, Option<Usage>)>,
 }
 
@@ -462,6 +462,22 @@ impl Engine {
         self.judge_with(&compiled, ev, state, check)
     }
 
+    /// [`Engine::judge`] of an event as the ledger stored it, with the
+    /// findings its stored verdict recorded. Where redaction changed the
+    /// stored payload or metadata, the detectors cannot see again what it
+    /// took: `recorded` is added to what they find (once per detector, rule
+    /// and place). The console's dry run judges stored events this way.
+    pub fn judge_stored(
+        &self,
+        ev: &mut NewEvent,
+        state: &mut SessionState,
+        recorded: &[Finding],
+    ) -> Verdict {
+        let compiled = self.current();
+        let scanned = self.scan_with(&compiled, ev, false, recorded);
+        self.decide(ev, scanned, state)
+    }
+
     fn judge_with(
         &self,
         compiled: &Arc<Compiled>,
@@ -469,7 +485,7 @@ impl Engine {
         state: &mut SessionState,
         check: bool,
     ) -> Verdict {
-        let scanned = self.scan_with(compiled, ev, check);
+        let scanned = self.scan_with(compiled, ev, check, &[]);
         self.decide(ev, scanned, state)
     }
 
@@ -482,10 +498,18 @@ impl Engine {
     /// proposed action, not a record of one.
     pub fn scan(&self, project: i64, ev: &NewEvent, check: bool) -> Scanned {
         let (compiled, _) = self.current_for(project);
-        self.scan_with(&compiled, ev, check)
+        self.scan_with(&compiled, ev, check, &[])
     }
 
-    fn scan_with(&self, compiled: &Arc<Compiled>, ev: &NewEvent, check: bool) -> Scanned {
+    /// `recorded`: findings an earlier judgement of this event made, added to
+    /// the detectors' ([`Engine::judge_stored`]).
+    fn scan_with(
+        &self,
+        compiled: &Arc<Compiled>,
+        ev: &NewEvent,
+        check: bool,
+        recorded: &[Finding],
+    ) -> Scanned {
         let started = Instant::now();
         let deadline = started + self.budget;
         let payload: Value = serde_json::from_str(ev.payload.get()).unwrap_or(Value::Null);
@@ -495,6 +519,22 @@ impl Engine {
             .scan_value("/payload", &payload, deadline, &mut scan);
         self.detectors
             .scan_value("/metadata", &metadata, deadline, &mut scan);
+        // Redaction applies to what the detectors found in these bytes; a
+        // recorded finding's place is in bytes that redaction already changed.
+        let detected = scan.findings.len();
+        for f in recorded {
+            let seen = scan.findings.iter().any(|g| {
+                (&g.detector, &g.rule, &g.json_pointer) == (&f.detector, &f.rule, &f.json_pointer)
+            });
+            if seen {
+                continue;
+            }
+            if scan.findings.len() < crate::detect::MAX_FINDINGS {
+                scan.findings.push(f.clone());
+            } else {
+                scan.dropped += 1;
+            }
+        }
         let (tool, arguments) = tool_and_arguments(ev.kind, &payload);
         let usage = Usage::of(ev.kind, ev.payload.get());
         let request = self.prepare(
@@ -507,7 +547,7 @@ impl Engine {
             &scan,
             check,
         );
-        let redaction = self.redaction(ev, payload, metadata, &scan.findings);
+        let redaction = self.redaction(ev, payload, metadata, &scan.findings[..detected]);
         let stored_tool_usage = redaction
             .as_ref()
             .and_then(|r| r.payload.as_deref())
@@ -564,6 +604,14 @@ impl Engine {
             redaction,
             stored_tool_usage,
         } = scanned;
+        // The event is judged by what the agent sent, but the state holds
+        // what the ledger keeps: a state rebuilt from the ledger
+        // (`SessionState::apply_stored`, after a restart or on another node)
+        // reads the stored, redacted payload, and must be this one even
+        // where redaction took a tool name or a usage figure. So the tool's
+        // earlier calls are looked up, and this one counted, under the name
+        // the ledger keeps.
+        let (tool, usage) = stored_tool_usage.unwrap_or((tool, usage));
         let (verdict, mut judgement) = match pending {
             Pending::Decided(verdict, judgement) => (verdict, judgement),
             Pending::Request(request) => {
@@ -583,12 +631,6 @@ impl Engine {
             }
         }
         ev.judgement = Some(judgement);
-        // The event is judged by what the agent sent, but the state folds
-        // what the ledger keeps: a state rebuilt from the ledger
-        // (`SessionState::apply_stored`, after a restart or on another node)
-        // reads the stored, redacted payload, and must be this one even
-        // where redaction took a tool name or a usage figure.
-        let (tool, usage) = stored_tool_usage.unwrap_or((tool, usage));
         state.apply(
             ev.kind,
             check,

@@ -414,19 +414,31 @@ fn timing() {
 }
 
 #[test]
-fn the_state_folds_the_tool_and_usage_the_ledger_keeps_where_redaction_took_them() {
-    // A tool named after a mailbox and a model named after a key: redaction
-    // takes both out of the stored payload, and a state rebuilt from the
-    // ledger (after a restart, on another node) reads the stored payload.
-    // The state kept in memory must be that one, or a flow rule on that
-    // tool's calls answers differently after a restart.
+fn the_state_holds_the_tool_and_usage_the_ledger_keeps_where_redaction_took_them() {
+    // A tool named after a mailbox and a token count that reads as a card
+    // number: redaction takes both out of the stored payload, and a state
+    // rebuilt from the ledger (after a restart, on another node) reads the
+    // stored payload. The state kept in memory must be that one, or a flow
+    // rule answers differently after a restart; and a tool's earlier calls
+    // are counted under the name the ledger keeps, so a limit on them holds.
     let e = Engine::with_defaults(
         Duration::from_secs(5),
         "secrets,pii".parse::<Redact>().unwrap(),
     )
     .unwrap();
+    e.replace(vec![Source {
+        name: "test.cedar".into(),
+        text: r#"
+        @id("once-per-tool")
+        forbid (principal, action == Action::"tool_call", resource)
+        when { context.session.this_tool_calls >= 1 };
+        "#
+        .into(),
+    }])
+    .unwrap();
     let mut kept = SessionState::default();
     let mut rebuilt = SessionState::default();
+    let mut decisions = Vec::new();
     for (seq, (kind, payload)) in [
         (
             Kind::ToolCall,
@@ -438,14 +450,18 @@ fn the_state_folds_the_tool_and_usage_the_ledger_keeps_where_redaction_took_them
         ),
         (
             Kind::LlmResponse,
-            r#"{"model":"AKIAZ7Q2MPLEXAB3CD4E","usage":{"input_tokens":10,"output_tokens":5}}"#,
+            r#"{"model":"m","usage":{"input_tokens":4222222222222,"output_tokens":5}}"#,
+        ),
+        (
+            Kind::ToolCall,
+            r#"{"toolName":"mail_bob@example.org","callId":"c3","arguments":{}}"#,
         ),
     ]
     .into_iter()
     .enumerate()
     {
         let mut ev = event(kind, payload);
-        e.judge(&mut ev, &mut kept, false);
+        decisions.push(e.judge(&mut ev, &mut kept, false).decision);
         let linked = agentledger_core::chain::Linked {
             id: agentledger_core::EventId::generate(agentledger_core::Micros(1)),
             seq: seq as u64 + 1,
@@ -459,12 +475,21 @@ fn the_state_folds_the_tool_and_usage_the_ledger_keeps_where_redaction_took_them
         rebuilt.apply_stored(&ev.stored("p", &linked));
     }
     assert!(
+        !decisions[..3].contains(&Decision::Deny),
+        "{decisions:?}: each tool's first call"
+    );
+    assert_eq!(
+        decisions[3],
+        Decision::Deny,
+        "the redacted tool's second call is counted as its second"
+    );
+    assert!(
         !kept.tools.contains_key("mail_bob@example.org"),
         "{:?}",
         kept.tools
     );
     assert_eq!(kept.calls_of("ls"), 1);
-    assert_eq!(kept.tool_calls, 2);
-    assert_eq!(kept.input_tokens, 10);
+    assert_eq!(kept.tool_calls, 3);
+    assert_eq!(kept.input_tokens, 0, "a redacted count is not counted");
     assert_eq!(kept, rebuilt);
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use agentledger_core::erasure::ErasureRecord;
-use agentledger_core::verdict::decision_of;
+use agentledger_core::verdict::{Verdict, decision_of};
 use agentledger_core::{AgentId, NewEvent, SessionId};
 use agentledger_policy::engine::{compile, schema};
 use agentledger_policy::state::CHECK_SOURCE_TYPE;
@@ -262,7 +262,19 @@ async fn dry_run(
                 metadata: e.metadata.clone(),
                 judgement: None,
             };
-            let v = engine.judge(&mut ev, &mut state, false);
+            // What redaction took from the stored payload or metadata, the
+            // detectors cannot find again: the findings recorded when the
+            // event was judged stand for it (a secret seen then is seen).
+            let redacted =
+                e.original_payload_sha256.is_some() || e.original_metadata_sha256.is_some();
+            let recorded = e
+                .verdict
+                .as_ref()
+                .filter(|_| redacted)
+                .and_then(|v| serde_json::from_str::<Verdict>(v.get()).ok())
+                .map(|v| v.findings)
+                .unwrap_or_default();
+            let v = engine.judge_stored(&mut ev, &mut state, &recorded);
             judged += 1;
             let before = e
                 .verdict

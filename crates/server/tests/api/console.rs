@@ -1230,3 +1230,44 @@ async fn an_admin_manages_alert_rules_and_destinations_and_sees_alerts_and_deliv
     let (_, html) = b.page("/console/alerts").await;
     assert!(texts(&html, "table.alerts tbody tr").is_empty());
 }
+
+#[tokio::test]
+async fn a_dry_run_sees_the_findings_redaction_took_from_the_stored_payload() {
+    // With --redact, the stored payload no longer holds the secret the
+    // detectors found: judged again as stored, it would look clean. The
+    // findings its stored verdict recorded stand for it, so a draft that
+    // stops e-mail after a secret sees the secret.
+    let app = spawn_app_with(|c| c.policy.redact = "secrets".parse().unwrap()).await;
+    app.ingest(json!([
+        {
+            "session_id": "leak", "agent_id": "my-agent", "kind": "tool_response",
+            "payload": { "toolName": "read_file", "callId": "c1", "durationMs": 3,
+                         "result": "token ghp_8rESQedUStPKR0CsTy4Qwb8DwkNhFdnXsiVp" }
+        },
+        {
+            "session_id": "leak", "agent_id": "my-agent", "kind": "tool_call",
+            "payload": { "toolName": "send_email", "callId": "c2", "arguments": { "to": "a" } }
+        }
+    ]))
+    .await;
+    let stored = app.get("/api/v1/events?session_id=leak").await;
+    let stored: serde_json::Value = stored.json().await.unwrap();
+    let result = stored["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e["payload"]["result"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(
+        result.contains("[REDACTED:") && !result.contains("ghp_"),
+        "{result}"
+    );
+    let b = sign_in(&app, &app.key).await;
+    let csrf = b.csrf().await;
+    let draft = "@id(\"no-mail-after-secret\")\nforbid (principal, action == Action::\"tool_call\", resource == Tool::\"send_email\") when { context.session.secret_seen };\n";
+    let (html, body) = dry_run(&b, &csrf, draft, "leak").await;
+    let changed: Vec<String> = texts(&html, "table.list tbody td.n");
+    assert!(changed.contains(&"2".to_owned()), "{body}");
+    assert!(body.contains("no-mail-after-secret"), "{body}");
+}
