@@ -462,11 +462,12 @@ impl Engine {
         self.judge_with(&compiled, ev, state, check)
     }
 
-    /// [`Engine::judge`] of an event as the ledger stored it, with the
-    /// findings its stored verdict recorded. Where redaction changed the
-    /// stored payload or metadata, the detectors cannot see again what it
-    /// took: `recorded` is added to what they find (once per detector, rule
-    /// and place). The console's dry run judges stored events this way.
+    /// [`Engine::judge`] of an event as the ledger stored it, whose payload
+    /// or metadata redaction changed, with the set in force (the console's
+    /// dry run makes an engine of its draft): the detectors cannot see again
+    /// what redaction took, so the event is judged with the findings its
+    /// stored verdict recorded (`recorded`), which are what its judgement
+    /// saw, and is not redacted again (its bytes are what the ledger keeps).
     pub fn judge_stored(
         &self,
         ev: &mut NewEvent,
@@ -474,7 +475,7 @@ impl Engine {
         recorded: &[Finding],
     ) -> Verdict {
         let compiled = self.current();
-        let scanned = self.scan_with(&compiled, ev, false, recorded);
+        let scanned = self.scan_with(&compiled, ev, false, Some(recorded));
         self.decide(ev, scanned, state)
     }
 
@@ -485,7 +486,7 @@ impl Engine {
         state: &mut SessionState,
         check: bool,
     ) -> Verdict {
-        let scanned = self.scan_with(compiled, ev, check, &[]);
+        let scanned = self.scan_with(compiled, ev, check, None);
         self.decide(ev, scanned, state)
     }
 
@@ -498,41 +499,30 @@ impl Engine {
     /// proposed action, not a record of one.
     pub fn scan(&self, project: i64, ev: &NewEvent, check: bool) -> Scanned {
         let (compiled, _) = self.current_for(project);
-        self.scan_with(&compiled, ev, check, &[])
+        self.scan_with(&compiled, ev, check, None)
     }
 
-    /// `recorded`: findings an earlier judgement of this event made, added to
-    /// the detectors' ([`Engine::judge_stored`]).
+    /// `recorded`: a stored event's findings, as its judgement made them: not
+    /// scanned for again, nor redacted ([`Engine::judge_stored`]).
     fn scan_with(
         &self,
         compiled: &Arc<Compiled>,
         ev: &NewEvent,
         check: bool,
-        recorded: &[Finding],
+        recorded: Option<&[Finding]>,
     ) -> Scanned {
         let started = Instant::now();
         let deadline = started + self.budget;
         let payload: Value = serde_json::from_str(ev.payload.get()).unwrap_or(Value::Null);
         let metadata: Value = serde_json::from_str(ev.metadata.get()).unwrap_or(Value::Null);
         let mut scan = Scan::default();
-        self.detectors
-            .scan_value("/payload", &payload, deadline, &mut scan);
-        self.detectors
-            .scan_value("/metadata", &metadata, deadline, &mut scan);
-        // Redaction applies to what the detectors found in these bytes; a
-        // recorded finding's place is in bytes that redaction already changed.
-        let detected = scan.findings.len();
-        for f in recorded {
-            let seen = scan.findings.iter().any(|g| {
-                (&g.detector, &g.rule, &g.json_pointer) == (&f.detector, &f.rule, &f.json_pointer)
-            });
-            if seen {
-                continue;
-            }
-            if scan.findings.len() < crate::detect::MAX_FINDINGS {
-                scan.findings.push(f.clone());
-            } else {
-                scan.dropped += 1;
+        match recorded {
+            Some(findings) => scan.findings = findings.to_vec(),
+            None => {
+                self.detectors
+                    .scan_value("/payload", &payload, deadline, &mut scan);
+                self.detectors
+                    .scan_value("/metadata", &metadata, deadline, &mut scan);
             }
         }
         let (tool, arguments) = tool_and_arguments(ev.kind, &payload);
@@ -547,7 +537,10 @@ impl Engine {
             &scan,
             check,
         );
-        let redaction = self.redaction(ev, payload, metadata, &scan.findings[..detected]);
+        let redaction = match recorded {
+            Some(_) => None,
+            None => self.redaction(ev, payload, metadata, &scan.findings),
+        };
         let stored_tool_usage = redaction
             .as_ref()
             .and_then(|r| r.payload.as_deref())

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use agentledger_core::erasure::ErasureRecord;
 use agentledger_core::verdict::{Verdict, decision_of};
 use agentledger_core::{AgentId, NewEvent, SessionId};
-use agentledger_policy::engine::{compile, schema};
+use agentledger_policy::engine::{Redact, compile, schema};
 use agentledger_policy::state::CHECK_SOURCE_TYPE;
 use agentledger_policy::{Engine, PolicyError, SessionState, Source};
 
@@ -194,7 +194,7 @@ fn render_status(
 }
 
 /// Judge the session's stored events (as stored: redacted values stay
-/// redacted) with the draft, in seq order against a fresh session state,
+/// redacted, and a redacted event keeps its recorded findings) with the draft, in seq order against a fresh session state,
 /// and list each event whose decision would differ from its stored one.
 /// Recorded action checks, erased events and erasure records are not judged
 /// again (see the loop).
@@ -213,7 +213,9 @@ async fn dry_run(
         .store
         .session_events(project, &p.session, 0, DRY_RUN_EVENTS)
         .await?;
-    let engine = Engine::new(draft, schema(), live.budget, live.redact);
+    // Not redacting: the stored bytes are what the ledger keeps, and what a
+    // state rebuilt from it folds.
+    let engine = Engine::new(draft, schema(), live.budget, Redact::default());
     let (judged, skipped, changes) = tokio::task::spawn_blocking(move || {
         let mut state = SessionState::default();
         // The erasure records among the events read, by the seq they erase.
@@ -263,18 +265,20 @@ async fn dry_run(
                 judgement: None,
             };
             // What redaction took from the stored payload or metadata, the
-            // detectors cannot find again: the findings recorded when the
-            // event was judged stand for it (a secret seen then is seen).
+            // detectors cannot find again: such an event is judged with the
+            // findings its stored verdict recorded, which are what its
+            // judgement saw (a secret seen then is seen).
             let redacted =
                 e.original_payload_sha256.is_some() || e.original_metadata_sha256.is_some();
             let recorded = e
                 .verdict
                 .as_ref()
                 .filter(|_| redacted)
-                .and_then(|v| serde_json::from_str::<Verdict>(v.get()).ok())
-                .map(|v| v.findings)
-                .unwrap_or_default();
-            let v = engine.judge_stored(&mut ev, &mut state, &recorded);
+                .and_then(|v| serde_json::from_str::<Verdict>(v.get()).ok());
+            let v = match recorded {
+                Some(r) => engine.judge_stored(&mut ev, &mut state, &r.findings),
+                None => engine.judge(&mut ev, &mut state, false),
+            };
             judged += 1;
             let before = e
                 .verdict

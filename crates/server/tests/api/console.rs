@@ -1236,13 +1236,19 @@ async fn a_dry_run_sees_the_findings_redaction_took_from_the_stored_payload() {
     // With --redact, the stored payload no longer holds the secret the
     // detectors found: judged again as stored, it would look clean. The
     // findings its stored verdict recorded stand for it, so a draft that
-    // stops e-mail after a secret sees the secret.
+    // stops e-mail after a secret sees the secret; even where the e-mail
+    // addresses after it (not redacted) would fill a new scan's findings.
     let app = spawn_app_with(|c| c.policy.redact = "secrets".parse().unwrap()).await;
+    let mails: Vec<String> = (0..70).map(|i| format!("user{i}@example.org")).collect();
+    let result = format!(
+        "token ghp_8rESQedUStPKR0CsTy4Qwb8DwkNhFdnXsiVp contacts {}",
+        mails.join(" ")
+    );
     app.ingest(json!([
         {
             "session_id": "leak", "agent_id": "my-agent", "kind": "tool_response",
             "payload": { "toolName": "read_file", "callId": "c1", "durationMs": 3,
-                         "result": "token ghp_8rESQedUStPKR0CsTy4Qwb8DwkNhFdnXsiVp" }
+                         "result": result }
         },
         {
             "session_id": "leak", "agent_id": "my-agent", "kind": "tool_call",
