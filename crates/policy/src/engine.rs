@@ -545,9 +545,8 @@ impl Engine {
             .as_ref()
             .and_then(|r| r.payload.as_deref())
             .map(|p| {
-                let stored: Value = serde_json::from_str(p.get()).unwrap_or(Value::Null);
                 (
-                    tool_and_arguments(ev.kind, &stored).0,
+                    agentledger_core::payload::tool_name_in(ev.kind, p.get()),
                     Usage::of(ev.kind, p.get()),
                 )
             });

@@ -9,8 +9,6 @@ use agentledger_core::usage::Usage;
 use agentledger_core::verdict::{Decision, Verdict};
 use agentledger_core::{Event, Kind};
 
-use crate::engine::tool_and_arguments;
-
 /// The source type of a recorded action check.
 pub const CHECK_SOURCE_TYPE: &str = "action_check";
 
@@ -92,10 +90,7 @@ impl SessionState {
         if kind == Kind::ToolCall {
             self.tool_calls += 1;
             if let Some(tool) = tool {
-                *self
-                    .tools
-                    .entry(tool.unwrap_or("unknown").to_owned())
-                    .or_default() += 1;
+                self.count_tool(tool);
             }
         }
         if let Some(u) = usage {
@@ -106,6 +101,14 @@ impl SessionState {
             Some(Decision::Flag) => self.flagged += 1,
             _ => {}
         }
+    }
+
+    /// One more call of `tool` ("unknown" when the call named none).
+    fn count_tool(&mut self, tool: Option<&str>) {
+        *self
+            .tools
+            .entry(tool.unwrap_or("unknown").to_owned())
+            .or_default() += 1;
     }
 
     fn add_usage(&mut self, u: &Usage) {
@@ -135,9 +138,10 @@ impl SessionState {
             self.fold(ev.kind, check, None, None, verdict.as_ref());
             return;
         }
-        let payload: serde_json::Value =
-            serde_json::from_str(ev.payload.get()).unwrap_or(serde_json::Value::Null);
-        let (tool, _) = tool_and_arguments(ev.kind, &payload);
+        // Only a tool call's tool is counted: read from the text, no tree.
+        let tool = (ev.kind == Kind::ToolCall)
+            .then(|| agentledger_core::payload::tool_name_in(ev.kind, ev.payload.get()))
+            .flatten();
         let usage = Usage::of(ev.kind, ev.payload.get());
         self.apply(
             ev.kind,
@@ -151,10 +155,7 @@ impl SessionState {
             && let Some(kind) = self.unrecorded_erasures.remove(&record.erased_seq)
         {
             if kind == Kind::ToolCall {
-                *self
-                    .tools
-                    .entry(record.tool.unwrap_or_else(|| "unknown".to_owned()))
-                    .or_default() += 1;
+                self.count_tool(record.tool.as_deref());
             }
             self.add_usage(&Usage::from(&record.usage));
         }

@@ -194,8 +194,9 @@ fn render_status(
 }
 
 /// Judge the session's stored events (as stored: redacted values stay
-/// redacted, and a redacted event keeps its recorded findings) with the draft, in seq order against a fresh session state,
-/// and list each event whose decision would differ from its stored one.
+/// redacted, and a redacted event keeps its recorded findings) with the
+/// draft, in seq order against a fresh session state, and list each event
+/// whose decision would differ from its stored one.
 /// Recorded action checks, erased events and erasure records are not judged
 /// again (see the loop).
 async fn dry_run(
