@@ -119,6 +119,49 @@ pub async fn concurrent_appends_do_not_fork(store: Arc<dyn EventStore>) {
 }
 
 /// Nothing of one project is visible from another.
+/// One request naming several sessions, interleaved: answered in the order
+/// given, each session chained in the order its events came (the backends
+/// store each session's events of a request side by side:
+/// `crate::session_order`). Returns the project, for the backends' checks of
+/// where the rows went.
+pub async fn a_mixed_request_chains_each_session_in_order(store: &dyn EventStore) -> ProjectRef {
+    let p = project(store, "p").await;
+    let sessions = ["a", "b", "a", "c", "b", "a"];
+    let events = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| event(s, Kind::Memory, &format!("{{\"n\":{i}}}")))
+        .collect();
+    let acked = store.append(&p, events).await.expect("append");
+    let got: Vec<(&str, u64)> = acked
+        .iter()
+        .map(|a| (a.session_id.as_str(), a.seq))
+        .collect();
+    assert_eq!(
+        got,
+        [("a", 1), ("b", 1), ("a", 2), ("c", 1), ("b", 2), ("a", 3)]
+    );
+    for (a, s) in acked.iter().zip(sessions) {
+        let stored = store
+            .get_event(&p, a.id)
+            .await
+            .expect("get")
+            .expect("stored");
+        assert_eq!((stored.session_id.as_str(), stored.seq), (s, a.seq));
+    }
+    let a = store.session_events(&p, "a", 0, 10).await.expect("read");
+    let payloads: Vec<&str> = a.iter().map(|e| e.payload.get()).collect();
+    assert_eq!(payloads, [r#"{"n":0}"#, r#"{"n":2}"#, r#"{"n":5}"#]);
+    for s in ["a", "b", "c"] {
+        let report = verify_session(store, &p, s)
+            .await
+            .expect("verify")
+            .expect("session");
+        assert!(report.valid, "{s}: {report:?}");
+    }
+    p
+}
+
 pub async fn projects_are_isolated(store: &dyn EventStore) {
     let a = project(store, "a").await;
     let b = project(store, "b").await;

@@ -66,6 +66,32 @@ pub struct DerivedColumns {
     pub usage: agentledger_core::usage::Usage,
 }
 
+/// The order in which a group of new events is written: each session's
+/// events together, sessions in the order they first appear, each session's
+/// events in the order given (so its seqs still follow that order). A table
+/// ordered by commit then holds a session's events of one request side by
+/// side, several to a page, where the order given could scatter them one to a
+/// page among other sessions' events; reading a session back (verify, export,
+/// its console page) then touches that many fewer pages. Commit order between
+/// sessions within one commit carries no meaning (they commit together), so
+/// this changes nothing that a reader can rely on (docs/api.md, "Order").
+pub(crate) fn session_order<K: Eq + std::hash::Hash>(
+    keys: impl ExactSizeIterator<Item = K>,
+) -> Vec<usize> {
+    let n = keys.len();
+    let mut first: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    // (the group of the event's session, the event's place in the request)
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(n);
+    for (i, k) in keys.enumerate() {
+        let next = first.len();
+        order.push((*first.entry(k).or_insert(next), i));
+    }
+    if first.len() > 1 {
+        order.sort_unstable();
+    }
+    order.into_iter().map(|(_, i)| i).collect()
+}
+
 /// CPU-bound work of a request (hashing or rendering thousands of events)
 /// on a blocking thread, off the async workers; `what` names it if the
 /// thread fails.
@@ -742,4 +768,16 @@ pub trait EventStore: alerts::AlertStore + Send + Sync + 'static {
     }
     /// Finish what is queued, commit it, and stop the writer.
     async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_order_groups_each_session_in_its_order() {
+        let order = super::session_order(["a", "b", "a", "c", "b", "a"].into_iter());
+        assert_eq!(order, [0, 2, 5, 1, 4, 3]);
+        // One session (the common request): the order given.
+        assert_eq!(super::session_order(["a"; 4].into_iter()), [0, 1, 2, 3]);
+        assert!(super::session_order(std::iter::empty::<&str>()).is_empty());
+    }
 }

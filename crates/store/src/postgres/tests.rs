@@ -154,6 +154,35 @@ conformance! {
     conformance_erasure_replies => erasure_scrubs_kept_replies,
 }
 
+/// A group's events are inserted each session's side by side (`pos`, and so
+/// the heap, in that order); answered in the order given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_stores_each_sessions_events_side_by_side() {
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = db.open().await;
+    c::a_mixed_request_chains_each_session_in_order(&store).await;
+    let rows: Vec<(String, i64)> = db
+        .client()
+        .await
+        .query(
+            "SELECT s.id, e.seq FROM events e JOIN sessions s ON s.ref = e.session_ref \
+             ORDER BY e.pos",
+            &[],
+        )
+        .await
+        .expect("query")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let rows: Vec<(&str, i64)> = rows.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    assert_eq!(
+        rows,
+        [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1)]
+    );
+}
+
 /// The integrator never passes a transaction that is still running: an event committed after
 /// a pass cannot land behind the cursor. A transaction held open elsewhere on the server keeps
 /// the events appended after it out of the log until it ends; then they are integrated, each
@@ -561,7 +590,9 @@ async fn log_integrates_events_from_before_the_migration() {
     for e in old.iter().chain(&new) {
         indices.push(store.log_leaf_index(&p, e.id).await.expect("index"));
     }
-    assert_eq!(indices, [Some(0), Some(1), Some(2), Some(3)]);
+    // Commit order: the first request's events were stored session by
+    // session (s, s, t), then the second request's.
+    assert_eq!(indices, [Some(0), Some(2), Some(1), Some(3)]);
     store.close().await;
 }
 

@@ -1679,7 +1679,15 @@ async fn insert_events(
     let mut orig_p = Vec::with_capacity(n);
     let mut orig_m = Vec::with_capacity(n);
     let mut salts = Salts::default();
-    for r in rows {
+    // Each session's events side by side in the table (`crate::session_order`).
+    let order = crate::session_order(rows.iter().map(|r| {
+        let slot = match r.slot {
+            Slot::Stored(id) => (false, id),
+            Slot::New(i) => (true, i as i64),
+        };
+        (r.project_id, slot)
+    }));
+    for r in order.into_iter().map(|i| &rows[i]) {
         let l = &r.linked;
         let j = r.ev.judgement.as_ref();
         ids.push(l.id.to_bytes().to_vec());

@@ -32,6 +32,32 @@ fn sqlite_is_built_as_configured() {
     );
 }
 
+/// A request that names several sessions stores each session's events side
+/// by side, in the session's order, so that reading a session back touches
+/// fewer pages; it is still answered in the order given.
+#[tokio::test]
+async fn a_request_stores_each_sessions_events_side_by_side() {
+    let d = tempfile::tempdir().unwrap();
+    let store = open(&d);
+    c::a_mixed_request_chains_each_session_in_order(&store).await;
+    let rows: Vec<(String, i64)> = store
+        .read(|c| {
+            c.prepare(
+                "SELECT s.id, e.seq FROM events e JOIN sessions s ON s.rowid = e.session_ref \
+                 ORDER BY e.rowid",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+        .await
+        .unwrap();
+    let rows: Vec<(&str, i64)> = rows.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    assert_eq!(
+        rows,
+        [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1)]
+    );
+}
+
 #[tokio::test]
 async fn conformance_append() {
     let d = tempfile::tempdir().unwrap();

@@ -692,8 +692,10 @@ impl Writer {
         events: &[NewEvent],
     ) -> StoreResult<Vec<AppendedEvent>> {
         let now = Micros::now();
-        let mut out = Vec::with_capacity(events.len());
-        for ev in events {
+        let mut out: Vec<Option<AppendedEvent>> = vec![None; events.len()];
+        // Rowids are handed out in this order: each session's events side by side.
+        for i in crate::session_order(events.iter().map(|e| e.session_id.as_str())) {
+            let ev = &events[i];
             if self.faults.as_ref().is_some_and(|f| f.write_fails()) {
                 return Err(StoreError::Storage(
                     "disk I/O error (injected: a write failed)".into(),
@@ -780,7 +782,7 @@ impl Writer {
             }
 
             local.insert(key, head);
-            out.push(AppendedEvent {
+            out[i] = Some(AppendedEvent {
                 id,
                 session_id: ev.session_id.as_str().to_owned(),
                 seq,
@@ -788,6 +790,8 @@ impl Writer {
                 server_ts: now,
             });
         }
+        // Answered in the order given.
+        let out: Vec<AppendedEvent> = out.into_iter().flatten().collect();
         for head in local.values() {
             self.conn
                 .prepare_cached(
