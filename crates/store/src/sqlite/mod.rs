@@ -148,6 +148,31 @@ pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The options this build of SQLite was compiled with.
+fn compile_options(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("PRAGMA compile_options")?
+        .query_map([], |r| r.get(0))?
+        .collect()
+}
+
+/// What a build of SQLite made outside this workspace's settings costs, said
+/// at start. `.cargo/config.toml` builds it without memory management, but
+/// its `[env]` does not override a `LIBSQLITE3_FLAGS` already set in the
+/// environment, and such a build works, only slower.
+fn build_warnings(options: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT") {
+        out.push(
+            "this build of SQLite has SQLITE_ENABLE_MEMORY_MANAGEMENT: every connection's page \
+             cache takes one global mutex, and verify and export of a large session run about a \
+             fifth slower (docs/benchmarks.md, fifth round). Build with the workspace's \
+             .cargo/config.toml and LIBSQLITE3_FLAGS unset in the environment"
+                .to_owned(),
+        );
+    }
+    out
+}
+
 impl SqliteStore {
     /// A session's rows with their derived columns ([`session_rows`] with
     /// [`DERIVED_COLS`]), each mapped by `map`.
@@ -184,6 +209,9 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(storage)?;
         }
         let conn = open_writer(&opts.path).map_err(storage)?;
+        for warning in build_warnings(&compile_options(&conn).map_err(storage)?) {
+            tracing::warn!("{warning}");
+        }
         let progress = Arc::new(search::Progress::default());
         let indexer = search::Indexer::open(&opts.path, progress.clone()).map_err(storage)?;
         let checkpoints = Arc::new(checkpoint::Stop::default());

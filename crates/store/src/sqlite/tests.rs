@@ -35,6 +35,23 @@ fn sqlite_is_built_as_configured() {
 /// A request that names several sessions stores each session's events side
 /// by side, in the session's order, so that reading a session back touches
 /// fewer pages; it is still answered in the order given.
+/// A build that kept SQLite's memory management (LIBSQLITE3_FLAGS set in the
+/// environment overrides .cargo/config.toml) is said at start; this one is not.
+#[test]
+fn a_build_with_memory_management_is_warned_about() {
+    let this = super::compile_options(&rusqlite::Connection::open_in_memory().unwrap()).unwrap();
+    assert!(super::build_warnings(&this).is_empty(), "{this:?}");
+    let mut other = this.clone();
+    other.push("ENABLE_MEMORY_MANAGEMENT".to_owned());
+    let warnings = super::build_warnings(&other);
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].contains("SQLITE_ENABLE_MEMORY_MANAGEMENT"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("LIBSQLITE3_FLAGS"), "{warnings:?}");
+}
+
 #[tokio::test]
 async fn a_request_stores_each_sessions_events_side_by_side() {
     let d = tempfile::tempdir().unwrap();
