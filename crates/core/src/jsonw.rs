@@ -26,12 +26,13 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 
 /// A digest as a quoted lower-case hex string.
 pub fn push_hex32(out: &mut Vec<u8>, d: &[u8; 32]) {
-    let mut hex = [0u8; 64];
-    // 64 bytes is exactly the room 32 bytes need.
-    let _ = hex::encode_to_slice(d, &mut hex);
-    out.push(b'"');
-    out.extend_from_slice(&hex);
-    out.push(b'"');
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut quoted = [b'"'; 66];
+    for (i, b) in d.iter().enumerate() {
+        quoted[1 + 2 * i] = DIGITS[usize::from(b >> 4)];
+        quoted[2 + 2 * i] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out.extend_from_slice(&quoted);
 }
 
 /// A non-negative integer.
@@ -139,6 +140,13 @@ mod tests {
             let mut ours = Vec::new();
             push_str(&mut ours, &s);
             prop_assert_eq!(ours, serde_json::to_vec(&s).unwrap());
+        }
+
+        #[test]
+        fn digests_are_quoted_lower_case_hex(d in any::<[u8; 32]>()) {
+            let mut ours = Vec::new();
+            push_hex32(&mut ours, &d);
+            prop_assert_eq!(ours, serde_json::to_vec(&hex::encode(d)).unwrap());
         }
 
         #[test]

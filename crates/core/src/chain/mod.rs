@@ -85,6 +85,10 @@ pub fn redaction_commitment(salt: &[u8; 32], bytes: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// Room for an envelope: about 750 bytes with a verdict and short names
+/// (four hex digests, two timestamps, a ULID and the names).
+const ENVELOPE_ROOM: usize = 1024;
+
 /// The fields an event hash covers. `payload_sha256` is passed in (not
 /// recomputed) so that a verifier can tell a changed payload from a changed hash.
 pub struct HashInput<'a> {
@@ -120,8 +124,14 @@ impl HashInput<'_> {
     /// event. The tests hold it to serde_json's output of the envelope
     /// structs and to an independent JCS implementation.
     pub fn envelope_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(640);
-        let mut o = crate::jsonw::Obj::new(&mut out);
+        let mut out = Vec::with_capacity(ENVELOPE_ROOM);
+        self.write_envelope(&mut out);
+        out
+    }
+
+    /// [`HashInput::envelope_bytes`], appended to `out`.
+    fn write_envelope(&self, out: &mut Vec<u8>) {
+        let mut o = crate::jsonw::Obj::new(out);
         let v = self.version.clamp(1, 3);
         o.str("agent_id", self.agent_id);
         o.opt_time("client_ts", self.client_ts);
@@ -156,11 +166,25 @@ impl HashInput<'_> {
             o.opt_hex("verdict_sha256", self.verdict.map(sha256).as_ref());
         }
         o.end();
-        out
     }
 
+    /// SHA-256 of the envelope, written into a buffer each thread keeps (this
+    /// runs for every append and every verified event: no allocation each).
     pub fn hash(&self) -> [u8; 32] {
-        sha256(&self.envelope_bytes())
+        thread_local! {
+            static ENVELOPE: std::cell::RefCell<Vec<u8>> =
+                std::cell::RefCell::new(Vec::with_capacity(ENVELOPE_ROOM));
+        }
+        ENVELOPE.with_borrow_mut(|buf| {
+            buf.clear();
+            self.write_envelope(buf);
+            let digest = sha256(buf);
+            // An envelope of long names may have grown it: not kept past this.
+            if buf.capacity() > 4 * ENVELOPE_ROOM {
+                *buf = Vec::with_capacity(ENVELOPE_ROOM);
+            }
+            digest
+        })
     }
 }
 
