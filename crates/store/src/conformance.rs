@@ -118,7 +118,6 @@ pub async fn concurrent_appends_do_not_fork(store: Arc<dyn EventStore>) {
     assert!(report.valid, "{report:?}");
 }
 
-/// Nothing of one project is visible from another.
 /// One request naming several sessions, interleaved: answered in the order
 /// given, each session chained in the order its events came (the backends
 /// store each session's events of a request side by side:
@@ -162,6 +161,7 @@ pub async fn a_mixed_request_chains_each_session_in_order(store: &dyn EventStore
     p
 }
 
+/// Nothing of one project is visible from another.
 pub async fn projects_are_isolated(store: &dyn EventStore) {
     let a = project(store, "a").await;
     let b = project(store, "b").await;

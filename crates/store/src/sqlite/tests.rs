@@ -32,9 +32,6 @@ fn sqlite_is_built_as_configured() {
     );
 }
 
-/// A request that names several sessions stores each session's events side
-/// by side, in the session's order, so that reading a session back touches
-/// fewer pages; it is still answered in the order given.
 /// A build that kept SQLite's memory management (LIBSQLITE3_FLAGS set in the
 /// environment overrides .cargo/config.toml) is said at start; this one is not.
 #[test]
@@ -52,6 +49,9 @@ fn a_build_with_memory_management_is_warned_about() {
     assert!(warnings[0].contains("LIBSQLITE3_FLAGS"), "{warnings:?}");
 }
 
+/// A request that names several sessions stores each session's events side
+/// by side, in the session's order, so that reading a session back touches
+/// fewer pages; it is still answered in the order given.
 #[tokio::test]
 async fn a_request_stores_each_sessions_events_side_by_side() {
     let d = tempfile::tempdir().unwrap();
