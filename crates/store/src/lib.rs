@@ -75,20 +75,21 @@ pub struct DerivedColumns {
 /// its console page) then touches that many fewer pages. Commit order between
 /// sessions within one commit carries no meaning (they commit together), so
 /// this changes nothing that a reader can rely on (docs/api.md, "Order").
-pub(crate) fn session_order<K: Eq + std::hash::Hash>(
-    keys: impl ExactSizeIterator<Item = K>,
-) -> Vec<usize> {
-    let n = keys.len();
-    let mut first: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+pub(crate) fn session_order<K: Eq + std::hash::Hash>(keys: impl Iterator<Item = K>) -> Vec<usize> {
+    let keys: Vec<K> = keys.collect();
+    // One session (a single event, or one agent's batch: the usual request):
+    // the order given, with nothing hashed.
+    if keys.windows(2).all(|w| w[0] == w[1]) {
+        return (0..keys.len()).collect();
+    }
+    let mut first: std::collections::HashMap<&K, usize> = std::collections::HashMap::new();
     // (the group of the event's session, the event's place in the request)
-    let mut order: Vec<(usize, usize)> = Vec::with_capacity(n);
-    for (i, k) in keys.enumerate() {
+    let mut order: Vec<(usize, usize)> = Vec::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
         let next = first.len();
         order.push((*first.entry(k).or_insert(next), i));
     }
-    if first.len() > 1 {
-        order.sort_unstable();
-    }
+    order.sort_unstable();
     order.into_iter().map(|(_, i)| i).collect()
 }
 
@@ -778,6 +779,8 @@ mod tests {
         assert_eq!(order, [0, 2, 5, 1, 4, 3]);
         // One session (the common request): the order given.
         assert_eq!(super::session_order(["a"; 4].into_iter()), [0, 1, 2, 3]);
+        assert_eq!(super::session_order(["a", "b"].into_iter()), [0, 1]);
+        assert_eq!(super::session_order(["b", "a", "b"].into_iter()), [0, 2, 1]);
         assert!(super::session_order(std::iter::empty::<&str>()).is_empty());
     }
 }
