@@ -110,16 +110,7 @@ pub fn measure(dir: &Path, rows: u64) -> rusqlite::Result<Ceiling> {
     let payloads: Vec<String> = (0..1000).map(standard_payload).collect();
     let mut ins = Inserter::new(&dir.join("ceiling-batch.db"))?;
     let started = Instant::now();
-    let mut done = 0;
-    while done < rows {
-        let n = (rows - done).min(1000);
-        ins.conn.execute_batch("BEGIN IMMEDIATE")?;
-        for k in 0..n {
-            ins.insert(&payloads[k as usize])?;
-        }
-        ins.conn.execute_batch("COMMIT")?;
-        done += n;
-    }
+    insert_batches(&mut ins, &payloads, rows)?;
     let batch_seconds = started.elapsed().as_secs_f64();
 
     let mut single = Inserter::new(&dir.join("ceiling-single.db"))?;
@@ -143,6 +134,29 @@ pub fn measure(dir: &Path, rows: u64) -> rusqlite::Result<Ceiling> {
         fsyncs,
         fsync_per_sec: fsyncs as f64 / fsync_seconds,
     })
+}
+
+/// Insert `rows` rows in transactions of 1000.
+fn insert_batches(ins: &mut Inserter, payloads: &[String], rows: u64) -> rusqlite::Result<()> {
+    let mut done = 0;
+    while done < rows {
+        let n = (rows - done).min(1000);
+        ins.conn.execute_batch("BEGIN IMMEDIATE")?;
+        for k in 0..n {
+            ins.insert(&payloads[k as usize % payloads.len()])?;
+        }
+        ins.conn.execute_batch("COMMIT")?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// A ledger of `rows` rows written as the batch ceiling writes them, round
+/// robin over sessions `bench-0` to `bench-99` (for tests of other ceilings).
+#[cfg(test)]
+pub fn fill(path: &Path, rows: u64) -> rusqlite::Result<()> {
+    let payloads: Vec<String> = (0..1000).map(standard_payload).collect();
+    insert_batches(&mut Inserter::new(path)?, &payloads, rows)
 }
 
 /// Append 4 KiB and fdatasync, repeatedly, for about one second.

@@ -127,6 +127,12 @@ impl Server {
         Server::start(db, key, policy)
     }
 
+    /// The SQLite database this harness started the server on (`None` on
+    /// PostgreSQL or a server given with `--url`): the verify ceiling reads it.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        (self.child.is_some() && !self.db.contains("://")).then(|| PathBuf::from(&self.db))
+    }
+
     /// Stop and start again on the same database (cold start on a full ledger).
     pub fn restart(self) -> Result<(Server, Stopped), String> {
         let (db, key, policy) = (self.db.clone(), self.key.clone(), self.policy);

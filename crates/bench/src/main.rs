@@ -15,6 +15,7 @@ mod queries;
 mod report;
 mod scenarios;
 mod tlog;
+mod verify_ceiling;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -294,7 +294,31 @@ async fn run(
         ),
     )
     .unit("verifies/s");
-    rows.push(r);
+    // The machine's ceiling for the same work, on the same rows (SQLite).
+    match server.sqlite_path() {
+        Some(db) => {
+            let took = tokio::task::spawn_blocking(move || {
+                crate::verify_ceiling::measure(&db, "big", big, VERIFIES)
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            let ceiling = timed(
+                &format!(
+                    "ceiling: read + SHA-256 of the {}-event session",
+                    human(big)
+                ),
+                took,
+                "the chain's columns of every event, same index and chunks as verify, \
+                 one thread per core; the payload hashed alone (matched to its digest), \
+                 the rest together; no envelope, parsing, checks or HTTP",
+            )
+            .unit("passes/s");
+            let of = Some(ceiling.per_sec);
+            rows.push(r.with_ceiling(of));
+            rows.push(ceiling);
+        }
+        None => rows.push(r),
+    }
 
     rows.extend(console(&api, &mut rng, big, &label).await?);
 

@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use crate::{DerivedColumns, EventStore, ProjectRef, StoreResult};
 
 /// Events read per round trip while verifying.
-const CHUNK: u32 = 5_000;
+pub const CHUNK: u32 = 5_000;
 
 /// Chunks of one session that a verification (or an export) has in hand at
 /// once, being read, hashed or rendered, ahead of the one being checked (or
