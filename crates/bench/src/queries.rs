@@ -308,9 +308,10 @@ async fn run(
                     human(big)
                 ),
                 took,
-                "the chain's columns of every event, same index and chunks as verify, \
-                 one thread per core; the payload hashed alone (matched to its digest), \
-                 the rest together; no envelope, parsing, checks or HTTP",
+                "the chain's columns of every event and the session header, same index \
+                 and chunks as verify, one thread per core; the payload hashed alone \
+                 (matched to its digest), the rest together; no envelope, parsing, derived \
+                 checks or HTTP",
             )
             .unit("passes/s");
             let of = Some(ceiling.per_sec);

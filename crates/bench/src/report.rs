@@ -17,7 +17,9 @@ pub struct Row {
     pub p95_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
-    /// Throughput as a fraction of the raw-insert ceiling.
+    /// Throughput as a fraction of its ceiling's: the raw-insert ceiling for
+    /// ingest rows, the verify ceiling for the verify row (counts over total
+    /// times, so a ratio of means).
     pub of_ceiling: Option<f64>,
     pub peak_rss_mb: Option<f64>,
     pub disk_bytes_per_event: Option<f64>,
