@@ -160,36 +160,55 @@ fn read_chunks(db: &Path, session_ref: i64, chunk: u64, next: &AtomicU64) -> Res
     }
 }
 
-/// One untimed pass, then `runs` timed ones; each must read `events` events,
-/// match every payload, and come to the same digest.
-pub fn measure(
-    db: &Path,
-    session: &str,
+/// Timed passes over one session, each checked against the first: every one
+/// must read `events` events, match every payload, and come to the same
+/// digest.
+pub struct Ceiling {
+    db: std::path::PathBuf,
+    session: String,
     events: u64,
-    runs: usize,
-) -> Result<Vec<Duration>, String> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut lat = Vec::with_capacity(runs);
-    let mut first = None;
-    for run in 0..=runs {
+    threads: usize,
+    digest: Option<[u8; 32]>,
+}
+
+impl Ceiling {
+    pub fn new(db: &Path, session: &str, events: u64) -> Ceiling {
+        Ceiling {
+            db: db.to_owned(),
+            session: session.to_owned(),
+            events,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            digest: None,
+        }
+    }
+
+    /// One pass, timed.
+    pub fn pass(&mut self) -> Result<Duration, String> {
+        let (session, events) = (&self.session, self.events);
         let t = Instant::now();
-        let p = pass(db, session, threads)?;
+        let p = pass(&self.db, session, self.threads)?;
+        let took = t.elapsed();
         if p.events != events || p.matched != events {
             return Err(format!(
                 "the verify ceiling read {} events of {session} ({} payloads matched their digests), not {events}",
                 p.events, p.matched
             ));
         }
-        if *first.get_or_insert(p.digest) != p.digest {
+        if *self.digest.get_or_insert(p.digest) != p.digest {
             return Err(format!(
                 "the verify ceiling's passes over {session} read different bytes"
             ));
         }
-        if run > 0 {
-            lat.push(t.elapsed());
-        }
+        Ok(took)
     }
-    Ok(lat)
+}
+
+/// One untimed pass, then `runs` timed ones.
+#[cfg(test)]
+fn measure(db: &Path, session: &str, events: u64, runs: usize) -> Result<Vec<Duration>, String> {
+    let mut c = Ceiling::new(db, session, events);
+    c.pass()?;
+    (0..runs).map(|_| c.pass()).collect()
 }
 
 #[cfg(test)]
