@@ -238,6 +238,17 @@ impl Application {
         // Before the database: a key file others can read stops the start, loudly.
         let log_key = crate::transparency::LogKey::load_or_create(&cfg.log.key)
             .map_err(|e| StartupError::Config(e.to_string()))?;
+        if log_key.is_shared() {
+            tracing::warn!(
+                path = %cfg.log.key.display(),
+                "the log key file is an older one (named {}): every project's log is signed \
+                 with its one key, so a C2SP tlog-policy can name only one of these logs (it \
+                 refuses two log lines with one public key). Key files written now derive a \
+                 key per log; replacing this one re-keys every log, which every verifier and \
+                 witness that holds a log's key must then be given (docs/transparency.md)",
+                crate::transparency::SHARED_KEY_FILE_NAME
+            );
+        }
         let witnessing = match &cfg.log.witness_policy {
             Some(path) => {
                 let policy = crate::cosign::WitnessPolicy::load(path, &cfg.log.origin, &log_key)

@@ -25,9 +25,15 @@ use agentledger_tlog::{Checkpoint, verify_consistency};
 
 use crate::metrics::Metrics;
 
-/// The name the key is stored under in its file; checkpoints are signed under each log's
-/// origin instead (see [`LogKey::signer`]).
-pub const KEY_FILE_NAME: &str = "agentledger-log";
+/// The name a key file is written under: each log signs with a key of its own, derived from
+/// the file's seed for the log's origin (see [`LogKey::signer`]).
+pub const KEY_FILE_NAME: &str = "agentledger-log-root";
+/// The name of key files written before per-log keys: that key signs every log itself, renamed
+/// to each origin. Still honoured (re-keying a log would strand every verifier that pinned its
+/// key), with a warning at start.
+pub const SHARED_KEY_FILE_NAME: &str = "agentledger-log";
+/// HKDF's `info` before the origin, in a log key's derivation ([`Ed25519Signer::derive`]).
+pub const LOG_KEY_CONTEXT: &str = "agentledger log key v1\n";
 /// `serve`'s default seconds between signed checkpoints (`--checkpoint-interval`).
 pub const CHECKPOINT_EVERY_SECS: f64 = 5.0;
 /// `serve`'s default seconds between integration passes (`--integrate-interval`).
@@ -74,6 +80,8 @@ pub enum KeyFileError {
 /// The log's Ed25519 key.
 pub struct LogKey {
     signer: Ed25519Signer,
+    /// An older key file ([`SHARED_KEY_FILE_NAME`]): every log signs with this key.
+    shared: bool,
 }
 
 impl std::fmt::Debug for LogKey {
@@ -112,7 +120,8 @@ impl LogKey {
                 path: shown,
                 reason: e.to_string(),
             })?;
-        Ok(LogKey { signer })
+        let shared = signer.name() == SHARED_KEY_FILE_NAME;
+        Ok(LogKey { signer, shared })
     }
 
     fn create(path: &Path) -> Result<LogKey, KeyFileError> {
@@ -135,13 +144,30 @@ impl LogKey {
             return LogKey::load(path);
         }
         tracing::info!(path = %shown, "created the transparency log's signing key");
-        Ok(LogKey { signer })
+        Ok(LogKey {
+            signer,
+            shared: false,
+        })
     }
 
-    /// The signer of the log named `origin` (the same key, named by the origin, as
-    /// C2SP tlog-checkpoint recommends and tlog-policy requires).
+    /// The signer of the log named `origin`, named by the origin (as C2SP tlog-checkpoint
+    /// recommends and tlog-policy requires). Its key is the log's own, derived from the file's
+    /// seed for that origin (HKDF-SHA256, docs/transparency.md "Origin and key"): C2SP
+    /// tlog-policy refuses two `log` lines with one public key, so one policy can name several
+    /// projects' logs. A key file written before per-log keys signs every log with its one key.
     pub fn signer(&self, origin: &str) -> Result<Ed25519Signer, String> {
-        self.signer.renamed(origin).map_err(|e| e.to_string())
+        if self.shared {
+            self.signer.renamed(origin)
+        } else {
+            self.signer.derive(LOG_KEY_CONTEXT, origin)
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Whether this is an older key file whose one key signs every project's log (see
+    /// [`SHARED_KEY_FILE_NAME`]).
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// The verifier key of the log named `origin`, in note format.
@@ -524,5 +550,53 @@ mod tests {
             LogKey::load(&dir.path().join("none")),
             Err(KeyFileError::Missing(_))
         ));
+    }
+
+    /// A new key file gives each log a public key of its own (derived for its origin), named by
+    /// the origin; a key file of the older name keeps signing every log with its one key.
+    #[test]
+    fn each_log_has_its_own_key_and_an_older_key_file_keeps_its_shared_one() {
+        use agentledger_tlog::note::NoteVerifier as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.key");
+        let key = LogKey::load_or_create(&path).unwrap();
+        assert!(!key.is_shared());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with(&format!("PRIVATE+KEY+{KEY_FILE_NAME}+")),
+            "{text}"
+        );
+        let file = Ed25519Signer::parse(text.trim_end()).unwrap();
+        let (a, b) = (key.verifier("o/a").unwrap(), key.verifier("o/b").unwrap());
+        assert_eq!(a.name(), "o/a");
+        assert_ne!(a.public_key(), b.public_key(), "one key per log");
+        assert_ne!(a.public_key(), file.verifier().public_key());
+        assert_eq!(
+            a.to_vkey(),
+            file.derive(LOG_KEY_CONTEXT, "o/a")
+                .unwrap()
+                .verifier()
+                .to_vkey()
+        );
+        // What it signs opens with that log's key only.
+        let note = sign("o/a\n0\nroot\n", &[&key.signer("o/a").unwrap()]).unwrap();
+        assert!(agentledger_tlog::note::open(&note, &[&a]).is_ok());
+        assert!(agentledger_tlog::note::open(&note, &[&b]).is_err());
+
+        // A key file written before per-log keys: the same key for every log, renamed.
+        let old = dir.path().join("old.key");
+        let shared = file.derive("test\n", SHARED_KEY_FILE_NAME).unwrap();
+        std::fs::write(&old, format!("{}\n", shared.to_skey())).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let key = LogKey::load(&old).unwrap();
+        assert!(key.is_shared());
+        let (a, b) = (key.verifier("o/a").unwrap(), key.verifier("o/b").unwrap());
+        assert_eq!(a.public_key(), shared.verifier().public_key());
+        assert_eq!(b.public_key(), shared.verifier().public_key());
+        assert_ne!(a.key_id(), b.key_id());
     }
 }

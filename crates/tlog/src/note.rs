@@ -228,10 +228,26 @@ impl Ed25519Signer {
         })
     }
 
-    /// The same key under another name (so another key ID): a server that runs one log per
-    /// tenant signs each log's checkpoints under the log's origin with one key.
+    /// The same key under another name (so another key ID, the same public key: C2SP
+    /// tlog-policy counts the two as one key; [`Ed25519Signer::derive`] makes a key of its own).
     pub fn renamed(&self, name: &str) -> Result<Ed25519Signer, KeyError> {
         Ed25519Signer::from_seed(name, self.key.to_bytes())
+    }
+
+    /// A key of its own named `name`, derived from this one: the seed is HKDF-SHA256 (RFC 5869)
+    /// with no salt, this key's 32-byte seed as input key material, `info` = `context || name`,
+    /// 32 bytes long. A server running one log per tenant signs each log with a key derived for
+    /// its origin: C2SP tlog-policy refuses two `log` lines with one public key, whatever their
+    /// names, so logs that share a key could not be named in one policy. `context` separates
+    /// this use of the seed from any other; it should end in a byte no name holds (a newline),
+    /// so that no two (context, name) pairs give one `info`.
+    pub fn derive(&self, context: &str, name: &str) -> Result<Ed25519Signer, KeyError> {
+        let hk = hkdf::Hkdf::<Sha256>::new(None, self.key.as_bytes());
+        let mut seed = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: never refused.
+        hk.expand_multi_info(&[context.as_bytes(), name.as_bytes()], &mut seed)
+            .map_err(|_| KeyError::Malformed("a 32-byte HKDF-SHA256 output"))?;
+        Ed25519Signer::from_seed(name, seed)
     }
 
     /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || seed)>` (Go's `note.NewSigner`).

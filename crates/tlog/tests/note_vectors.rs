@@ -28,6 +28,50 @@ fn go_example_sign_is_reproduced_byte_for_byte() {
     assert_eq!(String::from_utf8(msg).expect("utf8"), signed());
 }
 
+/// [`Ed25519Signer::derive`] against an independent computation (Python's `hmac` for
+/// HKDF-SHA256, the `cryptography` package for the Ed25519 public key): a change of the
+/// derivation would re-key every log a server signs, so it is pinned byte for byte.
+#[test]
+fn derived_keys_match_an_independent_hkdf() {
+    let master = Ed25519Signer::parse(PETER_SKEY).expect("skey");
+    let ctx = "agentledger log key v1\n";
+    let payments = master
+        .derive(ctx, "ledger.example.com/payments")
+        .expect("derive");
+    assert_eq!(
+        payments.to_skey(),
+        "PRIVATE+KEY+ledger.example.com/payments+933e05c0+Ae4sTd8HgnfhHe7M6MN4O9JrFbMO6d3A3bFaGoZLXdgg"
+    );
+    assert_eq!(
+        payments.verifier().to_vkey(),
+        "ledger.example.com/payments+933e05c0+AcMvPm3M0+2s9GIOZQ4JMSxaiFHG+/Nx/n8HvWkETEmB"
+    );
+    let team = master
+        .derive(ctx, "ledger.example.com/team%20a")
+        .expect("derive");
+    assert!(
+        team.to_skey()
+            .ends_with("+ARfclnlQZdSuc0b7onvKz41ivJzcaBSEy89rdJo2WDES"),
+        "{team:?}"
+    );
+    // Deterministic, and another context gives another key.
+    let again = master
+        .derive(ctx, "ledger.example.com/payments")
+        .expect("derive");
+    assert_eq!(again.to_skey(), payments.to_skey());
+    let other = master
+        .derive("another use\n", "ledger.example.com/payments")
+        .expect("derive");
+    assert_ne!(
+        other.verifier().public_key(),
+        payments.verifier().public_key()
+    );
+    assert!(matches!(
+        master.derive(ctx, "a name"),
+        Err(KeyError::BadName(_))
+    ));
+}
+
 #[test]
 fn go_example_open() {
     let verifier = Ed25519Verifier::parse(PETER_VKEY).expect("vkey");

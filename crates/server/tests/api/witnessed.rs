@@ -25,14 +25,23 @@ const ORIGIN: &str = "agentledger.test/default";
 /// A log key file made before the server starts (so the witnesses can be told its key), as
 /// the server would make it: signer-key text, mode 0600.
 fn write_log_key(path: &Path, seed: u8) -> Ed25519Signer {
-    let signer = Ed25519Signer::from_seed("agentledger-log", [seed; 32]).expect("key");
+    let signer = Ed25519Signer::from_seed("agentledger-log-root", [seed; 32]).expect("key");
     std::fs::write(path, format!("{}\n", signer.to_skey())).expect("write key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     }
-    signer.renamed(ORIGIN).expect("renamed")
+    log_signer(seed, ORIGIN)
+}
+
+/// The key the server signs `origin`'s log with, given its key file's seed: derived as
+/// docs/transparency.md "Origin and key" specifies (written out here, not taken from the server).
+fn log_signer(seed: u8, origin: &str) -> Ed25519Signer {
+    Ed25519Signer::from_seed("agentledger-log-root", [seed; 32])
+        .expect("key")
+        .derive("agentledger log key v1\n", origin)
+        .expect("derived")
 }
 
 struct Witness {
@@ -489,6 +498,73 @@ async fn a_witness_policy_that_cannot_be_honoured_stops_the_start() {
         assert!(err.contains(want), "case {i}: {err}");
         assert!(err.contains("--witness-policy"), "case {i}: {err}");
     }
+}
+
+/// One policy names two projects' logs: each log has a key of its own (C2SP tlog-policy refuses
+/// two log lines with one public key), so the server starts with it, and `log-key` prints the
+/// key each log line carries. With a key file of the older kind (one key for every log), the
+/// same policy cannot be written at all.
+#[tokio::test]
+async fn a_policy_may_name_several_projects_logs() {
+    let s = setup().await;
+    let other = log_signer(42, "agentledger.test/other");
+    assert_ne!(other.verifier().public_key(), s.log.verifier().public_key());
+    let w1 = s.witnesses[0].vkey();
+    let text = format!(
+        "log {}\nlog {}\nwitness w1 {w1} http://127.0.0.1:1\nquorum w1\n",
+        s.log.verifier().to_vkey(),
+        other.verifier().to_vkey()
+    );
+    Policy::parse(text.as_bytes()).expect("a valid tlog-policy");
+    let path = s.dir.path().join("two-logs.policy");
+    std::fs::write(&path, &text).expect("write");
+    let db = s.dir.path().join("two-logs.db");
+    let mut cfg = agentledger::ServeConfig::for_tests(db.clone());
+    cfg.log.key = s.log_key_file.clone();
+    cfg.log.witness_policy = Some(path);
+    if let Err(e) = agentledger::Application::build(cfg).await {
+        panic!("a policy naming two projects' logs was refused: {e}");
+    }
+    let out = cli_on(
+        &db,
+        &[
+            "log-key",
+            "--log-key",
+            s.log_key_file.to_str().expect("utf8"),
+            "--log-origin",
+            "agentledger.test",
+            "--project",
+            "default",
+            "--project",
+            "other",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).expect("utf8"),
+        format!(
+            "{}\n{}\n",
+            s.log.verifier().to_vkey(),
+            other.verifier().to_vkey()
+        )
+    );
+
+    // One key renamed per log, as older key files sign: not a policy anyone can write.
+    let shared = Ed25519Signer::from_seed("agentledger-log", [42; 32]).expect("key");
+    let text = format!(
+        "log {}\nlog {}\nwitness w1 {w1} http://127.0.0.1:1\nquorum w1\n",
+        shared
+            .renamed(ORIGIN)
+            .expect("renamed")
+            .verifier()
+            .to_vkey(),
+        shared
+            .renamed("agentledger.test/other")
+            .expect("renamed")
+            .verifier()
+            .to_vkey()
+    );
+    assert!(Policy::parse(text.as_bytes()).is_err());
 }
 
 /// The same on PostgreSQL: cosignatures kept there, the quorum checkpoint served, and an
