@@ -25,6 +25,7 @@ import base64
 import datetime
 import hashlib
 import json
+import re
 import sys
 
 _WS = " \t\r\n"
@@ -482,13 +483,26 @@ def parse_tlog_proof(data):
         lines = lines[1:]
     if not lines or not lines[0].startswith(b"index "):
         raise ValueError("no index line")
-    index = int(lines[0][6:])
+    index = _decimal(lines[0][6:], "index")
     proof = [base64.b64decode(h, validate=True) for h in lines[1:]]
+    if any(len(h) != 32 for h in proof):
+        raise ValueError("a proof hash is not 32 bytes")
     cut = note.rfind(b"\n\n")
     if cut < 0:
         raise ValueError("the checkpoint note has no signature block")
     text, sigs = note[: cut + 1], note[cut + 2 :].decode("utf-8").split("\n")
     return index, proof, text, [s for s in sigs if s]
+
+
+def _decimal(text, what):
+    """A non-negative integer written as C2SP writes them: ASCII decimal, no leading zeros (int()
+    would also take "07", "0_7", " 7" and "-1")."""
+    if not re.fullmatch(rb"0|[1-9][0-9]{0,19}", text):
+        raise ValueError("%s %r is not a decimal number without leading zeros" % (what, text.decode("utf-8", "replace")))
+    value = int(text)
+    if value >= 1 << 64:
+        raise ValueError("%s %d is out of range" % (what, value))
+    return value
 
 
 def _signatures_by(sigs, name, key_id):
@@ -665,9 +679,24 @@ def check_log(state, proof_files, vkey, log, policy=None):
             if not 1 <= seq <= len(chain):
                 continue
             leaf = hashlib.sha256(b"\x00" + leaf_entry(session, seq, chain[seq - 1])).digest()
-            lines = text.decode("utf-8").split("\n")
-            origin, size, root = lines[0], int(lines[1]), base64.b64decode(lines[2], validate=True)
+            lines = text.split(b"\n")
+            try:
+                origin, size = lines[0].decode("utf-8"), _decimal(lines[1], "checkpoint size")
+                root = base64.b64decode(lines[2], validate=True)
+            except (ValueError, IndexError) as e:
+                why_not.append("%s: the checkpoint does not parse: %s" % (where, e))
+                continue
             if not verify_inclusion(leaf, index, size, proof, root):
+                continue
+            # The leaf does not name the project: the same session's events copied into another
+            # log prove into it too. Each candidate is held to this project's log and the log's
+            # key before one is chosen, so a proof of another log cannot displace a valid one.
+            if not origin.endswith("/" + _encoded_project(project)):
+                why_not.append("%s: the proof is of log %s, not of this project's" % (where, origin))
+                continue
+            signed = note_signed_by(text, sigs, vkey) if vkey else None
+            if signed is False:
+                why_not.append("%s: the checkpoint is not signed by the given log key" % where)
                 continue
             witnesses = None
             if policy is not None:
@@ -676,22 +705,15 @@ def check_log(state, proof_files, vkey, log, policy=None):
                 except ValueError as e:
                     why_not.append("%s: witness policy: %s" % (where, e))
                     continue
-            if proved is None or seq > proved[-2]:
-                proved = (where, index, text, sigs, origin, size, seq, witnesses)
+            if proved is None or seq > proved[-3]:
+                proved = (where, index, origin, size, seq, signed, witnesses)
         if proved is None:
             reason = "no log proof proves one of its events (last seq %d)" % last[0]
             if why_not:
                 reason = "no log proof holds: " + "; ".join(why_not)
             failures.append((project, session, None, reason))
             continue
-        path, index, text, sigs, origin, size, seq, witnesses = proved
-        if not origin.endswith("/" + _encoded_project(project)):
-            failures.append((project, session, None, "the proof is of log %s, not of this project's" % origin))
-            continue
-        signed = note_signed_by(text, sigs, vkey) if vkey else None
-        if signed is False:
-            failures.append((project, session, None, "the checkpoint is not signed by the given log key"))
-            continue
+        path, index, origin, size, seq, signed, witnesses = proved
         how = "signature checked" if signed else "signature NOT checked (give --log-key; needs the cryptography package)"
         if witnesses is not None:
             how += ", cosigned by %s" % ", ".join(witnesses)

@@ -734,6 +734,57 @@ async fn an_export_is_proved_in_the_log_offline() {
     } else {
         eprintln!("python3 has no cryptography package: its signature check is not tested");
     }
+    // A proof of another log holding the same leaf (the leaf does not name the project) does
+    // not displace a valid one given after it: each candidate is held to this project's log and
+    // the log's key before one is chosen, as `agentledger verify` does.
+    use base64::Engine as _;
+    let forged = |origin: &str| {
+        let root = agentledger_tlog::leaf_hash(&events[27].1);
+        let text = format!(
+            "c2sp.org/tlog-proof@v1\nindex 0\n\n{origin}\n1\n{}\n\n\u{2014} {origin} {}\n",
+            base64::engine::general_purpose::STANDARD.encode(root.as_bytes()),
+            base64::engine::general_purpose::STANDARD.encode([7u8; 68])
+        );
+        let path = dir
+            .path()
+            .join(format!("forged-{}.tlog-proof", origin.len()));
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let mut forgeries = vec![forged("elsewhere.example/other")];
+    if signatures_checked {
+        forgeries.push(forged("elsewhere.example/default"));
+    }
+    for bad in &forgeries {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/verify_export.py"
+            ))
+            .arg(&bare_file)
+            .args(["--log-key", &vkey_text])
+            .args(["--log-proof", bad.to_str().expect("utf8")])
+            .args(["--log-proof", proof_file.to_str().expect("utf8")])
+            .output()
+            .expect("python3 runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("OK default/s-0: seq 10 of 10 is leaf"),
+            "{}: {text}",
+            bad.display()
+        );
+        let (ok, text) = verify(&bare_file, &vkey_text, Some(bad));
+        assert!(!ok, "{text}");
+    }
+    // A proof whose index is not canonical decimal is refused, not read as another number.
+    let text = std::fs::read_to_string(&proof_file).expect("read");
+    let sloppy = dir.path().join("sloppy.tlog-proof");
+    std::fs::write(&sloppy, text.replacen("\nindex ", "\nindex 0", 1)).expect("write");
+    let (ok, text) = python(&bare_file, &vkey_text, Some(&sloppy));
+    assert!(
+        !ok && text.contains("not a decimal number without leading zeros"),
+        "{text}"
+    );
 
     // An export cut short (its last event dropped) is not what the log holds: the proof of
     // seq 10 says nothing of a session ending at seq 9, and both verifiers say so.
