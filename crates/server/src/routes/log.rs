@@ -112,6 +112,15 @@ fn text(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, TEXT)], bytes).into_response()
 }
 
+/// Every project's log is served at the same paths, chosen by the caller's API key: a cache
+/// keeps a response for that key only (`private`, and `Vary` on both headers a key may come in).
+const VARY_KEY: &str = "authorization, x-api-key";
+/// C2SP tlog-tiles: a tile or entry bundle "is immutable, so its caching headers SHOULD be
+/// long-lived" (a partial tile `.p/W` too: its W hashes never change).
+const CACHE_IMMUTABLE: &str = "private, max-age=31536000, immutable";
+/// C2SP tlog-tiles: the checkpoint's "headers SHOULD prevent caching beyond a few seconds".
+const CACHE_CHECKPOINT: &str = "private, no-cache";
+
 fn note_text(cp: &LogCheckpoint) -> String {
     String::from_utf8_lossy(&cp.note).into_owned()
 }
@@ -152,7 +161,15 @@ async fn checkpoint_at(
     security(("bearer" = []), ("api_key" = [])))]
 pub async fn checkpoint(State(st): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let cp = checkpoint_at(&st, &caller, None).await?;
-    Ok(text(cp.note))
+    Ok((
+        [
+            (header::CONTENT_TYPE, TEXT),
+            (header::CACHE_CONTROL, CACHE_CHECKPOINT),
+            (header::VARY, VARY_KEY),
+        ],
+        cp.note,
+    )
+        .into_response())
 }
 
 /// A tile or entry bundle
@@ -199,7 +216,15 @@ pub async fn tile(
             encode_entry_bundle(&entries).map_err(|e| ApiError::Internal(e.to_string()))?
         }
     };
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, CACHE_IMMUTABLE),
+            (header::VARY, VARY_KEY),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Prove an event is in the log

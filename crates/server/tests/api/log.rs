@@ -188,6 +188,27 @@ async fn every_event_is_provably_in_a_signed_checkpoint_that_only_grows() {
     );
     let logged: HashSet<&Vec<u8>> = entries.iter().collect();
     assert!(events.iter().all(|(_, entry)| logged.contains(entry)));
+    // Caching as tlog-tiles asks: tiles and bundles (partial ones too) long-lived, the
+    // checkpoint not beyond a few seconds; for the caller's key only (every project's log is
+    // at these paths).
+    for (path, cache) in [
+        ("/log/tile/0/000", "private, max-age=31536000, immutable"),
+        (
+            "/log/tile/0/001.p/44",
+            "private, max-age=31536000, immutable",
+        ),
+        (
+            "/log/tile/entries/000",
+            "private, max-age=31536000, immutable",
+        ),
+        ("/log/checkpoint", "private, no-cache"),
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers();
+        assert_eq!(h["cache-control"], cache, "{path}");
+        assert_eq!(h["vary"], "authorization, x-api-key", "{path}");
+    }
 
     // An inclusion proof for every event, as a C2SP tlog-proof, checked like a client would.
     let mut indices = HashSet::new();
