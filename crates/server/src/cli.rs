@@ -152,7 +152,9 @@ struct WitnessArgs {
     /// SQLite file keeping each log's latest cosigned size and root (created if absent).
     #[arg(long, env = "AGENTLEDGER_WITNESS_STATE")]
     state: PathBuf,
-    /// A log's verifier key (`agentledger log-key` prints it); repeat for each log.
+    /// A log's verifier key (`agentledger log-key` prints it), whose key name is the log's
+    /// origin; or "<origin> <vkey>" for a log whose key is named otherwise. Repeat for each log
+    /// (or each of a log's keys).
     #[arg(long = "log", required = true)]
     logs: Vec<String>,
 }

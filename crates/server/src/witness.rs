@@ -121,19 +121,39 @@ impl WitnessKey {
     }
 }
 
-/// Each configured log's keys, by origin.
+/// Each configured log's keys, by origin. A `--log` is a log's verifier key, whose key name is
+/// the log's origin (as tlog-checkpoint recommends, and as agentledger's logs do), or
+/// `<origin> <vkey>` for a log whose key is named otherwise (sum.golang.org's origin is
+/// `go.sum database tree`): an origin may hold spaces, a vkey none, so the vkey is the last
+/// word. A key listed twice for one origin counts once.
 fn parse_logs(logs: &[String]) -> Result<HashMap<String, Vec<Ed25519Verifier>>, String> {
     if logs.is_empty() {
         return Err("give at least one --log VKEY (the verifier key of a log to witness)".into());
     }
     let mut by_origin: HashMap<String, Vec<Ed25519Verifier>> = HashMap::new();
-    for vkey in logs {
-        let key = Ed25519Verifier::parse(vkey.trim())
-            .map_err(|e| format!("--log {vkey:?} is not a log verifier key (type 0x01): {e}"))?;
-        by_origin
-            .entry(key.name().to_owned())
-            .or_default()
-            .push(key);
+    for arg in logs {
+        let arg = arg.trim();
+        let (origin, vkey) = match arg.rsplit_once(char::is_whitespace) {
+            Some((origin, vkey)) => (Some(origin.trim_end()), vkey),
+            None => (None, arg),
+        };
+        let key = Ed25519Verifier::parse(vkey).map_err(|e| {
+            format!("--log {arg:?}: {vkey:?} is not a log verifier key (type 0x01): {e}")
+        })?;
+        let origin = match origin {
+            None => key.name().to_owned(),
+            Some(origin) => {
+                agentledger_tlog::Checkpoint::new(origin, 0, agentledger_tlog::EMPTY_ROOT)
+                    .map_err(|e| {
+                        format!("--log {arg:?}: {origin:?} is not a checkpoint origin: {e}")
+                    })?;
+                origin.to_owned()
+            }
+        };
+        let keys = by_origin.entry(origin).or_default();
+        if !keys.iter().any(|k| k.to_vkey() == key.to_vkey()) {
+            keys.push(key);
+        }
     }
     Ok(by_origin)
 }

@@ -81,6 +81,11 @@ fn dir() -> Dir {
 }
 
 async fn spawn(d: &Dir) -> RunningWitness {
+    spawn_for(d, vec![log_key().verifier().to_vkey()]).await
+}
+
+/// A witness of the logs `logs` names (`--log` arguments).
+async fn spawn_for(d: &Dir, logs: Vec<String>) -> RunningWitness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -89,7 +94,7 @@ async fn spawn(d: &Dir) -> RunningWitness {
             key: d.key.clone(),
             name: "witness.example".into(),
             state: d.state.clone(),
-            logs: vec![log_key().verifier().to_vkey()],
+            logs,
             limits: ConnLimits::default(),
         },
         listener,
@@ -153,6 +158,70 @@ async fn witness_cosigns_consistent_checkpoints() {
         assert_eq!(mode, 0o600);
     }
     w.stop().await;
+}
+
+/// A log whose key is not named by its origin (sum.golang.org signs `go.sum database tree` with
+/// the key `sum.golang.org`) is witnessed when `--log` names the origin before the key; by its
+/// key alone it is unknown (404). A key listed twice counts once (not an ambiguous key: 403).
+#[tokio::test]
+async fn witness_takes_a_log_whose_key_is_named_otherwise() {
+    let origin = "go.sum database tree";
+    let key = Ed25519Signer::from_seed("sum.example", [8; 32]).expect("key");
+    let vkey = key.verifier().to_vkey();
+    let body = || request(0, vec![], signed(&key, origin, 3, root(3, "main")));
+
+    let d = dir();
+    let w = spawn_for(&d, vec![vkey.clone()]).await;
+    let (status, _, text) = post(&w, body()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    w.stop().await;
+
+    let d = dir();
+    let w = spawn_for(
+        &d,
+        vec![
+            format!("{origin} {vkey}"),
+            format!("  {origin}\t{vkey} "),
+            log_key().verifier().to_vkey(),
+            log_key().verifier().to_vkey(),
+        ],
+    )
+    .await;
+    cosign(&w, body()).await;
+    cosign(&w, grow(0, 5)).await;
+    w.stop().await;
+
+    for (bad, want) in [
+        (format!("{origin} not-a-key"), "is not a log verifier key"),
+        (
+            format!("tab\u{1}origin {vkey}"),
+            "is not a checkpoint origin",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let d = dir();
+        let err = match start(
+            WitnessConfig {
+                key: d.key.clone(),
+                name: "witness.example".into(),
+                state: d.state.clone(),
+                logs: vec![bad.clone()],
+                limits: ConnLimits::default(),
+            },
+            listener,
+        )
+        .await
+        {
+            Ok(_) => panic!("{bad:?} was taken"),
+            Err(e) => e,
+        };
+        assert!(
+            err.contains(want) && err.contains("--log"),
+            "{bad:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
