@@ -1,9 +1,11 @@
 //! `agentledger witness`: a C2SP tlog-witness (<https://c2sp.org/tlog-witness>) that another
 //! organisation can run against our logs (issue 17, docs/transparency.md "Running a witness").
 //!
-//! It serves one route, `POST /add-checkpoint`. For each log it is told about (`--log VKEY`,
-//! the vkey's name being the log's origin) it keeps the size and root of the latest checkpoint it
-//! cosigned, in a SQLite file. A request is checked by [`verify_add_checkpoint`] against that
+//! It serves `POST /add-checkpoint`, and `GET /<origin hash>/checkpoint`: the latest checkpoint
+//! it cosigned of a log, with the log's signature and its own cosignature (the tlog-witness
+//! monitoring route). For each log it is told about (`--log VKEY`, the vkey's name being the
+//! log's origin, or `--log "<origin> <vkey>"`) it keeps the size, root and note of the latest
+//! checkpoint it cosigned, in a SQLite file. A request is checked by [`verify_add_checkpoint`] against that
 //! state inside one `BEGIN IMMEDIATE` transaction, and the new size and root are committed
 //! before the cosignature is returned, so the witness only ever moves forward along one tree:
 //! it never cosigns a rolled-back checkpoint, a checkpoint not proven consistent with the last
@@ -20,16 +22,16 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path as PathParam, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use rusqlite::{OptionalExtension, TransactionBehavior};
 use tokio::net::TcpListener;
 
 use agentledger_tlog::Hash;
 use agentledger_tlog::cosignature::{CosignatureSigner, CosignatureVerifier};
-use agentledger_tlog::note::{Ed25519Verifier, NoteVerifier};
+use agentledger_tlog::note::{Ed25519Verifier, Note, NoteVerifier};
 use agentledger_tlog::witness::{
     AddCheckpointRequest, SIZE_CONTENT_TYPE, WitnessRefusal, format_cosignature_response,
     format_size_response, request_origin, verify_add_checkpoint,
@@ -168,15 +170,32 @@ fn open_state(path: &Path) -> Result<rusqlite::Connection, String> {
         .map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(err)?;
+    // `checkpoint`: the cosigned note the monitoring route serves (NULL in a state file from
+    // before that route, until the log's next cosignature).
     conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS witness_log (
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS witness_log (
              origin TEXT PRIMARY KEY,
              size INTEGER NOT NULL,
              root BLOB NOT NULL,
-             cosigned_at INTEGER NOT NULL
+             cosigned_at INTEGER NOT NULL,
+             checkpoint BLOB
          ) STRICT;",
     )
     .map_err(err)?;
+    let has_checkpoint: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('witness_log') WHERE name = 'checkpoint'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(err)?
+        > 0;
+    if !has_checkpoint {
+        conn.execute_batch("ALTER TABLE witness_log ADD COLUMN checkpoint BLOB")
+            .map_err(err)?;
+    }
+    conn.execute_batch("COMMIT").map_err(err)?;
     Ok(conn)
 }
 
@@ -197,15 +216,53 @@ impl From<WitnessRefusal> for Refusal {
 pub struct Witness {
     key: WitnessKey,
     logs: HashMap<String, Vec<Ed25519Verifier>>,
+    /// Each known origin by the lowercase hex SHA-256 the monitoring route names it by.
+    by_hash: HashMap<String, String>,
     state: Mutex<rusqlite::Connection>,
 }
 
 impl Witness {
     pub fn open(cfg: &WitnessConfig) -> Result<Witness, String> {
         let logs = parse_logs(&cfg.logs)?;
+        let by_hash = logs
+            .keys()
+            .map(|origin| {
+                (
+                    hex::encode(agentledger_core::chain::sha256(origin.as_bytes())),
+                    origin.clone(),
+                )
+            })
+            .collect();
         let key = WitnessKey::load_or_create(&cfg.key, &cfg.name)?;
         let state = Mutex::new(open_state(&cfg.state)?);
-        Ok(Witness { key, logs, state })
+        Ok(Witness {
+            key,
+            logs,
+            by_hash,
+            state,
+        })
+    }
+
+    /// The latest checkpoint cosigned of the log whose origin hashes to `origin_hash`: its text,
+    /// the log's signatures the witness verified, and its cosignature. `None` for a log it does
+    /// not know or never cosigned.
+    fn checkpoint(&self, origin_hash: &str) -> Result<Option<Vec<u8>>, String> {
+        let Some(origin) = self.by_hash.get(origin_hash) else {
+            return Ok(None);
+        };
+        let conn = self
+            .state
+            .lock()
+            .map_err(|_| "witness state lock poisoned".to_string())?;
+        let note: Option<Option<Vec<u8>>> = conn
+            .query_row(
+                "SELECT checkpoint FROM witness_log WHERE origin = ?1",
+                [origin],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| format!("witness state: {e}"))?;
+        Ok(note.flatten())
     }
 
     pub fn verifier(&self) -> CosignatureVerifier {
@@ -265,15 +322,25 @@ impl Witness {
             .signer
             .cosign(&opened.text, now)
             .map_err(|e| Refusal::Internal(format!("cosigning: {e}")))?;
+        // What the monitoring route serves: the log's signatures this witness verified, then
+        // its own cosignature (signatures by keys it does not know are not passed on).
+        let mut served = Note {
+            text: opened.text.clone(),
+            signatures: opened.verified.clone(),
+        };
+        served.add_signature(cosignature.clone());
         tx.execute(
-            "INSERT INTO witness_log (origin, size, root, cosigned_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO witness_log (origin, size, root, cosigned_at, checkpoint)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (origin) DO UPDATE
-             SET size = excluded.size, root = excluded.root, cosigned_at = excluded.cosigned_at",
+             SET size = excluded.size, root = excluded.root, cosigned_at = excluded.cosigned_at,
+                 checkpoint = excluded.checkpoint",
             rusqlite::params![
                 origin,
                 size,
                 checkpoint.root.as_bytes().as_slice(),
-                i64::try_from(now).unwrap_or(i64::MAX)
+                i64::try_from(now).unwrap_or(i64::MAX),
+                served.to_bytes()
             ],
         )
         .map_err(internal)?;
@@ -330,10 +397,58 @@ async fn add_checkpoint(State(witness): State<Arc<Witness>>, body: Bytes) -> Res
     }
 }
 
-/// The witness's routes: `POST /add-checkpoint`.
+/// `GET /<origin hash>/checkpoint` (tlog-witness, "Monitoring"): the latest checkpoint this
+/// witness cosigned of that log, with the log's signature and the cosignature it returned; 404
+/// if it never cosigned one (or does not know the log).
+async fn latest_checkpoint(
+    State(witness): State<Arc<Witness>>,
+    PathParam(origin_hash): PathParam<String>,
+) -> Response {
+    if origin_hash.len() != 64
+        || !origin_hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the origin hash is the log origin's SHA-256 as 64 lowercase hex digits\n".into(),
+        );
+    }
+    match tokio::task::spawn_blocking(move || witness.checkpoint(&origin_hash)).await {
+        Ok(Ok(Some(note))) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            note,
+        )
+            .into_response(),
+        Ok(Ok(None)) => text(
+            StatusCode::NOT_FOUND,
+            "this witness has cosigned no checkpoint of that log\n".into(),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "witness failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the witness could not read its state\n".into(),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "witness task failed");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the witness failed\n".into(),
+            )
+        }
+    }
+}
+
+/// The witness's routes: `POST /add-checkpoint` and `GET /<origin hash>/checkpoint`.
 pub fn router(witness: Arc<Witness>) -> Router {
     Router::new()
         .route("/add-checkpoint", post(add_checkpoint))
+        .route("/{origin_hash}/checkpoint", get(latest_checkpoint))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(witness)
 }

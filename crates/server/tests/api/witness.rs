@@ -224,6 +224,86 @@ async fn witness_takes_a_log_whose_key_is_named_otherwise() {
     }
 }
 
+async fn get_checkpoint(w: &RunningWitness, origin_hash: &str) -> (StatusCode, Vec<u8>) {
+    let resp = reqwest::get(format!("http://{}/{origin_hash}/checkpoint", w.addr))
+        .await
+        .expect("get");
+    (resp.status(), resp.bytes().await.expect("body").to_vec())
+}
+
+fn origin_hash(origin: &str) -> String {
+    hex::encode(agentledger_core::chain::sha256(origin.as_bytes()))
+}
+
+/// tlog-witness "Monitoring": `GET /<sha256(origin) hex>/checkpoint` is the latest checkpoint
+/// the witness cosigned, with the log's signature and the cosignature it returned; 404 before
+/// the first; kept across a restart; a state file from before the route gains it.
+#[tokio::test]
+async fn witness_serves_the_latest_checkpoint_it_cosigned() {
+    let d = dir();
+    let w = spawn(&d).await;
+    let hash = origin_hash(ORIGIN);
+    assert_eq!(get_checkpoint(&w, &hash).await.0, StatusCode::NOT_FOUND);
+    cosign(&w, grow(0, 5)).await;
+    let cosigned = cosign(&w, grow(5, 300)).await;
+    let check = |body: &[u8], size: u64, w: &RunningWitness| {
+        let witness_key = CosignatureVerifier::parse(&w.verifier.to_vkey()).expect("vkey");
+        let log = log_key().verifier();
+        let opened = open(body, &[&log as &dyn NoteVerifier, &witness_key]).expect("opens");
+        assert_eq!(
+            opened.verified.len(),
+            2,
+            "the log's signature and the cosignature"
+        );
+        assert!(opened.unverified.is_empty());
+        assert_eq!(
+            Checkpoint::parse(&opened.text).expect("checkpoint").size,
+            size
+        );
+        opened
+    };
+    let (status, body) = get_checkpoint(&w, &hash).await;
+    assert_eq!(status, StatusCode::OK);
+    let opened = check(&body, 300, &w);
+    assert!(
+        opened.verified.contains(&cosigned),
+        "the cosignature it returned"
+    );
+    // Unknown logs are 404; a hash not written as 64 lowercase hex digits is 400.
+    let (status, _) = get_checkpoint(&w, &origin_hash("other.example/log")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = get_checkpoint(&w, &hash.to_uppercase()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    w.stop().await;
+
+    let w = spawn(&d).await;
+    check(&get_checkpoint(&w, &hash).await.1, 300, &w);
+    w.stop().await;
+
+    // A state file of the older schema (no checkpoint column): the witness opens it, knows the
+    // log's size, and serves a checkpoint once it cosigns the next one.
+    let old = dir();
+    let conn = rusqlite::Connection::open(&old.state).expect("state");
+    conn.execute_batch(
+        "CREATE TABLE witness_log (origin TEXT PRIMARY KEY, size INTEGER NOT NULL,
+             root BLOB NOT NULL, cosigned_at INTEGER NOT NULL) STRICT;",
+    )
+    .expect("old schema");
+    conn.execute(
+        "INSERT INTO witness_log VALUES (?1, 5, ?2, 1)",
+        rusqlite::params![ORIGIN, root(5, "main").as_bytes().as_slice()],
+    )
+    .expect("row");
+    drop(conn);
+    let w = spawn(&old).await;
+    assert_eq!(get_checkpoint(&w, &hash).await.0, StatusCode::NOT_FOUND);
+    let (status, _, text) = post(&w, grow(0, 8)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "it knows size 5: {text}");
+    cosign(&w, grow(5, 8)).await;
+    check(&get_checkpoint(&w, &hash).await.1, 8, &w);
+    w.stop().await;
+}
+
 #[tokio::test]
 async fn witness_refuses_fork_rollback_and_bad_proofs() {
     let d = dir();
