@@ -40,8 +40,9 @@ use agentledger_tlog::witness::{
 use crate::conn::ConnLimits;
 
 /// Largest request body: `old` line, 63 proof lines (45 bytes each) and a checkpoint note with
-/// its signatures fit many times over.
-pub const MAX_BODY: usize = 64 * 1024;
+/// 16 signatures even of post-quantum size (signed-note: verifiers "MUST accept at least up to
+/// 16 signatures"; an ML-DSA-44 signature line is about 3.3 KB, 5 KB signatures about 6.7 KB).
+pub const MAX_BODY: usize = 128 * 1024;
 
 /// The witness's settings.
 #[derive(Debug, Clone)]

@@ -55,6 +55,12 @@ pub(crate) fn parse_canonical_u64(s: &str) -> Option<u64> {
     if ok { s.parse().ok() } else { None }
 }
 
+/// What signed-note forbids in a note's text besides newline: "ASCII control characters (those
+/// below U+0020)". DEL and the C1 controls are not among them.
+fn is_note_control(c: char) -> bool {
+    c < ' '
+}
+
 impl Checkpoint {
     /// A checkpoint without extension lines, refusing an origin that would not survive
     /// [`Checkpoint::to_text`] intact (empty, or holding a newline or control character).
@@ -63,7 +69,7 @@ impl Checkpoint {
         if origin.is_empty() {
             return Err(CheckpointError::EmptyOrigin);
         }
-        if origin.chars().any(char::is_control) {
+        if origin.chars().any(is_note_control) {
             return Err(CheckpointError::BadOrigin(origin.to_owned()));
         }
         Ok(Checkpoint {
@@ -98,7 +104,7 @@ impl Checkpoint {
         if lines.len() < 3 {
             return Err(CheckpointError::TooFewLines(lines.len()));
         }
-        if let Some(line) = lines.iter().position(|l| l.chars().any(char::is_control)) {
+        if let Some(line) = lines.iter().position(|l| l.chars().any(is_note_control)) {
             return Err(CheckpointError::ControlCharacter { line: line + 1 });
         }
         if lines[0].is_empty() {

@@ -65,6 +65,19 @@ fn checkpoint_refusals_are_named() {
     for (text, want) in cases {
         assert_eq!(Checkpoint::parse(&text), Err(want), "{text:?}");
     }
+    // signed-note forbids only controls below U+0020 (besides newline): DEL and C1 are text.
+    let odd = format!("o\u{7f}\u{85}\n1\n{root}\n");
+    assert_eq!(
+        Checkpoint::parse(&odd)
+            .expect("DEL and C1 are allowed")
+            .origin,
+        "o\u{7f}\u{85}"
+    );
+    assert!(Checkpoint::new("o\u{7f}", 1, EMPTY_ROOT).is_ok());
+    assert_eq!(
+        Checkpoint::parse(&format!("o\t\n1\n{root}\n")),
+        Err(CheckpointError::ControlCharacter { line: 1 })
+    );
     assert_eq!(
         Checkpoint::new("o\n2", 1, EMPTY_ROOT),
         Err(CheckpointError::BadOrigin("o\n2".into()))

@@ -150,6 +150,25 @@ async fn witness_cosigns_consistent_checkpoints() {
     cosign(&w, grow(5, 300)).await;
     // The same checkpoint again (no proof from a size to itself) is cosigned again.
     cosign(&w, grow(300, 300)).await;
+    // With 16 more signatures of post-quantum size by keys the witness does not know (signed-note:
+    // a verifier "MUST accept at least up to 16 signatures", "up to nearly 5kB"): still taken.
+    {
+        use base64::Engine as _;
+        let t = tree(310, "main");
+        let mut note =
+            String::from_utf8(signed(&log_key(), ORIGIN, 310, root(310, "main"))).expect("utf8");
+        for i in 0..16 {
+            let sig = base64::engine::general_purpose::STANDARD.encode(vec![i as u8; 4 + 4_900]);
+            note.push_str(&format!("\u{2014} pq{i}.example {sig}\n"));
+        }
+        let body = request(
+            300,
+            consistency_proof(300, 310, &t).expect("proof"),
+            note.into_bytes(),
+        );
+        assert!(body.len() > 64 * 1024, "{}", body.len());
+        cosign(&w, body).await;
+    }
     // The key file is private.
     #[cfg(unix)]
     {
