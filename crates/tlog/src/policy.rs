@@ -146,7 +146,10 @@ impl Policy {
         let mut witnesses: Vec<PolicyWitness> = Vec::new();
         let mut groups: Vec<PolicyGroup> = Vec::new();
         let mut quorum = None;
-        let mut keys: HashSet<[u8; 32]> = HashSet::new();
+        // tlog-policy: "Duplicate logs, i.e., multiple log lines with the same public key, are
+        // not allowed", and the same of witnesses; a key may be both a log's and a witness's.
+        let mut log_keys: HashSet<[u8; 32]> = HashSet::new();
+        let mut witness_keys: HashSet<[u8; 32]> = HashSet::new();
         // A name may be a group member once in the whole file, so no witness counts twice.
         let mut used_members: HashSet<Member> = HashSet::new();
 
@@ -203,7 +206,7 @@ impl Policy {
                             want: crate::note::ALG_ED25519,
                         });
                     };
-                    if !keys.insert(key.public_key()) {
+                    if !log_keys.insert(key.public_key()) {
                         return Err(PolicyError::DuplicateKey { line });
                     }
                     logs.push(PolicyLog {
@@ -228,7 +231,7 @@ impl Policy {
                             },
                             source => PolicyError::BadKey { line, source },
                         })?;
-                    if !keys.insert(key.public_key()) {
+                    if !witness_keys.insert(key.public_key()) {
                         return Err(PolicyError::DuplicateKey { line });
                     }
                     witnesses.push(PolicyWitness {

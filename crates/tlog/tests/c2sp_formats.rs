@@ -519,6 +519,17 @@ fn policy_refusals_are_named() {
             PolicyError::DuplicateKey { line: 2 },
         ),
         (
+            format!(
+                "log {log}\nlog {}\nquorum none\n",
+                log_signer()
+                    .renamed("other.example/log")
+                    .expect("renamed")
+                    .verifier()
+                    .to_vkey()
+            ),
+            PolicyError::DuplicateKey { line: 2 },
+        ),
+        (
             format!("witness A {w1}\nwitness B {w2}\ngroup G 3 A B\nquorum G\n"),
             PolicyError::BadThreshold { line: 3 },
         ),
@@ -574,6 +585,13 @@ fn policy_refusals_are_named() {
     for (text, want) in cases {
         assert_eq!(Policy::parse(text.as_bytes()), Err(want), "{text}");
     }
+    // Duplicates are counted among logs and among witnesses, not across the two.
+    let same = CosignatureSigner::from_seed("example.com/log", [1u8; 32])
+        .expect("key")
+        .verifier()
+        .to_vkey();
+    Policy::parse(format!("log {log}\nwitness W {same}\nquorum W\n").as_bytes())
+        .expect("a log's key may also be a witness's");
     let none = Policy::parse(format!("log {log}\nquorum none").as_bytes()).expect("parses");
     assert!(none.quorum_met::<&str>(&[]));
     let _: Hash = EMPTY_ROOT;
