@@ -512,8 +512,13 @@ def _signatures_by(sigs, name, key_id):
         if not line.startswith("\u2014 "):
             continue
         signer, _, b64 = line[2:].rpartition(" ")
-        raw = base64.b64decode(b64, validate=True)
-        if signer == name and raw[:4] == key_id:
+        if signer != name:
+            continue  # another key's line: not read (it may not even decode)
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except ValueError:
+            continue
+        if raw[:4] == key_id:
             yield raw[4:]
 
 
@@ -656,10 +661,15 @@ def _encoded_project(project):
 def check_log(state, proof_files, vkey, log, policy=None):
     """Failures (project, session, None, reason) of intact sessions not proved in the log."""
     files = []
+    failures = []
     for path in proof_files:
         with open(path, "rb") as f:
-            files.append((path,) + parse_tlog_proof(f.read()))
-    failures = []
+            data = f.read()
+        try:
+            files.append((path,) + parse_tlog_proof(data))
+        except ValueError as e:
+            # Named once, and not a candidate: other proofs may still prove the sessions.
+            failures.append((None, None, None, "--log-proof %s: %s" % (path, e)))
     for (project, session), last in state.items():
         if last is None:
             continue
@@ -694,7 +704,11 @@ def check_log(state, proof_files, vkey, log, policy=None):
             if not origin.endswith("/" + _encoded_project(project)):
                 why_not.append("%s: the proof is of log %s, not of this project's" % (where, origin))
                 continue
-            signed = note_signed_by(text, sigs, vkey) if vkey else None
+            try:
+                signed = note_signed_by(text, sigs, vkey) if vkey else None
+            except ValueError as e:
+                why_not.append("%s: the checkpoint's signatures do not parse: %s" % (where, e))
+                continue
             if signed is False:
                 why_not.append("%s: the checkpoint is not signed by the given log key" % where)
                 continue

@@ -35,13 +35,16 @@ pub fn read_private(path: &Path) -> Result<Option<String>, ReadError> {
 }
 
 /// Write `contents` as a new private file at `path` (directories created).
-/// It is written whole to a temporary file (named with `nonce`), synced,
-/// then linked into place, so the file appears complete or not at all.
-/// `Ok(false)`: another process created it first; read theirs.
-pub fn create_private(path: &Path, contents: &str, nonce: &[u8]) -> std::io::Result<bool> {
+/// It is written whole to a temporary file (named with a random nonce of its
+/// own: nothing of the key it holds), synced, then linked into place, so the
+/// file appears complete or not at all. `Ok(false)`: another process created
+/// it first; read theirs.
+pub fn create_private(path: &Path, contents: &str) -> std::io::Result<bool> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".tmp-{}", hex::encode(nonce)));
     let tmp = path.with_file_name(tmp_name);

@@ -241,12 +241,14 @@ impl Application {
         if log_key.is_shared() {
             tracing::warn!(
                 path = %cfg.log.key.display(),
-                "the log key file is an older one (named {}): every project's log is signed \
-                 with its one key, so a C2SP tlog-policy can name only one of these logs (it \
-                 refuses two log lines with one public key). Key files written now derive a \
-                 key per log; replacing this one re-keys every log, which every verifier and \
-                 witness that holds a log's key must then be given (docs/transparency.md)",
-                crate::transparency::SHARED_KEY_FILE_NAME
+                "the log key file is an older one (its key is named {:?}, not {:?}): every \
+                 project's log is signed with its one key, so a C2SP tlog-policy can name only \
+                 one of these logs (it refuses two log lines with one public key). Key files \
+                 written now derive a key per log; replacing this one re-keys every log, which \
+                 every verifier and witness that holds a log's key must then be given \
+                 (docs/transparency.md \"Origin and key\")",
+                log_key.file_key_name(),
+                crate::transparency::KEY_FILE_NAME
             );
         }
         let witnessing = match &cfg.log.witness_policy {

@@ -30,7 +30,8 @@ use crate::metrics::Metrics;
 pub const KEY_FILE_NAME: &str = "agentledger-log-root";
 /// The name of key files written before per-log keys: that key signs every log itself, renamed
 /// to each origin. Still honoured (re-keying a log would strand every verifier that pinned its
-/// key), with a warning at start.
+/// key), with a warning at start, as is a key file of any name but [`KEY_FILE_NAME`] (one an
+/// operator made themselves, before per-log keys, signed every log too).
 pub const SHARED_KEY_FILE_NAME: &str = "agentledger-log";
 /// HKDF's `info` before the origin, in a log key's derivation ([`Ed25519Signer::derive`]).
 pub const LOG_KEY_CONTEXT: &str = "agentledger log key v1\n";
@@ -120,7 +121,8 @@ impl LogKey {
                 path: shown,
                 reason: e.to_string(),
             })?;
-        let shared = signer.name() == SHARED_KEY_FILE_NAME;
+        // Only a file this server wrote for per-log keys derives them.
+        let shared = signer.name() != KEY_FILE_NAME;
         Ok(LogKey { signer, shared })
     }
 
@@ -140,7 +142,7 @@ impl LogKey {
         // A server starting at the same moment on the same database uses the
         // key the other one made.
         let contents = format!("{}\n", signer.to_skey());
-        if !crate::keyfile::create_private(path, &contents, &seed[..4]).map_err(io)? {
+        if !crate::keyfile::create_private(path, &contents).map_err(io)? {
             return LogKey::load(path);
         }
         tracing::info!(path = %shown, "created the transparency log's signing key");
@@ -170,6 +172,11 @@ impl LogKey {
         self.shared
     }
 
+    /// The key name the file holds (not secret).
+    pub fn file_key_name(&self) -> &str {
+        self.signer.name()
+    }
+
     /// The verifier key of the log named `origin`, in note format.
     pub fn verifier(&self, origin: &str) -> Result<Ed25519Verifier, String> {
         self.signer(origin).map(|s| s.verifier())
@@ -195,6 +202,9 @@ pub fn origin(prefix: &str, project: &str) -> String {
 pub fn check_origin_prefix(prefix: &str) -> Result<(), String> {
     let sample = origin(prefix, "project");
     if prefix.is_empty()
+        // Stricter than a checkpoint's origin (which may hold DEL and C1 controls): a
+        // tlog-policy file may not, and nobody can see them.
+        || prefix.chars().any(char::is_control)
         || !agentledger_tlog::note::is_valid_key_name(&sample)
         || Checkpoint::new(&sample, 0, agentledger_tlog::EMPTY_ROOT).is_err()
     {
@@ -594,9 +604,35 @@ mod tests {
         }
         let key = LogKey::load(&old).unwrap();
         assert!(key.is_shared());
+        assert_eq!(key.file_key_name(), SHARED_KEY_FILE_NAME);
         let (a, b) = (key.verifier("o/a").unwrap(), key.verifier("o/b").unwrap());
         assert_eq!(a.public_key(), shared.verifier().public_key());
         assert_eq!(b.public_key(), shared.verifier().public_key());
         assert_ne!(a.key_id(), b.key_id());
+
+        // A key file an operator made under a name of their own signed every log too before
+        // per-log keys: it keeps doing so (deriving would re-key their logs).
+        let own = dir.path().join("own.key");
+        let theirs = file.derive("test\n", "ops-made-key").unwrap();
+        std::fs::write(&own, format!("{}\n", theirs.to_skey())).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let key = LogKey::load(&own).unwrap();
+        assert!(key.is_shared());
+        assert_eq!(
+            key.verifier("o/a").unwrap().public_key(),
+            theirs.verifier().public_key()
+        );
+    }
+
+    #[test]
+    fn an_origin_prefix_with_a_control_character_is_refused() {
+        assert!(check_origin_prefix("ledger.example.com").is_ok());
+        for bad in ["", "a b", "a+b", "a\u{7f}b", "a\u{85}b", "a\tb"] {
+            assert!(check_origin_prefix(bad).is_err(), "{bad:?}");
+        }
     }
 }

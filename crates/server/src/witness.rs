@@ -5,8 +5,8 @@
 //! it cosigned of a log, with the log's signature and its own cosignature (the tlog-witness
 //! monitoring route). For each log it is told about (`--log VKEY`, the vkey's name being the
 //! log's origin, or `--log "<origin> <vkey>"`) it keeps the size, root and note of the latest
-//! checkpoint it cosigned, in a SQLite file. A request is checked by [`verify_add_checkpoint`] against that
-//! state inside one `BEGIN IMMEDIATE` transaction, and the new size and root are committed
+//! checkpoint it cosigned, in a SQLite file. A request is checked by [`verify_add_checkpoint`]
+//! against that state inside one `BEGIN IMMEDIATE` transaction, and the new size and root are committed
 //! before the cosignature is returned, so the witness only ever moves forward along one tree:
 //! it never cosigns a rolled-back checkpoint, a checkpoint not proven consistent with the last
 //! one, or a second root for a size it cosigned. State is kept per origin (not per key), so
@@ -53,7 +53,8 @@ pub struct WitnessConfig {
     pub name: String,
     /// The SQLite file holding each log's latest cosigned size and root (created if absent).
     pub state: PathBuf,
-    /// The logs' verifier keys (C2SP signed-note vkeys, type 0x01), named by their origins.
+    /// The logs: each a verifier key (C2SP signed-note vkey, type 0x01) named by the log's
+    /// origin, or `<origin> <vkey>`.
     pub logs: Vec<String>,
     pub limits: ConnLimits,
 }
@@ -110,7 +111,7 @@ impl WitnessKey {
         })?;
         // A concurrent creator uses the first one's key.
         let contents = format!("{}\n", signer.to_skey());
-        if !crate::keyfile::create_private(path, &contents, &seed[..4]).map_err(io)? {
+        if !crate::keyfile::create_private(path, &contents).map_err(io)? {
             return WitnessKey::load(path)?
                 .ok_or_else(|| format!("witness key file {shown} vanished"));
         }
@@ -136,6 +137,20 @@ fn parse_logs(logs: &[String]) -> Result<HashMap<String, Vec<Ed25519Verifier>>, 
     let mut by_origin: HashMap<String, Vec<Ed25519Verifier>> = HashMap::new();
     for arg in logs {
         let arg = arg.trim();
+        // A signer key is the log's secret: refused without being echoed.
+        if arg.contains("PRIVATE+KEY") {
+            return Err(
+                "a --log argument holds a signer key (PRIVATE+KEY+...), the log's \
+                 secret: give its verifier key (`agentledger log-key` prints it)"
+                    .into(),
+            );
+        }
+        // `--log "$(agentledger log-key --project a --project b)"` is two keys in one argument.
+        if arg.contains('\n') {
+            return Err(format!(
+                "--log {arg:?} holds several lines: give one log per --log (repeat it)"
+            ));
+        }
         let (origin, vkey) = match arg.rsplit_once(char::is_whitespace) {
             Some((origin, vkey)) => (Some(origin.trim_end()), vkey),
             None => (None, arg),
@@ -145,6 +160,11 @@ fn parse_logs(logs: &[String]) -> Result<HashMap<String, Vec<Ed25519Verifier>>, 
         })?;
         let origin = match origin {
             None => key.name().to_owned(),
+            Some(origin) if Ed25519Verifier::parse(origin).is_ok() => {
+                return Err(format!(
+                    "--log {arg:?} holds two verifier keys: give one log per --log (repeat it)"
+                ));
+            }
             Some(origin) => {
                 agentledger_tlog::Checkpoint::new(origin, 0, agentledger_tlog::EMPTY_ROOT)
                     .map_err(|e| {
@@ -200,6 +220,48 @@ fn open_state(path: &Path) -> Result<rusqlite::Connection, String> {
     Ok(conn)
 }
 
+/// The note each known log's monitoring route serves, from the state: a stored note only if it
+/// is of the size and root the row records (an older binary's cosignature moves the row and
+/// leaves the note behind; such a log is served again from its next cosignature).
+fn served_notes(
+    conn: &rusqlite::Connection,
+    logs: &HashMap<String, Vec<Ed25519Verifier>>,
+) -> Result<HashMap<String, Arc<[u8]>>, String> {
+    let err = |e: rusqlite::Error| format!("witness state: {e}");
+    let mut stmt = conn
+        .prepare(
+            "SELECT origin, size, root, checkpoint FROM witness_log WHERE checkpoint IS NOT NULL",
+        )
+        .map_err(err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })
+        .map_err(err)?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (origin, size, root, note) = row.map_err(err)?;
+        if !logs.contains_key(&origin) {
+            continue;
+        }
+        let current = Note::parse(&note)
+            .ok()
+            .and_then(|n| agentledger_tlog::Checkpoint::parse(&n.text).ok())
+            .is_some_and(|c| {
+                i64::try_from(c.size).ok() == Some(size) && c.root.as_bytes()[..] == root[..]
+            });
+        if current {
+            out.insert(origin, Arc::from(note));
+        }
+    }
+    Ok(out)
+}
+
 /// Why a request was not cosigned.
 #[derive(Debug)]
 enum Refusal {
@@ -220,6 +282,10 @@ pub struct Witness {
     /// Each known origin by the lowercase hex SHA-256 the monitoring route names it by.
     by_hash: HashMap<String, String>,
     state: Mutex<rusqlite::Connection>,
+    /// What the monitoring route serves, by origin: the stored note of the latest checkpoint
+    /// cosigned, kept in memory (loaded at start, replaced after each commit) so that reads,
+    /// which anyone may make, never wait on the state's writer.
+    served: std::sync::RwLock<HashMap<String, Arc<[u8]>>>,
 }
 
 impl Witness {
@@ -235,35 +301,32 @@ impl Witness {
             })
             .collect();
         let key = WitnessKey::load_or_create(&cfg.key, &cfg.name)?;
-        let state = Mutex::new(open_state(&cfg.state)?);
+        let conn = open_state(&cfg.state)?;
+        let served = std::sync::RwLock::new(served_notes(&conn, &logs)?);
         Ok(Witness {
             key,
             logs,
             by_hash,
-            state,
+            state: Mutex::new(conn),
+            served,
         })
     }
 
     /// The latest checkpoint cosigned of the log whose origin hashes to `origin_hash`: its text,
     /// the log's signatures the witness verified, and its cosignature. `None` for a log it does
     /// not know or never cosigned.
-    fn checkpoint(&self, origin_hash: &str) -> Result<Option<Vec<u8>>, String> {
-        let Some(origin) = self.by_hash.get(origin_hash) else {
-            return Ok(None);
-        };
-        let conn = self
-            .state
-            .lock()
-            .map_err(|_| "witness state lock poisoned".to_string())?;
-        let note: Option<Option<Vec<u8>>> = conn
-            .query_row(
-                "SELECT checkpoint FROM witness_log WHERE origin = ?1",
-                [origin],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| format!("witness state: {e}"))?;
-        Ok(note.flatten())
+    fn checkpoint(&self, origin_hash: &str) -> Option<Arc<[u8]>> {
+        self.checkpoint_of(self.by_hash.get(origin_hash)?)
+    }
+
+    /// The note served for `origin` now.
+    fn checkpoint_of(&self, origin: &str) -> Option<Arc<[u8]>> {
+        // A poisoned lock still holds whole notes: each is replaced in one assignment.
+        self.served
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(origin)
+            .cloned()
     }
 
     pub fn verifier(&self) -> CosignatureVerifier {
@@ -324,12 +387,32 @@ impl Witness {
             .cosign(&opened.text, now)
             .map_err(|e| Refusal::Internal(format!("cosigning: {e}")))?;
         // What the monitoring route serves: the log's signatures this witness verified, then
-        // its own cosignature (signatures by keys it does not know are not passed on).
+        // its own cosignature (signatures by keys it does not know are not passed on). The same
+        // checkpoint sent again keeps the log signatures served before: a resend signed by one
+        // of a log's keys does not drop another's.
         let mut served = Note {
             text: opened.text.clone(),
             signatures: opened.verified.clone(),
         };
+        let before = self.checkpoint_of(&origin);
+        if let Some(before) = before.as_deref().and_then(|b| Note::parse(b).ok())
+            && before.text == served.text
+        {
+            let ours = self.key.verifier();
+            for sig in before.signatures {
+                let is_ours = sig.name == ours.name() && sig.key_id == ours.key_id();
+                if !is_ours
+                    && !served
+                        .signatures
+                        .iter()
+                        .any(|s| s.name == sig.name && s.key_id == sig.key_id)
+                {
+                    served.signatures.push(sig);
+                }
+            }
+        }
         served.add_signature(cosignature.clone());
+        let served: Arc<[u8]> = served.to_bytes().into();
         tx.execute(
             "INSERT INTO witness_log (origin, size, root, cosigned_at, checkpoint)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -341,11 +424,15 @@ impl Witness {
                 size,
                 checkpoint.root.as_bytes().as_slice(),
                 i64::try_from(now).unwrap_or(i64::MAX),
-                served.to_bytes()
+                &served[..]
             ],
         )
         .map_err(internal)?;
         tx.commit().map_err(internal)?;
+        self.served
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(origin.clone(), served);
         tracing::info!(origin = %origin, size = checkpoint.size, "cosigned a checkpoint");
         Ok(format_cosignature_response(&[cosignature]))
     }
@@ -415,33 +502,19 @@ async fn latest_checkpoint(
             "the origin hash is the log origin's SHA-256 as 64 lowercase hex digits\n".into(),
         );
     }
-    match tokio::task::spawn_blocking(move || witness.checkpoint(&origin_hash)).await {
-        Ok(Ok(Some(note))) => (
+    match witness.checkpoint(&origin_hash) {
+        Some(note) => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             )],
-            note,
+            note.to_vec(),
         )
             .into_response(),
-        Ok(Ok(None)) => text(
+        None => text(
             StatusCode::NOT_FOUND,
             "this witness has cosigned no checkpoint of that log\n".into(),
         ),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "witness failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the witness could not read its state\n".into(),
-            )
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "witness task failed");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the witness failed\n".into(),
-            )
-        }
     }
 }
 
@@ -617,9 +690,19 @@ pub mod client {
                     }
                     Ok(Ok(good))
                 }
-                409 => parse_size_response(&body)
-                    .map(Err)
-                    .map_err(|e| WitnessClientError::Malformed(e.to_string())),
+                // A 409 without a size: witnesses built before tlog-witness answered 422 to a
+                // second root for a size they cosigned (omniwitness still does) answer so to a
+                // fork, so it is a refusal, not a garbled answer.
+                409 => match parse_size_response(&body) {
+                    Ok(size) => Ok(Err(size)),
+                    Err(e) => Err(WitnessClientError::Refused {
+                        status,
+                        message: format!(
+                            "conflict without the witness's size ({e}); older witnesses answer \
+                             so to a checkpoint that conflicts with one they cosigned"
+                        ),
+                    }),
+                },
                 _ => {
                     let message = String::from_utf8_lossy(&body);
                     let message: String = message.trim().chars().take(200).collect();

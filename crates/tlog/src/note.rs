@@ -243,11 +243,12 @@ impl Ed25519Signer {
     /// so that no two (context, name) pairs give one `info`.
     pub fn derive(&self, context: &str, name: &str) -> Result<Ed25519Signer, KeyError> {
         let hk = hkdf::Hkdf::<Sha256>::new(None, self.key.as_bytes());
-        let mut seed = [0u8; 32];
+        // Wiped when dropped (the signing key wipes its own copy).
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
         // 32 bytes is far below HKDF-SHA256's limit of 255 * 32: never refused.
-        hk.expand_multi_info(&[context.as_bytes(), name.as_bytes()], &mut seed)
+        hk.expand_multi_info(&[context.as_bytes(), name.as_bytes()], &mut seed[..])
             .map_err(|_| KeyError::Malformed("a 32-byte HKDF-SHA256 output"))?;
-        Ed25519Signer::from_seed(name, seed)
+        Ed25519Signer::from_seed(name, *seed)
     }
 
     /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || seed)>` (Go's `note.NewSigner`).

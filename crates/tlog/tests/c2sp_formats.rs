@@ -588,8 +588,9 @@ fn policy_refusals_are_named() {
     // Duplicates are counted among logs and among witnesses, not across the two.
     let same = CosignatureSigner::from_seed("example.com/log", [1u8; 32])
         .expect("key")
-        .verifier()
-        .to_vkey();
+        .verifier();
+    assert_eq!(same.public_key(), log_signer().verifier().public_key());
+    let same = same.to_vkey();
     Policy::parse(format!("log {log}\nwitness W {same}\nquorum W\n").as_bytes())
         .expect("a log's key may also be a witness's");
     let none = Policy::parse(format!("log {log}\nquorum none").as_bytes()).expect("parses");

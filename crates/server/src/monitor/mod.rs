@@ -36,8 +36,9 @@ use agentledger_tlog::{Checkpoint, Hash, Tile, leaf_hash, verify_consistency};
 use http::{FetchError, LogClient};
 use state::{SessionLeaf, State, StateError, Trusted};
 
-/// Largest checkpoint note read (a checkpoint with up to 100 signature lines is far smaller).
-const MAX_CHECKPOINT: usize = 64 * 1024;
+/// Largest checkpoint note read: as a witness takes (crate::witness::MAX_BODY), room for 16
+/// cosignatures of post-quantum size, which signed-note asks a verifier to accept.
+const MAX_CHECKPOINT: usize = 128 * 1024;
 /// Largest entry bundle: 256 entries of at most 65,535 bytes, each with its length.
 const MAX_BUNDLE: usize = 256 * (2 + 65_535);
 /// Largest JSON answer read (a consistency proof, a page of sessions).

@@ -759,22 +759,26 @@ async fn an_export_is_proved_in_the_log_offline() {
     // not displace a valid one given after it: each candidate is held to this project's log and
     // the log's key before one is chosen, as `agentledger verify` does.
     use base64::Engine as _;
-    let forged = |origin: &str| {
+    let forged = |origin: &str, signature: &str| {
         let root = agentledger_tlog::leaf_hash(&events[27].1);
         let text = format!(
-            "c2sp.org/tlog-proof@v1\nindex 0\n\n{origin}\n1\n{}\n\n\u{2014} {origin} {}\n",
+            "c2sp.org/tlog-proof@v1\nindex 0\n\n{origin}\n1\n{}\n\n\u{2014} {origin} {signature}\n",
             base64::engine::general_purpose::STANDARD.encode(root.as_bytes()),
-            base64::engine::general_purpose::STANDARD.encode([7u8; 68])
         );
-        let path = dir
-            .path()
-            .join(format!("forged-{}.tlog-proof", origin.len()));
+        let path = dir.path().join(format!(
+            "forged-{}-{}.tlog-proof",
+            origin.len(),
+            signature.len()
+        ));
         std::fs::write(&path, text).expect("write");
         path
     };
-    let mut forgeries = vec![forged("elsewhere.example/other")];
+    let some_signature = base64::engine::general_purpose::STANDARD.encode([7u8; 68]);
+    let mut forgeries = vec![forged("elsewhere.example/other", &some_signature)];
     if signatures_checked {
-        forgeries.push(forged("elsewhere.example/default"));
+        forgeries.push(forged("elsewhere.example/default", &some_signature));
+        // Signed, it says, under the log's own name, with a line that does not decode.
+        forgeries.push(forged("agentledger.test/default", "not*base64"));
     }
     for bad in &forgeries {
         let out = std::process::Command::new("python3")
@@ -789,9 +793,12 @@ async fn an_export_is_proved_in_the_log_offline() {
             .output()
             .expect("python3 runs");
         let text = String::from_utf8_lossy(&out.stdout);
+        let errors = String::from_utf8_lossy(&out.stderr);
         assert!(
-            out.status.success() && text.contains("OK default/s-0: seq 10 of 10 is leaf"),
-            "{}: {text}",
+            out.status.success()
+                && text.contains("OK default/s-0: seq 10 of 10 is leaf")
+                && errors.is_empty(),
+            "{}: {text}{errors}",
             bad.display()
         );
         let (ok, text) = verify(&bare_file, &vkey_text, Some(bad));
@@ -803,7 +810,9 @@ async fn an_export_is_proved_in_the_log_offline() {
     std::fs::write(&sloppy, text.replacen("\nindex ", "\nindex 0", 1)).expect("write");
     let (ok, text) = python(&bare_file, &vkey_text, Some(&sloppy));
     assert!(
-        !ok && text.contains("not a decimal number without leading zeros"),
+        !ok && text.contains("FAIL --log-proof")
+            && text.contains("not a decimal number without leading zeros")
+            && !text.contains("Traceback"),
         "{text}"
     );
 

@@ -210,7 +210,12 @@ async fn witness_takes_a_log_whose_key_is_named_otherwise() {
     cosign(&w, grow(0, 5)).await;
     w.stop().await;
 
+    let other = log_key().verifier().to_vkey();
+    let secret = key.to_skey();
     for (bad, want) in [
+        (format!("{vkey}\n{other}"), "several lines"),
+        (format!("{vkey} {other}"), "two verifier keys"),
+        (secret.clone(), "signer key"),
         (format!("{origin} not-a-key"), "is not a log verifier key"),
         (
             format!("tab\u{1}origin {vkey}"),
@@ -240,6 +245,8 @@ async fn witness_takes_a_log_whose_key_is_named_otherwise() {
             err.contains(want) && err.contains("--log"),
             "{bad:?}: {err}"
         );
+        let seed = secret.rsplit('+').next().expect("seed");
+        assert!(!err.contains(seed), "a signer key is not echoed: {err}");
     }
 }
 
@@ -264,7 +271,16 @@ async fn witness_serves_the_latest_checkpoint_it_cosigned() {
     let hash = origin_hash(ORIGIN);
     assert_eq!(get_checkpoint(&w, &hash).await.0, StatusCode::NOT_FOUND);
     cosign(&w, grow(0, 5)).await;
-    let cosigned = cosign(&w, grow(5, 300)).await;
+    // The checkpoint comes with a signature by a key the witness does not know: not passed on.
+    let with_stranger = {
+        let mut req = AddCheckpointRequest::parse(&grow(5, 300)).expect("request");
+        let stranger = Ed25519Signer::from_seed("stranger.example", [5; 32]).expect("key");
+        let mut note = Note::parse(&req.checkpoint).expect("note");
+        note.add_signature(stranger.sign(&note.text).expect("sign"));
+        req.checkpoint = note.to_bytes();
+        req.to_bytes()
+    };
+    let cosigned = cosign(&w, with_stranger).await;
     let check = |body: &[u8], size: u64, w: &RunningWitness| {
         let witness_key = CosignatureVerifier::parse(&w.verifier.to_vkey()).expect("vkey");
         let log = log_key().verifier();
@@ -297,6 +313,39 @@ async fn witness_serves_the_latest_checkpoint_it_cosigned() {
 
     let w = spawn(&d).await;
     check(&get_checkpoint(&w, &hash).await.1, 300, &w);
+    w.stop().await;
+
+    // A log with two keys: the same checkpoint sent again signed by the other key only keeps
+    // the first key's signature in what is served.
+    let second = Ed25519Signer::from_seed(ORIGIN, [6; 32]).expect("key");
+    let two = dir();
+    let w = spawn_for(
+        &two,
+        vec![log_key().verifier().to_vkey(), second.verifier().to_vkey()],
+    )
+    .await;
+    cosign(&w, grow(0, 5)).await;
+    cosign(
+        &w,
+        request(5, vec![], signed(&second, ORIGIN, 5, root(5, "main"))),
+    )
+    .await;
+    let (_, body) = get_checkpoint(&w, &hash).await;
+    let witness_key = CosignatureVerifier::parse(&w.verifier.to_vkey()).expect("vkey");
+    let opened = open(
+        &body,
+        &[
+            &log_key().verifier() as &dyn NoteVerifier,
+            &second.verifier(),
+            &witness_key,
+        ],
+    )
+    .expect("opens");
+    assert_eq!(
+        opened.verified.len(),
+        3,
+        "both log keys and the cosignature"
+    );
     w.stop().await;
 
     // A state file of the older schema (no checkpoint column): the witness opens it, knows the
@@ -571,4 +620,31 @@ async fn witness_client_handles_conflicts_and_checks_cosignatures() {
         .await
         .expect_err("gone");
     assert!(matches!(err, WitnessClientError::Unreachable(_)), "{err}");
+
+    // An older witness answers a conflicting checkpoint 409 with no size (omniwitness did,
+    // before tlog-witness made it 422): a refusal that says so, not "malformed".
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route(
+        "/add-checkpoint",
+        axum::routing::post(|| async { (StatusCode::CONFLICT, "") }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let err = client
+        .add_checkpoint(&format!("http://{addr}"), &other, &note(22), 21, prove(22))
+        .await
+        .expect_err("refused");
+    match err {
+        WitnessClientError::Refused { status, message } => {
+            assert_eq!(status, 409);
+            assert!(
+                message.contains("conflicts with one they cosigned"),
+                "{message}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    server.abort();
 }
