@@ -38,9 +38,36 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/log/checkpoint", get(checkpoint))
         .route("/log/witnesses", get(witnesses))
-        .route("/log/tile/{*path}", get(tile))
+        .route(
+            "/log/tile/{*path}",
+            get(tile).layer(
+                tower_http::compression::CompressionLayer::new()
+                    .no_br()
+                    .no_deflate()
+                    .no_zstd()
+                    .compress_when(EntryBundlesOnly),
+            ),
+        )
         .route("/log/proof/inclusion/{id}", get(inclusion))
         .route("/log/proof/consistency/{from}", get(consistency))
+}
+
+/// Marks a response as an entry bundle, for [`EntryBundlesOnly`].
+#[derive(Debug, Clone, Copy)]
+struct EntryBundle;
+
+/// C2SP tlog-tiles: "Entry bundles SHOULD be compressed at the HTTP layer". Gzip, when the client
+/// accepts it; hash tiles are not (32-byte hashes do not compress).
+#[derive(Debug, Clone, Copy)]
+struct EntryBundlesOnly;
+
+impl tower_http::compression::Predicate for EntryBundlesOnly {
+    fn should_compress<B>(&self, response: &axum::http::Response<B>) -> bool
+    where
+        B: axum::body::HttpBody,
+    {
+        response.extensions().get::<EntryBundle>().is_some()
+    }
 }
 
 /// Proof renderings.
@@ -193,6 +220,7 @@ pub async fn tile(
     }
     let parsed = parse_tile_path(&format!("tile/{path}"))
         .map_err(|e| ApiError::from(InputError::invalid("path", format!("path: {e}"))))?;
+    let bundle = matches!(parsed, TilePath::Entries { .. });
     let body = match parsed {
         TilePath::Hashes(tile) => {
             if tile.level > MAX_LEVEL {
@@ -216,7 +244,7 @@ pub async fn tile(
             encode_entry_bundle(&entries).map_err(|e| ApiError::Internal(e.to_string()))?
         }
     };
-    Ok((
+    let mut response = (
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
             (header::CACHE_CONTROL, CACHE_IMMUTABLE),
@@ -224,7 +252,11 @@ pub async fn tile(
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if bundle {
+        response.extensions_mut().insert(EntryBundle);
+    }
+    Ok(response)
 }
 
 /// Prove an event is in the log

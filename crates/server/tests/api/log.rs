@@ -209,6 +209,40 @@ async fn every_event_is_provably_in_a_signed_checkpoint_that_only_grows() {
         assert_eq!(h["cache-control"], cache, "{path}");
         assert_eq!(h["vary"], "authorization, x-api-key", "{path}");
     }
+    // Entry bundles are gzipped for a client that accepts it (tlog-tiles SHOULD), hash tiles not.
+    for (path, gzipped) in [
+        ("/log/tile/entries/000", true),
+        ("/log/tile/entries/001.p/44", true),
+        ("/log/tile/0/000", false),
+    ] {
+        let plain = get_bytes(&app, path).await;
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&app.key)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let encoding = r
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let body = r.bytes().await.expect("body");
+        if gzipped {
+            assert_eq!(encoding.as_deref(), Some("gzip"), "{path}");
+            let mut unzipped = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut unzipped)
+                .expect("gzip");
+            assert_eq!(unzipped, plain, "{path}");
+            eprintln!("{path}: {} bytes, {} gzipped", plain.len(), body.len());
+            assert!(body.len() < plain.len(), "{path}");
+        } else {
+            assert_eq!(encoding, None, "{path}");
+            assert_eq!(&body[..], &plain[..], "{path}");
+        }
+    }
 
     // An inclusion proof for every event, as a C2SP tlog-proof, checked like a client would.
     let mut indices = HashSet::new();
