@@ -541,23 +541,27 @@ def note_signed_by(text, sigs, vkey):
     return False
 
 
+# Public key lengths by signature type: Ed25519 note keys and cosigners, ML-DSA-44 cosigners.
+_KEY_LENGTHS = {0x01: 32, 0x04: 32, 0x06: 1312}
+
+
 def _vkey(text, allowed):
-    """(name, algorithm byte, 32-byte Ed25519 key) of a note verifier key of an allowed type."""
+    """(name, algorithm byte, public key) of a note verifier key of an allowed type."""
     # The base64 key may hold "+" itself: name and key ID never do.
     parts = text.strip().split("+", 2)
     if len(parts) != 3 or not parts[0]:
         raise ValueError("not a verifier key (name+keyid+key)")
     name, key_id, material = parts
     material = base64.b64decode(material, validate=True)
-    if material[:1] not in allowed or len(material) != 33:
-        raise ValueError("not an Ed25519 key of type %s" % " or ".join("0x%02x" % a[0] for a in allowed))
+    if material[:1] not in allowed or len(material) != 1 + _KEY_LENGTHS[material[0]]:
+        raise ValueError("not a key of type %s" % " or ".join("0x%02x" % a[0] for a in allowed))
     if hashlib.sha256(name.encode() + b"\n" + material).digest()[:4].hex() != key_id:
         raise ValueError("the key's ID does not match its key")
     return name, material[0], material[1:]
 
 
 def parse_witness_policy(data):
-    """A C2SP tlog-policy: {"witnesses": [(name, vkey name, key)], "groups": {name: (k, members)},
+    """A C2SP tlog-policy: {"witnesses": [(name, vkey name, type, key)], "groups": {name: (k, members)},
     "quorum": name or None}. Log lines are read and ignored (--log-key names the log)."""
     witnesses, groups, used, quorum = [], {}, set(), False
     names = set()
@@ -578,13 +582,13 @@ def parse_witness_policy(data):
             if items[1] in names or items[1] == "none":
                 raise ValueError("line %d: name %r is already defined or reserved" % (number, items[1]))
             try:
-                key_name, _, key = _vkey(items[2], (b"\x04", b"\x01"))
+                key_name, alg, key = _vkey(items[2], (b"\x04", b"\x01", b"\x06"))
             except ValueError as e:
                 raise ValueError("line %d: %s" % (number, e))
-            if any(key == w[2] for w in witnesses):
+            if any(key == w[3] for w in witnesses):
                 raise ValueError("line %d: this public key is already listed" % number)
             names.add(items[1])
-            witnesses.append((items[1], key_name, key))
+            witnesses.append((items[1], key_name, 0x06 if alg == 0x06 else 0x04, key))
         elif word == "group":
             if len(items) < 4:
                 raise ValueError("line %d: wrong number of items for group" % number)
@@ -628,15 +632,33 @@ def check_quorum(policy, text, sigs):
     except ImportError:
         raise ValueError("cannot check witness cosignatures: the cryptography package is not installed")
     cosigned = []
-    for name, key_name, key in policy["witnesses"]:
-        key_id = hashlib.sha256(key_name.encode() + b"\n\x04" + key).digest()[:4]
+    for name, key_name, alg, key in policy["witnesses"]:
+        key_id = hashlib.sha256(key_name.encode() + b"\n" + bytes([alg]) + key).digest()[:4]
         for raw in _signatures_by(sigs, key_name, key_id):
             timestamp = int.from_bytes(raw[:8], "big")
-            message = b"cosignature/v1\ntime %d\n" % timestamp + text
             try:
-                if len(raw) != 8 + 64 or timestamp >= 1 << 63:
+                if timestamp >= 1 << 63:
                     raise InvalidSignature()
-                Ed25519PublicKey.from_public_bytes(key).verify(raw[8:], message)
+                if alg == 0x04:
+                    if len(raw) != 8 + 64:
+                        raise InvalidSignature()
+                    message = b"cosignature/v1\ntime %d\n" % timestamp + text
+                    Ed25519PublicKey.from_public_bytes(key).verify(raw[8:], message)
+                else:
+                    # ML-DSA-44 subtree/v1: the binary cosigned_message, pure ML-DSA, no context.
+                    try:
+                        from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PublicKey
+                    except ImportError:
+                        raise ValueError("cannot check the ML-DSA-44 cosignature of witness %s: this cryptography package has no ML-DSA" % name)
+                    lines = text.split(b"\n")
+                    origin, size = lines[0], _decimal(lines[1], "checkpoint size")
+                    root = base64.b64decode(lines[2], validate=True)
+                    if len(raw) != 8 + 2420 or not 0 < len(origin) < 256 or len(root) != 32:
+                        raise InvalidSignature()
+                    message = (b"subtree/v1\n\x00" + bytes([len(key_name.encode())]) + key_name.encode()
+                               + raw[:8] + bytes([len(origin)]) + origin
+                               + (0).to_bytes(8, "big") + size.to_bytes(8, "big") + root)
+                    MLDSA44PublicKey.from_public_bytes(key).verify(raw[8:], message)
             except InvalidSignature:
                 raise ValueError("the cosignature of witness %s does not verify" % name)
             if name not in cosigned:

@@ -23,6 +23,8 @@ use crate::cosignature::CosignatureVerifier;
 pub const ALG_ED25519: u8 = 0x01;
 /// Signature type byte of timestamped Ed25519 cosignatures (tlog-cosignature).
 pub const ALG_COSIGNATURE_V1: u8 = 0x04;
+/// Signature type byte of timestamped ML-DSA-44 (sub)tree cosignatures (tlog-cosignature).
+pub const ALG_COSIGNATURE_ML_DSA_44: u8 = 0x06;
 /// The most signature lines [`open`] accepts (Go's limit; the spec asks for at least 16).
 pub const MAX_SIGNATURES: usize = 100;
 
@@ -366,14 +368,17 @@ impl VerifierKey {
             ALG_COSIGNATURE_V1 => Ok(VerifierKey::Cosignature(CosignatureVerifier::new(
                 &name, &key,
             )?)),
+            ALG_COSIGNATURE_ML_DSA_44 => Ok(VerifierKey::Cosignature(
+                CosignatureVerifier::new_ml_dsa_44(&name, &key)?,
+            )),
             other => Err(KeyError::UnknownAlgorithm(other)),
         }
     }
 
-    /// The raw 32-byte public key (used to detect the same key listed twice).
-    pub fn public_key(&self) -> [u8; 32] {
+    /// The raw public key (used to detect the same key listed twice).
+    pub fn public_key(&self) -> Vec<u8> {
         match self {
-            VerifierKey::Ed25519(v) => v.public_key(),
+            VerifierKey::Ed25519(v) => v.public_key().to_vec(),
             VerifierKey::Cosignature(v) => v.public_key(),
         }
     }

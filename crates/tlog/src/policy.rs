@@ -148,8 +148,8 @@ impl Policy {
         let mut quorum = None;
         // tlog-policy: "Duplicate logs, i.e., multiple log lines with the same public key, are
         // not allowed", and the same of witnesses; a key may be both a log's and a witness's.
-        let mut log_keys: HashSet<[u8; 32]> = HashSet::new();
-        let mut witness_keys: HashSet<[u8; 32]> = HashSet::new();
+        let mut log_keys: HashSet<Vec<u8>> = HashSet::new();
+        let mut witness_keys: HashSet<Vec<u8>> = HashSet::new();
         // A name may be a group member once in the whole file, so no witness counts twice.
         let mut used_members: HashSet<Member> = HashSet::new();
 
@@ -206,7 +206,7 @@ impl Policy {
                             want: crate::note::ALG_ED25519,
                         });
                     };
-                    if !log_keys.insert(key.public_key()) {
+                    if !log_keys.insert(key.public_key().to_vec()) {
                         return Err(PolicyError::DuplicateKey { line });
                     }
                     logs.push(PolicyLog {

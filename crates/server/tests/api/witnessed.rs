@@ -706,3 +706,55 @@ fn python_checks_the_quorum(export: &Path, log_vkey: &str, policy: &Path, strict
         "{text}"
     );
 }
+
+/// scripts/verify_export.py checks an ML-DSA-44 witness's cosignature (tlog-cosignature type
+/// 0x06) as crates/tlog does, on the checkpoint cosigned by an independent implementation
+/// (crates/tlog/tests/data), where its `cryptography` package has ML-DSA.
+#[test]
+fn verify_export_py_checks_an_ml_dsa_44_cosignature() {
+    let has_ml_dsa = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PublicKey",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_ml_dsa {
+        eprintln!("python3's cryptography package has no ML-DSA: not tested");
+        return;
+    }
+    let script = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+import verify_export as v
+data = sys.argv[2]
+vkeys = open(data + "/ml-dsa-44.vkeys").read().split("\n")
+policy = v.parse_witness_policy(("log %s\nwitness pq %s\nquorum pq\n" % (vkeys[0], vkeys[1])).encode())
+note = open(data + "/ml-dsa-44-cosigned.note", "rb").read()
+cut = note.rfind(b"\n\n")
+text, sigs = note[: cut + 1], [s for s in note[cut + 2 :].decode().split("\n") if s]
+print("cosigned by", v.check_quorum(policy, text, sigs))
+try:
+    v.check_quorum(policy, text.replace(b"\n20852163\n", b"\n20852164\n"), sigs)
+    print("tampered: accepted")
+except ValueError as e:
+    print("tampered:", e)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tlog/tests/data"))
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("cosigned by ['pq']"), "{text}");
+    assert!(
+        text.contains("tampered: the cosignature of witness pq does not verify"),
+        "{text}"
+    );
+}
