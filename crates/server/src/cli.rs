@@ -128,6 +128,11 @@ struct WitnessKeyFile {
     /// created; an existing file keeps its own. Default: this machine's host name.
     #[arg(long, env = "AGENTLEDGER_WITNESS_NAME")]
     name: Option<String>,
+    /// The key's type when the key file is created (an existing file keeps its own): ed25519
+    /// (C2SP cosignature/v1, type 0x04) or ml-dsa-44 (post-quantum subtree/v1, type 0x06, which
+    /// tlog-witness recommends; its clients must verify ML-DSA-44).
+    #[arg(long, value_enum, default_value_t = crate::witness::CosignAlgorithm::Ed25519)]
+    algorithm: crate::witness::CosignAlgorithm,
 }
 
 impl WitnessKeyFile {
@@ -640,7 +645,11 @@ async fn run(cmd: Command) -> Result<ExitCode, String> {
             command: LogCommand::Monitor(a),
         } => monitor(a).await,
         Command::WitnessKey(a) => {
-            let key = crate::witness::WitnessKey::load_or_create(&a.key.key, &a.key.name())?;
+            let key = crate::witness::WitnessKey::load_or_create(
+                &a.key.key,
+                &a.key.name(),
+                a.key.algorithm,
+            )?;
             println!("{}", key.verifier().to_vkey());
             Ok(ExitCode::SUCCESS)
         }
@@ -657,6 +666,7 @@ async fn witness(a: WitnessArgs) -> Result<ExitCode, String> {
         state: a.state,
         logs: a.logs,
         limits: crate::conn::ConnLimits::default(),
+        algorithm: a.key.algorithm,
     };
     let running = crate::witness::start(cfg, listener).await?;
     tracing::info!(

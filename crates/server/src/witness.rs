@@ -57,6 +57,20 @@ pub struct WitnessConfig {
     /// origin, or `<origin> <vkey>`.
     pub logs: Vec<String>,
     pub limits: ConnLimits,
+    /// The key's type when the file is created (ignored for an existing file).
+    pub algorithm: CosignAlgorithm,
+}
+
+/// A cosigning key's type (C2SP tlog-cosignature).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CosignAlgorithm {
+    /// Ed25519 `cosignature/v1` (type 0x04): what most witnesses and clients take today.
+    #[default]
+    Ed25519,
+    /// ML-DSA-44 `subtree/v1` (type 0x06): post-quantum, what tlog-witness says witnesses
+    /// SHOULD use; its cosignatures are 2.4 KB and need clients that verify them.
+    #[value(name = "ml-dsa-44")]
+    MlDsa44,
 }
 
 /// The witness's cosigning key, in its file.
@@ -72,10 +86,14 @@ impl std::fmt::Debug for WitnessKey {
 
 impl WitnessKey {
     /// Reads the key file, or creates it (mode 0600, a fresh key from the OS, named `name`).
-    pub fn load_or_create(path: &Path, name: &str) -> Result<WitnessKey, String> {
+    pub fn load_or_create(
+        path: &Path,
+        name: &str,
+        algorithm: CosignAlgorithm,
+    ) -> Result<WitnessKey, String> {
         match WitnessKey::load(path)? {
             Some(key) => Ok(key),
-            None => WitnessKey::create(path, name),
+            None => WitnessKey::create(path, name, algorithm),
         }
     }
 
@@ -101,12 +119,16 @@ impl WitnessKey {
         Ok(Some(WitnessKey { signer }))
     }
 
-    fn create(path: &Path, name: &str) -> Result<WitnessKey, String> {
+    fn create(path: &Path, name: &str, algorithm: CosignAlgorithm) -> Result<WitnessKey, String> {
         let shown = path.display();
         let io = |e: std::io::Error| format!("witness key file {shown}: {e}");
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|e| io(std::io::Error::other(e.to_string())))?;
-        let signer = CosignatureSigner::from_seed(name, seed).map_err(|e| {
+        let signer = match algorithm {
+            CosignAlgorithm::Ed25519 => CosignatureSigner::from_seed(name, seed),
+            CosignAlgorithm::MlDsa44 => CosignatureSigner::from_seed_ml_dsa_44(name, seed),
+        }
+        .map_err(|e| {
             format!("witness name {name:?}: {e} (no spaces, '+' or control characters)")
         })?;
         // A concurrent creator uses the first one's key.
@@ -300,7 +322,7 @@ impl Witness {
                 )
             })
             .collect();
-        let key = WitnessKey::load_or_create(&cfg.key, &cfg.name)?;
+        let key = WitnessKey::load_or_create(&cfg.key, &cfg.name, cfg.algorithm)?;
         let conn = open_state(&cfg.state)?;
         let served = std::sync::RwLock::new(served_notes(&conn, &logs)?);
         Ok(Witness {

@@ -108,8 +108,9 @@ pub struct LogCosignature {
     pub created_at: Micros,
 }
 
-/// Longest cosignature line kept (a C2SP cosignature line is about 140 bytes).
-pub const MAX_COSIGNATURE_LINE: usize = 1024;
+/// Longest cosignature line kept (an Ed25519 cosignature line is about 140 bytes, an ML-DSA-44
+/// one about 3.3 KB).
+pub const MAX_COSIGNATURE_LINE: usize = 4096;
 
 /// A stored hash or tile the log should hold and does not: the tree is damaged.
 fn missing(what: impl std::fmt::Display) -> StoreError {

@@ -25,7 +25,7 @@ use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use crate::note::{
     ALG_COSIGNATURE_ML_DSA_44, ALG_COSIGNATURE_V1, ALG_ED25519, KeyError, NoteError, NoteSignature,
     NoteVerifier, ed25519_public, format_skey, format_vkey, is_valid_key_name, key_id, parse_skey,
-    parse_vkey,
+    parse_vkey, split_key,
 };
 
 /// Largest timestamp the spec allows (2^63 - 1).
@@ -66,11 +66,18 @@ pub fn cosigned_message(text: &str, timestamp: u64) -> Vec<u8> {
     format!("cosignature/v1\ntime {timestamp}\n{text}").into_bytes()
 }
 
-/// A witness's cosigning key.
+/// A witness's cosigning key: Ed25519 (type 0x04) or ML-DSA-44 (type 0x06).
 pub struct CosignatureSigner {
     name: String,
     key_id: u32,
-    key: SigningKey,
+    key: SignKey,
+}
+
+// One per witness process: the size of the Ed25519 variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum SignKey {
+    Ed25519(SigningKey),
+    MlDsa44(Box<ml_dsa::SigningKey<ml_dsa::MlDsa44>>),
 }
 
 impl std::fmt::Debug for CosignatureSigner {
@@ -80,7 +87,7 @@ impl std::fmt::Debug for CosignatureSigner {
 }
 
 impl CosignatureSigner {
-    /// A cosigner from a 32-byte Ed25519 seed drawn by the caller.
+    /// An Ed25519 cosigner from a 32-byte seed drawn by the caller.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<CosignatureSigner, KeyError> {
         if !is_valid_key_name(name) {
             return Err(KeyError::BadName(name.to_owned()));
@@ -89,16 +96,49 @@ impl CosignatureSigner {
         Ok(CosignatureSigner {
             name: name.to_owned(),
             key_id: key_id(name, ALG_COSIGNATURE_V1, key.verifying_key().as_bytes()),
-            key,
+            key: SignKey::Ed25519(key),
         })
     }
 
-    /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(type || seed)>` with type 0x04, or
-    /// type 0x01 (a plain note key, as `note.GenerateKey` makes; transparency-dev/formats'
-    /// `NewSignerForCosignatureV1` accepts both). The key ID in the text is checked against
-    /// its own type; the cosigner's key ID is always computed with 0x04. The C2SP specs define
-    /// no private key text for cosigners.
+    /// An ML-DSA-44 cosigner from a 32-byte seed drawn by the caller (FIPS 204 `KeyGen_internal`
+    /// of the seed, the form the key is kept in).
+    pub fn from_seed_ml_dsa_44(name: &str, seed: [u8; 32]) -> Result<CosignatureSigner, KeyError> {
+        if !is_valid_key_name(name) || name.len() > 255 {
+            return Err(KeyError::BadName(name.to_owned()));
+        }
+        let key = ml_dsa::SigningKey::<ml_dsa::MlDsa44>::from_seed(&seed.into());
+        let public = ml_dsa::signature::Keypair::verifying_key(&key).encode();
+        Ok(CosignatureSigner {
+            name: name.to_owned(),
+            key_id: key_id(name, ALG_COSIGNATURE_ML_DSA_44, &public),
+            key: SignKey::MlDsa44(Box::new(key)),
+        })
+    }
+
+    /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(type || seed)>` with type 0x04, type
+    /// 0x06 (an ML-DSA-44 seed), or type 0x01 (a plain note key, as `note.GenerateKey` makes;
+    /// transparency-dev/formats' `NewSignerForCosignatureV1` accepts both). The key ID in the
+    /// text is checked against its own type; an Ed25519 cosigner's key ID is always computed with
+    /// 0x04. The C2SP specs define no private key text for cosigners.
     pub fn parse(skey: &str) -> Result<CosignatureSigner, KeyError> {
+        const FORM: &str = "PRIVATE+KEY+<name>+<hex key ID>+<base64(type || seed)>";
+        let rest = skey
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or(KeyError::Malformed(FORM))?;
+        let (name, id, material) = split_key(rest, FORM)?;
+        if material[0] == ALG_COSIGNATURE_ML_DSA_44 {
+            let seed: [u8; 32] = material[1..]
+                .try_into()
+                .map_err(|_| KeyError::KeyLength(material.len() - 1))?;
+            let signer = CosignatureSigner::from_seed_ml_dsa_44(&name, seed)?;
+            if id != signer.key_id {
+                return Err(KeyError::KeyIdMismatch {
+                    got: id,
+                    want: signer.key_id,
+                });
+            }
+            return Ok(signer);
+        }
         let (name, key) = match parse_skey(skey, ALG_COSIGNATURE_V1) {
             Err(KeyError::WrongAlgorithm {
                 got: ALG_ED25519, ..
@@ -108,8 +148,22 @@ impl CosignatureSigner {
         CosignatureSigner::from_seed(&name, key.to_bytes())
     }
 
+    /// The signer key text; it holds the secret seed, so it belongs in a mode-0600 file only.
     pub fn to_skey(&self) -> String {
-        format_skey(&self.name, ALG_COSIGNATURE_V1, &self.key)
+        match &self.key {
+            SignKey::Ed25519(key) => format_skey(&self.name, ALG_COSIGNATURE_V1, key),
+            SignKey::MlDsa44(key) => {
+                use base64::Engine as _;
+                let mut material = vec![ALG_COSIGNATURE_ML_DSA_44];
+                material.extend_from_slice(key.as_seed());
+                format!(
+                    "PRIVATE+KEY+{}+{:08x}+{}",
+                    self.name,
+                    self.key_id,
+                    base64::engine::general_purpose::STANDARD.encode(material)
+                )
+            }
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -121,15 +175,29 @@ impl CosignatureSigner {
     }
 
     pub fn verifier(&self) -> CosignatureVerifier {
-        CosignatureVerifier {
-            name: self.name.clone(),
-            key_id: self.key_id,
-            key: CosignKey::Ed25519(self.key.verifying_key()),
+        match &self.key {
+            SignKey::Ed25519(key) => CosignatureVerifier {
+                name: self.name.clone(),
+                key_id: self.key_id,
+                key: CosignKey::Ed25519(key.verifying_key()),
+            },
+            SignKey::MlDsa44(key) => {
+                let public = ml_dsa::signature::Keypair::verifying_key(key.as_ref());
+                CosignatureVerifier {
+                    name: self.name.clone(),
+                    key_id: self.key_id,
+                    key: CosignKey::MlDsa44(
+                        public.encode().to_vec().into_boxed_slice(),
+                        Box::new(public),
+                    ),
+                }
+            }
         }
     }
 
     /// Cosigns checkpoint note `text` at `timestamp` (POSIX seconds; 1..=2^63-1, since
-    /// tlog-witness forbids a zero timestamp).
+    /// tlog-witness forbids a zero timestamp). ML-DSA-44 signs with FIPS 204's deterministic
+    /// variant (no randomness needed; the hedged variant only adds side-channel margin).
     pub fn cosign(&self, text: &str, timestamp: u64) -> Result<NoteSignature, NoteError> {
         if !text.ends_with('\n') {
             return Err(NoteError::TextWithoutNewline);
@@ -137,9 +205,30 @@ impl CosignatureSigner {
         if timestamp == 0 || timestamp > MAX_TIMESTAMP {
             return Err(NoteError::TimestampOutOfRange(timestamp));
         }
-        let sig = self.key.sign(&cosigned_message(text, timestamp));
         let mut bytes = timestamp.to_be_bytes().to_vec();
-        bytes.extend_from_slice(&sig.to_bytes());
+        match &self.key {
+            SignKey::Ed25519(key) => {
+                let sig = key.sign(&cosigned_message(text, timestamp));
+                bytes.extend_from_slice(&sig.to_bytes());
+            }
+            SignKey::MlDsa44(key) => {
+                let checkpoint = crate::Checkpoint::parse(text)
+                    .map_err(|e| NoteError::NotACheckpoint(e.to_string()))?;
+                let message = subtree_message(
+                    &self.name,
+                    timestamp,
+                    &checkpoint.origin,
+                    checkpoint.size,
+                    &checkpoint.root,
+                )
+                .ok_or_else(|| NoteError::NotACheckpoint("an origin over 255 bytes".into()))?;
+                let sig: ml_dsa::Signature<ml_dsa::MlDsa44> =
+                    ml_dsa::signature::Signer::try_sign(key.as_ref(), &message).map_err(|_| {
+                        NoteError::NotACheckpoint("ML-DSA-44 signing failed".into())
+                    })?;
+                bytes.extend_from_slice(&sig.encode());
+            }
+        }
         Ok(NoteSignature {
             name: self.name.clone(),
             key_id: self.key_id,

@@ -92,6 +92,8 @@ pub enum NoteError {
     NoVerifiedSignature,
     #[error("cosignature timestamp {0} is outside 1..=2^63-1")]
     TimestampOutOfRange(u64),
+    #[error("an ML-DSA-44 cosignature signs a checkpoint, and this text is not one: {0}")]
+    NotACheckpoint(String),
 }
 
 /// Something that checks signatures of one key: a log's Ed25519 key or a witness's
@@ -104,7 +106,7 @@ pub trait NoteVerifier {
 }
 
 /// Splits `[PRIVATE+KEY+]name+hex+base64` and checks the name, hex and base64.
-fn split_key(key: &str, what: &'static str) -> Result<(String, u32, Vec<u8>), KeyError> {
+pub(crate) fn split_key(key: &str, what: &'static str) -> Result<(String, u32, Vec<u8>), KeyError> {
     let mut parts = key.splitn(3, '+');
     let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(KeyError::Malformed(what));

@@ -98,3 +98,56 @@ fn a_policy_may_name_an_ml_dsa_44_witness() {
         Err(KeyError::KeyLength(1311))
     ));
 }
+
+/// This crate's ML-DSA-44 cosigner, from the seed the other implementation used: the same
+/// public key (FIPS 204 key generation agrees), and cosignatures the published key verifies.
+#[test]
+fn an_ml_dsa_44_cosigner_from_the_same_seed_has_the_same_key_and_is_verified() {
+    use agentledger_tlog::cosignature::CosignatureSigner;
+    let (log, witness, vkey) = keys();
+    let seed: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let signer = CosignatureSigner::from_seed_ml_dsa_44("witness.example/pq", seed).expect("key");
+    assert_eq!(signer.verifier().to_vkey(), vkey);
+    assert_eq!(signer.key_id(), witness.key_id());
+
+    // Its key text round-trips and is checked.
+    let skey = signer.to_skey();
+    assert!(
+        skey.starts_with("PRIVATE+KEY+witness.example/pq+"),
+        "{skey}"
+    );
+    let again = CosignatureSigner::parse(&skey).expect("skey");
+    assert_eq!(again.verifier().to_vkey(), vkey);
+    let wrong_id = skey.replacen(&format!("+{:08x}+", signer.key_id()), "+00000000+", 1);
+    assert!(matches!(
+        CosignatureSigner::parse(&wrong_id),
+        Err(KeyError::KeyIdMismatch { .. })
+    ));
+
+    // A cosignature of the same checkpoint, at another time: the published key verifies it
+    // (and the policy counts it), with its timestamp.
+    let note = Note::parse(NOTE.as_bytes()).expect("note");
+    let cosig = signer.cosign(&note.text, 1_700_000_000).expect("cosign");
+    assert_eq!(cosig.signature.len(), 8 + 2420);
+    assert_eq!(
+        witness.verify_timestamp(note.text.as_bytes(), &cosig.signature),
+        Some(1_700_000_000)
+    );
+    let mut ours = Note {
+        text: note.text.clone(),
+        signatures: vec![note.signatures[0].clone()],
+    };
+    ours.add_signature(cosig);
+    let policy =
+        Policy::parse(format!("log {}\nwitness pq {vkey}\nquorum pq\n", log.to_vkey()).as_bytes())
+            .expect("policy");
+    assert_eq!(
+        policy
+            .verify_checkpoint(&ours.to_bytes())
+            .expect("quorum")
+            .witnesses,
+        ["pq"]
+    );
+    // It signs checkpoints only (its message is built from one).
+    assert!(signer.cosign("not a checkpoint\n", 1).is_err());
+}

@@ -96,6 +96,7 @@ async fn spawn_for(d: &Dir, logs: Vec<String>) -> RunningWitness {
             state: d.state.clone(),
             logs,
             limits: ConnLimits::default(),
+            algorithm: Default::default(),
         },
         listener,
     )
@@ -233,6 +234,7 @@ async fn witness_takes_a_log_whose_key_is_named_otherwise() {
                 state: d.state.clone(),
                 logs: vec![bad.clone()],
                 limits: ConnLimits::default(),
+                algorithm: Default::default(),
             },
             listener,
         )

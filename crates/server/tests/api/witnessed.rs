@@ -52,12 +52,22 @@ struct Witness {
 
 impl Witness {
     async fn start(dir: &Path, name: &str, log_vkey: &str) -> Witness {
+        Witness::start_with(dir, name, log_vkey, Default::default()).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        name: &str,
+        log_vkey: &str,
+        algorithm: agentledger::witness::CosignAlgorithm,
+    ) -> Witness {
         let cfg = WitnessConfig {
             key: dir.join(format!("{name}.key")),
             name: format!("{name}.example"),
             state: dir.join(format!("{name}.db")),
             logs: vec![log_vkey.to_owned()],
             limits: ConnLimits::default(),
+            algorithm,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -757,4 +767,132 @@ except ValueError as e:
         text.contains("tampered: the cosignature of witness pq does not verify"),
         "{text}"
     );
+}
+
+/// A quorum of an Ed25519 witness and an ML-DSA-44 one (`agentledger witness --algorithm
+/// ml-dsa-44`, tlog-cosignature type 0x06): the server counts both cosignatures, an export's
+/// proof line is checked offline with the policy by `agentledger verify` and (where its
+/// `cryptography` package has ML-DSA) by scripts/verify_export.py, and the ML-DSA witness's
+/// monitoring route serves its cosigned checkpoint.
+#[tokio::test]
+async fn a_quorum_with_an_ml_dsa_44_witness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_key_file = dir.path().join("log.key");
+    let log = write_log_key(&log_key_file, 43);
+    let log_vkey = log.verifier().to_vkey();
+    let w1 = Witness::start(dir.path(), "w1", &log_vkey).await;
+    let pq = Witness::start_with(
+        dir.path(),
+        "pq",
+        &log_vkey,
+        agentledger::witness::CosignAlgorithm::MlDsa44,
+    )
+    .await;
+    assert!(pq.vkey().starts_with("pq.example+"));
+    assert_eq!(
+        agentledger_tlog::cosignature::CosignatureVerifier::parse(&pq.vkey())
+            .expect("vkey")
+            .alg(),
+        agentledger_tlog::note::ALG_COSIGNATURE_ML_DSA_44
+    );
+    let text = format!(
+        "log {log_vkey}\nwitness w1 {} {}\nwitness pq {} {}\ngroup both all w1 pq\nquorum both\n",
+        w1.vkey(),
+        w1.url(),
+        pq.vkey(),
+        pq.url()
+    );
+    let policy_file = dir.path().join("pq.policy");
+    std::fs::write(&policy_file, &text).expect("write policy");
+    let policy = Policy::parse(text.as_bytes()).expect("policy");
+    let (key, file) = (log_key_file.clone(), policy_file.clone());
+    let app = spawn_app_with(move |cfg| {
+        cfg.log.key = key;
+        cfg.log.witness_policy = Some(file);
+        cfg.log.witness_timeout = Duration::from_secs(2);
+    })
+    .await;
+    app.ingest(batch("q", 0, 30)).await;
+    let started = Instant::now();
+    let served = loop {
+        let r = app.get("/log/checkpoint").await;
+        if r.status() == StatusCode::OK {
+            let note = r.bytes().await.expect("body").to_vec();
+            let verified = policy.verify_checkpoint(&note).expect("quorum");
+            if verified.checkpoint.size == 30 {
+                assert_eq!(verified.witnesses, ["w1", "pq"]);
+                break note;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let states = app.get("/log/witnesses").await.text().await.expect("body");
+            panic!("no checkpoint of 30 cosigned by both: {states}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(String::from_utf8_lossy(&served).contains("\u{2014} pq.example "));
+
+    // Offline: the export's proof line, the log's key and the quorum.
+    let export = app.get("/api/v1/sessions/q-1/export").await;
+    assert_eq!(export.status(), StatusCode::OK);
+    let export_file = dir.path().join("q-1.jsonl");
+    std::fs::write(&export_file, export.bytes().await.expect("body")).expect("write");
+    let out = app.cli(&[
+        "verify",
+        "--file",
+        export_file.to_str().expect("utf8"),
+        "--log-key",
+        &log_vkey,
+        "--witness-policy",
+        policy_file.to_str().expect("utf8"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("cosigned by w1, pq"), "{text}");
+    let has_ml_dsa = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "from cryptography.hazmat.primitives.asymmetric.mldsa import MLDSA44PublicKey",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_ml_dsa {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/verify_export.py"
+            ))
+            .arg(&export_file)
+            .args(["--log-key", &log_vkey])
+            .args(["--witness-policy", policy_file.to_str().expect("utf8")])
+            .output()
+            .expect("python3 runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("cosigned by w1, pq"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        eprintln!("python3's cryptography package has no ML-DSA: the Python check is not tested");
+    }
+
+    // The ML-DSA witness's monitoring route: the checkpoint it cosigned, its cosignature in it.
+    let hash = hex::encode(agentledger_core::chain::sha256(b"agentledger.test/default"));
+    let r = reqwest::get(format!("{}/{hash}/checkpoint", pq.url()))
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let note = r.bytes().await.expect("body");
+    let pq_key =
+        agentledger_tlog::cosignature::CosignatureVerifier::parse(&pq.vkey()).expect("vkey");
+    let opened = agentledger_tlog::note::open(
+        &note,
+        &[
+            &log.verifier() as &dyn agentledger_tlog::note::NoteVerifier,
+            &pq_key,
+        ],
+    )
+    .expect("opens");
+    assert_eq!(opened.verified.len(), 2);
 }
