@@ -67,8 +67,8 @@ enum Command {
     /// Run a witness (C2SP tlog-witness) for other organisations' logs: cosigns a log's
     /// checkpoint only if it is consistent with the last one it cosigned for that log.
     Witness(WitnessArgs),
-    /// Print a witness's verifier key (type 0x04, what a witness policy lists), creating the
-    /// key file if there is none.
+    /// Print a witness's verifier key (type 0x04, or 0x06 for ML-DSA-44: what a witness policy
+    /// lists), creating the key file if there is none.
     WitnessKey(WitnessKeyArgs),
     /// Follow a project's transparency log from outside the server.
     Log {
@@ -128,11 +128,12 @@ struct WitnessKeyFile {
     /// created; an existing file keeps its own. Default: this machine's host name.
     #[arg(long, env = "AGENTLEDGER_WITNESS_NAME")]
     name: Option<String>,
-    /// The key's type when the key file is created (an existing file keeps its own): ed25519
+    /// The key's type when the key file is created: ed25519
     /// (C2SP cosignature/v1, type 0x04) or ml-dsa-44 (post-quantum subtree/v1, type 0x06, which
     /// tlog-witness recommends; its clients must verify ML-DSA-44).
-    #[arg(long, value_enum, default_value_t = crate::witness::CosignAlgorithm::Ed25519)]
-    algorithm: crate::witness::CosignAlgorithm,
+    /// Default: ed25519; given with an existing key file of another type, refused.
+    #[arg(long, value_enum)]
+    algorithm: Option<crate::witness::CosignAlgorithm>,
 }
 
 impl WitnessKeyFile {

@@ -57,8 +57,9 @@ pub struct WitnessConfig {
     /// origin, or `<origin> <vkey>`.
     pub logs: Vec<String>,
     pub limits: ConnLimits,
-    /// The key's type when the file is created (ignored for an existing file).
-    pub algorithm: CosignAlgorithm,
+    /// The key's type when the file is created (default Ed25519); an existing file of another
+    /// type is refused rather than used silently.
+    pub algorithm: Option<CosignAlgorithm>,
 }
 
 /// A cosigning key's type (C2SP tlog-cosignature).
@@ -89,11 +90,24 @@ impl WitnessKey {
     pub fn load_or_create(
         path: &Path,
         name: &str,
-        algorithm: CosignAlgorithm,
+        algorithm: Option<CosignAlgorithm>,
     ) -> Result<WitnessKey, String> {
         match WitnessKey::load(path)? {
-            Some(key) => Ok(key),
-            None => WitnessKey::create(path, name, algorithm),
+            Some(key) => {
+                let held = match key.verifier().alg() {
+                    agentledger_tlog::note::ALG_COSIGNATURE_ML_DSA_44 => CosignAlgorithm::MlDsa44,
+                    _ => CosignAlgorithm::Ed25519,
+                };
+                match algorithm {
+                    Some(wanted) if wanted != held => Err(format!(
+                        "witness key file {} holds an {held:?} key, not {wanted:?}: --algorithm \
+                         chooses the type of a new key file (give another --key for a new one)",
+                        path.display()
+                    )),
+                    _ => Ok(key),
+                }
+            }
+            None => WitnessKey::create(path, name, algorithm.unwrap_or_default()),
         }
     }
 
@@ -141,7 +155,8 @@ impl WitnessKey {
         Ok(WitnessKey { signer })
     }
 
-    /// The witness's verifier key (type 0x04), what a log's witness policy lists.
+    /// The witness's verifier key (type 0x04, or 0x06 for ML-DSA-44), what a log's witness
+    /// policy lists.
     pub fn verifier(&self) -> CosignatureVerifier {
         self.signer.verifier()
     }
@@ -407,7 +422,13 @@ impl Witness {
             .key
             .signer
             .cosign(&opened.text, now)
-            .map_err(|e| Refusal::Internal(format!("cosigning: {e}")))?;
+            .map_err(|e| match e {
+                // An ML-DSA-44 cosignature names the origin in one length byte.
+                agentledger_tlog::note::NoteError::NotACheckpoint(why) => {
+                    Refusal::Witness(WitnessRefusal::BadRequest(why))
+                }
+                e => Refusal::Internal(format!("cosigning: {e}")),
+            })?;
         // What the monitoring route serves: the log's signatures this witness verified, then
         // its own cosignature (signatures by keys it does not know are not passed on). The same
         // checkpoint sent again keeps the log signatures served before: a resend signed by one
@@ -704,7 +725,10 @@ pub mod client {
                         .filter(|s| {
                             s.name == witness.name()
                                 && s.key_id == witness.key_id()
-                                && witness.verify(text.as_bytes(), &s.signature)
+                                // tlog-witness: a witness's timestamp "MUST NOT be zero".
+                                && witness
+                                    .verify_timestamp(text.as_bytes(), &s.signature)
+                                    .is_some_and(|t| t > 0)
                         })
                         .collect();
                     if good.is_empty() {

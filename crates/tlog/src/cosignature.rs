@@ -1,5 +1,5 @@
 //! C2SP tlog-cosignature (<https://c2sp.org/tlog-cosignature>): what a witness adds to a
-//! checkpoint. Both of its types are verified; this crate signs only the first.
+//! checkpoint. Both of its types are verified and made.
 //!
 //! - **Ed25519 `cosignature/v1`** (signature type byte 0x04). The signature bytes are
 //!   `timestamp (u64, big-endian) || Ed25519 signature`, over

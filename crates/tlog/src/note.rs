@@ -59,7 +59,9 @@ pub enum KeyError {
     UnknownAlgorithm(u8),
     #[error("expected signature type 0x{want:02x}, key has 0x{got:02x}")]
     WrongAlgorithm { got: u8, want: u8 },
-    #[error("Ed25519 key material must be 32 bytes, got {0}")]
+    #[error(
+        "key material has the wrong length for its type (Ed25519 32 bytes, ML-DSA-44 1312): got {0}"
+    )]
     KeyLength(usize),
     #[error("not a valid Ed25519 public key")]
     InvalidPublicKey,

@@ -87,7 +87,7 @@ pub enum PolicyError {
         #[source]
         source: KeyError,
     },
-    #[error("line {line}: a {role} key must have signature type 0x{want:02x}")]
+    #[error("line {line}: a {role} key must have signature type 0x{want:02x}{}", if *want == crate::note::ALG_COSIGNATURE_V1 { " or 0x06 (ML-DSA-44)" } else { "" })]
     WrongKeyType {
         line: usize,
         role: &'static str,

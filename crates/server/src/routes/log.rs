@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -38,36 +38,52 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/log/checkpoint", get(checkpoint))
         .route("/log/witnesses", get(witnesses))
-        .route(
-            "/log/tile/{*path}",
-            get(tile).layer(
-                tower_http::compression::CompressionLayer::new()
-                    .no_br()
-                    .no_deflate()
-                    .no_zstd()
-                    .compress_when(EntryBundlesOnly),
-            ),
-        )
+        .route("/log/tile/{*path}", get(tile))
         .route("/log/proof/inclusion/{id}", get(inclusion))
         .route("/log/proof/consistency/{from}", get(consistency))
 }
 
-/// Marks a response as an entry bundle, for [`EntryBundlesOnly`].
-#[derive(Debug, Clone, Copy)]
-struct EntryBundle;
-
-/// C2SP tlog-tiles: "Entry bundles SHOULD be compressed at the HTTP layer". Gzip, when the client
-/// accepts it; hash tiles are not (32-byte hashes do not compress).
-#[derive(Debug, Clone, Copy)]
-struct EntryBundlesOnly;
-
-impl tower_http::compression::Predicate for EntryBundlesOnly {
-    fn should_compress<B>(&self, response: &axum::http::Response<B>) -> bool
-    where
-        B: axum::body::HttpBody,
-    {
-        response.extensions().get::<EntryBundle>().is_some()
+/// Whether a request's `Accept-Encoding` takes gzip (RFC 9110 12.5.3): `gzip` (or `x-gzip`), or
+/// else `*`, with a q-value above 0; an explicit `gzip` entry wins over `*`. Hand-written rather
+/// than tower-http's compression layer: that layer answers 406, on every response of the route
+/// (hash tiles, 404s), to a client that refuses identity and takes nothing it offers.
+fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
+    let (mut gzip, mut any) = (None, None);
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1.0f32;
+            for p in parts {
+                if let Some(v) = p
+                    .trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+                {
+                    q = v.trim().parse().unwrap_or(0.0);
+                }
+            }
+            match coding.as_str() {
+                "gzip" | "x-gzip" => gzip = Some(q),
+                "*" => any = Some(q),
+                _ => {}
+            }
+        }
     }
+    gzip.or(any).is_some_and(|q| q > 0.0)
+}
+
+/// An entry bundle gzipped (C2SP tlog-tiles: "Entry bundles SHOULD be compressed at the HTTP
+/// layer"); `None` if compressing failed, and it is sent as is.
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 2),
+        flate2::Compression::default(),
+    );
+    enc.write_all(body).ok()?;
+    enc.finish().ok()
 }
 
 /// Proof renderings.
@@ -214,6 +230,7 @@ pub async fn tile(
     State(st): State<AppState>,
     caller: Caller,
     PathParam(path): PathParam<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     if path.len() > MAX_TILE_PATH {
         return Err(InputError::invalid("path", "path: too long for a tile path").into());
@@ -244,17 +261,28 @@ pub async fn tile(
             encode_entry_bundle(&entries).map_err(|e| ApiError::Internal(e.to_string()))?
         }
     };
+    // An entry bundle varies with the encoding too; gzipped where the client takes it.
+    let zipped = if bundle && accepts_gzip(&headers) {
+        gzip(&body)
+    } else {
+        None
+    };
+    let gzipped = zipped.is_some();
     let mut response = (
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
             (header::CACHE_CONTROL, CACHE_IMMUTABLE),
             (header::VARY, VARY_KEY),
         ],
-        body,
+        zipped.unwrap_or(body),
     )
         .into_response();
+    let h = response.headers_mut();
     if bundle {
-        response.extensions_mut().insert(EntryBundle);
+        h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if gzipped {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     Ok(response)
 }
@@ -402,4 +430,41 @@ pub async fn witnesses(State(st): State<AppState>, caller: Caller) -> Json<Witne
             witnesses: Vec::new(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn with(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::ACCEPT_ENCODING, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_is_taken_as_accept_encoding_says() {
+        for (values, want) in [
+            (&[][..], false),
+            (&["gzip"][..], true),
+            (&["GZip"][..], true),
+            (&["x-gzip"][..], true),
+            (&["br, gzip;q=0.5"][..], true),
+            (&["gzip;q=0"][..], false),
+            (&["gzip; q=0.0"][..], false),
+            (&["*"][..], true),
+            (&["*;q=0"][..], false),
+            (&["*;q=0, gzip"][..], true),
+            (&["gzip;q=0, *"][..], false),
+            (&["identity;q=0"][..], false),
+            (&["br", "gzip"][..], true),
+            (&["deflate, br"][..], false),
+            (&["gzip;q=bad"][..], false),
+        ] {
+            assert_eq!(accepts_gzip(&with(values)), want, "{values:?}");
+        }
+    }
 }

@@ -229,7 +229,19 @@ async fn every_event_is_provably_in_a_signed_checkpoint_that_only_grows() {
             .headers()
             .get("content-encoding")
             .map(|v| v.to_str().expect("ascii").to_owned());
+        let r_vary: Vec<String> = r
+            .headers()
+            .get_all("vary")
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect();
         let body = r.bytes().await.expect("body");
+        let vary: Vec<&str> = r_vary.iter().map(String::as_str).collect();
+        assert_eq!(
+            vary.contains(&"accept-encoding"),
+            gzipped,
+            "{path}: {vary:?}"
+        );
         if gzipped {
             assert_eq!(encoding.as_deref(), Some("gzip"), "{path}");
             let mut unzipped = Vec::new();
@@ -242,6 +254,19 @@ async fn every_event_is_provably_in_a_signed_checkpoint_that_only_grows() {
             assert_eq!(encoding, None, "{path}");
             assert_eq!(&body[..], &plain[..], "{path}");
         }
+    }
+    // A client that refuses identity and takes no gzip still gets every tile as it is (not 406).
+    for path in ["/log/tile/0/000", "/log/tile/entries/000"] {
+        let r = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&app.key)
+            .header("accept-encoding", "identity;q=0, br")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(r.headers().get("content-encoding").is_none(), "{path}");
     }
 
     // An inclusion proof for every event, as a C2SP tlog-proof, checked like a client would.

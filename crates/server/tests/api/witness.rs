@@ -650,3 +650,57 @@ async fn witness_client_handles_conflicts_and_checks_cosignatures() {
     }
     server.abort();
 }
+
+/// An ML-DSA-44 witness (`--algorithm ml-dsa-44`): its cosignatures verify with its published
+/// key; an origin longer than its message's length byte is a 400, not a failure of the witness;
+/// a key file of the other type is refused rather than used with the wrong algorithm.
+#[tokio::test]
+async fn an_ml_dsa_44_witness_cosigns_and_names_what_it_cannot() {
+    use agentledger::witness::{CosignAlgorithm, WitnessKey};
+    let long_origin = format!("ledger.example/{}", "o".repeat(300));
+    let long_key = Ed25519Signer::from_seed("long.example", [4; 32]).expect("key");
+    let d = dir();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let w = start(
+        WitnessConfig {
+            key: d.key.clone(),
+            name: "pq.example".into(),
+            state: d.state.clone(),
+            logs: vec![
+                log_key().verifier().to_vkey(),
+                format!("{long_origin} {}", long_key.verifier().to_vkey()),
+            ],
+            limits: ConnLimits::default(),
+            algorithm: Some(CosignAlgorithm::MlDsa44),
+        },
+        listener,
+    )
+    .await
+    .expect("start");
+    assert_eq!(
+        w.verifier.alg(),
+        agentledger_tlog::note::ALG_COSIGNATURE_ML_DSA_44
+    );
+    let sig = cosign(&w, grow(0, 5)).await;
+    assert_eq!(sig.signature.len(), 8 + 2420);
+    let (status, _, text) = post(
+        &w,
+        request(
+            0,
+            vec![],
+            signed(&long_key, &long_origin, 3, root(3, "main")),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("255"), "{text}");
+    w.stop().await;
+
+    // The file holds an ML-DSA-44 key now: asking for Ed25519 is refused, naming the file.
+    let err = WitnessKey::load_or_create(&d.key, "pq.example", Some(CosignAlgorithm::Ed25519))
+        .expect_err("another type");
+    assert!(err.contains("--algorithm"), "{err}");
+    assert!(WitnessKey::load_or_create(&d.key, "pq.example", None).is_ok());
+}

@@ -67,7 +67,7 @@ impl Witness {
             state: dir.join(format!("{name}.db")),
             logs: vec![log_vkey.to_owned()],
             limits: ConnLimits::default(),
-            algorithm,
+            algorithm: Some(algorithm),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

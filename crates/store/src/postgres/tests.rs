@@ -80,10 +80,11 @@ impl TestDb {
         url_of(&self.name)
     }
 
+    /// As SQLite's tests: a query budget no loaded machine reaches (results, not speed).
     pub async fn open(&self) -> PostgresStore {
-        PostgresStore::open(PostgresOptions::new(self.url()))
-            .await
-            .expect("open")
+        let mut o = PostgresOptions::new(self.url());
+        o.query_budget = std::time::Duration::from_secs(120);
+        PostgresStore::open(o).await.expect("open")
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
