@@ -61,6 +61,23 @@ pub fn subtree_message(
     Some(m)
 }
 
+/// [`subtree_message`] for the checkpoint note text `text`, or why there is none.
+fn checkpoint_subtree_message(
+    cosigner: &str,
+    timestamp: u64,
+    text: &str,
+) -> Result<Vec<u8>, String> {
+    let checkpoint = crate::Checkpoint::parse(text).map_err(|e| e.to_string())?;
+    subtree_message(
+        cosigner,
+        timestamp,
+        &checkpoint.origin,
+        checkpoint.size,
+        &checkpoint.root,
+    )
+    .ok_or_else(|| "an origin or cosigner name over 255 bytes".into())
+}
+
 /// The exact bytes a v1 cosignature signs for checkpoint `text` at `timestamp`.
 pub fn cosigned_message(text: &str, timestamp: u64) -> Vec<u8> {
     format!("cosignature/v1\ntime {timestamp}\n{text}").into_bytes()
@@ -212,16 +229,8 @@ impl CosignatureSigner {
                 bytes.extend_from_slice(&sig.to_bytes());
             }
             SignKey::MlDsa44(key) => {
-                let checkpoint = crate::Checkpoint::parse(text)
-                    .map_err(|e| NoteError::NotACheckpoint(e.to_string()))?;
-                let message = subtree_message(
-                    &self.name,
-                    timestamp,
-                    &checkpoint.origin,
-                    checkpoint.size,
-                    &checkpoint.root,
-                )
-                .ok_or_else(|| NoteError::NotACheckpoint("an origin over 255 bytes".into()))?;
+                let message = checkpoint_subtree_message(&self.name, timestamp, text)
+                    .map_err(NoteError::NotACheckpoint)?;
                 let sig: ml_dsa::Signature<ml_dsa::MlDsa44> =
                     ml_dsa::signature::Signer::try_sign(key.as_ref(), &message).map_err(|_| {
                         NoteError::NotACheckpoint("ML-DSA-44 signing failed".into())
@@ -360,14 +369,7 @@ impl CosignatureVerifier {
                 if sig.len() != ML_DSA_44_SIGNATURE {
                     return None;
                 }
-                let checkpoint = crate::Checkpoint::parse(text).ok()?;
-                let message = subtree_message(
-                    &self.name,
-                    timestamp,
-                    &checkpoint.origin,
-                    checkpoint.size,
-                    &checkpoint.root,
-                )?;
+                let message = checkpoint_subtree_message(&self.name, timestamp, text).ok()?;
                 let sig = ml_dsa::Signature::<ml_dsa::MlDsa44>::try_from(sig).ok()?;
                 if !key.verify_with_context(&message, &[], &sig) {
                     return None;
