@@ -433,28 +433,18 @@ impl Witness {
         // its own cosignature (signatures by keys it does not know are not passed on). The same
         // checkpoint sent again keeps the log signatures served before: a resend signed by one
         // of a log's keys does not drop another's.
-        let mut served = Note {
-            text: opened.text.clone(),
-            signatures: opened.verified.clone(),
-        };
-        let before = self.checkpoint_of(&origin);
-        if let Some(before) = before.as_deref().and_then(|b| Note::parse(b).ok())
-            && before.text == served.text
-        {
-            let ours = self.key.verifier();
-            for sig in before.signatures {
-                let is_ours = sig.name == ours.name() && sig.key_id == ours.key_id();
-                if !is_ours
-                    && !served
-                        .signatures
-                        .iter()
-                        .any(|s| s.name == sig.name && s.key_id == sig.key_id)
-                {
-                    served.signatures.push(sig);
-                }
-            }
+        let mut served = self
+            .checkpoint_of(&origin)
+            .and_then(|before| Note::parse(&before).ok())
+            .filter(|before| before.text == opened.text)
+            .unwrap_or_else(|| Note {
+                text: opened.text.clone(),
+                signatures: Vec::new(),
+            });
+        // A key's newer signature replaces its older one (this witness's cosignature too).
+        for sig in opened.verified.iter().chain([&cosignature]) {
+            served.add_signature(sig.clone());
         }
-        served.add_signature(cosignature.clone());
         let served: Arc<[u8]> = served.to_bytes().into();
         tx.execute(
             "INSERT INTO witness_log (origin, size, root, cosigned_at, checkpoint)

@@ -87,11 +87,12 @@ pub enum PolicyError {
         #[source]
         source: KeyError,
     },
-    #[error("line {line}: a {role} key must have signature type 0x{want:02x}{}", if *want == crate::note::ALG_COSIGNATURE_V1 { " or 0x06 (ML-DSA-44)" } else { "" })]
+    #[error("line {line}: a {role} key must have signature type {want}")]
     WrongKeyType {
         line: usize,
         role: &'static str,
-        want: u8,
+        /// The types taken, as text (`0x01`; `0x04 or 0x06`).
+        want: &'static str,
     },
     #[error("line {line}: this public key is already listed")]
     DuplicateKey { line: usize },
@@ -203,7 +204,7 @@ impl Policy {
                         return Err(PolicyError::WrongKeyType {
                             line,
                             role: "log",
-                            want: crate::note::ALG_ED25519,
+                            want: "0x01",
                         });
                     };
                     if !log_keys.insert(key.public_key().to_vec()) {
@@ -227,7 +228,7 @@ impl Policy {
                             KeyError::WrongAlgorithm { .. } => PolicyError::WrongKeyType {
                                 line,
                                 role: "witness",
-                                want: crate::note::ALG_COSIGNATURE_V1,
+                                want: "0x04 or 0x06 (ML-DSA-44)",
                             },
                             source => PolicyError::BadKey { line, source },
                         })?;

@@ -560,7 +560,7 @@ fn policy_refusals_are_named() {
             PolicyError::WrongKeyType {
                 line: 1,
                 role: "log",
-                want: ALG_ED25519,
+                want: "0x01",
             },
         ),
         (
