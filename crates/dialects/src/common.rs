@@ -9,6 +9,22 @@ use agentledger_core::{AgentId, Dialect, Kind, Micros, NewEvent, SessionId, Seve
 
 use crate::InputError;
 
+/// The furthest an offset may skip in any listing: deeper pages cost a scan
+/// of what is skipped, so they are refused rather than run long (or until
+/// the query budget ends them).
+pub const MAX_OFFSET: u64 = 100_000;
+
+/// A listing's `offset` parameter (0 when absent), at most [`MAX_OFFSET`].
+pub fn offset(v: Option<u64>) -> Result<u64, InputError> {
+    match v.unwrap_or(0) {
+        n if n > MAX_OFFSET => Err(InputError::invalid(
+            "offset",
+            format!("offset: must be at most {MAX_OFFSET} (narrow the listing with filters)"),
+        )),
+        n => Ok(n),
+    }
+}
+
 /// A JSON object of at most 1 MiB and 128 levels, copied out of the request.
 pub fn object(path: &str, raw: &RawValue) -> Result<Box<RawValue>, InputError> {
     if raw.get().len() > MAX_PAYLOAD_BYTES {

@@ -148,7 +148,7 @@ pub struct EventsParams {
     pub order: Option<String>,
     /// Results per page (default 50; larger values are capped at 500).
     pub limit: Option<u32>,
-    /// Pagination offset (default 0).
+    /// Pagination offset (default 0, at most 100,000).
     pub offset: Option<u64>,
 }
 
@@ -173,7 +173,7 @@ impl EventsParams {
             decisions: comma_list("decision", &self.decision)?,
             order: order_param(&self.order)?,
             limit,
-            offset: self.offset.unwrap_or(0),
+            offset: crate::common::offset(self.offset)?,
             ..Default::default()
         })
     }

@@ -17,9 +17,8 @@ use crate::native::{comma_list, time_param};
 /// Sessions per page by default, and at most.
 pub const SESSIONS_DEFAULT_LIMIT: u32 = 50;
 pub const SESSIONS_MAX_LIMIT: u32 = 500;
-/// The furthest an offset may skip: deeper pages cost a scan of what is
-/// skipped, so they are refused rather than run long.
-pub const MAX_OFFSET: u64 = 100_000;
+pub use crate::common::MAX_OFFSET;
+use crate::common::offset;
 /// Events per timeline page (the SDK asks for one page; the rest is reached
 /// with `offset`).
 pub const TIMELINE_MAX_EVENTS: u32 = 1_000;
@@ -31,16 +30,6 @@ fn limit(v: Option<u32>, default: u32, max: u32) -> Result<u32, InputError> {
         Some(0) => Err(InputError::invalid("limit", "limit: must be at least 1")),
         Some(n) => Ok(n.min(max)),
         None => Ok(default),
-    }
-}
-
-fn offset(v: Option<u64>) -> Result<u64, InputError> {
-    match v.unwrap_or(0) {
-        n if n > MAX_OFFSET => Err(InputError::invalid(
-            "offset",
-            format!("offset: must be at most {MAX_OFFSET} (narrow the listing with filters)"),
-        )),
-        n => Ok(n),
     }
 }
 

@@ -254,7 +254,7 @@ pub struct BatchResponse {
 pub struct ListParams {
     /// 1..=500, default 50.
     pub limit: Option<u32>,
-    /// Events to skip (default 0).
+    /// Events to skip (default 0, at most 100,000).
     pub offset: Option<u64>,
     /// prompt, completion, tool_call, error or custom.
     #[serde(rename = "type")]
@@ -308,7 +308,7 @@ impl ListParams {
             from: time_param("from", &self.from)?,
             to: time_param("to", &self.to)?,
             limit,
-            offset: self.offset.unwrap_or(0),
+            offset: crate::common::offset(self.offset)?,
             ..Default::default()
         })
     }

@@ -190,6 +190,34 @@ async fn malformed_query_path_and_method_get_the_error_envelope() {
     expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 }
 
+/// A deep offset costs a scan of every row it skips: each listing that
+/// takes one refuses more than 100,000, naming the parameter (AgentLens's
+/// session listing and timeline did; its event listing and Secureagentics'
+/// agent events ran until the query budget stopped them).
+#[tokio::test]
+async fn deep_offsets_are_refused_in_every_listing() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/events?offset=100001",
+        "/api/sessions?offset=100001",
+        "/v1/agents/agt_x/events?offset=100001",
+        "/api/events?offset=18446744073709551615",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["type"], "validation_error", "{path}: {b}");
+        assert!(b.to_string().contains("offset"), "{path}: {b}");
+    }
+    for path in [
+        "/api/events?offset=100000",
+        "/v1/agents/agt_x/events?offset=100000",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn bad_query_parameters_are_400() {
     let app = spawn_app().await;
