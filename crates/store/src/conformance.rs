@@ -1203,6 +1203,50 @@ pub async fn llm_usage_groups_by_model_and_time(store: &dyn EventStore) {
         .await
         .expect("from");
     assert_eq!(later.len(), 1);
+    // A NUL anywhere in a payload (JSON `\u0000`, which PostgreSQL's json
+    // operators refuse to unescape) leaves the project's analytics readable,
+    // and its event's provider and latency counted.
+    let nul = project(store, "llm-nul").await;
+    store
+        .append(
+            &nul,
+            vec![
+                resp(
+                    r#""openai""#,
+                    "m",
+                    1.0,
+                    r#","completion":"a\u0000b","latencyMs":7"#,
+                    base,
+                ),
+                resp(
+                    r#""openai""#,
+                    "m",
+                    1.0,
+                    r#","note":"\\u0000","latencyMs":9"#,
+                    base,
+                ),
+            ],
+        )
+        .await
+        .expect("append");
+    let rows = store
+        .llm_usage(&nul, EventQuery::default(), None, LlmGroup::Model)
+        .await
+        .expect("a payload holding \\u0000 leaves llm usage readable");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].provider.as_deref(), Some("openai"));
+    assert_eq!((rows[0].calls, rows[0].latency_count), (2, 2));
+    assert!((rows[0].latency_ms_sum - 16.0).abs() < 1e-9);
+    let openai = store
+        .llm_usage(
+            &nul,
+            EventQuery::default(),
+            Some("openai".into()),
+            LlmGroup::Model,
+        )
+        .await
+        .expect("by provider");
+    assert_eq!(openai.len(), 1);
 }
 
 /// Events are read back by id (in their project only), with the columns
@@ -1364,6 +1408,19 @@ pub async fn views_agree_with_events(store: &dyn EventStore, p: &ProjectRef, ses
     let first_line = lines.iter().position(|b| *b == b'\n').expect("a line") + 1;
     assert_eq!(cut.lines, lines[..first_line]);
     assert_eq!(cut.last, Some((evs[0].0.seq, evs[0].0.id)));
+    // A client's `after` past every seq, even past i64, reads nothing (SQLite
+    // bound it as a negative seq and read from the first event).
+    for after in [1 << 63, u64::MAX] {
+        let none = store.session_events(p, session, after, 10).await;
+        assert!(none.expect("events").is_empty(), "after {after}");
+        let none = store.session_verify_rows(p, session, after, 10).await;
+        assert!(none.expect("verify rows").is_empty(), "after {after}");
+        let none = store
+            .session_export_lines(p, session, after, 10, u64::MAX)
+            .await
+            .expect("export");
+        assert_eq!((none.read, none.lines.len()), (0, 0), "after {after}");
+    }
 }
 
 /// The writer's gauges settle to zero once every append is answered, and a

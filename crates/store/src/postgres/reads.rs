@@ -339,13 +339,35 @@ pub(crate) async fn usage<C: GenericClient + Sync>(
 /// Monday 1970-01-05 00:00 UTC, in microseconds: weeks are counted from it.
 const MONDAY: i64 = 4 * 86_400 * 1_000_000;
 const WEEK: i64 = 7 * 86_400 * 1_000_000;
+/// A payload as `json`, for its members to be read. The cast to `json`
+/// accepts every valid JSON text, but its `->` and `->>` unescape every
+/// string of the document as they parse it and fail on `\u0000` (text cannot
+/// hold NUL): one event with a NUL anywhere in its payload made the
+/// project's LLM analytics an error. Each `\u0000` is read as `\ufffd`
+/// instead, which keeps the text valid JSON whatever precedes it (after an
+/// escaped backslash, `\\u0000` is six characters of text, and stays six);
+/// a provider holding a NUL reads with U+FFFD in its place.
+macro_rules! payload_json {
+    () => {
+        "replace(nullif(e.payload, ''), '\\u0000', '\\ufffd')::json"
+    };
+}
 /// A payload's `latencyMs` when it is a number (anything else is no latency).
-/// `json`, not `jsonb`: it accepts every valid JSON text (`\u0000` included).
-const LATENCY: &str = "CASE WHEN json_typeof(nullif(e.payload, '')::json -> 'latencyMs') = 'number' \
-    THEN (nullif(e.payload, '')::json ->> 'latencyMs')::float8 END";
+const LATENCY: &str = concat!(
+    "CASE WHEN json_typeof(",
+    payload_json!(),
+    " -> 'latencyMs') = 'number' THEN (",
+    payload_json!(),
+    " ->> 'latencyMs')::float8 END"
+);
 /// A payload's `provider` when it is a string.
-const PROVIDER: &str = "CASE WHEN json_typeof(nullif(e.payload, '')::json -> 'provider') = 'string' \
-    THEN nullif(e.payload, '')::json ->> 'provider' END";
+const PROVIDER: &str = concat!(
+    "CASE WHEN json_typeof(",
+    payload_json!(),
+    " -> 'provider') = 'string' THEN ",
+    payload_json!(),
+    " ->> 'provider' END"
+);
 
 pub(crate) async fn llm_usage<C: GenericClient + Sync>(
     c: &C,

@@ -1545,7 +1545,9 @@ fn each_session_row(
     let mut rows = st.query(rusqlite::params![
         project.id.0,
         session_id,
-        after as i64,
+        // A seq past i64 (from a client's `after`) is past every seq: nothing, as on
+        // PostgreSQL, not a negative bound that reads from the first event.
+        i64::try_from(after).unwrap_or(i64::MAX),
         limit as i64
     ])?;
     while let Some(r) = rows.next()? {
