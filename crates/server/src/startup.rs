@@ -312,6 +312,7 @@ impl Application {
         let router = routes::router()
             .merge(crate::console::router())
             .merge(crate::mcp::router())
+            .route_layer(middleware::from_fn(refuse_nul_in_url))
             .route_layer(middleware::from_fn_with_state(state.clone(), observe))
             .fallback(|| async { ApiError::NotFound("no such route").into_response() })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
@@ -399,6 +400,25 @@ async fn bootstrap_key(
 
 /// Latency histogram and an access log line per request (no headers, no query
 /// string: keys and search terms stay out of the logs).
+/// No id, filter or search term of the ledger holds NUL, and PostgreSQL text
+/// cannot (a NUL bound to a query is an error there, where SQLite matched
+/// nothing): a URL holding one (`%00`, the only way a URL can) is refused
+/// with 400 on every route and either backend, before any handler reads it.
+async fn refuse_nul_in_url(req: Request, next: Next) -> Response {
+    if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().contains("%00"))
+    {
+        return ApiError::Input(agentledger_dialects::InputError::invalid(
+            "url",
+            "the URL holds a NUL character (%00), which no id, filter or search term may hold",
+        ))
+        .into_response();
+    }
+    next.run(req).await
+}
+
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();

@@ -92,6 +92,36 @@ pub struct Done<'a> {
 /// kept with the events), so it must be quick and pure.
 pub type Renderer = std::sync::Arc<dyn Fn(&Done<'_>) -> StoredReply + Send + Sync>;
 
+/// A model or tool name holding NUL (`\u0000` in the payload's JSON) is
+/// refused, on either backend: the ledger stores both apart from the
+/// payload (the model in the event's usage columns, the tool in the
+/// overview's tallies), and PostgreSQL text cannot hold NUL, where SQLite
+/// stored it; a payload may hold NUL anywhere else. Only a payload whose
+/// text has the escape is read again.
+fn nul_in_derived(i: usize, e: &NewEvent) -> Option<agentledger_dialects::InputError> {
+    let payload = e.payload.get();
+    if !payload.contains("\\u0000") {
+        return None;
+    }
+    let model = agentledger_core::usage::Usage::of(e.kind, payload).and_then(|u| u.model);
+    let what = if model.is_some_and(|m| m.contains('\0')) {
+        "model name"
+    } else if e.kind == agentledger_core::Kind::ToolCall
+        && agentledger_core::payload::tool_name_in(e.kind, payload)
+            .is_some_and(|t| t.contains('\0'))
+    {
+        "tool name"
+    } else {
+        return None;
+    };
+    Some(agentledger_dialects::InputError::invalid(
+        format!("events[{i}].payload"),
+        format!(
+            "events[{i}].payload: its {what} holds a NUL character (\\u0000), which the ledger does not store in a {what}"
+        ),
+    ))
+}
+
 /// A JSON answer.
 pub fn json_reply<T: serde::Serialize>(status: StatusCode, body: &T) -> StoredReply {
     match serde_json::to_vec(body) {
@@ -165,6 +195,13 @@ pub async fn submit(
             ),
         )
         .into());
+    }
+    if let Some(err) = events
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| nul_in_derived(i, e))
+    {
+        return Err(err.into());
     }
     let (mut req, seeds) = match st.policy.clone() {
         None => (request(session, events, key, &render, None), None),

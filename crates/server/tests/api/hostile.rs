@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -194,6 +194,15 @@ async fn every_body_route_refuses_hostile_bodies_with_its_documented_error_and_s
 #[tokio::test]
 async fn hostile_query_strings_and_ids_get_400_or_404_and_never_5xx() {
     let app = spawn_app().await;
+    hostile_reads_get_400_or_404_and_never_5xx(&app).await;
+    assert_eq!(stored(&app), (1, 1));
+}
+
+/// Hostile query strings and ids on every listing and id route: 200, 400 or
+/// 404, never a 5xx (a NUL in a URL is a 400 on every route). Also run on
+/// PostgreSQL (`postgres.rs`), which refuses NUL in text where SQLite matched
+/// nothing. Ingests one event first.
+pub async fn hostile_reads_get_400_or_404_and_never_5xx(app: &TestApp) {
     app.ingest(serde_json::json!([memory("s", 1)])).await;
     let long = "a".repeat(10_000);
     let queries = [
@@ -265,8 +274,30 @@ async fn hostile_query_strings_and_ids_get_400_or_404_and_never_5xx() {
             }
         }
     }
+    for nul in [
+        "/api/v1/sessions/a%00b",
+        "/api/v1/events?agent_id=%00",
+        "/api/v1/events?session_id=s%00",
+        "/api/events?sessionId=%00",
+        "/api/sessions/%00/timeline",
+        "/api/agents/%00",
+        "/api/analytics/llm?provider=%00",
+        "/console/sessions/%00",
+    ] {
+        let r = app.get(nul).await;
+        if r.status() != 400 {
+            failures.push(format!(
+                "GET {nul}: {} (a NUL in a URL is a 400)",
+                r.status()
+            ));
+        } else {
+            let b: Value = r.json().await.unwrap_or_default();
+            if b["error"]["type"] != "validation_error" || !b.to_string().contains("%00") {
+                failures.push(format!("GET {nul}: {b}"));
+            }
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(stored(&app), (1, 1));
 }
 
 #[tokio::test]
@@ -307,4 +338,57 @@ fn tokio_stream_from(
     rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}
+
+/// A model or tool name holding NUL is refused with 400 naming it, on
+/// either backend (PostgreSQL text cannot store one; it answered 500), and
+/// nothing of the request is stored; a NUL elsewhere in a payload is kept.
+pub async fn nul_in_a_model_or_tool_name_is_refused(app: &TestApp) {
+    let refused = [
+        json!({"session_id": "n", "agent_id": "a", "kind": "llm_response",
+               "payload": {"callId": "l", "provider": "p", "model": "m\u{0}", "completion": "hi",
+                           "finishReason": "stop", "latencyMs": 9, "costUsd": 0.1,
+                           "usage": {"inputTokens": 1, "outputTokens": 1}}}),
+        json!({"session_id": "n", "agent_id": "a", "kind": "llm_call",
+               "payload": {"callId": "l", "provider": "p", "model": "\u{0}",
+                           "messages": [{"role": "user", "content": "hi"}]}}),
+        json!({"session_id": "n", "agent_id": "a", "kind": "tool_call",
+               "payload": {"toolName": "rm\u{0}", "callId": "c", "arguments": {}}}),
+    ];
+    for (i, ev) in refused.iter().enumerate() {
+        let r = app.post_events(json!([memory("n", 1), ev])).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{i}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["type"], "validation_error", "{i}: {b}");
+        let msg = b.to_string();
+        assert!(
+            msg.contains("events[1].payload") && msg.contains("NUL"),
+            "{i}: {msg}"
+        );
+    }
+    assert_eq!(
+        app.event_total().await,
+        0,
+        "nothing of a refused request is stored"
+    );
+    app.ingest(json!([
+        {"session_id": "n", "agent_id": "a", "kind": "llm_response",
+         "payload": {"callId": "l", "provider": "p", "model": "m", "completion": "a\u{0}b",
+                     "finishReason": "stop", "latencyMs": 3, "costUsd": 0.1,
+                     "usage": {"inputTokens": 1, "outputTokens": 1}}},
+        {"session_id": "n", "agent_id": "a", "kind": "tool_call",
+         "payload": {"toolName": "rm", "callId": "c", "arguments": {"path": "\u{0}"}}}
+    ]))
+    .await;
+    assert_eq!(app.event_total().await, 2);
+    let llm = app.get_json("/api/analytics/llm").await;
+    assert!(llm.to_string().contains("\"m\""), "{llm}");
+    let v = app.get_json("/api/v1/sessions/n/verify").await;
+    assert_eq!(v["valid"], true, "{v}");
+}
+
+#[tokio::test]
+async fn a_nul_in_a_model_or_tool_name_is_refused() {
+    let app = spawn_app().await;
+    nul_in_a_model_or_tool_name_is_refused(&app).await;
 }

@@ -172,3 +172,24 @@ async fn the_log_runs_on_postgresql() {
         assert!(indices.insert(proof.index));
     }
 }
+
+/// Hostile query strings and ids (`hostile.rs`) on PostgreSQL, which refuses
+/// NUL in text where SQLite matched nothing: never a 5xx.
+#[tokio::test]
+async fn hostile_reads_never_5xx_on_postgresql() {
+    let Some(pg) = PgDb::new() else { return };
+    let url = pg.url.clone();
+    let app = spawn_app_with(move |c| c.db = url).await;
+    crate::hostile::hostile_reads_get_400_or_404_and_never_5xx(&app).await;
+}
+
+/// A model or tool name holding NUL is a 400 on PostgreSQL as on SQLite (it
+/// was a 500: text cannot hold NUL), and a NUL elsewhere in an LLM payload
+/// leaves the project's LLM analytics readable.
+#[tokio::test]
+async fn nul_in_derived_names_is_refused_on_postgresql() {
+    let Some(pg) = PgDb::new() else { return };
+    let url = pg.url.clone();
+    let app = spawn_app_with(move |c| c.db = url).await;
+    crate::hostile::nul_in_a_model_or_tool_name_is_refused(&app).await;
+}
