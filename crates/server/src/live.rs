@@ -92,9 +92,14 @@ impl LiveEvent {
     }
 }
 
-/// The hub: the channel, the open streams per key, and the stop signal.
+/// The hub: a channel per project with open streams, the open streams per
+/// key, and the stop signal. One channel per project, not one for all: a
+/// project's stream then lags only behind its own project's commits, and
+/// the count its `lagged` event gives is of those alone (a shared channel's
+/// count told every project the whole server's commit rate, and a busy
+/// project pushed its neighbours' streams behind).
 pub struct Live {
-    tx: broadcast::Sender<Arc<LiveEvent>>,
+    channels: Mutex<HashMap<i64, broadcast::Sender<Arc<LiveEvent>>>>,
     open: Mutex<HashMap<String, usize>>,
     stop: watch::Sender<bool>,
 }
@@ -102,7 +107,7 @@ pub struct Live {
 impl Default for Live {
     fn default() -> Self {
         Live {
-            tx: broadcast::channel(BACKLOG).0,
+            channels: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
         }
@@ -116,10 +121,21 @@ pub struct Subscription {
     pub stop: watch::Receiver<bool>,
     hub: Arc<Live>,
     key_id: String,
+    project_id: i64,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        {
+            // The last stream of its project takes the channel with it
+            // (this one's receiver is the one left).
+            let mut c = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
+            if c.get(&self.project_id)
+                .is_some_and(|tx| tx.receiver_count() <= 1)
+            {
+                c.remove(&self.project_id);
+            }
+        }
         let mut m = self.hub.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = m.get_mut(&self.key_id) {
             *n = n.saturating_sub(1);
@@ -133,28 +149,40 @@ impl Drop for Subscription {
 impl Live {
     /// Publish committed events (no one listening is fine).
     pub fn publish(&self, project_id: i64, events: &[NewEvent], appended: &[AppendedEvent]) {
-        if self.tx.receiver_count() == 0 {
-            return;
-        }
+        let tx = {
+            let c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            match c.get(&project_id) {
+                Some(tx) => tx.clone(),
+                None => return,
+            }
+        };
         for (ev, a) in events.iter().zip(appended) {
-            let _ = self.tx.send(Arc::new(LiveEvent::new(project_id, ev, a)));
+            let _ = tx.send(Arc::new(LiveEvent::new(project_id, ev, a)));
         }
     }
 
-    /// Open a stream for `key_id`; `None` when the key already holds its
-    /// [`STREAMS_PER_KEY`].
-    pub fn subscribe(self: &Arc<Self>, key_id: &str) -> Option<Subscription> {
+    /// Open a stream of `project_id`'s commits for `key_id` (a key of that
+    /// project); `None` when the key already holds its [`STREAMS_PER_KEY`].
+    pub fn subscribe(self: &Arc<Self>, key_id: &str, project_id: i64) -> Option<Subscription> {
         let mut m = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = m.entry(key_id.to_owned()).or_default();
         if *n >= STREAMS_PER_KEY {
             return None;
         }
         *n += 1;
+        let rx = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(project_id)
+            .or_insert_with(|| broadcast::channel(BACKLOG).0)
+            .subscribe();
         Some(Subscription {
-            rx: self.tx.subscribe(),
+            rx,
             stop: self.stop.subscribe(),
             hub: self.clone(),
             key_id: key_id.to_owned(),
+            project_id,
         })
     }
 
@@ -218,4 +246,75 @@ pub fn sse(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentledger_core::{AgentId, EventId, SessionId};
+
+    fn commit(n: usize) -> (Vec<NewEvent>, Vec<AppendedEvent>) {
+        let ev = NewEvent {
+            session_id: SessionId::parse("s").unwrap(),
+            agent_id: AgentId::parse("a").unwrap(),
+            kind: Kind::Memory,
+            source_type: "memory".into(),
+            dialect: Dialect::Native,
+            severity: Severity::Info,
+            client_ts: None,
+            payload: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            metadata: agentledger_core::event::empty_object(),
+            judgement: None,
+        };
+        let a = |i: usize| AppendedEvent {
+            id: EventId::generate(Micros::now()),
+            session_id: "s".into(),
+            seq: i as u64 + 1,
+            hash: [0; 32],
+            server_ts: Micros::now(),
+        };
+        (vec![ev; n], (0..n).map(a).collect())
+    }
+
+    /// Another project's commits, however many, neither reach a stream nor
+    /// push it behind: its `lagged` count is of its own project's events.
+    #[test]
+    fn a_stream_lags_only_behind_its_own_project() {
+        let live = Arc::new(Live::default());
+        let mut a = live.subscribe("key-a", 1).unwrap();
+        let (evs, appended) = commit(BACKLOG + 10);
+        live.publish(2, &evs, &appended);
+        assert!(matches!(
+            a.rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+        live.publish(1, &evs[..3], &appended[..3]);
+        for _ in 0..3 {
+            assert_eq!(a.rx.try_recv().unwrap().project_id, 1);
+        }
+        live.publish(1, &evs, &appended);
+        assert!(matches!(
+            a.rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(10))
+        ));
+    }
+
+    /// A project's channel goes with its last stream; a later stream opens
+    /// a new one and sees what is published after it opened.
+    #[test]
+    fn the_last_stream_of_a_project_takes_its_channel() {
+        let live = Arc::new(Live::default());
+        let a = live.subscribe("k", 7).unwrap();
+        let b = live.subscribe("k", 7).unwrap();
+        drop(a);
+        assert_eq!(live.channels.lock().unwrap().len(), 1);
+        drop(b);
+        assert!(live.channels.lock().unwrap().is_empty());
+        let (evs, appended) = commit(1);
+        live.publish(7, &evs, &appended);
+        let mut c = live.subscribe("k", 7).unwrap();
+        assert!(c.rx.try_recv().is_err());
+        live.publish(7, &evs, &appended);
+        assert_eq!(c.rx.try_recv().unwrap().project_id, 7);
+    }
 }

@@ -553,7 +553,7 @@ pub async fn live_stream(
     let q = crate::routes::stream::stream_query(&p)?;
     let sub = st
         .live
-        .subscribe(&signed.caller.key_id)
+        .subscribe(&signed.caller.key_id, signed.caller.project.id.0)
         .ok_or(ConsoleError::Api(crate::error::ApiError::RateLimited(5)))?;
     Ok(crate::live::sse(sub, signed.caller.project.id.0, q).into_response())
 }

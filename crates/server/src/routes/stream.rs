@@ -67,7 +67,7 @@ pub async fn stream(
     let q = stream_query(&p)?;
     let sub = st
         .live
-        .subscribe(&caller.key_id)
+        .subscribe(&caller.key_id, caller.project.id.0)
         .ok_or(ApiError::RateLimited(5))?;
     // The caller (and its read slot) is dropped here: a stream reads
     // nothing from the database, so it does not hold one of the key's reads.
