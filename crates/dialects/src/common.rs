@@ -25,6 +25,27 @@ pub fn offset(v: Option<u64>) -> Result<u64, InputError> {
     }
 }
 
+/// A session's system prompt: at most 256 KiB, and no NUL. The prompt is
+/// stored apart from the events, in the session row (PostgreSQL text cannot
+/// hold NUL: it answered 500 where SQLite stored it).
+pub fn check_system_prompt(prompt: &str) -> Result<(), InputError> {
+    use agentledger_core::limits::MAX_SYSTEM_PROMPT_BYTES;
+    if prompt.len() > MAX_SYSTEM_PROMPT_BYTES {
+        return Err(InputError::too_large(
+            "system_prompt",
+            "system prompt",
+            MAX_SYSTEM_PROMPT_BYTES,
+        ));
+    }
+    if prompt.contains('\0') {
+        return Err(InputError::invalid(
+            "system_prompt",
+            "system_prompt: holds a NUL character (\\u0000), which the ledger does not store in a system prompt",
+        ));
+    }
+    Ok(())
+}
+
 /// A JSON object of at most 1 MiB and 128 levels, copied out of the request.
 pub fn object(path: &str, raw: &RawValue) -> Result<Box<RawValue>, InputError> {
     if raw.get().len() > MAX_PAYLOAD_BYTES {

@@ -99,9 +99,18 @@ impl LiveEvent {
 /// count told every project the whole server's commit rate, and a busy
 /// project pushed its neighbours' streams behind).
 pub struct Live {
-    channels: Mutex<HashMap<i64, broadcast::Sender<Arc<LiveEvent>>>>,
+    /// Each project's channel and its number of open streams (counted here,
+    /// under the lock, not read off the channel: two streams ending at once
+    /// would each still see the other's receiver and leave it behind).
+    channels: Mutex<HashMap<i64, Channel>>,
     open: Mutex<HashMap<String, usize>>,
     stop: watch::Sender<bool>,
+}
+
+/// One project's channel, and how many of its streams are open.
+struct Channel {
+    tx: broadcast::Sender<Arc<LiveEvent>>,
+    streams: usize,
 }
 
 impl Default for Live {
@@ -127,13 +136,13 @@ pub struct Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         {
-            // The last stream of its project takes the channel with it
-            // (this one's receiver is the one left).
+            // The last stream of its project takes the channel with it.
             let mut c = self.hub.channels.lock().unwrap_or_else(|p| p.into_inner());
-            if c.get(&self.project_id)
-                .is_some_and(|tx| tx.receiver_count() <= 1)
-            {
-                c.remove(&self.project_id);
+            if let Some(ch) = c.get_mut(&self.project_id) {
+                ch.streams = ch.streams.saturating_sub(1);
+                if ch.streams == 0 {
+                    c.remove(&self.project_id);
+                }
             }
         }
         let mut m = self.hub.open.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,7 +161,7 @@ impl Live {
         let tx = {
             let c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
             match c.get(&project_id) {
-                Some(tx) => tx.clone(),
+                Some(ch) => ch.tx.clone(),
                 None => return,
             }
         };
@@ -170,13 +179,15 @@ impl Live {
             return None;
         }
         *n += 1;
-        let rx = self
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(project_id)
-            .or_insert_with(|| broadcast::channel(BACKLOG).0)
-            .subscribe();
+        let rx = {
+            let mut c = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            let ch = c.entry(project_id).or_insert_with(|| Channel {
+                tx: broadcast::channel(BACKLOG).0,
+                streams: 0,
+            });
+            ch.streams += 1;
+            ch.tx.subscribe()
+        };
         Some(Subscription {
             rx,
             stop: self.stop.subscribe(),
@@ -309,6 +320,25 @@ mod tests {
         drop(a);
         assert_eq!(live.channels.lock().unwrap().len(), 1);
         drop(b);
+        assert!(live.channels.lock().unwrap().is_empty());
+        // Streams ending on several threads at once leave no channel behind.
+        let subs: Vec<_> = (0..4)
+            .map(|i| live.subscribe(&format!("k{i}"), 7).unwrap())
+            .collect();
+        let barrier = Arc::new(std::sync::Barrier::new(subs.len()));
+        let ends: Vec<_> = subs
+            .into_iter()
+            .map(|s| {
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    drop(s);
+                })
+            })
+            .collect();
+        for e in ends {
+            e.join().unwrap();
+        }
         assert!(live.channels.lock().unwrap().is_empty());
         let (evs, appended) = commit(1);
         live.publish(7, &evs, &appended);

@@ -398,8 +398,6 @@ async fn bootstrap_key(
     Ok(())
 }
 
-/// Latency histogram and an access log line per request (no headers, no query
-/// string: keys and search terms stay out of the logs).
 /// No id, filter or search term of the ledger holds NUL, and PostgreSQL text
 /// cannot (a NUL bound to a query is an error there, where SQLite matched
 /// nothing): a URL holding one (`%00`, the only way a URL can) is refused
@@ -419,6 +417,8 @@ async fn refuse_nul_in_url(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Latency histogram and an access log line per request (no headers, no query
+/// string: keys and search terms stay out of the logs).
 async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();

@@ -990,6 +990,9 @@ pub async fn sessions_and_agents_page_and_filter(store: &dyn EventStore) {
             0 => r#"{"tags":["prod","eu"]}"#,
             1 => r#"{"tags":["dev"]}"#,
             2 => r#"{"tags":[7,"us"]}"#,
+            // A NUL in a stored tag (PostgreSQL's json functions refused the
+            // whole listing), and the six characters `\u0000` as a tag.
+            3 => r#"{"tags":["q\u0000","nul","\\u0000"]}"#,
             _ => "{}",
         };
         let id = format!("s{i}");
@@ -1042,6 +1045,13 @@ pub async fn sessions_and_agents_page_and_filter(store: &dyn EventStore) {
         .expect("tags");
     assert_eq!(ids(&tagged), ["s2", "s0"], "string members only");
     assert_eq!(tagged.sessions[1].tags, ["prod", "eu"]);
+    for tag in ["nul", "\\u0000"] {
+        let nul = store
+            .list_sessions_at(&p, listing(0, &[tag], 10))
+            .await
+            .expect("a stored tag holding NUL leaves the listing readable");
+        assert_eq!(ids(&nul), ["s3"], "{tag}");
+    }
     // Cursor paging, then a cursor naming another project's session.
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -1225,6 +1235,8 @@ pub async fn llm_usage_groups_by_model_and_time(store: &dyn EventStore) {
                     r#","note":"\\u0000","latencyMs":9"#,
                     base,
                 ),
+                // The six characters `\u0000` as a provider are read as they are.
+                resp(r#""\\u0000""#, "m2", 0.5, "", base),
             ],
         )
         .await
@@ -1233,7 +1245,8 @@ pub async fn llm_usage_groups_by_model_and_time(store: &dyn EventStore) {
         .llm_usage(&nul, EventQuery::default(), None, LlmGroup::Model)
         .await
         .expect("a payload holding \\u0000 leaves llm usage readable");
-    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[1].provider.as_deref(), Some("\\u0000"), "{rows:?}");
     assert_eq!(rows[0].provider.as_deref(), Some("openai"));
     assert_eq!((rows[0].calls, rows[0].latency_count), (2, 2));
     assert!((rows[0].latency_ms_sum - 16.0).abs() < 1e-9);

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use agentledger_core::limits::MAX_SYSTEM_PROMPT_BYTES;
 use agentledger_core::{AgentId, Dialect, Kind, Micros, NewEvent, SessionId, Severity};
 
 use crate::InputError;
@@ -101,13 +100,7 @@ pub fn parse_register(body: &[u8]) -> Result<Registration, InputError> {
             .with_code("INVALID_AGENT_ID")
     })?;
     let started = field("timestamp", Micros::parse_rfc3339(&req.timestamp))?;
-    if req.system_prompt.len() > MAX_SYSTEM_PROMPT_BYTES {
-        return Err(InputError::too_large(
-            "system_prompt",
-            "system prompt",
-            MAX_SYSTEM_PROMPT_BYTES,
-        ));
-    }
+    crate::common::check_system_prompt(&req.system_prompt)?;
     let session_id = SessionId::generate();
     let opening = NewEvent {
         session_id: session_id.clone(),

@@ -61,6 +61,14 @@ fn registration_rejects_bad_agent_ids_with_the_documented_code() {
         parse_register(br#"{"agent_id":"a","timestamp":"yesterday","system_prompt":""}"#)
             .unwrap_err();
     assert_eq!(bad_time.path(), "timestamp");
+    // The prompt is kept in the session row, which cannot hold NUL on
+    // PostgreSQL: refused on either backend, naming it.
+    let nul = parse_register(
+        br#"{"agent_id":"a","timestamp":"2024-01-15T14:30:45.123Z","system_prompt":"a\u0000b"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(nul.path(), "system_prompt");
+    assert!(nul.to_string().contains("NUL"), "{nul}");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
-use agentledger_core::limits::{MAX_BATCH_EVENTS, MAX_SYSTEM_PROMPT_BYTES};
+use agentledger_core::limits::MAX_BATCH_EVENTS;
 use agentledger_core::query::{Cursor, EventQuery, Order, SessionQuery, UsageGroup, UsageRow};
 use agentledger_core::{
     AgentId, Dialect, Event, Micros, NewEvent, Session, SessionId, SessionStatus, VerifyReport,
@@ -108,16 +108,8 @@ pub fn parse_ingest(body: &[u8]) -> Result<Vec<NewEvent>, InputError> {
 /// Parse and validate a create-session body.
 pub fn parse_create_session(body: &[u8]) -> Result<SessionSpec, InputError> {
     let req: CreateSessionRequest<'_> = parse_json(body)?;
-    if req
-        .system_prompt
-        .as_ref()
-        .is_some_and(|p| p.len() > MAX_SYSTEM_PROMPT_BYTES)
-    {
-        return Err(InputError::too_large(
-            "system_prompt",
-            "system prompt",
-            MAX_SYSTEM_PROMPT_BYTES,
-        ));
+    if let Some(p) = &req.system_prompt {
+        crate::common::check_system_prompt(p)?;
     }
     Ok(SessionSpec {
         id: match req.session_id {

@@ -92,12 +92,12 @@ pub struct Done<'a> {
 /// kept with the events), so it must be quick and pure.
 pub type Renderer = std::sync::Arc<dyn Fn(&Done<'_>) -> StoredReply + Send + Sync>;
 
-/// A model or tool name holding NUL (`\u0000` in the payload's JSON) is
-/// refused, on either backend: the ledger stores both apart from the
-/// payload (the model in the event's usage columns, the tool in the
-/// overview's tallies), and PostgreSQL text cannot hold NUL, where SQLite
-/// stored it; a payload may hold NUL anywhere else. Only a payload whose
-/// text has the escape is read again.
+/// A model name, tool name or session tag holding NUL (`\u0000` in the
+/// payload's JSON) is refused, on either backend: the ledger keeps each apart
+/// from the payload (the model in the event's usage columns, the tool in the
+/// overview's tallies, the tags in the session row), and PostgreSQL text
+/// cannot hold NUL, where SQLite stored it; a payload may hold NUL anywhere
+/// else. Only a payload whose text has the escape is read again.
 fn nul_in_derived(i: usize, e: &NewEvent) -> Option<agentledger_dialects::InputError> {
     let payload = e.payload.get();
     if !payload.contains("\\u0000") {
@@ -111,13 +111,21 @@ fn nul_in_derived(i: usize, e: &NewEvent) -> Option<agentledger_dialects::InputE
             .is_some_and(|t| t.contains('\0'))
     {
         "tool name"
+    } else if e.kind == agentledger_core::Kind::SessionStarted
+        && agentledger_core::chain::tag_list(
+            agentledger_core::chain::session_tags(payload).as_deref(),
+        )
+        .iter()
+        .any(|t| t.contains('\0'))
+    {
+        "session tag"
     } else {
         return None;
     };
     Some(agentledger_dialects::InputError::invalid(
         format!("events[{i}].payload"),
         format!(
-            "events[{i}].payload: its {what} holds a NUL character (\\u0000), which the ledger does not store in a {what}"
+            "events[{i}].payload: a {what} holds a NUL character (\\u0000), which the ledger does not store in a {what}"
         ),
     ))
 }

@@ -169,11 +169,22 @@ pub fn list(param: &str, v: Option<Vec<String>>) -> Result<Option<String>, ApiEr
 }
 
 /// A free-text argument of at most `max` characters.
+/// A short text argument: at most `max` characters, and no NUL (no id,
+/// filter or cursor of the ledger holds one, and PostgreSQL text cannot: a
+/// NUL bound to a query was an internal error there, an empty page on
+/// SQLite).
 pub fn short(param: &str, v: Option<&String>, max: usize) -> Result<(), ApiError> {
     if v.is_some_and(|s| s.chars().count() > max) {
         return Err(
             InputError::invalid(param, format!("{param}: at most {max} characters")).into(),
         );
+    }
+    if v.is_some_and(|s| s.contains('\0')) {
+        return Err(InputError::invalid(
+            param,
+            format!("{param}: holds a NUL character, which no {param} may hold"),
+        )
+        .into());
     }
     Ok(())
 }

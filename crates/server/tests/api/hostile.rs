@@ -340,9 +340,10 @@ fn tokio_stream_from(
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
-/// A model or tool name holding NUL is refused with 400 naming it, on
-/// either backend (PostgreSQL text cannot store one; it answered 500), and
-/// nothing of the request is stored; a NUL elsewhere in a payload is kept.
+/// A model name, tool name or session tag, or a session's system prompt, holding NUL is
+/// refused with 400 naming it, on either backend (PostgreSQL text cannot
+/// store one; it answered 500), and nothing of the request is stored; a NUL
+/// elsewhere in a payload is kept.
 pub async fn nul_in_a_model_or_tool_name_is_refused(app: &TestApp) {
     let refused = [
         json!({"session_id": "n", "agent_id": "a", "kind": "llm_response",
@@ -354,6 +355,8 @@ pub async fn nul_in_a_model_or_tool_name_is_refused(app: &TestApp) {
                            "messages": [{"role": "user", "content": "hi"}]}}),
         json!({"session_id": "n", "agent_id": "a", "kind": "tool_call",
                "payload": {"toolName": "rm\u{0}", "callId": "c", "arguments": {}}}),
+        json!({"session_id": "n", "agent_id": "a", "kind": "session_started",
+               "payload": {"tags": ["prod", "a\u{0}"]}}),
     ];
     for (i, ev) in refused.iter().enumerate() {
         let r = app.post_events(json!([memory("n", 1), ev])).await;
@@ -366,6 +369,15 @@ pub async fn nul_in_a_model_or_tool_name_is_refused(app: &TestApp) {
             "{i}: {msg}"
         );
     }
+    let r = app
+        .post(
+            "/api/v1/sessions",
+            &json!({"agent_id": "a", "session_id": "p", "system_prompt": "be\u{0}careful"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["details"]["path"], "system_prompt", "{b}");
     assert_eq!(
         app.event_total().await,
         0,

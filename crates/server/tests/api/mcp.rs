@@ -236,6 +236,13 @@ async fn search_events_is_the_native_query_with_bounds() {
     )
     .await;
     assert!(text.contains("cursor"), "{text}");
+    // A NUL in a text filter is refused, naming it (PostgreSQL cannot bind
+    // one: it was an internal error there, an empty page on SQLite).
+    for arg in ["model", "cursor"] {
+        let (v, text) = tool_error(&app, &app.key, "search_events", json!({ arg: "m\u{0}" })).await;
+        assert!(text.contains(arg) && text.contains("NUL"), "{text}");
+        assert_eq!(v["type"], "validation_error");
+    }
     // Unknown arguments are refused, not ignored.
     let (_, text) = tool_error(&app, &app.key, "search_events", json!({"query": "x"})).await;
     assert!(text.contains("unknown field `query`"), "{text}");

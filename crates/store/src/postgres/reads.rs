@@ -339,17 +339,32 @@ pub(crate) async fn usage<C: GenericClient + Sync>(
 /// Monday 1970-01-05 00:00 UTC, in microseconds: weeks are counted from it.
 const MONDAY: i64 = 4 * 86_400 * 1_000_000;
 const WEEK: i64 = 7 * 86_400 * 1_000_000;
-/// A payload as `json`, for its members to be read. The cast to `json`
-/// accepts every valid JSON text, but its `->` and `->>` unescape every
-/// string of the document as they parse it and fail on `\u0000` (text cannot
-/// hold NUL): one event with a NUL anywhere in its payload made the
-/// project's LLM analytics an error. Each `\u0000` is read as `\ufffd`
-/// instead, which keeps the text valid JSON whatever precedes it (after an
-/// escaped backslash, `\\u0000` is six characters of text, and stays six);
-/// a provider holding a NUL reads with U+FFFD in its place.
+/// Stored JSON text (`$text`, an SQL expression) as `json`, for its members
+/// to be read. The cast accepts every valid JSON text, but `->`, `->>` and
+/// `json_array_elements` unescape every string of the document as they parse
+/// it and fail on `\u0000` (text cannot hold NUL): one event with a NUL
+/// anywhere in its payload made the project's LLM analytics an error, and one
+/// session tag holding NUL every tag-filtered listing. Each `\u0000` escape
+/// is read as `\ufffd` instead (U+FFFD where the NUL was), only where one is
+/// an escape (after an even run of backslashes: `\\u0000` is six characters
+/// of text and is read as they are), and only in a text that has one
+/// (`strpos` first, the regular expression then). The text stays valid JSON.
+macro_rules! nul_safe_json {
+    ($text:literal) => {
+        concat!(
+            "(CASE WHEN strpos(",
+            $text,
+            r#", '\u0000') > 0 THEN regexp_replace("#,
+            $text,
+            r#", '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') ELSE "#,
+            $text,
+            " END)::json"
+        )
+    };
+}
 macro_rules! payload_json {
     () => {
-        "replace(nullif(e.payload, ''), '\\u0000', '\\ufffd')::json"
+        nul_safe_json!("nullif(e.payload, '')")
     };
 }
 /// A payload's `latencyMs` when it is a number (anything else is no latency).
@@ -456,8 +471,11 @@ pub(crate) async fn list_sessions<C: GenericClient + Sync>(
         // Tags are stored as the JSON array the client sent; only its
         // string members are tags.
         filters.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM json_array_elements(s.tags::json) t \
-             WHERE json_typeof(t) = 'string' AND t #>> '{{}}' = ANY({}::text[]))",
+            concat!(
+                " AND EXISTS (SELECT 1 FROM json_array_elements(",
+                nul_safe_json!("s.tags"),
+                ") t WHERE json_typeof(t) = 'string' AND t #>> '{{}}' = ANY({}::text[]))"
+            ),
             p.bind(any_tags.to_vec())
         ));
     }
