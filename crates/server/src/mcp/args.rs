@@ -168,7 +168,6 @@ pub fn list(param: &str, v: Option<Vec<String>>) -> Result<Option<String>, ApiEr
     }
 }
 
-/// A free-text argument of at most `max` characters.
 /// A short text argument: at most `max` characters, and no NUL (no id,
 /// filter or cursor of the ledger holds one, and PostgreSQL text cannot: a
 /// NUL bound to a query was an internal error there, an empty page on

@@ -349,14 +349,16 @@ const WEEK: i64 = 7 * 86_400 * 1_000_000;
 /// an escape (after an even run of backslashes: `\\u0000` is six characters
 /// of text and is read as they are), and only in a text that has one
 /// (`strpos` first, the regular expression then). The text stays valid JSON.
+/// The literals are escape strings (`E'...'`): they mean the same whatever
+/// the server's `standard_conforming_strings`.
 macro_rules! nul_safe_json {
     ($text:literal) => {
         concat!(
             "(CASE WHEN strpos(",
             $text,
-            r#", '\u0000') > 0 THEN regexp_replace("#,
+            r#", E'\\u0000') > 0 THEN regexp_replace("#,
             $text,
-            r#", '(?<!\\)((?:\\\\)*)\\u0000', '\1\\ufffd', 'g') ELSE "#,
+            r#", E'(?<!\\\\)((?:\\\\\\\\)*)\\\\u0000', E'\\1\\\\ufffd', 'g') ELSE "#,
             $text,
             " END)::json"
         )

@@ -691,3 +691,26 @@ async fn two_nodes_integrate_one_log_without_giving_an_index_twice() {
         node.close().await;
     }
 }
+
+/// The JSON reads that guard against `\u0000` write their literals as escape
+/// strings, so a server with `standard_conforming_strings = off` (an old
+/// setting some still carry) reads LLM analytics and tag-filtered sessions
+/// alike; with plain literals every such query was an error there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_hold_without_standard_conforming_strings() {
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    admin()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET standard_conforming_strings = off",
+            db.name
+        ))
+        .await
+        .expect("alter database");
+    let store = db.open().await;
+    c::llm_usage_groups_by_model_and_time(&store).await;
+    c::sessions_and_agents_page_and_filter(&store).await;
+    store.close().await;
+}
