@@ -364,26 +364,19 @@ macro_rules! nul_safe_json {
         )
     };
 }
-macro_rules! payload_json {
-    () => {
-        nul_safe_json!("nullif(e.payload, '')")
-    };
-}
-/// A payload's `latencyMs` when it is a number (anything else is no latency).
-const LATENCY: &str = concat!(
-    "CASE WHEN json_typeof(",
-    payload_json!(),
-    " -> 'latencyMs') = 'number' THEN (",
-    payload_json!(),
-    " ->> 'latencyMs')::float8 END"
-);
-/// A payload's `provider` when it is a string.
-const PROVIDER: &str = concat!(
-    "CASE WHEN json_typeof(",
-    payload_json!(),
-    " -> 'provider') = 'string' THEN ",
-    payload_json!(),
-    " ->> 'provider' END"
+/// What an LLM response's payload says beyond its columns, read once per row:
+/// `provider` when it is a string, `latencyMs` when it is a number (anything
+/// else is neither). Joined after the event as `f`. `OFFSET 0` keeps each
+/// subquery from being folded into its users: folded, the text was scanned
+/// for `\u0000` and parsed again for every use of `f.provider` and
+/// `f.latency` (the select list, the provider filter, the sum and the count).
+const LLM_FIELDS: &str = concat!(
+    " CROSS JOIN LATERAL (SELECT \
+     CASE WHEN json_typeof(pj -> 'provider') = 'string' THEN pj ->> 'provider' END AS provider, \
+     CASE WHEN json_typeof(pj -> 'latencyMs') = 'number' THEN (pj ->> 'latencyMs')::float8 END \
+     AS latency FROM (SELECT ",
+    nul_safe_json!("nullif(e.payload, '')"),
+    " AS pj OFFSET 0) j OFFSET 0) f"
 );
 
 pub(crate) async fn llm_usage<C: GenericClient + Sync>(
@@ -400,11 +393,11 @@ pub(crate) async fn llm_usage<C: GenericClient + Sync>(
     let mut p = Params::default();
     let mut filters = event_filters(&mut p, project.id, &q);
     if let Some(name) = provider {
-        filters.push_str(&format!(" AND ({PROVIDER}) = {}", p.bind(name)));
+        filters.push_str(&format!(" AND f.provider = {}", p.bind(name)));
     }
     let (keys, order) = match group {
         LlmGroup::Model => (
-            format!("{PROVIDER} AS provider, e.model AS model, NULL::int8 AS bucket"),
+            "f.provider AS provider, e.model AS model, NULL::int8 AS bucket".to_owned(),
             "7 DESC, 5 DESC",
         ),
         LlmGroup::Time(width) => {
@@ -424,8 +417,8 @@ pub(crate) async fn llm_usage<C: GenericClient + Sync>(
         "SELECT {keys}, count(*) AS calls, coalesce(sum(e.input_tokens), 0)::int8 AS inp, \
          coalesce(sum(e.output_tokens), 0)::int8 AS outp, \
          coalesce(sum(e.cost_usd), 0.0)::float8 AS cost, \
-         coalesce(sum({LATENCY}), 0.0)::float8 AS latency, count({LATENCY}) AS latency_n \
-         FROM {EVENT_FROM} WHERE {filters} \
+         coalesce(sum(f.latency), 0.0)::float8 AS latency, count(f.latency) AS latency_n \
+         FROM {EVENT_FROM}{LLM_FIELDS} WHERE {filters} \
          GROUP BY 1, 2, 3 ORDER BY {order} LIMIT 1001"
     );
     let rows = c.query(&sql, &p.refs()).await.map_err(db)?;
