@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use agentledger::conn::ConnLimits;
-use agentledger::witness::{RunningWitness, WitnessConfig, start};
+use agentledger::witness::{CosignAlgorithm, RunningWitness, WitnessConfig, start};
 use agentledger_tlog::note::{Ed25519Signer, sign};
 use agentledger_tlog::policy::Policy;
 use agentledger_tlog::proof::TlogProof;
@@ -59,7 +59,7 @@ impl Witness {
         dir: &Path,
         name: &str,
         log_vkey: &str,
-        algorithm: agentledger::witness::CosignAlgorithm,
+        algorithm: CosignAlgorithm,
     ) -> Witness {
         let cfg = WitnessConfig {
             key: dir.join(format!("{name}.key")),
@@ -115,18 +115,24 @@ struct Setup {
 
 /// A log key, two witnesses that trust it, and a policy requiring both.
 async fn setup() -> Setup {
+    setup_with(42, "w2", CosignAlgorithm::Ed25519).await
+}
+
+/// [`setup`] with the log key drawn from `seed` and the second witness named
+/// `second`, cosigning with `algorithm` (the first, `w1`, with Ed25519).
+async fn setup_with(seed: u8, second: &str, algorithm: CosignAlgorithm) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let log_key_file = dir.path().join("log.key");
-    let log = write_log_key(&log_key_file, 42);
+    let log = write_log_key(&log_key_file, seed);
     let log_vkey = log.verifier().to_vkey();
     let w1 = Witness::start(dir.path(), "w1", &log_vkey).await;
-    let w2 = Witness::start(dir.path(), "w2", &log_vkey).await;
+    let w2 = Witness::start_with(dir.path(), second, &log_vkey, algorithm).await;
     let text = format!(
         "# the witnesses of agentledger.test's logs\n\
          log {log_vkey}\n\
          witness w1 {} {}\n\
-         witness w2 {} {}\n\
-         group both all w1 w2\n\
+         witness {second} {} {}\n\
+         group both all w1 {second}\n\
          quorum both\n",
         w1.vkey(),
         w1.url(),
@@ -776,18 +782,9 @@ except ValueError as e:
 /// monitoring route serves its cosigned checkpoint.
 #[tokio::test]
 async fn a_quorum_with_an_ml_dsa_44_witness() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log_key_file = dir.path().join("log.key");
-    let log = write_log_key(&log_key_file, 43);
-    let log_vkey = log.verifier().to_vkey();
-    let w1 = Witness::start(dir.path(), "w1", &log_vkey).await;
-    let pq = Witness::start_with(
-        dir.path(),
-        "pq",
-        &log_vkey,
-        agentledger::witness::CosignAlgorithm::MlDsa44,
-    )
-    .await;
+    let s = setup_with(43, "pq", CosignAlgorithm::MlDsa44).await;
+    let (dir, log, policy, policy_file) = (&s.dir, &s.log, &s.policy, &s.policy_file);
+    let (log_vkey, pq) = (log.verifier().to_vkey(), &s.witnesses[1]);
     assert!(pq.vkey().starts_with("pq.example+"));
     assert_eq!(
         agentledger_tlog::cosignature::CosignatureVerifier::parse(&pq.vkey())
@@ -795,23 +792,7 @@ async fn a_quorum_with_an_ml_dsa_44_witness() {
             .alg(),
         agentledger_tlog::note::ALG_COSIGNATURE_ML_DSA_44
     );
-    let text = format!(
-        "log {log_vkey}\nwitness w1 {} {}\nwitness pq {} {}\ngroup both all w1 pq\nquorum both\n",
-        w1.vkey(),
-        w1.url(),
-        pq.vkey(),
-        pq.url()
-    );
-    let policy_file = dir.path().join("pq.policy");
-    std::fs::write(&policy_file, &text).expect("write policy");
-    let policy = Policy::parse(text.as_bytes()).expect("policy");
-    let (key, file) = (log_key_file.clone(), policy_file.clone());
-    let app = spawn_app_with(move |cfg| {
-        cfg.log.key = key;
-        cfg.log.witness_policy = Some(file);
-        cfg.log.witness_timeout = Duration::from_secs(2);
-    })
-    .await;
+    let app = serve(&s).await;
     app.ingest(batch("q", 0, 30)).await;
     let started = Instant::now();
     let served = loop {
